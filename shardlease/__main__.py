@@ -1,0 +1,5 @@
+import sys
+
+from shardlease.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""The ``shardlease`` command line: a thin dispatcher over one module per sub-command.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed namespace, returning an exit code). Command modules keep their
+heavy imports inside ``func`` so that ``shardlease --help`` and ``shardlease dev-server`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from shardlease import __version__
+
+#: Modules that contribute a sub-command, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "shardlease.devserver.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shardlease",
+        description="Split work between replicas with one Kubernetes Lease per shard.",
+    )
+    parser.add_argument("--version", action="version", version=f"shardlease {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m shardlease.cli``
+    sys.exit(main())
