@@ -1,0 +1,164 @@
+"""The contract with the cluster: Lease names, labels, and a tolerant reading of Lease objects.
+
+Everything another tool (kubectl users, ``shardlease status``, dashboards) may rely on is spelled out
+here once. Lease objects are handled as plain JSON dicts, not as the ``kubernetes`` client's models:
+model (de)serialisation costs far more than the JSON itself and sits on the renew hot path.
+
+Reading is deliberately forgiving. A Lease of the group may have been written by another tool or by
+hand; a malformed field is read as "unknown" (``None``) rather than raising, so a broken record can
+never crash a replica. Decisions then treat unknown values conservatively.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+LABEL_GROUP = "shardlease.io/group"
+LABEL_ROLE = "shardlease.io/role"
+LABEL_SHARD = "shardlease.io/shard"
+ANNOTATION_SHARDS = "shardlease.io/shards"
+
+ROLE_SHARD = "shard"
+ROLE_MEMBER = "member"
+
+LEASE_API_VERSION = "coordination.k8s.io/v1"
+
+
+def shard_lease_name(group: str, shard: int) -> str:
+    return f"{group}-shard-{shard}"
+
+
+def member_lease_name(group: str, identity: str) -> str:
+    return f"{group}-member-{identity}"
+
+
+def group_selector(group: str) -> str:
+    """Label selector matching every Lease (shards and members) of one group."""
+    return f"{LABEL_GROUP}={group}"
+
+
+def shard_labels(group: str, shard: int) -> dict[str, str]:
+    return {LABEL_GROUP: group, LABEL_ROLE: ROLE_SHARD, LABEL_SHARD: str(shard)}
+
+
+def member_labels(group: str) -> dict[str, str]:
+    return {LABEL_GROUP: group, LABEL_ROLE: ROLE_MEMBER}
+
+
+def format_microtime(moment: _dt.datetime) -> str:
+    """Format as Kubernetes MicroTime: UTC with exactly six fractional digits.
+
+    ``datetime.isoformat()`` drops the fraction when it is zero, which kube-apiserver rejects.
+    """
+    if moment.tzinfo is None:
+        raise ValueError("MicroTime needs an aware datetime")
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_microtime(value: Any) -> _dt.datetime | None:
+    """Parse a MicroTime (or RFC 3339) string; ``None`` for anything unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    try:
+        parsed = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed
+
+
+def _int_or_none(value: Any) -> int | None:
+    # bool is an int subclass; a JSON true is not a number of seconds.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """One Lease as last seen, reduced to what shardlease decides on.
+
+    ``holder`` is ``""`` for a released Lease and ``None`` when the field is absent or not a string.
+    ``raw`` keeps the whole object so a conditional PUT can send it back with only the spec changed.
+    """
+
+    name: str
+    namespace: str
+    resource_version: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    holder: str | None
+    lease_duration_seconds: int | None
+    acquire_time: _dt.datetime | None
+    renew_time: _dt.datetime | None
+    transitions: int | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def role(self) -> str | None:
+        return self.labels.get(LABEL_ROLE)
+
+    @property
+    def group(self) -> str | None:
+        return self.labels.get(LABEL_GROUP)
+
+    @property
+    def shard(self) -> int | None:
+        """The shard index from the label, or ``None`` if it is missing or not a decimal number."""
+        value = self.labels.get(LABEL_SHARD)
+        if value is None or not value.isdigit():
+            return None
+        return int(value)
+
+    @property
+    def is_held(self) -> bool:
+        return bool(self.holder)
+
+    @property
+    def declared_shards(self) -> int | None:
+        """A member's shard count from its annotation, ``None`` if missing or unreadable."""
+        value = self.annotations.get(ANNOTATION_SHARDS)
+        if value is None or not value.isdigit():
+            return None
+        return int(value)
+
+    @property
+    def spec_key(self) -> tuple[object, ...]:
+        """What client-go compares to notice that a record changed (it compares the spec bytes)."""
+        spec = self.raw.get("spec")
+        return tuple(sorted(spec.items())) if isinstance(spec, dict) else ()
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> LeaseRecord | None:
+        """Read a Lease dict as the API returns it; ``None`` if it lacks a name (not a usable Lease)."""
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            return None
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            return None
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            spec = {}
+        labels = meta.get("labels")
+        annotations = meta.get("annotations")
+        holder = spec.get("holderIdentity")
+        return cls(
+            name=name,
+            namespace=str(meta.get("namespace") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+            annotations=(
+                {str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {}
+            ),
+            holder=holder if isinstance(holder, str) else None,
+            lease_duration_seconds=_int_or_none(spec.get("leaseDurationSeconds")),
+            acquire_time=parse_microtime(spec.get("acquireTime")),
+            renew_time=parse_microtime(spec.get("renewTime")),
+            transitions=_int_or_none(spec.get("leaseTransitions")),
+            raw=obj,
+        )
