@@ -1,0 +1,58 @@
+"""The embedded Kubernetes API server (``shardlease dev-server``).
+
+A small, faithful stand-in for kube-apiserver. It serves ``coordination.k8s.io/v1`` Leases and core
+``v1`` ConfigMaps over plain HTTP on loopback, for tests, demos and chaos experiments. The official
+Python client and kubectl work against it unchanged. It shares only the wire format with the rest of
+shardlease and imports nothing from it.
+
+Usage::
+
+    with DevServer(faults=True) as srv:      # serves from a daemon thread with its own event loop
+        srv.write_kubeconfig(path)           # context "shardlease-dev", namespace "default", no auth
+        srv.faults.partition("replica-1")    # see faults.py; srv.request_counts() for counters
+
+Module map: ``server`` (lifecycle), ``httpserver`` (HTTP/1.1 on asyncio), ``api`` (routing and
+verbs), ``store`` (objects, resourceVersion, event log), ``watch``, ``validation`` and ``microtime``
+(400 vs 422), ``selectors``, ``patch``, ``tables``, ``discovery``, ``openapi``, ``protobuf``
+(request bodies from typed client-go clients), ``faults`` and ``admin`` (fault injection),
+``counters``, ``kubeconfig``, ``cli``.
+
+Where it differs from a real cluster, on purpose:
+
+- There are no Namespace objects. Every valid namespace name exists: reading an empty namespace
+  works, and the synthetic ``/api/v1/namespaces`` lists the four default names plus every namespace
+  that holds an object. A write to an invalid name gets ``404 namespaces "x" not found``.
+- Reads always return the latest state. The ``resourceVersion`` parameter of list and get is
+  ignored. A ``continue`` token resumes after its key in the *current* state, not a snapshot. A
+  token older than the event history gets 410 Expired.
+- The event history keeps the last ``history_limit`` (10,000) events that are younger than
+  ``history_seconds`` (300 s). A watch from an older resourceVersion gets an ERROR 410 Expired event.
+- No authentication, RBAC or admission. ``managedFields`` is not kept. ``generation`` and
+  ``deletionTimestamp`` are never set. Finalizers are stored but never block a delete. Server-side
+  apply is a plain merge, with no field ownership or conflicts. Events are always an empty list.
+- Discovery is the legacy (unaggregated) kind, and OpenAPI v3 carries no schemas (enough for
+  ``kubectl apply`` and ``create -f``, but not for ``kubectl explain``). Responses are always JSON.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .faults import Faults
+    from .server import DevServer
+
+__all__ = ["DevServer", "Faults"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import lazily, so ``shardlease --help`` (which imports ``devserver.cli``) stays fast."""
+    if name == "DevServer":
+        from .server import DevServer
+
+        return DevServer
+    if name == "Faults":
+        from .faults import Faults
+
+        return Faults
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

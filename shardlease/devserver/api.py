@@ -1,0 +1,491 @@
+"""Request routing and the Kubernetes verbs: HTTP requests in, store calls, Status or objects out.
+
+Paths follow kube-apiserver: ``/api/v1`` (core) and ``/apis/coordination.k8s.io/v1``, each with
+``namespaces/{ns}/{plural}[/{name}]``, the all-namespaces ``{plural}`` list, and the deprecated
+``watch/`` prefix. Any valid namespace name is accepted without a Namespace object (the dev-server has
+no namespace lifecycle); an invalid one answers like a missing namespace does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from . import admin, discovery, openapi, protobuf, tables
+from .counters import RequestCounter
+from .faults import Faults
+from .httpserver import Request, Response, Stream, json_response, parse_json
+from .microtime import now_rfc3339
+from .patch import PatchError, PatchTestFailed, json_patch, merge_patch
+from .resources import BY_PATH, Resource
+from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
+from .status import ApiError, bad_request, method_not_allowed, path_not_found, success_status
+from .store import Expired, Store, Stored, dumps
+from .validation import decode, decode_error, is_namespace_name
+from .watch import Watcher, error_event
+
+log = logging.getLogger("shardlease.devserver")
+
+_TRUE = frozenset(("1", "t", "T", "true", "TRUE", "True"))
+_FALSE = frozenset(("", "0", "f", "F", "false", "FALSE", "False"))
+_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+_HEALTH = frozenset(("/healthz", "/readyz", "/livez"))
+_DEFAULT_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+
+
+def _bool(query: dict[str, str], name: str) -> bool:
+    value = query.get(name, "")
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise bad_request(f'{name}: Invalid value: "{value}": strconv.ParseBool: parsing "{value}": '
+                      f"invalid syntax")
+
+
+def _int(query: dict[str, str], name: str) -> int | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise bad_request(f'{name}: Invalid value: "{value}": strconv.ParseInt: parsing "{value}": '
+                          f"invalid syntax") from None
+    if number < 0:
+        raise bad_request(f"{name}: Invalid value: {number}: must be greater than or equal to 0")
+    return number
+
+
+def _dry_run(query: dict[str, str]) -> bool:
+    value = query.get("dryRun")
+    if value is None or value == "":
+        return False
+    if value != "All":
+        raise bad_request(f'dryRun: Unsupported value: "{value}": supported values: "All"')
+    return True
+
+
+def _json_body(resource: Resource, request: Request) -> Any:
+    """The decoded body: JSON (also for a missing Content-Type, as the Python client sends none),
+    or protobuf as typed client-go clients send it."""
+    body = request.body
+    if request.headers.get("content-type", "").startswith(PROTOBUF):
+        try:
+            return protobuf.decode(body)
+        except (protobuf.ProtobufError, UnicodeDecodeError) as exc:
+            raise decode_error(resource, f"unable to decode protobuf: {exc}") from None
+    if not body.strip():
+        raise decode_error(resource, "Object 'Kind' is missing in ''")
+    try:
+        return parse_json(body)
+    except ValueError as exc:
+        raise decode_error(resource, f"invalid character in JSON: {exc}") from None
+
+
+def _ok(payload: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, payload, headers=headers or {})
+
+
+def _error(exc: ApiError) -> Response:
+    return Response(exc.code, dumps(exc.status()), headers=exc.headers)
+
+
+class Api:
+    """All HTTP endpoints of one DevServer."""
+
+    def __init__(self, store: Store, faults: Faults, counter: RequestCounter, *, admin: bool,
+                 bookmark_interval: float, address: Callable[[], str]) -> None:
+        self.store = store
+        self.faults = faults
+        self.counter = counter
+        self.admin = admin
+        self.bookmark_interval = bookmark_interval
+        self.address = address
+        self.watchers: set[Watcher] = set()
+
+    # ------------------------------------------------------------------ entry point
+
+    async def handle(self, request: Request, stream: Stream) -> Response | None:
+        path = request.path.rstrip("/") or "/"
+        try:
+            if path.startswith("/_shardlease/"):
+                if not self.admin:
+                    raise path_not_found()
+                return admin.handle(request, path, self.faults, self.counter, self.store)
+            if path in _HEALTH or path.startswith(("/healthz/", "/readyz/", "/livez/")):
+                return Response(200, b"ok", "text/plain; charset=utf-8")
+            static = self._static(request, path)
+            if static is not None:
+                return static
+            return await self._api(request, stream, path)
+        except ApiError as exc:
+            return _error(exc)
+        except Exception as exc:  # never let a bug kill the connection loop or corrupt state
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return _error(ApiError(500, f"Internal error occurred: {exc!r}", "InternalError"))
+
+    def _static(self, request: Request, path: str) -> Response | None:
+        if path == "/version":
+            payload: Any = discovery.VERSION_INFO
+        elif path == "/api":
+            payload = discovery.api_versions(self.address())
+        elif path == "/apis":
+            payload = discovery.api_group_list()
+        elif path == "/apis/coordination.k8s.io":
+            payload = discovery.coordination_group()
+        elif path == "/apis/coordination.k8s.io/v1":
+            payload = discovery.coordination_resources()
+        elif path == "/api/v1":
+            payload = discovery.core_resources()
+        elif path == "/openapi/v3":
+            payload = openapi.index()
+        elif path.startswith("/openapi/v3/"):
+            payload = openapi.group_document(path[len("/openapi/v3/"):])
+            if payload is None:
+                raise path_not_found()
+        else:
+            return None
+        if request.method != "GET":
+            raise method_not_allowed(request.method)
+        return json_response(200, payload)
+
+    # ------------------------------------------------------------------ routing
+
+    async def _api(self, request: Request, stream: Stream, path: str) -> Response | None:
+        if path.startswith("/api/v1/"):
+            prefix, rest = "/api/v1", path[8:]
+        elif path.startswith("/apis/coordination.k8s.io/v1/"):
+            prefix, rest = "/apis/coordination.k8s.io/v1", path[29:]
+        else:
+            raise path_not_found()
+        parts = rest.split("/")
+        watch_path = parts[0] == "watch"
+        if watch_path:
+            parts = parts[1:]
+        namespace: str | None = None
+        name: str | None = None
+        if len(parts) >= 3 and parts[0] == "namespaces":
+            namespace, plural, name = parts[1], parts[2], (parts[3] if len(parts) > 3 else None)
+            if len(parts) > 4:
+                raise path_not_found()
+        elif len(parts) == 1:
+            plural = parts[0]
+        elif prefix == "/api/v1" and len(parts) == 2 and parts[0] == "namespaces" and not watch_path:
+            plural, name = "namespaces", parts[1]
+        else:
+            raise path_not_found()
+        resource = BY_PATH.get((prefix, plural))
+        method = request.method
+        query = request.query
+        if resource is None:
+            if prefix != "/api/v1" or plural not in ("events", "namespaces"):
+                raise path_not_found()
+            if method != "GET":
+                raise method_not_allowed(method)
+            verb = "get" if name else "list"
+        elif name is None:
+            if method == "GET":
+                watching = watch_path or _bool(query, "watch")
+                verb = "watch" if watching else "list"
+            elif watch_path:
+                raise method_not_allowed(method)
+            elif method == "POST" and namespace is not None:
+                verb = "create"
+            elif method == "DELETE" and namespace is not None:
+                verb = "deletecollection"
+            else:
+                raise method_not_allowed(method)
+        else:
+            if watch_path:
+                if method != "GET":
+                    raise method_not_allowed(method)
+                verb = "watch"
+            else:
+                verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "")
+                if not verb:
+                    raise method_not_allowed(method)
+        self.counter.add(verb, plural)
+        verdict = self.faults.verdict(request.client)
+        if verdict.drop:
+            stream.abort()
+            return None
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)
+        if verdict.error is not None:
+            return _error(verdict.error)
+        if resource is None:
+            return self._synthetic(request, plural, namespace, name, watch_path)
+        if verb == "watch":
+            return await self._watch(request, stream, resource, namespace, name)
+        assert namespace is not None or verb == "list"
+        handler = getattr(self, "_" + verb)
+        return handler(request, resource, namespace, name)
+
+    # ------------------------------------------------------------------ reads
+
+    @staticmethod
+    def _selectors(query: dict[str, str], name: str | None = None) -> tuple[LabelSelector, FieldSelector]:
+        labels = parse_label_selector(query.get("labelSelector", ""))
+        fields = parse_field_selector(query.get("fieldSelector", ""))
+        if name is not None:
+            fields = FieldSelector(fields.requirements + (("metadata.name", True, name),))
+        return labels, fields
+
+    def _get(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
+        stored = self.store.get(resource, namespace, name)
+        if tables.wants_table(request.headers.get("accept", "")):
+            include = request.query.get("includeObject", "Metadata")
+            return json_response(200, tables.table(resource, [stored], None, include))
+        return _ok(stored.raw)
+
+    def _list(self, request: Request, resource: Resource, namespace: str | None, _: None) -> Response:
+        query = request.query
+        labels, fields = self._selectors(query)
+        limit = _int(query, "limit") or 0
+        _int(query, "timeoutSeconds")  # validated like kube-apiserver does, though a list is instant
+        items, rv, token, remaining = self.store.list(resource, namespace, labels, fields, limit,
+                                                      query.get("continue", ""))
+        if tables.wants_table(request.headers.get("accept", "")):
+            include = query.get("includeObject", "Metadata")
+            return json_response(200, tables.table(resource, items, rv, include, True, token, remaining))
+        return _ok(self._list_bytes(resource.api_version, resource.list_kind, rv, items, token, remaining))
+
+    @staticmethod
+    def _list_bytes(api_version: str, list_kind: str, rv: int, items: list[Stored], token: str = "",
+                    remaining: int | None = None) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if token:
+            meta["continue"] = token
+        if remaining is not None:
+            meta["remainingItemCount"] = remaining
+        head = dumps({"kind": list_kind, "apiVersion": api_version, "metadata": meta})
+        return head[:-1] + b',"items":[' + b",".join(s.item_bytes() for s in items) + b"]}"
+
+    def _synthetic(self, request: Request, plural: str, namespace: str | None, name: str | None,
+                   watch_path: bool) -> Response:
+        """Events (always none) and Namespaces (every valid name exists, see module docstring)."""
+        rv = str(self.store.rv)
+        if plural == "events":
+            if name is not None:
+                raise ApiError(404, f'events "{name}" not found', "NotFound",
+                               {"name": name, "kind": "events"})
+            return json_response(200, {"kind": "EventList", "apiVersion": "v1",
+                                       "metadata": {"resourceVersion": rv}, "items": []})
+        if watch_path or _bool(request.query, "watch"):
+            raise method_not_allowed("WATCH")
+        if name is not None:
+            if not is_namespace_name(name):
+                raise ApiError(404, f'namespaces "{name}" not found', "NotFound",
+                               {"name": name, "kind": "namespaces"})
+            return json_response(200, dict(_namespace(name), kind="Namespace", apiVersion="v1"))
+        names = sorted(set(_DEFAULT_NAMESPACES) | set(self.store.namespaces()))
+        return json_response(200, {"kind": "NamespaceList", "apiVersion": "v1",
+                                   "metadata": {"resourceVersion": rv},
+                                   "items": [_namespace(n) for n in names]})
+
+    # ------------------------------------------------------------------ writes
+
+    def _decode_body(self, request: Request, resource: Resource, body: Any) -> tuple[dict[str, Any], dict[str, str]]:
+        """Decode and apply ``fieldValidation``; returns the object and the response headers."""
+        mode = request.query.get("fieldValidation", "") or "Warn"
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: '
+                              f'"Ignore", "Strict", "Warn"')
+        obj, unknown = decode(resource, body)
+        headers: dict[str, str] = {}
+        if unknown:
+            if mode == "Strict":
+                raise decode_error(resource, "strict decoding error: " +
+                                   ", ".join(f'unknown field "{f}"' for f in unknown))
+            if mode == "Warn":
+                headers["Warning"] = ", ".join(
+                    '299 - "unknown field \\"%s\\""' % f for f in unknown)
+        return obj, headers
+
+    @staticmethod
+    def _check_namespace(resource: Resource, namespace: str, obj: dict[str, Any]) -> None:
+        if not is_namespace_name(namespace):
+            raise ApiError(404, f'namespaces "{namespace}" not found', "NotFound",
+                           {"name": namespace, "kind": "namespaces"})
+        body_ns = obj["metadata"].get("namespace")
+        if body_ns and body_ns != namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace "
+                              "sent on the request")
+
+    @staticmethod
+    def _check_name(obj: dict[str, Any], name: str) -> None:
+        body_name = obj["metadata"].get("name", "")
+        if body_name != name:
+            raise bad_request(f"the name of the object ({body_name}) does not match the name on the "
+                              f"URL ({name})")
+
+    @staticmethod
+    def _check_content_type(request: Request, resource: Resource) -> None:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ("", "application/json", "application/yaml", "*/*", PROTOBUF):
+            raise ApiError(415, f'the body of the request was in an unknown format - accepted media '
+                                f'types include: application/json, application/yaml, '
+                                f'application/vnd.kubernetes.protobuf', "UnsupportedMediaType")
+
+    def _create(self, request: Request, resource: Resource, namespace: str, _: None) -> Response:
+        self._check_content_type(request, resource)
+        obj, headers = self._decode_body(request, resource, _json_body(resource, request))
+        self._check_namespace(resource, namespace, obj)
+        stored = self.store.create(resource, namespace, obj, _dry_run(request.query))
+        return _ok(stored.raw, 201, headers)
+
+    def _update(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
+        self._check_content_type(request, resource)
+        obj, headers = self._decode_body(request, resource, _json_body(resource, request))
+        self._check_name(obj, name)
+        self._check_namespace(resource, namespace, obj)
+        stored, created = self.store.update(resource, namespace, name, obj, _dry_run(request.query))
+        return _ok(stored.raw, 201 if created else 200, headers)
+
+    def _patch(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in _PATCH_TYPES:
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media "
+                                "types include: " + ", ".join(_PATCH_TYPES), "UnsupportedMediaType")
+        try:
+            patch = parse_json(request.body)
+        except ValueError as exc:
+            raise bad_request(f"error decoding patch: {exc}") from None
+        dry_run = _dry_run(request.query)
+        headers: dict[str, str] = {}
+        if media == "application/apply-patch+yaml":
+            return self._apply(request, resource, namespace, name, patch, dry_run)
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            try:
+                if media == "application/json-patch+json":
+                    patched = json_patch(current, patch)
+                else:
+                    if not isinstance(patch, dict):
+                        raise bad_request("patch body must be a JSON object")
+                    patched = merge_patch(current, patch)
+            except PatchTestFailed:
+                raise ApiError(422, "the server rejected our request due to an error in our request",
+                               "Invalid", {}) from None
+            except PatchError as exc:
+                raise bad_request(str(exc)) from None
+            obj, more = self._decode_body(request, resource, patched)
+            headers.update(more)
+            self._check_name(obj, name)
+            self._check_namespace(resource, namespace, obj)
+            return obj
+
+        stored = self.store.modify(resource, namespace, name, change, dry_run)
+        return _ok(stored.raw, 200, headers)
+
+    def _apply(self, request: Request, resource: Resource, namespace: str, name: str, patch: Any,
+               dry_run: bool) -> Response:
+        """Server-side apply, simplified: no field ownership; the applied config is merged in."""
+        if not request.query.get("fieldManager"):
+            raise ApiError(422, 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                                'is required for apply patch', "Invalid", {"kind": "PatchOptions"})
+        obj, headers = self._decode_body(request, resource, patch)
+        self._check_name(obj, name)
+        self._check_namespace(resource, namespace, obj)
+        obj["metadata"].pop("resourceVersion", None)
+        try:
+            self.store.get(resource, namespace, name)
+        except ApiError:
+            return _ok(self.store.create(resource, namespace, obj, dry_run).raw, 201, headers)
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            merged, _ = decode(resource, merge_patch(current, obj))
+            return merged
+
+        return _ok(self.store.modify(resource, namespace, name, change, dry_run).raw, 200, headers)
+
+    def _delete(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
+        options: dict[str, Any] = {}
+        if request.body.strip():
+            try:
+                options = parse_json(request.body)
+            except ValueError as exc:
+                raise bad_request(f"error decoding DeleteOptions: {exc}") from None
+            if not isinstance(options, dict):
+                raise bad_request("DeleteOptions must be a JSON object")
+        preconditions = options.get("preconditions") or None
+        if preconditions is not None and not isinstance(preconditions, dict):
+            raise bad_request("preconditions must be a JSON object")
+        dry_run = _dry_run(request.query) or options.get("dryRun") == ["All"]
+        gone = self.store.delete(resource, namespace, name, preconditions, dry_run)
+        details: dict[str, Any] = {"name": name}
+        if resource.group:
+            details["group"] = resource.group
+        details["kind"] = resource.plural
+        details["uid"] = gone.obj["metadata"]["uid"]
+        return json_response(200, success_status(details))
+
+    def _deletecollection(self, request: Request, resource: Resource, namespace: str,
+                          _: None) -> Response:
+        labels, fields = self._selectors(request.query)
+        deleted = self.store.delete_collection(resource, namespace, labels, fields,
+                                               _dry_run(request.query))
+        return _ok(self._list_bytes(resource.api_version, resource.list_kind, self.store.rv, deleted))
+
+    # ------------------------------------------------------------------ watch
+
+    async def _watch(self, request: Request, stream: Stream, resource: Resource,
+                     namespace: str | None, name: str | None) -> None:
+        query = request.query
+        labels, fields = self._selectors(query, name)
+        raw_rv = query.get("resourceVersion", "")
+        send_initial = _bool(query, "sendInitialEvents")
+        bookmarks = _bool(query, "allowWatchBookmarks")
+        if send_initial and not bookmarks:
+            raise ApiError(422, "ListOptions.meta.k8s.io \"\" is invalid: allowWatchBookmarks: "
+                                "Required value: allowWatchBookmarks must be set to true when "
+                                "sendInitialEvents is set", "Invalid", {"kind": "ListOptions"})
+        since: int | None = None
+        if raw_rv not in ("", "0") and not send_initial:
+            try:
+                since = int(raw_rv)
+            except ValueError:
+                raise bad_request(f'resourceVersion: Invalid value: "{raw_rv}": must be a valid '
+                                  f'resource version') from None
+        timeout = _int(query, "timeoutSeconds")
+        table = None
+        if tables.wants_table(request.headers.get("accept", "")):
+            table = query.get("includeObject", "Metadata")
+        watcher = Watcher(resource, namespace, labels, fields, request.client, stream, table, bookmarks)
+        try:
+            initial = self.store.subscribe(watcher, since, namespace, fields)
+        except Expired as exc:
+            stream.start()
+            stream.send(error_event({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                     "status": "Failure", "message": exc.message,
+                                     "reason": "Expired", "code": 410}))
+            return None
+        self.watchers.add(watcher)
+        try:
+            await watcher.run(self.store, initial, self.faults,
+                              None if timeout is None else float(timeout),
+                              self.bookmark_interval, send_initial)
+        finally:
+            self.watchers.discard(watcher)
+        return None
+
+    def cut_watches(self, client: str | None, graceful: bool) -> None:
+        """Close every watch (of ``client``, when given). Runs on the event loop."""
+        for watcher in list(self.watchers):
+            if client is None or watcher.client == client:
+                watcher.close(graceful)
+
+    def wake_watches(self) -> None:
+        for watcher in list(self.watchers):
+            watcher.wakeup.set()
+
+_STARTED = now_rfc3339()
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "creationTimestamp": _STARTED,
+                         "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}

@@ -1,0 +1,53 @@
+"""Discovery documents and ``/version``: what kubectl reads before it can talk about resources.
+
+Only legacy (unaggregated) discovery is served; kubectl falls back to it when the answer to its
+aggregated-discovery Accept header is plain APIVersions/APIGroupList JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .resources import CONFIGMAPS, LEASES
+
+VERSION_INFO: dict[str, str] = {
+    "major": "1", "minor": "32", "gitVersion": "v1.32.0-shardlease",
+    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+    "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23.0", "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+_COORDINATION_VERSION = {"groupVersion": LEASES.api_version, "version": LEASES.version}
+_COORDINATION_GROUP = {"name": LEASES.group, "versions": [_COORDINATION_VERSION],
+                       "preferredVersion": _COORDINATION_VERSION}
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+
+
+def api_group_list() -> dict[str, Any]:
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_COORDINATION_GROUP]}
+
+
+def coordination_group() -> dict[str, Any]:
+    return {"kind": "APIGroup", "apiVersion": "v1", **_COORDINATION_GROUP}
+
+
+def coordination_resources() -> dict[str, Any]:
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": LEASES.api_version,
+            "resources": [LEASES.discovery_entry()]}
+
+
+def core_resources() -> dict[str, Any]:
+    """Core v1: ConfigMaps, plus (read-only, always empty) events so ``kubectl describe`` is clean,
+    plus namespaces (synthetic, see the handlers) so ``kubectl get ns`` does not fail."""
+    events = {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event",
+              "verbs": ["get", "list"], "shortNames": ["ev"], "storageVersionHash": "r2yiGXH7wu8="}
+    namespaces = {"name": "namespaces", "singularName": "namespace", "namespaced": False,
+                  "kind": "Namespace", "verbs": ["get", "list"], "shortNames": ["ns"],
+                  "storageVersionHash": "Q3oi5N2YM8M="}
+    configmaps = dict(CONFIGMAPS.discovery_entry(), shortNames=["cm"])
+    return {"kind": "APIResourceList", "groupVersion": "v1",
+            "resources": [configmaps, events, namespaces]}

@@ -1,0 +1,87 @@
+"""The two resource types this stand-in serves, described once as data.
+
+Everything type-specific (paths, kinds, list kinds, the wire schema, table columns) hangs off a
+:class:`Resource`, so the store, the HTTP layer and discovery stay generic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Schema nodes for decoding request bodies the way Go's JSON decoder would (see validation.decode).
+# A node is a type name string, or ("struct", GoTypeName, {field: node}), ("map", node), ("list", node).
+Schema = Any
+
+OBJECT_META: Schema = ("struct", "ObjectMeta", {
+    "name": "string", "generateName": "string", "namespace": "string", "selfLink": "string",
+    "uid": "string", "resourceVersion": "string", "generation": "int64",
+    "creationTimestamp": "time", "deletionTimestamp": "time", "deletionGracePeriodSeconds": "int64",
+    "labels": ("map", "string"), "annotations": ("map", "string"), "ownerReferences": ("list", "any"),
+    "finalizers": ("list", "string"), "managedFields": ("list", "any"),
+})
+
+LEASE_SCHEMA: Schema = ("struct", "Lease", {
+    "kind": "string", "apiVersion": "string", "metadata": OBJECT_META,
+    "spec": ("struct", "LeaseSpec", {
+        "holderIdentity": "string", "leaseDurationSeconds": "int32", "acquireTime": "microtime",
+        "renewTime": "microtime", "leaseTransitions": "int32", "strategy": "string",
+        "preferredHolder": "string",
+    }),
+})
+
+CONFIGMAP_SCHEMA: Schema = ("struct", "ConfigMap", {
+    "kind": "string", "apiVersion": "string", "metadata": OBJECT_META,
+    "data": ("map", "string"), "binaryData": ("map", "bytes"), "immutable": "bool",
+})
+
+
+@dataclass(frozen=True, eq=False)  # identity equality and hashing: there is one of each
+class Resource:
+    """One namespaced resource type, e.g. ``leases`` in ``coordination.k8s.io/v1``."""
+
+    group: str
+    version: str
+    plural: str
+    singular: str
+    kind: str
+    schema: Schema
+    storage_version_hash: str
+    #: Leases refuse a PUT without resourceVersion (422); ConfigMaps treat it as unconditional.
+    unconditional_update: bool
+    #: Leases are created by a PUT to a missing name (201); ConfigMaps answer 404.
+    create_on_update: bool
+    api_version: str = field(init=False)
+    list_kind: str = field(init=False)
+    qualified: str = field(init=False)
+    kind_label: str = field(init=False)
+    #: Serialised objects start with this, so list items (which carry no kind/apiVersion) are a slice.
+    prefix: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        api_version = f"{self.group}/{self.version}" if self.group else self.version
+        object.__setattr__(self, "api_version", api_version)
+        object.__setattr__(self, "list_kind", self.kind + "List")
+        object.__setattr__(self, "qualified", f"{self.plural}.{self.group}" if self.group else self.plural)
+        object.__setattr__(self, "kind_label", f"{self.kind}.{self.group}" if self.group else self.kind)
+        object.__setattr__(self, "prefix",
+                           f'{{"kind":"{self.kind}","apiVersion":"{api_version}",'.encode())
+
+    def discovery_entry(self) -> dict[str, Any]:
+        return {
+            "name": self.plural, "singularName": self.singular, "namespaced": True, "kind": self.kind,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "storageVersionHash": self.storage_version_hash,
+        }
+
+
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "lease", "Lease", LEASE_SCHEMA, "gqkMMb/YqFM=",
+                  unconditional_update=False, create_on_update=True)
+CONFIGMAPS = Resource("", "v1", "configmaps", "configmap", "ConfigMap", CONFIGMAP_SCHEMA, "qFsyl6wFWjQ=",
+                      unconditional_update=True, create_on_update=False)
+
+ALL: tuple[Resource, ...] = (LEASES, CONFIGMAPS)
+#: (api prefix, plural) -> Resource, for routing.
+BY_PATH: dict[tuple[str, str], Resource] = {
+    (("/apis/" + r.api_version) if r.group else "/api/v1", r.plural): r for r in ALL
+}
