@@ -1,10 +1,54 @@
 """shardlease: many replicas of one Deployment split a fixed set of shards, one Kubernetes Lease per shard.
 
-The public API is small and re-exported here; everything else is an implementation detail.
+The public API is small and re-exported here; everything else is an implementation detail::
+
+    from shardlease import ShardConfig, ShardManager, Shard, shard_for_key
+
+    def handle(shard: Shard) -> None:
+        while not shard.stopped.wait(1.0):
+            ...
+
+    ShardManager(ShardConfig(group="orders", shards=64), handle).run()
+
+The names are resolved on first use (PEP 562), so that ``import shardlease`` stays cheap: the CLI,
+the dev-server and the pytest plugin import this package without paying for pydantic and the
+Kubernetes client.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_EXPORTS = {
+    "ConfigError": "shardlease.errors",
+    "Shard": "shardlease.handlers",
+    "ShardConfig": "shardlease.config",
+    "ShardManager": "shardlease.manager",
+    "ShardleaseError": "shardlease.errors",
+    "shard_for_key": "shardlease.keys",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from shardlease.config import ShardConfig
+    from shardlease.errors import ConfigError, ShardleaseError
+    from shardlease.handlers import Shard
+    from shardlease.keys import shard_for_key
+    from shardlease.manager import ShardManager
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shardlease' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,294 @@
+"""Per-shard election decisions: a pure function from what we know to what to do next.
+
+Everything that touches time or the network lives elsewhere (``manager.py`` does the I/O, ``cache.py``
+records when each Lease was observed). Keeping the rules in one side-effect-free function means every
+timing edge (expiry, renew deadline, handoff, grace fallback, conflicts) can be tested with a fake
+clock and no server, and the manager can be read as "ask ``decide``, do what it says".
+
+The rules follow client-go's ``LeaderElector`` where a rule exists there:
+
+* Expiry of a foreign holder is judged from the *local monotonic time at which its record was last
+  seen to change* plus its ``leaseDurationSeconds``; the record's ``renewTime`` is never compared with
+  our wall clock, so clock offsets between pods do not matter.
+* A holder gives up (stops its handler) once ``renew_deadline`` has passed since the *start* of its last
+  successful renewal. The start, not the end: the server may have committed the write the instant the
+  request left, and peers start counting from whenever they observe it, which is later still. With
+  ``renew_deadline < lease_duration`` we therefore stop before anyone may take over.
+
+Decision table (first matching row wins), ``held`` meaning "our last successful write made us the
+holder and we have not given it up since":
+
+====  ==========================================================  =================================
+held  condition                                                    action
+====  ==========================================================  =================================
+yes   now >= last renew start + renew_deadline                     LOST (stop handler, drop it)
+yes   cached record absent or names another holder                 LOST (someone overwrote it)
+yes   cached record is not the version our last write produced     LOST (written by someone else)
+any   a write for this Lease is in flight                          WAIT (until the deadline if held)
+any   our last write hit 409 and the cache still shows that RV     WAIT, then REFRESH after retry_period
+yes   not desired here, but taken as a grace fallback and its
+      minimum hold (lease_duration, doubling per repeat) not over   RENEW when due, else WAIT
+yes   leaving (not desired here, or shutting down) and the handler
+      is running                                                   STOP_HANDLER
+yes   leaving and the handler has returned                         RELEASE
+yes   desired here, handler returned after a stop (not by itself)  START_HANDLER (same tenure)
+yes   otherwise (desired here, or handler still draining/stuck)    RENEW when due, else WAIT
+no    a handler from an earlier tenure has not returned yet        WAIT (never two handlers)
+no    error backoff not over                                       WAIT until retry time
+no    record names us (stale tenure), desired here and eligible    ACQUIRE at once (new token)
+no    record names us (stale tenure) and we may not keep it        RELEASE (so the owner need not wait)
+no    record held by someone else and not expired                  WAIT until expiry
+no    we may not take shards (not a live member, count mismatch,
+      shutting down)                                               WAIT
+no    free (absent / released / expired / stale) and desired here  ACQUIRE
+no    free, desired elsewhere, grace since it became free is over  ACQUIRE (fallback)
+no    free, desired elsewhere, grace not over                      WAIT until free time + grace
+====  ==========================================================  =================================
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .records import LeaseRecord
+
+__all__ = [
+    "Action",
+    "Decision",
+    "HandlerPhase",
+    "ShardView",
+    "Timing",
+    "decide",
+    "expiry_of",
+    "rv_of",
+]
+
+
+class Action(enum.Enum):
+    WAIT = "wait"
+    ACQUIRE = "acquire"
+    RENEW = "renew"
+    RELEASE = "release"
+    STOP_HANDLER = "stop_handler"
+    START_HANDLER = "start_handler"
+    LOST = "lost"
+    REFRESH = "refresh"
+
+
+class HandlerPhase(enum.Enum):
+    """Where this replica's handler for one shard is. ``IDLE`` means no handler code is running."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The durations every decision is made from, in seconds (monotonic clock)."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    handoff_grace: float = 4.0
+    drain_timeout: float = 30.0
+
+    @property
+    def lease_duration_seconds(self) -> int:
+        """What we write into ``leaseDurationSeconds``: an int32 > 0, rounded up so peers wait long enough."""
+        return max(1, math.ceil(self.lease_duration))
+
+    @classmethod
+    def from_config(cls, config: Any) -> Timing:
+        """Build from a ``ShardConfig`` (duck-typed so this module stays free of pydantic)."""
+        grace = getattr(config, "effective_handoff_grace", None)
+        if grace is None:
+            grace = config.handoff_grace if config.handoff_grace is not None else 2 * config.retry_period
+        return cls(
+            lease_duration=float(config.lease_duration),
+            renew_deadline=float(config.renew_deadline),
+            retry_period=float(config.retry_period),
+            handoff_grace=float(grace),
+            drain_timeout=float(config.drain_timeout),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardView:
+    """Everything ``decide`` may look at for one shard, frozen at one instant.
+
+    ``observed`` is the monotonic time the record was last seen to change (for an absent record: since
+    when it has been known to be absent). ``desired`` is the owner the assignment names, ``None`` when
+    no member is live. ``eligible`` is False when this replica must not take shards at all (its member
+    Lease is not live, its shard count differs from the group's, or it is shutting down).
+    """
+
+    identity: str
+    record: LeaseRecord | None
+    observed: float
+    desired: str | None
+    eligible: bool = True
+    shutting_down: bool = False
+    held: bool = False
+    renew_started: float | None = None
+    handler: HandlerPhase = HandlerPhase.IDLE
+    in_flight: bool = False
+    retry_at: float = 0.0
+    conflict_rv: str | None = None
+    conflict_at: float | None = None
+    hold_until: float = 0.0
+    own_rv: str | None = None
+    handler_wanted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do now, and (for WAIT) when the answer may change without any new event (``None``: only
+    an event such as a cache change, a finished write or a handler exit can change it)."""
+
+    action: Action
+    at: float | None = None
+    reason: str = ""
+
+
+def rv_of(record: LeaseRecord | None) -> str:
+    """The resourceVersion a conditional write would be based on; ``""`` stands for "absent"."""
+    return record.resource_version if record is not None else ""
+
+
+def expiry_of(record: LeaseRecord, observed: float, timing: Timing) -> float:
+    """When a foreign holder's claim runs out, judged as client-go does.
+
+    An unreadable or non-positive ``leaseDurationSeconds`` (a broken or foreign record) is read as our
+    own lease duration: a conservative guess that neither grabs the shard at once nor waits forever.
+    """
+    duration = record.lease_duration_seconds
+    if duration is None or duration <= 0:
+        return observed + timing.lease_duration
+    return observed + float(duration)
+
+
+def _holder_state(record: LeaseRecord) -> str:
+    """Classify a record's holder: ``free`` (released / field absent), ``self``-less ``other`` otherwise.
+
+    A ``holderIdentity`` of the wrong type (possible only from a non-conforming writer) is treated as a
+    holder we do not know, i.e. it must expire before anyone takes over.
+    """
+    if record.holder == "":
+        return "free"
+    if record.holder is None:
+        spec = record.raw.get("spec")
+        if isinstance(spec, dict) and "holderIdentity" in spec and spec["holderIdentity"] is not None:
+            return "other"
+        return "free"
+    return "named"
+
+
+def _renew_or_wait(view: ShardView, now: float, timing: Timing, deadline: float, why: str) -> Decision:
+    assert view.renew_started is not None
+    due = max(view.renew_started + timing.retry_period, view.retry_at)
+    if now >= due:
+        return Decision(Action.RENEW, reason=why)
+    return Decision(Action.WAIT, at=min(due, deadline), reason=f"renew later ({why})")
+
+
+def decide(view: ShardView, now: float, timing: Timing) -> Decision:
+    """The next step for one shard. Pure: no I/O, no clock reads, no mutation."""
+    record = view.record
+
+    if view.held:
+        started = view.renew_started if view.renew_started is not None else -math.inf
+        deadline = started + timing.renew_deadline
+        if now >= deadline:
+            return Decision(Action.LOST, reason="renew deadline passed without a successful renewal")
+        if not view.in_flight and (record is None or record.holder != view.identity):
+            # Not while a write is in flight: our own write may be what the cache is about to show.
+            who = "deleted" if record is None else f"now held by {record.holder!r}"
+            return Decision(Action.LOST, reason=f"lease was overwritten ({who})")
+        if not view.in_flight and view.own_rv is not None and record is not None \
+                and record.resource_version != view.own_rv:
+            # Still our name, but a write that is not ours: another process with our identity, or a
+            # tool editing the Lease. Give it up rather than risk two handlers.
+            return Decision(Action.LOST, reason="lease was written by someone else under our identity")
+        if view.in_flight:
+            return Decision(Action.WAIT, at=deadline, reason="write in flight")
+        conflict = _conflict_pending(view, now, timing)
+        if conflict is not None:
+            if conflict.action is Action.WAIT:
+                return Decision(Action.WAIT, at=min(conflict.at or deadline, deadline), reason=conflict.reason)
+            return conflict
+        leaving = view.shutting_down or view.desired != view.identity
+        if leaving and not view.shutting_down and now < view.hold_until:
+            # Taken as a grace fallback: keep it a little while so a slow owner does not cause churn.
+            decision = _renew_or_wait(view, now, timing, deadline, "fallback hold")
+            if decision.action is Action.WAIT:
+                return Decision(Action.WAIT, at=min(decision.at or deadline, view.hold_until), reason=decision.reason)
+            return decision
+        if leaving:
+            if view.handler is HandlerPhase.RUNNING:
+                return Decision(Action.STOP_HANDLER, reason="shard moves away" if not view.shutting_down else "shutting down")
+            if view.handler is HandlerPhase.IDLE:
+                if now < view.retry_at:
+                    return Decision(Action.WAIT, at=min(view.retry_at, deadline), reason="release backoff")
+                return Decision(Action.RELEASE, reason="handler returned; hand the shard over")
+            # Handler still draining (or stuck past drain_timeout): keep the Lease so nobody else runs it.
+            return _renew_or_wait(view, now, timing, deadline, "handler draining")
+        if view.handler is HandlerPhase.IDLE and view.handler_wanted:
+            # Desired here again after a stop (a short membership flap): the old run has returned, so a
+            # new one may start within the same tenure (same token: the holder did not change).
+            return Decision(Action.START_HANDLER, reason="desired here again after its handler stopped")
+        return _renew_or_wait(view, now, timing, deadline, "holder")
+
+    # ---- not held by us (locally) ----
+    if view.in_flight:
+        return Decision(Action.WAIT, reason="write in flight")
+    if view.handler is not HandlerPhase.IDLE:
+        return Decision(Action.WAIT, reason="previous handler has not returned")
+    conflict = _conflict_pending(view, now, timing)
+    if conflict is not None:
+        return conflict
+    if now < view.retry_at:
+        return Decision(Action.WAIT, at=view.retry_at, reason="backoff after an error")
+
+    if record is None:
+        free_at = view.observed
+    else:
+        state = _holder_state(record)
+        if state == "named" and record.holder == view.identity:
+            # Our name, but not our current tenure (a restart, or a renewal that landed after we gave up).
+            if view.shutting_down or not view.eligible or view.desired != view.identity:
+                return Decision(Action.RELEASE, reason="stale lease in our name")
+            return Decision(Action.ACQUIRE, reason="lease names us from an earlier tenure")
+        if state == "free":
+            free_at = view.observed
+        else:
+            expires = expiry_of(record, view.observed, timing)
+            if now < expires:
+                return Decision(Action.WAIT, at=expires, reason=f"held by {record.holder!r}")
+            free_at = expires
+
+    if not view.eligible or view.shutting_down:
+        return Decision(Action.WAIT, reason="not taking shards")
+    if view.desired == view.identity:
+        return Decision(Action.ACQUIRE, reason="free and desired here")
+    if view.desired is None:
+        return Decision(Action.WAIT, reason="no live members")
+    fallback_at = free_at + timing.handoff_grace
+    if now >= fallback_at:
+        return Decision(Action.ACQUIRE, reason=f"desired owner {view.desired!r} did not take it within the grace")
+    return Decision(Action.WAIT, at=fallback_at, reason=f"free, waiting for {view.desired!r}")
+
+
+def _conflict_pending(view: ShardView, now: float, timing: Timing) -> Decision | None:
+    """After a 409 we re-read through the watch cache; only if it has not moved on do we GET."""
+    if view.conflict_rv is None:
+        return None
+    if rv_of(view.record) != view.conflict_rv:
+        return None  # the cache has moved past the version we conflicted on
+    since = view.conflict_at if view.conflict_at is not None else now
+    if now >= since + timing.retry_period:
+        return Decision(Action.REFRESH, reason="cache did not move past the conflicting version")
+    return Decision(Action.WAIT, at=since + timing.retry_period, reason="waiting for the watch after a conflict")

@@ -1,0 +1,221 @@
+"""``Shard`` (what a handler receives) and the runners that execute handlers.
+
+A sync handler gets its own thread per held shard; an ``async def`` handler runs as a task on one event
+loop thread shared by the manager. Revoking a shard sets ``shard.stopped`` (and cancels the task); the
+runner reports back when the handler has really returned, because the Lease may only be released after
+that: releasing earlier would let the next owner start while our code still runs.
+
+A handler that raises is logged with its traceback and started again after a backoff (1 s doubling to
+30 s) while the shard is still held: a transient failure should not leave a shard unprocessed until the
+next rebalance. A handler that *returns* normally while the shard is held is not restarted (it decided it
+is done); the shard stays held so nobody else picks it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock, SystemClock
+
+__all__ = ["Shard", "HandlerRun", "HandlerRunner", "is_async_handler"]
+
+
+class Shard:
+    """One shard this replica holds, as seen by the handler.
+
+    ``token`` is the fencing token: the Lease's ``leaseTransitions`` after our acquisition, which grows
+    with every change of holder, so a store that remembers the highest token it has seen can reject a
+    write from a holder that was paused past its lease. ``valid()`` lets code that may have been paused
+    check before acting: it is False once ``stopped`` is set or once ``renew_deadline`` has passed since
+    the start of the last successful renewal (after which another replica may soon hold the shard).
+    """
+
+    __slots__ = ("id", "count", "token", "identity", "group", "stopped", "_clock", "_valid_until")
+
+    def __init__(self, id: int, count: int, token: int, *, identity: str = "", group: str = "",
+                 clock: Clock | None = None, valid_until: float = float("inf")) -> None:
+        self.id = id
+        self.count = count
+        self.token = token
+        self.identity = identity
+        self.group = group
+        self.stopped = threading.Event()
+        self._clock = clock or SystemClock()
+        self._valid_until = valid_until
+
+    def valid(self) -> bool:
+        return not self.stopped.is_set() and self._clock.monotonic() < self._valid_until
+
+    def _extend(self, valid_until: float) -> None:
+        """Called by the manager after each successful renewal (a float store is atomic)."""
+        self._valid_until = valid_until
+
+    def __repr__(self) -> str:
+        return f"Shard(id={self.id}, count={self.count}, token={self.token}, stopped={self.stopped.is_set()})"
+
+
+def is_async_handler(handler: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(handler, "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+@dataclass(eq=False)
+class HandlerRun:
+    """One execution (with restarts) of the handler for one tenure of a shard."""
+
+    shard: Shard
+    done: threading.Event = field(default_factory=threading.Event)
+    stop_requested_at: float | None = None
+    task: asyncio.Task[None] | None = None
+    is_async: bool = False
+    thread: threading.Thread | None = None
+
+
+class HandlerRunner:
+    """Starts and stops handler runs; calls ``on_exit(run)`` (from the handler's thread) when one ends."""
+
+    def __init__(self, handler: Callable[[Shard], Any], *, on_exit: Callable[[HandlerRun], None],
+                 logger: logging.LoggerAdapter[Any] | logging.Logger, clock: Clock | None = None,
+                 restart_backoff: tuple[float, float] = (1.0, 30.0), name: str = "shardlease",
+                 on_error: Callable[[Shard], None] | None = None) -> None:
+        self._handler = handler
+        self._on_error = on_error
+        self._on_exit = on_exit
+        self._log = logger
+        self._clock = clock or SystemClock()
+        self._backoff = restart_backoff
+        self._name = name
+        self.is_async = is_async_handler(handler)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ---- lifecycle ----
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    try:
+                        loop.run_forever()
+                    finally:
+                        loop.close()
+
+                thread = threading.Thread(target=serve, name=f"{self._name}-asyncio", daemon=True)
+                thread.start()
+                ready.wait(5.0)
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    def close(self) -> None:
+        """Stop the event loop thread (after all runs ended or were abandoned)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
+    # ---- runs ----
+
+    def start(self, shard: Shard) -> HandlerRun:
+        run = HandlerRun(shard, is_async=self.is_async)
+        if self.is_async:
+            loop = self._ensure_loop()
+
+            def create() -> None:
+                # Report the end from the *task's* completion: a concurrent future created by
+                # run_coroutine_threadsafe reports "done" the moment it is cancelled, before the handler
+                # has finished unwinding, and the Lease must not be released before that.
+                task = loop.create_task(self._async_main(run))
+                run.task = task
+                task.add_done_callback(lambda t: self._task_done(run, t))
+                if run.stop_requested_at is not None:
+                    task.cancel()
+
+            loop.call_soon_threadsafe(create)
+        else:
+            run.thread = threading.Thread(target=self._thread_main, args=(run,),
+                                          name=f"{self._name}-shard-{shard.id}", daemon=True)
+            run.thread.start()
+        return run
+
+    def stop(self, run: HandlerRun) -> None:
+        """Ask a run to end: set ``stopped``; cancel the task of an async handler."""
+        if run.stop_requested_at is None:
+            run.stop_requested_at = self._clock.monotonic()
+        run.shard.stopped.set()
+        if run.is_async:
+            loop = self._loop
+            if loop is not None:
+                loop.call_soon_threadsafe(self._cancel, run)
+
+    @staticmethod
+    def _cancel(run: HandlerRun) -> None:
+        if run.task is not None:
+            run.task.cancel()
+
+    def _task_done(self, run: HandlerRun, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("async handler for shard %d ended with an error", run.shard.id,
+                            exc_info=task.exception(), extra={"shard": run.shard.id})
+        self._finish(run)
+
+    def _finish(self, run: HandlerRun) -> None:
+        run.done.set()
+        try:
+            self._on_exit(run)
+        except Exception:
+            self._log.exception("on_exit callback failed")
+
+    def _count_error(self, shard: Shard) -> None:
+        if self._on_error is not None:
+            try:
+                self._on_error(shard)
+            except Exception:
+                pass
+
+    def _thread_main(self, run: HandlerRun) -> None:
+        shard = run.shard
+        delay = self._backoff[0]
+        try:
+            while not shard.stopped.is_set():
+                try:
+                    self._handler(shard)
+                    break
+                except Exception:
+                    self._log.exception("handler for shard %d raised; restarting in %.1fs", shard.id, delay,
+                                        extra={"shard": shard.id})
+                    self._count_error(shard)
+                if shard.stopped.wait(delay):
+                    break
+                delay = min(delay * 2, self._backoff[1])
+        finally:
+            self._finish(run)
+
+    async def _async_main(self, run: HandlerRun) -> None:
+        shard = run.shard
+        delay = self._backoff[0]
+        while not shard.stopped.is_set():
+            try:
+                await self._handler(shard)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._log.exception("handler for shard %d raised; restarting in %.1fs", shard.id, delay,
+                                    extra={"shard": shard.id})
+                self._count_error(shard)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff[1])

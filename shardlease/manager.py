@@ -1,0 +1,985 @@
+"""``ShardManager``: wires the watch cache, the assignment, the per-shard elector and the handlers.
+
+Threads of one manager:
+
+* **control loop** (one): wakes on a cache change, a finished write, a handler exit, or the next
+  deadline it computed; recomputes membership and the assignment when member Leases change or expire;
+  asks ``elector.decide`` what to do for every shard that may have changed; starts writes and handlers.
+  All manager state is owned by this thread, so it needs no locks beyond the hand-off queue.
+* **watch** (one, ``cache.LeaseWatcher``): the only reader of the API in steady state.
+* **writers** (a small pool): one conditional request each, so 1,024 renewals never queue behind one
+  slow request; the control loop keeps at most one write in flight per Lease.
+* **handlers**: a thread per held shard for sync handlers, or tasks on one asyncio loop thread.
+* **health** (optional): ``/metrics``, ``/healthz``, ``/readyz``.
+
+Membership and the group's shard count
+    A member is live while its member Lease is held (non-empty holder that matches the Lease name) and
+    not expired by the client-go rule (observed change + ``leaseDurationSeconds``). The *group's* shard
+    count is the count declared by the oldest live member (by ``creationTimestamp``, then name) that
+    declares a readable count. Members declaring another count are left out of the ring; if that is us,
+    we take no shards and log an error naming both counts. Such a replica still renews its member Lease
+    and reports ready, so a rolling update that changes the count is not blocked forever.
+
+Shutdown (``stop()``, SIGTERM, SIGINT)
+    1. Delete our member Lease at once (conditional on its resourceVersion), so peers see us leave via
+       their watch and plan the new assignment while we drain. Deleting rather than releasing keeps the
+       group's Lease list from filling with dead members of past pods.
+    2. Stop every handler; keep renewing each shard until its handler has returned, then release it
+       (``holderIdentity: ""``, ``leaseDurationSeconds: 1``, transitions kept, like client-go) so the new
+       owner takes it immediately.
+    3. Handlers that have not returned after ``drain_timeout`` keep their Lease (no double processing);
+       the manager gives up on them and exits, and their Leases expire normally once the process exits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import random
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .api import ApiError, LeaseClient
+from .assignment import assign
+from .cache import LeaseCache, LeaseWatcher
+from .clock import Clock, SystemClock
+from .elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, rv_of
+from .handlers import HandlerRun, HandlerRunner, Shard
+from .logs import get_logger
+from .metrics import ManagerMetrics
+from .records import (
+    ANNOTATION_SHARDS,
+    LEASE_API_VERSION,
+    ROLE_MEMBER,
+    LeaseRecord,
+    format_microtime,
+    group_selector,
+    member_labels,
+    member_lease_name,
+    shard_labels,
+    shard_lease_name,
+)
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from .config import ShardConfig
+
+__all__ = ["ShardManager"]
+
+_MEMBER = -1  # index used for the member Lease in write results
+
+
+@dataclass(slots=True)
+class _ShardState:
+    index: int
+    name: str
+    held: bool = False
+    renew_started: float | None = None
+    token: int | None = None
+    run: HandlerRun | None = None
+    phase: HandlerPhase = HandlerPhase.IDLE
+    in_flight: bool = False
+    retry_at: float = 0.0
+    failures: int = 0
+    conflict_rv: str | None = None
+    conflict_at: float | None = None
+    hold_until: float = 0.0
+    fallback_streak: int = 0
+    fallback_owner: str | None = None
+    leaving_since: float | None = None
+    stuck: bool = False
+    scheduled: float = float("inf")
+    own_rv: str | None = None
+    handler_wanted: bool = False
+
+
+@dataclass(slots=True)
+class _MemberState:
+    in_flight: bool = False
+    renew_started: float | None = None
+    retry_at: float = 0.0
+    failures: int = 0
+    deleted: bool = False
+    delete_tries: int = 0
+
+
+@dataclass(slots=True)
+class _WriteResult:
+    kind: str
+    index: int
+    started: float
+    sent_rv: str
+    obj: dict[str, Any] | None = None
+    error: ApiError | None = None
+    fallback: bool = False
+
+
+@dataclass(slots=True)
+class _Member:
+    identity: str
+    created: tuple[str, float]
+    name: str
+    declared: int | None
+    expires: float
+
+
+def _age_key(record: LeaseRecord) -> tuple[str, float]:
+    """Sort key for "oldest member": the server's ``creationTimestamp`` (whole seconds, from one clock),
+    then the member's own ``acquireTime`` (microseconds) to order members created within one second.
+    Unknown values sort last, so a broken record is never the one that defines the group's count."""
+    meta = record.raw.get("metadata")
+    created = meta.get("creationTimestamp") if isinstance(meta, dict) else None
+    acquired = record.acquire_time.timestamp() if record.acquire_time is not None else float("inf")
+    return (created if isinstance(created, str) and created else "~", acquired)
+
+
+class ShardManager:
+    """Hold this replica's share of a group's shards and run ``handler`` for each one held.
+
+    ``run()`` blocks until stopped (SIGTERM/SIGINT handlers are installed when called on the main
+    thread). ``start()`` returns at once; then ``wait()`` / ``join()``. ``stop()`` is thread-safe and
+    idempotent. The manager is also a context manager (start on enter, stop and wait on exit).
+    ``on_change(owned)`` receives the whole set of held shards whenever it changes, in order, from a
+    notifier thread of its own (so a slow callback cannot delay renewals).
+    """
+
+    def __init__(self, config: ShardConfig, handler: Callable[[Shard], Any], *,
+                 on_change: Callable[[frozenset[int]], Any] | None = None,
+                 api_client: ApiClient | None = None, clock: Clock | None = None) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        self.config = config
+        self._handler = handler
+        self._on_change = on_change
+        self._api_client = api_client
+        self._own_api_client = api_client is None
+        self._clock: Clock = clock or SystemClock()
+        self._timing = Timing.from_config(config)
+        self.identity: str = config.identity
+        self.group: str = config.group
+        self._shards: int = config.shards
+        self._log = get_logger(self.identity, self.group)
+        self.metrics = ManagerMetrics(self.group, self.identity)
+        self.metrics.set_oldest_renewal_source(self._oldest_renewal_age)
+
+        self._states = [_ShardState(i, shard_lease_name(self.group, i)) for i in range(self._shards)]
+        self._index_of = {st.name: st.index for st in self._states}
+        self._member_name = member_lease_name(self.group, self.identity)
+        self._member_prefix = member_lease_name(self.group, "")
+        self._member = _MemberState()
+
+        self._wake = threading.Event()
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._cache = LeaseCache(self._clock, on_change=self._wake.set)
+        self._timers: list[tuple[float, int, int]] = []
+        self._timer_seq = 0
+        self._dirty: set[int] = set()
+
+        self._members: frozenset[str] = frozenset()
+        self._assignment: dict[int, str] = {}
+        self._group_count: int | None = None
+        self._count_ok = True
+        self._member_recheck_at = float("inf")
+        self._member_due = float("inf")
+        self._owned: frozenset[int] = frozenset()
+        self._held: set[int] = set()
+        self._owned_dirty = False
+
+        self._lifecycle = threading.Lock()
+        self._started = False
+        self._stopping = threading.Event()
+        self._stop_at: float | None = None
+        self._done = threading.Event()
+        self._tick_at: float | None = None
+        self._crashed: BaseException | None = None
+
+        self._client: LeaseClient | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._runner: HandlerRunner | None = None
+        self._watcher: LeaseWatcher | None = None
+        self._thread: threading.Thread | None = None
+        self._health: Any = None
+        self._notifier: ThreadPoolExecutor | None = None
+
+        # Writes are bounded by the renew deadline; a request that hangs is abandoned well before it.
+        self._request_timeout = min(self._timing.renew_deadline, max(1.0, 2 * self._timing.retry_period))
+        self._workers = min(32, max(4, self._shards // 32 + 4))
+
+    # ------------------------------------------------------------------ public API
+
+    def start(self) -> ShardManager:
+        """Connect, start the watch, the control loop and (if configured) the health server.
+
+        Raises ``ConfigError`` (no usable kubeconfig) or ``OSError`` (metrics port taken) before any
+        thread is started; the manager then counts as stopped.
+        """
+        with self._lifecycle:
+            if self._started:
+                return self
+            self._started = True
+        try:
+            if self._api_client is None:
+                from .kube import load_api_client
+
+                self._api_client = load_api_client(self.config.kubeconfig, self.config.context,
+                                                   client_id=self.identity, pool_size=self._workers + 4)
+            port = getattr(self.config, "metrics_port", None)
+            if port is not None:
+                from .health import HealthServer
+
+                self._health = HealthServer(self, port)
+        except BaseException:
+            self._done.set()
+            raise
+        self._client = LeaseClient(self._api_client, self.config.namespace, pool_size=self._workers + 2)
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"shardlease-write-{self.identity}")
+        self._runner = HandlerRunner(self._handler, on_exit=self._handler_exited, logger=self._log,
+                                     clock=self._clock, name=f"shardlease-{self.identity}",
+                                     on_error=lambda _shard: self.metrics.handler_errors.inc())
+        read_timeout = max(2 * self._timing.retry_period, self._timing.lease_duration / 2)
+        self._watcher = LeaseWatcher(self._client, self._cache, group_selector(self.group),
+                                     read_timeout=read_timeout, logger=self._log, on_error=self.metrics.api_error)
+        self._watcher.start()
+        if self._health is not None:
+            self._health.start()
+        self._thread = threading.Thread(target=self._loop, name=f"shardlease-control-{self.identity}", daemon=True)
+        self._thread.start()
+        self._log.info("started: %d shards, namespace %s, lease %.1fs / renew deadline %.1fs / retry %.1fs",
+                       self._shards, self.config.namespace, self._timing.lease_duration,
+                       self._timing.renew_deadline, self._timing.retry_period)
+        return self
+
+    @property
+    def health_port(self) -> int | None:
+        """The port ``/metrics`` etc. are served on (useful with ``metrics_port=0``)."""
+        return self._health.port if self._health is not None else None
+
+    def stop(self) -> None:
+        """Ask the manager to hand everything back and exit. Safe from any thread, any number of times."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            self._log.info("stopping")
+        self._wake.set()
+        with self._lifecycle:
+            if not self._started:
+                self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the manager has fully stopped; True if it has."""
+        return self._done.wait(timeout)
+
+    join = wait
+
+    def run(self) -> None:
+        """Start, block until stopped, return. SIGTERM/SIGINT call ``stop()`` when run on the main thread."""
+        restore: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    restore[signum] = signal.signal(signum, self._on_signal)
+                except (ValueError, OSError):
+                    pass
+        try:
+            self.start()
+            while not self._done.wait(0.5):
+                pass
+        finally:
+            for signum, previous in restore.items():
+                try:
+                    signal.signal(signum, previous)
+                except (ValueError, OSError, TypeError):
+                    pass
+        if self._crashed is not None:
+            raise RuntimeError("shardlease control loop crashed") from self._crashed
+
+    def owned_shards(self) -> frozenset[int]:
+        return self._owned
+
+    def desired_shards(self) -> frozenset[int]:
+        return frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
+
+    def members(self) -> frozenset[str]:
+        return self._members
+
+    def alive(self) -> bool:
+        """The control loop is ticking (it wakes at least once a second)."""
+        tick = self._tick_at
+        return (self._thread is not None and self._thread.is_alive() and tick is not None
+                and self._clock.monotonic() - tick < max(5.0, 3 * self._timing.retry_period))
+
+    def ready(self) -> bool:
+        """Our member Lease is held and renewed, and no handler is stuck past the drain timeout."""
+        if self._stopping.is_set() or not self._cache.synced.is_set():
+            return False
+        started = self._member.renew_started
+        if started is None or self._clock.monotonic() >= started + self._timing.renew_deadline:
+            return False
+        return not any(st.stuck for st in self._states)
+
+    def stuck_shards(self) -> frozenset[int]:
+        return frozenset(st.index for st in self._states if st.stuck)
+
+    def __enter__(self) -> ShardManager:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+        self.wait()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._log.info("received %s", signal.Signals(signum).name)
+        self.stop()
+
+    # ------------------------------------------------------------------ control loop
+
+    def _loop(self) -> None:
+        failures = 0
+        try:
+            while True:
+                now = self._clock.monotonic()
+                next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
+                              self._member_recheck_at, self._member_due)
+                if self._stopping.is_set():
+                    next_at = min(next_at, now + 0.1)
+                self._wake.wait(max(0.0, next_at - now))
+                self._wake.clear()
+                now = self._clock.monotonic()
+                self._tick_at = now
+                try:
+                    if self._iterate(now):
+                        break
+                    failures = 0
+                except Exception as exc:  # a bug must not take the replica down silently
+                    failures += 1
+                    self._log.exception("control loop iteration failed")
+                    if failures > 50:
+                        self._crashed = exc
+                        break
+                    self._stopping.wait(min(1.0, 0.05 * failures))
+        finally:
+            self._teardown()
+
+    def _iterate(self, now: float) -> bool:
+        """One pass; True when shutdown is complete."""
+        if self._stopping.is_set() and self._stop_at is None:
+            self._stop_at = now
+        self._drain_events(now)
+        if not self._cache.synced.is_set():
+            return self._stopping.is_set()
+        self._member_step(now)
+        changed = self._cache.take_changed()
+        self._update_membership(now, changed)
+        for name in changed:
+            index = self._index_of.get(name)
+            if index is not None:
+                self._dirty.add(index)
+        while self._timers and self._timers[0][0] <= now:
+            at, _seq, index = heapq.heappop(self._timers)
+            if self._states[index].scheduled == at:
+                self._states[index].scheduled = float("inf")
+                self._dirty.add(index)
+        if self._stopping.is_set():
+            self._dirty.update(range(self._shards))
+        dirty, self._dirty = self._dirty, set()
+        for index in sorted(dirty):
+            self._step(self._states[index], now)
+        self._publish_owned()
+        return self._stopping.is_set() and self._shutdown_complete(now)
+
+    def _schedule(self, st: _ShardState, at: float | None) -> None:
+        if st.phase is HandlerPhase.STOPPING and not st.stuck and st.run is not None \
+                and st.run.stop_requested_at is not None:
+            drain_at = st.run.stop_requested_at + self._timing.drain_timeout
+            at = drain_at if at is None else min(at, drain_at)
+        if at is None or at >= st.scheduled:
+            return
+        st.scheduled = at
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (at, self._timer_seq, st.index))
+
+    # ------------------------------------------------------------------ events
+
+    def _handler_exited(self, run: HandlerRun) -> None:
+        self._events.put(("exit", run))
+        self._wake.set()
+
+    def _drain_events(self, now: float) -> None:
+        while True:
+            try:
+                kind, payload = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "write":
+                self._on_write(payload, now)
+            elif kind == "exit":
+                self._on_exit(payload, now)
+
+    def _on_exit(self, run: HandlerRun, now: float) -> None:
+        st = self._states[run.shard.id]
+        if st.run is not run:
+            return
+        st.run = None
+        st.phase = HandlerPhase.IDLE
+        if st.stuck:
+            self._log.warning("stuck handler finally returned", extra={"shard": st.index})
+            st.stuck = False
+            self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
+        elif run.stop_requested_at is None:
+            st.handler_wanted = False  # it finished by itself: do not start it again in this tenure
+            self._log.info("handler returned on its own; the shard stays held", extra={"shard": st.index})
+        self._dirty.add(st.index)
+
+    # ------------------------------------------------------------------ membership
+
+    def _update_membership(self, now: float, changed: set[str]) -> None:
+        if now < self._member_recheck_at and not any(n.startswith(self._member_prefix) for n in changed) \
+                and self._members_initialised:
+            return
+        self._members_initialised = True
+        live: list[_Member] = []
+        for name, cached in self._cache.snapshot().items():
+            record = cached.record
+            if not name.startswith(self._member_prefix) or record.role != ROLE_MEMBER:
+                continue
+            if not record.holder or member_lease_name(self.group, record.holder) != name:
+                continue  # released, or a record whose name and holder disagree: not a member
+            expires = expiry_of(record, cached.observed, self._timing)
+            if expires <= now:
+                continue
+            live.append(_Member(record.holder, _age_key(record), name, record.declared_shards, expires))
+        self._member_recheck_at = min((m.expires for m in live), default=float("inf"))
+        live.sort(key=lambda m: (m.created, m.name))
+        group_count = next((m.declared for m in live if m.declared is not None), None)
+        eligible = frozenset(m.identity for m in live if m.declared is not None and m.declared == group_count)
+        count_ok = group_count is None or group_count == self._shards
+        if count_ok != self._count_ok or group_count != self._group_count:
+            if not count_ok:
+                oldest = next(m for m in live if m.declared is not None)
+                self._log.error(
+                    "shard count mismatch: this replica is configured with %d shards but group %r uses %d "
+                    "(declared by its oldest live member %s); refusing to take shards",
+                    self._shards, self.group, group_count, oldest.identity)
+            elif not self._count_ok:
+                self._log.info("shard count now matches the group's (%d); taking shards again", self._shards)
+        self._count_ok = count_ok
+        self._group_count = group_count
+        if eligible != self._members:
+            self._members = eligible
+            self._assignment = assign(self.group, self._shards, eligible, self.config.load_factor) if eligible else {}
+            mine = sum(1 for owner in self._assignment.values() if owner == self.identity)
+            self._log.info("members now %s; %d of %d shards desired here", sorted(eligible), mine, self._shards)
+            self.metrics.members.set(len(eligible))
+            self.metrics.shards_desired.set(mine)
+            self._dirty.update(range(self._shards))
+
+    _members_initialised = False
+
+    def _eligible(self) -> bool:
+        return self._count_ok and self.identity in self._members and not self._stopping.is_set()
+
+    # ------------------------------------------------------------------ member Lease
+
+    def _member_step(self, now: float) -> None:
+        ms = self._member
+        if ms.in_flight or ms.deleted:
+            return
+        cached = self._cache.get(self._member_name)
+        if self._stopping.is_set():
+            if cached is None or ms.delete_tries >= 5:
+                ms.deleted = True
+                return
+            if now < ms.retry_at:
+                return
+            ms.in_flight = True
+            ms.delete_tries += 1
+            self._submit(_WriteResult("member_delete", _MEMBER, 0.0, cached.record.resource_version), None)
+            return
+        due = max(ms.retry_at, (ms.renew_started + self._timing.retry_period) if ms.renew_started else now)
+        if now < due:
+            self._member_due = due
+            return
+        self._member_due = float("inf")
+        record = cached.record if cached is not None else None
+        wall = format_microtime(self._clock.now())
+        spec_common = {"holderIdentity": self.identity,
+                       "leaseDurationSeconds": self._timing.lease_duration_seconds, "renewTime": wall}
+        if record is None:
+            body = {"apiVersion": LEASE_API_VERSION, "kind": "Lease",
+                    "metadata": {"name": self._member_name, "namespace": self.config.namespace,
+                                 "labels": member_labels(self.group),
+                                 "annotations": {ANNOTATION_SHARDS: str(self._shards)}},
+                    "spec": {**spec_common, "acquireTime": wall, "leaseTransitions": 0}}
+            kind = "member_create"
+        else:
+            ours = record.holder == self.identity and ms.renew_started is not None
+            spec: dict[str, Any] = {}
+            if ours:
+                spec["acquireTime"] = format_microtime(record.acquire_time) if record.acquire_time else wall
+                spec["leaseTransitions"] = record.transitions or 0
+            else:
+                spec["acquireTime"] = wall
+                spec["leaseTransitions"] = (record.transitions or 0) + (0 if record.holder == self.identity else 1)
+            spec.update(spec_common)
+            body = self._put_body(record, spec, member_labels(self.group), {ANNOTATION_SHARDS: str(self._shards)})
+            kind = "member_renew"
+        ms.in_flight = True
+        # Bound the request by the member's own renew deadline while it is still ahead of us.
+        deadline = ms.renew_started + self._timing.renew_deadline if ms.renew_started is not None else None
+        self._submit(_WriteResult(kind, _MEMBER, 0.0, rv_of(record)), body,
+                     deadline=deadline if deadline is not None and deadline > now + 0.05 else None)
+
+    def _on_member_result(self, res: _WriteResult, now: float) -> None:
+        ms = self._member
+        ms.in_flight = False
+        if res.error is None:
+            ms.failures = 0
+            ms.retry_at = 0.0
+            if res.kind == "member_delete":
+                ms.deleted = True
+                self._cache.delete(self._member_name, "")
+                self._log.info("member Lease deleted")
+                return
+            if res.kind == "member_refresh" and res.obj is None:
+                self._cache.delete(self._member_name, "")  # gone: the next step creates it again
+                return
+            record = LeaseRecord.from_object(res.obj or {})
+            if record is not None:
+                self._cache.apply(record)
+            if res.kind == "member_refresh":
+                return
+            if ms.renew_started is None:
+                self._log.info("member Lease %s held", self._member_name)
+            ms.renew_started = res.started
+            return
+        err = res.error
+        self.metrics.api_error(err.kind)
+        if res.kind == "member_delete":
+            if err.kind == "not_found":
+                ms.deleted = True
+                self._cache.delete(self._member_name, "")
+                return
+            ms.retry_at = now + 0.1
+            if err.kind in ("conflict", "already_exists"):
+                self._refresh_member()
+            return
+        if err.kind in ("conflict", "already_exists"):
+            if ms.renew_started is not None:
+                self._log.warning("member Lease %s was changed by someone else; is another replica running "
+                                  "with identity %r?", self._member_name, self.identity)
+            self._refresh_member()
+            return
+        ms.failures += 1
+        # Like a held shard: keep trying about every retry period, the member Lease must not lapse.
+        ms.retry_at = self._held_retry_at(now, ms.renew_started, self._backoff(ms.failures, err, held=True))
+        self._log.warning("member Lease %s failed: %s", res.kind.replace("member_", ""), err)
+
+    def _refresh_member(self) -> None:
+        self._member.in_flight = True
+        self._submit(_WriteResult("member_refresh", _MEMBER, 0.0, ""), None)
+
+    # ------------------------------------------------------------------ per-shard steps
+
+    def _view(self, st: _ShardState, now: float) -> ShardView:
+        cached = self._cache.get(st.name)
+        record = cached.record if cached is not None else None
+        observed = cached.observed if cached is not None else self._cache.absent_since(st.name)
+        if st.conflict_rv is not None and rv_of(record) != st.conflict_rv:
+            st.conflict_rv = None
+            st.conflict_at = None
+        return ShardView(
+            identity=self.identity, record=record, observed=observed, desired=self._assignment.get(st.index),
+            eligible=self._eligible(), shutting_down=self._stopping.is_set(), held=st.held,
+            renew_started=st.renew_started, handler=st.phase, in_flight=st.in_flight, retry_at=st.retry_at,
+            conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
+            own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted)
+
+    def _step(self, st: _ShardState, now: float) -> None:
+        for _ in range(4):
+            view = self._view(st, now)
+            decision = decide(view, now, self._timing)
+            action = decision.action
+            if action is Action.WAIT:
+                self._check_stuck(st, now)
+                self._schedule(st, decision.at)
+                return
+            if action is Action.LOST:
+                self._lose(st, decision.reason)
+                continue
+            if action is Action.STOP_HANDLER:
+                self._stop_handler(st, now, decision.reason)
+                continue
+            if action is Action.START_HANDLER:
+                self._log.info("restarting handler: %s", decision.reason, extra={"shard": st.index})
+                self._start_handler(st)
+                continue
+            if action is Action.ACQUIRE:
+                self._acquire(st, view, decision.reason)
+            elif action is Action.RENEW:
+                self._renew(st, view)
+            elif action is Action.RELEASE:
+                self._release(st, view)
+            elif action is Action.REFRESH:
+                st.in_flight = True
+                self._submit(_WriteResult("refresh", st.index, 0.0, st.conflict_rv or ""), None)
+            self._check_stuck(st, now)
+            if st.held and st.renew_started is not None:
+                self._schedule(st, st.renew_started + self._timing.renew_deadline)
+            return
+
+    def _check_stuck(self, st: _ShardState, now: float) -> None:
+        run = st.run
+        if st.phase is not HandlerPhase.STOPPING or st.stuck or run is None or run.stop_requested_at is None:
+            return
+        if now >= run.stop_requested_at + self._timing.drain_timeout:
+            st.stuck = True
+            self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
+            self._log.error("handler did not return within drain_timeout (%.1fs); keeping the shard held and "
+                            "reporting not ready", self._timing.drain_timeout, extra={"shard": st.index})
+
+    def _lose(self, st: _ShardState, reason: str) -> None:
+        self._log.warning("lost shard: %s", reason, extra={"shard": st.index})
+        self.metrics.losses.inc()
+        self._set_held(st, False)
+        st.hold_until = 0.0
+        if st.run is not None and st.phase is HandlerPhase.RUNNING:
+            self._stop_handler(st, self._clock.monotonic(), "lost")
+
+    def _stop_handler(self, st: _ShardState, now: float, reason: str) -> None:
+        if st.run is None or self._runner is None:
+            st.phase = HandlerPhase.IDLE
+            return
+        self._log.info("stopping handler (%s)", reason, extra={"shard": st.index})
+        st.phase = HandlerPhase.STOPPING
+        if st.leaving_since is None:
+            st.leaving_since = now
+        self._runner.stop(st.run)
+        self._dirty.add(st.index)
+
+    def _put_body(self, record: LeaseRecord, spec_update: Mapping[str, Any], labels: Mapping[str, str],
+                  annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The whole object as last seen with only the spec changed (and our labels ensured), like
+        client-go's LeaseLock: the resourceVersion it carries makes the PUT conditional."""
+        obj = dict(record.raw)
+        meta = dict(obj.get("metadata") or {})
+        meta_labels = meta.get("labels")
+        meta["labels"] = {**(meta_labels if isinstance(meta_labels, dict) else {}), **labels}
+        if annotations:
+            meta_ann = meta.get("annotations")
+            meta["annotations"] = {**(meta_ann if isinstance(meta_ann, dict) else {}), **annotations}
+        meta["name"] = record.name
+        meta["resourceVersion"] = record.resource_version
+        spec = obj.get("spec")
+        new_spec = dict(spec) if isinstance(spec, dict) else {}
+        new_spec.update(spec_update)
+        obj["metadata"] = meta
+        obj["spec"] = new_spec
+        obj["apiVersion"] = LEASE_API_VERSION
+        obj["kind"] = "Lease"
+        return obj
+
+    def _acquire(self, st: _ShardState, view: ShardView, reason: str) -> None:
+        record = view.record
+        wall = format_microtime(self._clock.now())
+        fallback = view.desired != self.identity
+        if record is None:
+            transitions = 0
+            body: dict[str, Any] = {
+                "apiVersion": LEASE_API_VERSION, "kind": "Lease",
+                "metadata": {"name": st.name, "namespace": self.config.namespace,
+                             "labels": shard_labels(self.group, st.index)},
+                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
+                         "acquireTime": wall, "renewTime": wall, "leaseTransitions": 0}}
+            kind = "create"
+        else:
+            # Every new tenure gets a larger token, even when the record already names us (a restart).
+            transitions = (record.transitions or 0) + 1
+            body = self._put_body(record, {
+                "holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
+                "acquireTime": wall, "renewTime": wall, "leaseTransitions": transitions},
+                shard_labels(self.group, st.index))
+            kind = "acquire"
+        self._log.debug("acquiring (%s)", reason, extra={"shard": st.index})
+        st.in_flight = True
+        self._submit(_WriteResult(kind, st.index, 0.0, rv_of(record), fallback=fallback), body,
+                     deadline=None)
+
+    def _renew(self, st: _ShardState, view: ShardView) -> None:
+        record = view.record
+        assert record is not None and st.renew_started is not None
+        body = self._put_body(record, {
+            "holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
+            "renewTime": format_microtime(self._clock.now())}, shard_labels(self.group, st.index))
+        st.in_flight = True
+        self._submit(_WriteResult("renew", st.index, 0.0, record.resource_version), body,
+                     deadline=st.renew_started + self._timing.renew_deadline)
+
+    def _release(self, st: _ShardState, view: ShardView) -> None:
+        record = view.record
+        if record is None:
+            self._set_held(st, False)
+            return
+        wall = format_microtime(self._clock.now())
+        spec: dict[str, Any] = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": wall, "renewTime": wall}
+        if record.transitions is not None:
+            spec["leaseTransitions"] = record.transitions
+        body = self._put_body(record, spec, shard_labels(self.group, st.index))
+        st.in_flight = True
+        deadline = st.renew_started + self._timing.renew_deadline if st.held and st.renew_started else None
+        self._submit(_WriteResult("release", st.index, 0.0, record.resource_version), body, deadline=deadline)
+
+    # ------------------------------------------------------------------ writes
+
+    def _submit(self, res: _WriteResult, body: dict[str, Any] | None, deadline: float | None = None) -> None:
+        assert self._executor is not None
+        try:
+            self._executor.submit(self._do_write, res, body, deadline)
+        except RuntimeError:  # executor shut down during teardown
+            res.error = ApiError("other", "manager is shutting down")
+            self._events.put(("write", res))
+
+    def _do_write(self, res: _WriteResult, body: dict[str, Any] | None, deadline: float | None) -> None:
+        client = self._client
+        assert client is not None
+        res.started = self._clock.monotonic()
+        timeout = self._request_timeout
+        try:
+            if deadline is not None:
+                remaining = deadline - res.started
+                if remaining <= 0.01:
+                    raise ApiError("timeout", "no time left before the renew deadline")
+                timeout = min(timeout, remaining)
+            name = self._member_name if res.index == _MEMBER else self._states[res.index].name
+            if res.kind in ("create", "member_create"):
+                res.obj = client.create(body or {}, timeout=timeout)
+            elif res.kind in ("acquire", "renew", "release", "member_renew"):
+                res.obj = client.replace(name, body or {}, timeout=timeout)
+            elif res.kind in ("refresh", "member_refresh"):
+                res.obj = client.get(name, timeout=timeout)
+            elif res.kind == "member_delete":
+                client.delete(name, resource_version=res.sent_rv or None, timeout=timeout)
+        except ApiError as err:
+            res.error = err
+        except Exception as exc:  # defensive: a bug in a request must surface as a failed write
+            res.error = ApiError("other", f"{type(exc).__name__}: {exc}")
+        self._events.put(("write", res))
+        self._wake.set()
+
+    def _backoff(self, failures: int, err: ApiError, held: bool = False) -> float:
+        if err.kind == "throttled" and err.retry_after is not None:
+            return err.retry_after
+        base = self._timing.retry_period
+        if held:  # keep trying about every retry period while the renew deadline runs (client-go does)
+            return base * random.uniform(0.5, 1.0)
+        return min(base * 2 ** min(failures - 1, 4), max(base, self._timing.lease_duration)) * random.uniform(0.5, 1.0)
+
+    def _held_retry_at(self, now: float, renew_started: float | None, backoff: float) -> float:
+        """When to retry a failed renewal of something we hold (a shard or our member Lease).
+
+        Retry-After and backoff are honoured, except in the last half retry period before the renew
+        deadline, where we retry every 1/8 retry period (a handful of requests at most): losing the
+        Lease would cost a handoff, more requests and a handler restart.
+        """
+        retry_at = now + backoff
+        if renew_started is None:
+            return retry_at
+        last_window = renew_started + self._timing.renew_deadline - self._timing.retry_period / 2
+        if retry_at > last_window:
+            retry_at = max(min(retry_at, last_window), now + self._timing.retry_period / 8)
+        return retry_at
+
+    def _on_write(self, res: _WriteResult, now: float) -> None:
+        if res.index == _MEMBER:
+            self._on_member_result(res, now)
+            return
+        st = self._states[res.index]
+        st.in_flight = False
+        self._dirty.add(st.index)
+        if res.error is not None:
+            self._on_write_error(st, res, now)
+            return
+        st.failures = 0
+        st.retry_at = 0.0
+        st.conflict_rv = None
+        st.conflict_at = None
+        if res.kind == "refresh":
+            if res.obj is None:
+                self._cache.delete(st.name, "")
+            else:
+                record = LeaseRecord.from_object(res.obj)
+                if record is not None:
+                    self._cache.apply(record)
+            return
+        record = LeaseRecord.from_object(res.obj or {})
+        if record is not None:
+            self._cache.apply(record)
+            st.own_rv = record.resource_version
+        if res.kind in ("create", "acquire"):
+            self._acquired(st, record, res, now)
+        elif res.kind == "renew":
+            if st.held:
+                st.renew_started = res.started
+                self.metrics.renew_seconds.observe(max(0.0, now - res.started))
+                run = st.run
+                if run is not None:
+                    run.shard._extend(res.started + self._timing.renew_deadline)
+        elif res.kind == "release":
+            was_held = st.held
+            self._set_held(st, False)
+            st.hold_until = 0.0
+            self.metrics.releases.inc()
+            if st.leaving_since is not None:
+                self.metrics.handoff_seconds.observe(max(0.0, now - st.leaving_since))
+                st.leaving_since = None
+            self._log.info("released" if was_held else "released a stale lease in our name", extra={"shard": st.index})
+
+    def _acquired(self, st: _ShardState, record: LeaseRecord | None, res: _WriteResult, now: float) -> None:
+        if record is None or record.holder != self.identity:
+            self._log.warning("acquire response does not name us; ignoring it", extra={"shard": st.index})
+            return
+        self._set_held(st, True)
+        st.renew_started = res.started
+        st.token = record.transitions if record.transitions is not None else 0
+        st.hold_until = 0.0
+        if res.fallback:
+            # Taken because its desired owner did not take it. Keep it a while before offering it back,
+            # and twice as long each time the same owner fails again, so an owner that is live but not
+            # taking shards costs a handler restart every now and then rather than every few seconds.
+            owner = self._assignment.get(st.index)
+            st.fallback_streak = st.fallback_streak + 1 if owner == st.fallback_owner else 1
+            st.fallback_owner = owner
+            st.hold_until = res.started + self._timing.lease_duration * 2 ** min(st.fallback_streak - 1, 6)
+        else:
+            st.fallback_streak = 0
+            st.fallback_owner = None
+        st.leaving_since = None
+        self.metrics.acquisitions.inc()
+        valid_until = res.started + self._timing.renew_deadline
+        if now >= valid_until:
+            return  # acquired too late to be safe; decide() reports it lost and we start over
+        if st.run is not None or self._runner is None:
+            return
+        if self._stopping.is_set():
+            st.handler_wanted = False  # acquired as we began to stop: hand it straight back
+            return
+        self._log.info("acquired (token %d%s)", st.token, ", grace fallback" if res.fallback else "",
+                       extra={"shard": st.index})
+        self._start_handler(st)
+
+    def _start_handler(self, st: _ShardState) -> None:
+        assert self._runner is not None and st.renew_started is not None and st.run is None
+        shard = Shard(st.index, self._shards, st.token or 0, identity=self.identity, group=self.group,
+                      clock=self._clock, valid_until=st.renew_started + self._timing.renew_deadline)
+        st.run = self._runner.start(shard)
+        st.phase = HandlerPhase.RUNNING
+        st.handler_wanted = True
+
+    def _on_write_error(self, st: _ShardState, res: _WriteResult, now: float) -> None:
+        err = res.error
+        assert err is not None
+        self.metrics.api_error(err.kind)
+        if res.kind == "refresh":
+            st.conflict_at = now
+            st.failures += 1
+            return
+        if err.kind in ("conflict", "already_exists"):
+            st.conflict_rv = res.sent_rv
+            st.conflict_at = now
+            self._log.debug("%s conflicted at resourceVersion %r", res.kind, res.sent_rv, extra={"shard": st.index})
+            return
+        st.failures += 1
+        backoff = self._backoff(st.failures, err, held=st.held)
+        st.retry_at = self._held_retry_at(now, st.renew_started, backoff) if st.held else now + backoff
+        level = logging.DEBUG if res.kind == "acquire" and st.failures < 3 else logging.WARNING
+        self._log.log(level, "%s failed: %s", res.kind, err, extra={"shard": st.index})
+
+    # ------------------------------------------------------------------ owned set, shutdown
+
+    def _set_held(self, st: _ShardState, held: bool) -> None:
+        if st.held != held:
+            st.held = held
+            self._owned_dirty = True
+            if held:
+                self._held.add(st.index)
+            else:
+                self._held.discard(st.index)
+
+    def _publish_owned(self) -> None:
+        if not self._owned_dirty:
+            return
+        self._owned_dirty = False
+        owned = frozenset(self._held)
+        if owned == self._owned:
+            return
+        self._owned = owned
+        self.metrics.shards_held.set(len(owned))
+        if self._on_change is not None:
+            # On its own thread, in order: a slow callback must never delay renewals or the deadline timer.
+            if self._notifier is None:
+                self._notifier = ThreadPoolExecutor(1, thread_name_prefix=f"shardlease-notify-{self.identity}")
+            self._notifier.submit(self._notify, self._on_change, owned)
+
+    def _notify(self, callback: Callable[[frozenset[int]], Any], owned: frozenset[int]) -> None:
+        try:
+            callback(owned)
+        except Exception:
+            self._log.exception("on_change callback failed")
+
+    def _oldest_renewal_age(self) -> float:
+        starts = [st.renew_started for st in self._states if st.held and st.renew_started is not None]
+        return max(0.0, self._clock.monotonic() - min(starts)) if starts else 0.0
+
+    def _shutdown_complete(self, now: float) -> bool:
+        stop_at = self._stop_at if self._stop_at is not None else now
+        hard_deadline = stop_at + self._timing.drain_timeout + self._timing.renew_deadline
+        if now >= hard_deadline:
+            self._log.warning("giving up on shutdown after %.1fs; shards still held: %s", now - stop_at,
+                              sorted(st.index for st in self._states if st.held))
+            return True
+        if self._member.in_flight or not self._member.deleted:
+            return False
+        for st in self._states:
+            if st.in_flight:
+                return False
+            if st.held and not st.stuck:
+                return False
+            if not st.held and st.phase is not HandlerPhase.IDLE and not st.stuck:
+                return False  # a lost shard's handler still draining
+        return True
+
+    def _teardown(self) -> None:
+        stuck = [st.index for st in self._states if st.run is not None]
+        if stuck:
+            self._log.error("exiting with handlers that did not return: shards %s", stuck)
+        if self._watcher is not None:
+            self._watcher.stop(timeout=1.0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._runner is not None and not stuck:
+            self._runner.close()
+        if self._health is not None:
+            try:
+                self._health.stop()
+            except Exception:
+                pass
+        if self._client is not None:
+            self._client.close()
+        if self._own_api_client and self._api_client is not None:
+            try:
+                self._api_client.close()
+            except Exception:
+                pass
+        for st in self._states:
+            self._set_held(st, False)
+        self._publish_owned()
+        if self._notifier is not None:
+            self._notifier.shutdown(wait=False)  # queued notifications still run, in order
+        self._log.info("stopped")
+        self._done.set()

@@ -1,0 +1,53 @@
+"""Prometheus metrics for one manager, in its own ``CollectorRegistry``.
+
+A registry per manager (rather than the process-global default) lets several managers share a process,
+which tests and multi-group programs do; ``/metrics`` serves the manager's registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ManagerMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_HANDOFF_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ManagerMetrics:
+    def __init__(self, group: str, identity: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        labels = ("group", "identity")
+        r = self.registry
+        self._lv = (group, identity)
+        self.shards_held = Gauge("shardlease_shards_held", "Shards this replica holds", labels, registry=r).labels(*self._lv)
+        self.shards_desired = Gauge("shardlease_shards_desired", "Shards the assignment gives this replica",
+                                    labels, registry=r).labels(*self._lv)
+        self.members = Gauge("shardlease_members", "Live members of the group with a matching shard count",
+                             labels, registry=r).labels(*self._lv)
+        self.acquisitions = Counter("shardlease_acquisitions", "Shard Leases acquired", labels, registry=r).labels(*self._lv)
+        self.releases = Counter("shardlease_releases", "Shard Leases released", labels, registry=r).labels(*self._lv)
+        self.losses = Counter("shardlease_losses", "Shards lost (renew deadline passed or overwritten)",
+                              labels, registry=r).labels(*self._lv)
+        self.handler_errors = Counter("shardlease_handler_errors", "Handler runs that raised", labels,
+                                      registry=r).labels(*self._lv)
+        self.stuck_handlers = Gauge("shardlease_stuck_handlers", "Handlers that did not return within drain_timeout",
+                                    labels, registry=r).labels(*self._lv)
+        self.handoff_seconds = Histogram("shardlease_handoff_duration_seconds",
+                                         "From deciding to give a shard away until its Lease was released",
+                                         labels, buckets=_HANDOFF_BUCKETS, registry=r).labels(*self._lv)
+        self.renew_seconds = Histogram("shardlease_renew_latency_seconds", "Latency of successful renewals",
+                                       labels, buckets=_LATENCY_BUCKETS, registry=r).labels(*self._lv)
+        self._api_errors = Counter("shardlease_api_errors", "Failed API requests by kind",
+                                   labels + ("kind",), registry=r)
+        self.oldest_renewal = Gauge("shardlease_oldest_renewal_age_seconds",
+                                    "Seconds since the start of the oldest last-successful renewal among held shards",
+                                    labels, registry=r).labels(*self._lv)
+
+    def api_error(self, kind: str) -> None:
+        self._api_errors.labels(*self._lv, kind).inc()
+
+    def set_oldest_renewal_source(self, fn: Callable[[], float]) -> None:
+        self.oldest_renewal.set_function(fn)

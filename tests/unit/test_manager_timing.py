@@ -1,0 +1,37 @@
+"""Manager retry timing that is not part of ``decide``: honouring Retry-After while a Lease is held."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardlease.api import ApiError
+from shardlease.config import ShardConfig
+from shardlease.manager import ShardManager
+
+
+@pytest.fixture()
+def manager() -> ShardManager:
+    config = ShardConfig(group="g", shards=2, namespace="default", identity="me", lease_duration=15.0,
+                         renew_deadline=10.0, retry_period=2.0)
+    return ShardManager(config, lambda shard: None)
+
+
+def test_retry_after_is_honoured_while_the_deadline_is_far(manager: ShardManager) -> None:
+    throttled = ApiError("throttled", "429", status=429, retry_after=3.0)
+    backoff = manager._backoff(1, throttled, held=True)
+    assert backoff == 3.0
+    assert manager._held_retry_at(102.0, 100.0, backoff) == 105.0
+
+
+def test_held_lease_keeps_a_last_window_before_the_deadline(manager: ShardManager) -> None:
+    # renewed at 100 -> deadline 110; last window starts at 109 (half a retry period before)
+    assert manager._held_retry_at(104.0, 100.0, 30.0) == 109.0
+    # inside the window: retry every retry_period / 8
+    assert manager._held_retry_at(109.3, 100.0, 30.0) == pytest.approx(109.55)
+
+
+def test_unheld_backoff_grows_and_is_jittered(manager: ShardManager) -> None:
+    err = ApiError("server", "503", status=503)
+    values = [manager._backoff(n, err) for n in (1, 2, 3, 4, 5, 9)]
+    assert all(0 < v <= 15.0 for v in values)
+    assert max(manager._backoff(9, err) for _ in range(50)) > 2.0

@@ -1,0 +1,90 @@
+"""LeaseWatcher against the embedded API server: list+watch, resume after a cut, relist after 410,
+and a silent (frozen) stream detected by the read timeout."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from shardlease.api import LeaseClient
+from shardlease.cache import LeaseCache, LeaseWatcher
+from shardlease.clock import SystemClock
+from shardlease.devserver import DevServer
+from shardlease.kube import load_api_client
+
+SELECTOR = "shardlease.io/group=wt"
+
+
+@pytest.fixture()
+def setup(tmp_path) -> Iterator[tuple[DevServer, LeaseClient, LeaseCache, LeaseWatcher]]:  # type: ignore[no-untyped-def]
+    with DevServer(port=0, faults=True) as srv:
+        path = tmp_path / "kubeconfig"
+        srv.write_kubeconfig(path)
+        writer = LeaseClient(load_api_client(str(path), client_id="writer"), "default")
+        reader = LeaseClient(load_api_client(str(path), client_id="reader"), "default")
+        cache = LeaseCache(SystemClock())
+        watcher = LeaseWatcher(reader, cache, SELECTOR, read_timeout=0.7, logger=logging.getLogger("t"),
+                               max_backoff=0.3)
+        watcher.start()
+        yield srv, writer, cache, watcher
+        watcher.stop()
+
+
+def make(writer: LeaseClient, name: str) -> None:
+    writer.create({"metadata": {"name": name, "labels": {"shardlease.io/group": "wt"}},
+                   "spec": {"holderIdentity": "x", "leaseDurationSeconds": 5}})
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_sees_creates_and_deletes(setup) -> None:  # type: ignore[no-untyped-def]
+    _srv, writer, cache, _watcher = setup
+    wait_for(cache.synced.is_set)
+    make(writer, "a")
+    wait_for(lambda: cache.get("a") is not None)
+    writer.delete("a")
+    wait_for(lambda: cache.get("a") is None)
+
+
+def test_resumes_after_a_cut_without_relisting(setup) -> None:  # type: ignore[no-untyped-def]
+    srv, writer, cache, watcher = setup
+    wait_for(cache.synced.is_set)
+    relists = watcher.relists
+    srv.faults.cut_watches()
+    make(writer, "after-cut")
+    wait_for(lambda: cache.get("after-cut") is not None)
+    assert watcher.relists == relists
+
+
+def test_relists_after_410(setup) -> None:  # type: ignore[no-untyped-def]
+    srv, writer, cache, watcher = setup
+    wait_for(cache.synced.is_set)
+    srv.faults.partition("reader", mode="error")  # hold the watcher off while history moves on
+    make(writer, "during-partition")
+    srv.compact()
+    relists = watcher.relists
+    srv.faults.heal("reader")
+    wait_for(lambda: cache.get("during-partition") is not None)
+    assert watcher.relists > relists
+
+
+def test_silent_stream_is_cut_by_the_read_timeout(setup) -> None:  # type: ignore[no-untyped-def]
+    srv, writer, cache, watcher = setup
+    wait_for(cache.synced.is_set)
+    restarts = watcher.restarts
+    srv.faults.freeze_watches()
+    time.sleep(1.6)  # > 2 x read timeout with no bytes on the stream
+    assert watcher.restarts > restarts
+    srv.faults.unfreeze_watches()
+    make(writer, "after-freeze")
+    wait_for(lambda: cache.get("after-freeze") is not None)
