@@ -33,8 +33,9 @@ def apply(coord: CoordinationV1Api, ns: str, op: str, name: str, holder: str,
             coord.replace_namespaced_lease(name, ns, current)
         elif op == "stale-update":
             old = coord.read_namespaced_lease(name, ns)
-            coord.patch_namespaced_lease(name, ns, {"spec": {"holderIdentity": holder + "-new"}})
-            model[name] = holder + "-new"
+            changed = old.spec.holder_identity + "+"  # must differ: a no-op write keeps the RV
+            coord.patch_namespaced_lease(name, ns, {"spec": {"holderIdentity": changed}})
+            model[name] = changed
             old.spec.holder_identity = holder
             coord.replace_namespaced_lease(name, ns, old)
             raise AssertionError("an update with a stale resourceVersion succeeded")
