@@ -17,6 +17,7 @@ from shardlease import __version__
 #: Modules that contribute a sub-command, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "shardlease.commands.run",
+    "shardlease.commands.status",
     "shardlease.devserver.cli",
 )
 

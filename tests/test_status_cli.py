@@ -1,0 +1,298 @@
+"""``shardlease status``: the view built from Lease dicts, and the command against a dev-server."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shardlease.assignment import assign
+from shardlease.commands.status import FLAG_EXPIRED, FLAG_MISPLACED, FLAG_UNOWNED, GroupView
+from shardlease.records import format_microtime, member_labels, member_lease_name, shard_labels
+
+NOW = _dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=_dt.timezone.utc)
+GROUP = "g"
+
+
+def lease(name: str, labels: dict[str, str], holder: str, renewed_ago: float | None, duration: int = 10,
+          annotations: dict[str, str] | None = None, transitions: int = 0) -> dict[str, Any]:
+    spec: dict[str, Any] = {"holderIdentity": holder, "leaseDurationSeconds": duration,
+                            "leaseTransitions": transitions}
+    if renewed_ago is not None:
+        spec["renewTime"] = format_microtime(NOW - _dt.timedelta(seconds=renewed_ago))
+    return {"metadata": {"name": name, "namespace": "default", "labels": labels,
+                         "annotations": annotations or {}}, "spec": spec}
+
+
+def member(identity: str, renewed_ago: float = 1.0, shards: int = 4) -> dict[str, Any]:
+    return lease(member_lease_name(GROUP, identity), member_labels(GROUP), identity, renewed_ago,
+                 annotations={"shardlease.io/shards": str(shards)})
+
+
+def shard(i: int, holder: str, renewed_ago: float | None = 1.0, transitions: int = 1) -> dict[str, Any]:
+    return lease(f"{GROUP}-shard-{i}", shard_labels(GROUP, i), holder, renewed_ago,
+                 transitions=transitions)
+
+
+def healthy_objects(members: list[str], shards: int = 4) -> list[dict[str, Any]]:
+    desired = assign(GROUP, shards, members)
+    return [member(m, shards=shards) for m in members] + [shard(i, desired[i]) for i in range(shards)]
+
+
+def view_of(objects: list[dict[str, Any]], **kw: Any) -> GroupView:
+    return GroupView.from_objects(GROUP, "default", objects, NOW, **kw)
+
+
+def test_healthy_group_has_no_flags() -> None:
+    view = view_of(healthy_objects(["a", "b"]))
+    assert view.shards == 4
+    assert [m.identity for m in view.members] == ["a", "b"] and all(m.live for m in view.members)
+    assert all(not row.flags and row.holder == row.desired for row in view.rows)
+    assert view.summary().startswith("OK: 4/4 shards owned, 0 unowned, 0 expired, 0 misplaced")
+    text = view.render_text()
+    assert "MEMBERS (2)" in text and "DESIRED" in text and "1.0s ago" in text
+
+
+def test_unowned_expired_and_misplaced_are_flagged() -> None:
+    objects = healthy_objects(["a", "b"])
+    desired = assign(GROUP, 4, ["a", "b"])
+    wrong = "b" if desired[1] == "a" else "a"
+    objects = [o for o in objects if o["metadata"]["name"] not in ("g-shard-0", "g-shard-1", "g-shard-2")]
+    objects += [
+        shard(0, ""),                                # released
+        shard(1, wrong),                             # held by the other member
+        shard(2, desired[2], renewed_ago=60),        # renewed a minute ago, 10 s lease
+    ]
+    view = view_of(objects)
+    assert view.flagged(FLAG_UNOWNED) == [0]
+    assert view.flagged(FLAG_MISPLACED) == [1]
+    assert view.flagged(FLAG_EXPIRED) == [2]
+    assert view.summary().startswith("ATTENTION: 3/4 shards owned, 1 unowned, 1 expired, 1 misplaced")
+    data = view.to_json()
+    assert data["summary"]["unowned"] == [0] and data["shard_table"][1]["flags"] == [FLAG_MISPLACED]
+    json.dumps(data)  # serialisable
+
+
+def test_dead_members_do_not_count_for_desired_holders() -> None:
+    objects = healthy_objects(["a", "b"])
+    objects = [o for o in objects if o["metadata"]["name"] != member_lease_name(GROUP, "b")]
+    objects.append(member("b", renewed_ago=30))  # expired member Lease
+    view = view_of(objects)
+    assert [m.live for m in view.members] == [True, False]
+    assert all(row.desired == "a" for row in view.rows)
+    assert set(view.flagged(FLAG_MISPLACED)) == {r.shard for r in view.rows if r.holder == "b"}
+
+
+def test_the_oldest_live_member_defines_the_shard_count() -> None:
+    """As the replicas decide it: members declaring another count are left out of the ring."""
+    objects = [member("a", shards=4), member("b", shards=4), member("c", shards=6)]
+    objects[2]["metadata"]["creationTimestamp"] = "2026-05-01T11:00:00Z"  # c is the oldest
+    objects[0]["metadata"]["creationTimestamp"] = objects[1]["metadata"]["creationTimestamp"] = (
+        "2026-05-01T11:30:00Z")
+    view = view_of(objects)
+    assert view.shards == 6
+    assert [(m.identity, m.live, m.eligible) for m in view.members] == [
+        ("a", True, False), ("b", True, False), ("c", True, True)]
+    assert {row.desired for row in view.rows} == {"c"}
+    assert sum("declares 4 shards, the group uses 6" in n for n in view.notes) == 2
+
+    del objects[2]  # without c, a and b agree on 4
+    view = view_of(objects)
+    assert view.shards == 4 and all(m.eligible for m in view.members) and not view.notes
+    assert view.flagged(FLAG_UNOWNED) == [0, 1, 2, 3]
+
+
+def test_without_live_members_the_count_is_what_most_declare() -> None:
+    objects = [member("a", 30, shards=4), member("b", 30, shards=4), member("c", 30, shards=6)]
+    view = view_of(objects)
+    assert view.shards == 4 and not any(m.live for m in view.members)
+    assert any("disagree" in n for n in view.notes)
+
+
+def test_a_member_record_not_held_by_its_identity_is_not_live() -> None:
+    released = member("a")
+    released["spec"]["holderIdentity"] = ""
+    renamed = member("b")
+    renamed["spec"]["holderIdentity"] = "someone-else"
+    view = view_of([released, renamed, member("c")])
+    assert [(m.identity, m.live) for m in view.members] == [("a", False), ("b", False), ("c", True)]
+
+
+def test_without_members_the_count_comes_from_the_shard_leases() -> None:
+    view = view_of([shard(0, "x"), shard(2, "", None)])
+    assert view.shards == 3 and view.members == ()
+    assert [r.desired for r in view.rows] == [None, None, None]
+    assert view.flagged(FLAG_UNOWNED) == [1, 2]
+
+
+def test_broken_and_foreign_leases_are_tolerated() -> None:
+    objects = healthy_objects(["a"]) + [
+        {"metadata": {"name": "junk", "labels": {"shardlease.io/group": GROUP,
+                                                 "shardlease.io/role": "shard",
+                                                 "shardlease.io/shard": "x"}}, "spec": "nonsense"},
+        {"metadata": {}},
+        {"metadata": {"name": "other-shard-0", "labels": shard_labels("other", 0)}, "spec": {}},
+    ]
+    view = view_of(objects)
+    assert view.shards == 4 and not any(r.flags for r in view.rows)
+    assert any("junk" in n for n in view.notes)
+
+
+# ---------------------------------------------------------------- the command against a dev-server
+
+@pytest.fixture
+def devserver(tmp_path: Path) -> Any:
+    pytest.importorskip("shardlease.kube", reason="shardlease.kube (load_api_client) not available yet")
+    from shardlease.devserver import DevServer
+
+    with DevServer(port=0) as srv:
+        srv.write_kubeconfig(tmp_path / "kubeconfig")
+        yield srv
+
+
+def put_leases(srv: Any, objects: list[dict[str, Any]]) -> None:
+    """Create Leases over HTTP (as any other client would), stamped with the current time."""
+    import urllib.request
+
+    now = _dt.datetime.now(_dt.timezone.utc)
+    for obj in objects:
+        obj = json.loads(json.dumps(obj))
+        spec = obj["spec"]
+        if "renewTime" in spec:  # shift NOW-relative times to the real now
+            renewed = _dt.datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00"))
+            spec["renewTime"] = format_microtime(now - (NOW - renewed))
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **obj}
+        request = urllib.request.Request(
+            f"{srv.url}/apis/coordination.k8s.io/v1/namespaces/default/leases",
+            data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+def constructed(srv: Any) -> tuple[int, int]:
+    """Members a and b; shard 0 released, shard 1 held by the wrong member. Returns (0, 1)."""
+    desired = assign(GROUP, 4, ["a", "b"])
+    wrong = "b" if desired[1] == "a" else "a"
+    put_leases(srv, [member("a"), member("b"), shard(0, ""), shard(1, wrong), shard(2, desired[2]),
+                     shard(3, desired[3])])
+    return 0, 1
+
+
+def test_cli_flags_unowned_and_misplaced(devserver: Any, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from shardlease.cli import main
+
+    unowned, misplaced = constructed(devserver)
+    kubeconfig = str(tmp_path / "kubeconfig")
+    assert main(["status", "--group", GROUP, "--kubeconfig", kubeconfig]) == 0
+    text = capsys.readouterr().out
+    assert "UNOWNED" in text and "MISPLACED" in text
+    assert text.strip().splitlines()[-1] == (
+        "ATTENTION: 3/4 shards owned, 1 unowned, 0 expired, 1 misplaced; 2/2 members live")
+
+    assert main(["status", "--group", GROUP, "--kubeconfig", kubeconfig, "--output", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["unowned"] == [unowned] and data["summary"]["misplaced"] == [misplaced]
+    assert [m["identity"] for m in data["members"]] == ["a", "b"]
+
+
+def test_cli_on_an_empty_group(devserver: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shardlease.cli import main
+
+    assert main(["status", "--group", "nothing", "--kubeconfig", str(tmp_path / "kubeconfig")]) == 0
+    out = capsys.readouterr().out
+    assert "(none)" in out and "ATTENTION: 0/0 shards owned" in out
+
+
+def test_unreachable_cluster_exits_nonzero_naming_what_was_tried(tmp_path: Path) -> None:
+    pytest.importorskip("shardlease.kube", reason="shardlease.kube (load_api_client) not available yet")
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "shardlease", "status", "--group", "g", "--kubeconfig", str(kubeconfig)],
+        capture_output=True, text=True, timeout=60, env=_env())
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port}" in result.stderr and str(kubeconfig) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+    missing = tmp_path / "no-such-kubeconfig"
+    result = subprocess.run(
+        [sys.executable, "-m", "shardlease", "status", "--group", "g", "--kubeconfig", str(missing)],
+        capture_output=True, text=True, timeout=60, env=_env())
+    assert result.returncode != 0 and str(missing) in result.stderr and "Traceback" not in result.stderr
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
+def test_watch_redraws_on_changes_and_exits_0_on_ctrl_c(devserver: Any, tmp_path: Path) -> None:
+    import queue
+    import signal
+    import threading
+
+    constructed(devserver)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardlease", "status", "--group", GROUP, "--watch", "--output", "json",
+         "--kubeconfig", str(tmp_path / "kubeconfig")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        first = json.loads(lines.get(timeout=30))
+        assert first["summary"]["unowned"] == [0]
+        # Take shard 0: the watch must bring a redraw showing it owned.
+        import urllib.request
+
+        url = f"{devserver.url}/apis/coordination.k8s.io/v1/namespaces/default/leases/{GROUP}-shard-0"
+        current = json.loads(urllib.request.urlopen(url, timeout=10).read())
+        desired = assign(GROUP, 4, ["a", "b"])[0]
+        current["spec"].update(holderIdentity=desired,
+                               renewTime=format_microtime(_dt.datetime.now(_dt.timezone.utc)))
+        put = urllib.request.Request(url, data=json.dumps(current).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(put, timeout=10).close()
+        deadline = time.monotonic() + 30
+        while True:
+            view = json.loads(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            if view["shard_table"][0]["holder"] == desired:
+                break
+        assert view["summary"]["unowned"] == []
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_an_api_error_is_reported_as_a_refusal(devserver: Any, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from shardlease.cli import main
+
+    devserver.faults.set_errors(1.0, code=500)
+    try:
+        assert main(["status", "--group", GROUP, "--kubeconfig", str(tmp_path / "kubeconfig")]) == 1
+    finally:
+        devserver.faults.clear()
+    err = capsys.readouterr().err
+    assert f"the Kubernetes API at {devserver.url} refused to list Leases in namespace 'default'" in err
+    assert "HTTP 500" in err
