@@ -128,7 +128,8 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
     raise ConfigError(
         f"no Kubernetes configuration found: {tried}, and not running in a cluster "
         "(KUBERNETES_SERVICE_HOST unset); pass --kubeconfig PATH (or SHARDLEASE_KUBECONFIG), set "
-        "KUBECONFIG, or create ~/.kube/config (e.g. `shardlease devserver` writes one)"
+        "KUBECONFIG, or create ~/.kube/config (for a local try, `shardlease dev-server` writes "
+        "./shardlease-dev.kubeconfig to pass as --kubeconfig)"
     )
 
 

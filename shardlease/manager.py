@@ -74,6 +74,7 @@ if TYPE_CHECKING:
 __all__ = ["ShardManager"]
 
 _MEMBER = -1  # index used for the member Lease in write results
+_GC = -2  # index used for deleting dead members' Leases
 
 
 @dataclass(slots=True)
@@ -119,6 +120,7 @@ class _WriteResult:
     obj: dict[str, Any] | None = None
     error: ApiError | None = None
     fallback: bool = False
+    name: str | None = None  # target Lease when it is neither a shard nor our member (garbage collection)
 
 
 @dataclass(slots=True)
@@ -173,6 +175,9 @@ class ShardManager:
         self._index_of = {st.name: st.index for st in self._states}
         self._member_name = member_lease_name(self.group, self.identity)
         self._member_prefix = member_lease_name(self.group, "")
+        #: How long a member Lease must have been expired before the oldest member deletes it.
+        self._member_gc_after = 5 * self._timing.lease_duration
+        self._gc_pending: set[str] = set()
         self._member = _MemberState()
 
         self._wake = threading.Event()
@@ -445,18 +450,24 @@ class ShardManager:
             return
         self._members_initialised = True
         live: list[_Member] = []
+        dead: list[tuple[float, LeaseRecord]] = []  # (when it may be collected, record)
         for name, cached in self._cache.snapshot().items():
             record = cached.record
             if not name.startswith(self._member_prefix) or record.role != ROLE_MEMBER:
                 continue
-            if not record.holder or member_lease_name(self.group, record.holder) != name:
-                continue  # released, or a record whose name and holder disagree: not a member
             expires = expiry_of(record, cached.observed, self._timing)
-            if expires <= now:
+            if not record.holder or member_lease_name(self.group, record.holder) != name or expires <= now:
+                # Released, expired, or a record whose name and holder disagree: not a member.
+                if name != self._member_name:
+                    dead.append((max(expires, cached.observed) + self._member_gc_after, record))
                 continue
             live.append(_Member(record.holder, _age_key(record), name, record.declared_shards, expires))
-        self._member_recheck_at = min((m.expires for m in live), default=float("inf"))
         live.sort(key=lambda m: (m.created, m.name))
+        self._member_recheck_at = min((m.expires for m in live), default=float("inf"))
+        if live and live[0].identity == self.identity and not self._stopping.is_set():
+            self._member_recheck_at = min([self._member_recheck_at,
+                                           *(at for at, _ in dead if at > now)])
+            self._collect_dead_members([record for at, record in dead if at <= now])
         group_count = next((m.declared for m in live if m.declared is not None), None)
         eligible = frozenset(m.identity for m in live if m.declared is not None and m.declared == group_count)
         count_ok = group_count is None or group_count == self._shards
@@ -481,6 +492,24 @@ class ShardManager:
             self._dirty.update(range(self._shards))
 
     _members_initialised = False
+
+    def _collect_dead_members(self, records: list[LeaseRecord]) -> None:
+        """Delete member Leases of replicas that died without cleaning up (SIGKILL, node loss).
+
+        A graceful exit deletes its own member Lease; a crash cannot, and in a Deployment every
+        crashed pod has a new name, so without this the group's Lease list would grow forever. Only
+        the oldest live member collects (one writer, not N racing), only after the Lease has been
+        expired for ``_member_gc_after`` (5 lease durations, far beyond any pause a live replica could
+        recover from), and each delete is conditional on the resourceVersion we saw, so a replica
+        that comes back and renews in the meantime keeps its Lease.
+        """
+        for record in records:
+            if record.name in self._gc_pending:
+                continue
+            self._gc_pending.add(record.name)
+            self._log.info("deleting member Lease %s, expired for over %.0f s", record.name,
+                           self._member_gc_after)
+            self._submit(_WriteResult("member_gc", _GC, 0.0, record.resource_version, name=record.name), None)
 
     def _eligible(self) -> bool:
         return self._count_ok and self.identity in self._members and not self._stopping.is_set()
@@ -756,14 +785,14 @@ class ShardManager:
                 if remaining <= 0.01:
                     raise ApiError("timeout", "no time left before the renew deadline")
                 timeout = min(timeout, remaining)
-            name = self._member_name if res.index == _MEMBER else self._states[res.index].name
+            name = res.name or (self._member_name if res.index == _MEMBER else self._states[res.index].name)
             if res.kind in ("create", "member_create"):
                 res.obj = client.create(body or {}, timeout=timeout)
             elif res.kind in ("acquire", "renew", "release", "member_renew"):
                 res.obj = client.replace(name, body or {}, timeout=timeout)
             elif res.kind in ("refresh", "member_refresh"):
                 res.obj = client.get(name, timeout=timeout)
-            elif res.kind == "member_delete":
+            elif res.kind in ("member_delete", "member_gc"):
                 client.delete(name, resource_version=res.sent_rv or None, timeout=timeout)
         except ApiError as err:
             res.error = err
@@ -796,6 +825,14 @@ class ShardManager:
         return retry_at
 
     def _on_write(self, res: _WriteResult, now: float) -> None:
+        if res.index == _GC:
+            # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
+            # next membership pass retries whatever is still dead.
+            self._gc_pending.discard(res.name or "")
+            if res.error is not None and res.error.kind not in ("not_found", "conflict"):
+                self.metrics.api_error(res.error.kind)
+                self._log.warning("could not delete member Lease %s: %s", res.name, res.error)
+            return
         if res.index == _MEMBER:
             self._on_member_result(res, now)
             return
@@ -954,8 +991,19 @@ class ShardManager:
                 return False  # a lost shard's handler still draining
         return True
 
+    def abandoned_shards(self) -> frozenset[int]:
+        """Shards whose handler had still not returned when the manager exited (empty until then).
+
+        Their Leases were left held, to expire normally: releasing them would let another replica
+        start while this handler may still be acting. ``shardlease run`` exits with status 3 for this.
+        """
+        return self._abandoned
+
+    _abandoned: frozenset[int] = frozenset()
+
     def _teardown(self) -> None:
         stuck = [st.index for st in self._states if st.run is not None]
+        self._abandoned = frozenset(stuck)
         if stuck:
             self._log.error("exiting with handlers that did not return: shards %s", stuck)
         if self._watcher is not None:

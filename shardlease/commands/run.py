@@ -15,6 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+#: Exit status when handlers were still running after the drain timeout at shutdown.
+EXIT_ABANDONED = 3
+
 __all__ = ["register", "run", "load_handler"]
 
 # (flag, metavar, help); each flag's dest is the ShardConfig field of the same name
@@ -48,7 +51,9 @@ def register(subparsers: Any) -> None:
             "Join GROUP as one replica, hold this replica's share of its shards (one Lease each) and call "
             "MODULE:FUNC(shard) for every shard held, in its own thread (or as an asyncio task for an "
             "async def). SIGTERM or SIGINT stops the handlers, releases every Lease and exits. Every "
-            "option can also be set as SHARDLEASE_<OPTION> in the environment; flags win."
+            "option can also be set as SHARDLEASE_<OPTION> in the environment; flags win. Exit status: "
+            "0 after a graceful stop, 1 on an unexpected error, 2 on bad configuration, 3 if handlers "
+            "were still running after the drain timeout at shutdown (their Leases are left to expire)."
         ),
     )
     parser.add_argument("target", metavar="MODULE:FUNC", help="the handler, e.g. myapp.workers:handle")
@@ -121,4 +126,12 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("shardlease").exception("shardlease run failed")
         print(f"shardlease run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    abandoned = manager.abandoned_shards()
+    if abandoned:
+        # The process exits anyway (ending the threads); the Leases expire after the lease duration.
+        print(f"shardlease run: exited with handlers of shards {sorted(abandoned)} still running after "
+              f"the drain timeout ({config.drain_timeout:g} s); their Leases were left to expire. "
+              "Make handlers return promptly once shard.stopped is set, or raise --drain-timeout.",
+              file=sys.stderr)
+        return EXIT_ABANDONED
     return 0

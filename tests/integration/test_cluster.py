@@ -157,6 +157,25 @@ def test_sigkill_fails_over_after_expiry(make_cluster, request) -> None:
     finish(cluster)
 
 
+def test_dead_members_lease_is_collected_but_not_early(make_cluster, request) -> None:
+    """A crashed replica cannot delete its member Lease; in a Deployment every crashed pod has a new
+    name, so the oldest live member deletes member Leases expired for 5 lease durations. Not earlier:
+    a replica that was only paused must find its Lease where it left it."""
+    cluster, victim, _ = settled_with_victim(make_cluster, 2)
+    killed = victim.kill()
+    victim.wait(5)
+    gc_after = 5 * LEASE
+    snap = cluster.wait_for(lambda s: victim.identity not in s.members(), LEASE + gc_after + 15.0,
+                            what=f"member Lease of killed {victim.identity} to be deleted")
+    gone_after = snap.taken - killed
+    record_figure(request, "SIGKILL -> dead member Lease deleted", gone_after)
+    # Expiry (at most one lease after the kill) plus the collection delay, less one retry period of
+    # renewal that may have preceded the kill.
+    assert gone_after >= gc_after + LEASE - TIMINGS.retry_period - 0.5, gone_after
+    assert sorted(snap.live_members()) == sorted(cluster.running_identities())
+    finish(cluster)
+
+
 @pytest.mark.parametrize("mode", ["error", "drop"])
 def test_partitioned_replica_stops_before_others_take_over(make_cluster, request, mode) -> None:
     """``error``: every request of the victim gets a 503; ``drop``: its connections are closed
@@ -257,6 +276,30 @@ def test_slow_to_stop_handler_keeps_its_shard_until_it_returns(make_cluster, req
     record_figure(request, "SIGTERM with 1 s drain -> last shard taken over",
                   max(e.start for e in starts.values() if e) - sent)
     finish(cluster)
+
+
+def test_handler_stuck_past_drain_timeout_keeps_its_shard_and_exits_3(make_cluster) -> None:
+    """A handler that ignores ``stopped`` for longer than the drain timeout: the replica still exits
+    on SIGTERM, but with status 3 and without releasing those shards, so a newcomer must wait for
+    the Leases to expire (releasing them would let a second handler start next to the stuck one)."""
+    cluster = make_cluster(1, shards=4, env={"SHARDLEASE_JOURNAL_LINGER": "60"},
+                           extra_args=["--drain-timeout", "0.5"])
+    settle(cluster)
+    victim = cluster.replicas[0]
+    victim.terminate()
+    assert victim.wait(20) == 3, victim.log_tail()
+    assert "still running after the drain timeout" in victim.log_text()
+    assert cluster.snapshot().held_by(victim.identity) == [0, 1, 2, 3], "abandoned shards were released"
+
+    joined = time.monotonic()
+    newcomer = cluster.add_replica("replica-new")
+    snap = cluster.wait_for(lambda s: s.held_by(newcomer.identity) == [0, 1, 2, 3], 4 * LEASE + 10,
+                            what="the newcomer to take the abandoned shards after expiry")
+    # The newcomer first sees the Leases when it lists them, after it joined; it may take them only
+    # one lease duration later. A released Lease would have been taken at once.
+    assert snap.taken - joined >= LEASE, snap.taken - joined
+    cluster.stop(grace=5.0)
+    assert not cluster.leftover_processes()
 
 
 def test_shard_desired_back_while_its_handler_stops_is_worked_on_again(make_cluster) -> None:
