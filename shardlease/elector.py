@@ -63,6 +63,7 @@ __all__ = [
     "Timing",
     "decide",
     "expiry_of",
+    "held_retry_at",
     "rv_of",
 ]
 
@@ -292,3 +293,24 @@ def _conflict_pending(view: ShardView, now: float, timing: Timing) -> Decision |
     if now >= since + timing.retry_period:
         return Decision(Action.REFRESH, reason="cache did not move past the conflicting version")
     return Decision(Action.WAIT, at=since + timing.retry_period, reason="waiting for the watch after a conflict")
+
+
+def held_retry_at(now: float, renew_started: float | None, backoff: float, timing: Timing) -> float:
+    """When to retry a failed renewal of something we hold (a shard or our member Lease).
+
+    Normally ``now + backoff`` (back-off and 429 Retry-After are honoured). In the last half retry
+    period before the renew deadline we retry every eighth of a retry period instead -- a handful of
+    requests at most -- because losing the Lease costs a handoff, more requests and a handler restart.
+    Once the deadline has passed the Lease is lost anyway and the plain back-off applies again:
+    retrying fast for ever against a partitioned API server would be a retry storm.
+    """
+    retry_at = now + backoff
+    if renew_started is None:
+        return retry_at
+    deadline = renew_started + timing.renew_deadline
+    if now >= deadline:
+        return retry_at
+    last_window = deadline - timing.retry_period / 2
+    if retry_at > last_window:
+        retry_at = max(min(retry_at, last_window), now + timing.retry_period / 8)
+    return retry_at

@@ -49,7 +49,7 @@ from .api import ApiError, LeaseClient
 from .assignment import assign
 from .cache import LeaseCache, LeaseWatcher
 from .clock import Clock, SystemClock
-from .elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, rv_of
+from .elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, held_retry_at, rv_of
 from .handlers import HandlerRun, HandlerRunner, Shard
 from .logs import get_logger
 from .metrics import ManagerMetrics
@@ -607,7 +607,7 @@ class ShardManager:
             return
         ms.failures += 1
         # Like a held shard: keep trying about every retry period, the member Lease must not lapse.
-        ms.retry_at = self._held_retry_at(now, ms.renew_started, self._backoff(ms.failures, err, held=True))
+        ms.retry_at = held_retry_at(now, ms.renew_started, self._backoff(ms.failures, err, held=True), self._timing)
         self._log.warning("member Lease %s failed: %s", res.kind.replace("member_", ""), err)
 
     def _refresh_member(self) -> None:
@@ -809,21 +809,6 @@ class ShardManager:
             return base * random.uniform(0.5, 1.0)
         return min(base * 2 ** min(failures - 1, 4), max(base, self._timing.lease_duration)) * random.uniform(0.5, 1.0)
 
-    def _held_retry_at(self, now: float, renew_started: float | None, backoff: float) -> float:
-        """When to retry a failed renewal of something we hold (a shard or our member Lease).
-
-        Retry-After and backoff are honoured, except in the last half retry period before the renew
-        deadline, where we retry every 1/8 retry period (a handful of requests at most): losing the
-        Lease would cost a handoff, more requests and a handler restart.
-        """
-        retry_at = now + backoff
-        if renew_started is None:
-            return retry_at
-        last_window = renew_started + self._timing.renew_deadline - self._timing.retry_period / 2
-        if retry_at > last_window:
-            retry_at = max(min(retry_at, last_window), now + self._timing.retry_period / 8)
-        return retry_at
-
     def _on_write(self, res: _WriteResult, now: float) -> None:
         if res.index == _GC:
             # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
@@ -933,7 +918,7 @@ class ShardManager:
             return
         st.failures += 1
         backoff = self._backoff(st.failures, err, held=st.held)
-        st.retry_at = self._held_retry_at(now, st.renew_started, backoff) if st.held else now + backoff
+        st.retry_at = held_retry_at(now, st.renew_started, backoff, self._timing) if st.held else now + backoff
         level = logging.DEBUG if res.kind == "acquire" and st.failures < 3 else logging.WARNING
         self._log.log(level, "%s failed: %s", res.kind, err, extra={"shard": st.index})
 

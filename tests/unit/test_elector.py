@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardlease.clock import FakeClock
-from shardlease.elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of
+from shardlease.elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, held_retry_at
 from shardlease.records import LeaseRecord, format_microtime, shard_labels
 
 ME = "me"
@@ -312,3 +312,31 @@ def test_handler_restarts_when_the_shard_is_desired_back_after_a_stop() -> None:
     # never while still draining, and never past the deadline
     assert decide(dataclasses.replace(returned, handler=HandlerPhase.STOPPING), 1001.0, T).action is Action.WAIT
     assert decide(returned, 1010.0, T).action is Action.LOST
+
+
+# ---- retry timing of held Leases (shards and the member Lease) ----
+
+RETRY_TIMING = Timing(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
+
+
+def test_held_retry_honours_backoff_well_before_the_deadline() -> None:
+    # Renewed at t=100, failing at t=103 with a 1 s Retry-After: nothing urgent yet.
+    assert held_retry_at(103.0, 100.0, 1.0, RETRY_TIMING) == 104.0
+
+
+def test_held_retry_speeds_up_in_the_last_half_retry_period_before_the_deadline() -> None:
+    # Deadline at 110; the last window opens at 109. A 5 s back-off would sail past the deadline, so
+    # the retry is pulled in to the window, but never sooner than an eighth of a retry period.
+    assert held_retry_at(108.0, 100.0, 5.0, RETRY_TIMING) == 109.0
+    assert held_retry_at(109.5, 100.0, 5.0, RETRY_TIMING) == 109.5 + 0.25
+
+
+def test_held_retry_after_the_deadline_is_plain_backoff_not_a_storm() -> None:
+    """Regression (chaos seed 4242): a partitioned replica kept retrying its member Lease every
+    retry_period/8 long after its renew deadline, 100 requests in 4.6 s."""
+    for now in (110.0, 111.0, 500.0):
+        assert held_retry_at(now, 100.0, 1.5, RETRY_TIMING) == now + 1.5
+
+
+def test_held_retry_without_a_renewal_yet_is_plain_backoff() -> None:
+    assert held_retry_at(50.0, None, 2.0, RETRY_TIMING) == 52.0
