@@ -49,7 +49,8 @@ from .api import ApiError, LeaseClient
 from .assignment import assign
 from .cache import LeaseCache, LeaseWatcher
 from .clock import Clock, SystemClock
-from .elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, held_retry_at, rv_of
+from .elector import (Action, HandlerPhase, ShardView, Timing, decide, held_retry_at,
+                      member_expiry, rv_of)
 from .handlers import HandlerRun, HandlerRunner, Shard
 from .logs import get_logger
 from .metrics import ManagerMetrics
@@ -379,6 +380,8 @@ class ShardManager:
         self._drain_events(now)
         if not self._cache.synced.is_set():
             return self._stopping.is_set()
+        if self._synced_at == float("inf"):
+            self._synced_at = now  # records observed up to now came from the initial list
         self._member_step(now)
         changed = self._cache.take_changed()
         self._update_membership(now, changed)
@@ -451,11 +454,13 @@ class ShardManager:
         self._members_initialised = True
         live: list[_Member] = []
         dead: list[tuple[float, LeaseRecord]] = []  # (when it may be collected, record)
+        wall_now = self._clock.now()
         for name, cached in self._cache.snapshot().items():
             record = cached.record
             if not name.startswith(self._member_prefix) or record.role != ROLE_MEMBER:
                 continue
-            expires = expiry_of(record, cached.observed, self._timing)
+            expires = member_expiry(record, cached.observed, self._timing, wall_now=wall_now,
+                                    seen_change=cached.observed > self._synced_at)
             if not record.holder or member_lease_name(self.group, record.holder) != name or expires <= now:
                 # Released, expired, or a record whose name and holder disagree: not a member.
                 if name != self._member_name:
@@ -492,6 +497,8 @@ class ShardManager:
             self._dirty.update(range(self._shards))
 
     _members_initialised = False
+    #: Monotonic time of the first completed list: a record observed no later has not been seen to change.
+    _synced_at = float("inf")
 
     def _collect_dead_members(self, records: list[LeaseRecord]) -> None:
         """Delete member Leases of replicas that died without cleaning up (SIGKILL, node loss).

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from shardlease.journal import Overlap, handler_starts, last_work_end, takeovers
-from shardlease.localcluster import LocalCluster, Replica, Snapshot
+from shardlease.localcluster import LocalCluster, Replica, Snapshot, Timings
 
 from .conftest import SETTLE_TIMEOUT, SHARDS, TIMINGS, balanced_cap, dump, finish, record_figure
 
@@ -154,6 +154,30 @@ def test_sigkill_fails_over_after_expiry(make_cluster, request) -> None:
         end = last_work_end(entries, shard, victim.identity)
         start = starts[shard]
         assert end is not None and start is not None and end <= start.start, (shard, end, start)
+    finish(cluster)
+
+
+def test_newcomer_after_a_crash_balances_without_waiting_a_lease(make_cluster, request) -> None:
+    """A pod crashes, its shards fail over, then a replacement starts. The replacement's first list
+    shows the dead member's Lease; judged only from when it was first seen, that member would look
+    alive for a whole lease duration and the newcomer's ring would disagree with its peers'. Its
+    renewTime, older than the renew deadline, says it is gone (see elector.member_expiry)."""
+    timings = Timings(lease_duration=6.0, renew_deadline=4.0, retry_period=1.0)
+    cluster = make_cluster(3, timings=timings)
+    cluster.wait_working(timeout=SETTLE_TIMEOUT)
+    victim = cluster.replicas[0]
+    shards = cluster.snapshot().held_by(victim.identity)
+    victim.kill()
+    victim.wait(5)
+    cluster.wait_for(held_elsewhere(victim.identity, shards), 6.0 + 10.0, what="failover")
+    newcomer = cluster.add_replica("replica-new")
+    joined = cluster.wait_for(lambda s: newcomer.identity in s.members(), SETTLE_TIMEOUT,
+                              what="the newcomer's member Lease").taken
+    settled = cluster.wait_settled(timeout=SETTLE_TIMEOUT).taken
+    record_figure(request, "crash, failover, then a new replica: balanced after its member Lease appeared",
+                  settled - joined)
+    # Without the renewTime hint this takes at least one lease duration (6 s).
+    assert settled - joined < timings.lease_duration / 2, settled - joined
     finish(cluster)
 
 

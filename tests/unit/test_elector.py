@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardlease.clock import FakeClock
-from shardlease.elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, held_retry_at
+from shardlease.elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, held_retry_at, member_expiry
 from shardlease.records import LeaseRecord, format_microtime, shard_labels
 
 ME = "me"
@@ -340,3 +340,31 @@ def test_held_retry_after_the_deadline_is_plain_backoff_not_a_storm() -> None:
 
 def test_held_retry_without_a_renewal_yet_is_plain_backoff() -> None:
     assert held_retry_at(50.0, None, 2.0, RETRY_TIMING) == 52.0
+
+
+
+# ---- member liveness seen by a replica that has just started ----
+
+WALL = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def test_member_first_seen_with_an_old_renewal_is_not_live() -> None:
+    """Regression (bench: 19 s to balance after crash + scale-up at default timings): a newcomer's
+    initial list showed a member dead for a lease duration as live for another whole one."""
+    dead = lease(PEER, renew=WALL - dt.timedelta(seconds=15))
+    assert member_expiry(dead, 1000.0, T, wall_now=WALL, seen_change=False) <= 1000.0
+
+
+def test_member_first_seen_with_a_recent_renewal_keeps_client_gos_rule() -> None:
+    fresh = lease(PEER, renew=WALL - dt.timedelta(seconds=1.5))
+    assert member_expiry(fresh, 1000.0, T, wall_now=WALL, seen_change=False) == 1015.0
+
+
+def test_member_seen_to_change_ignores_renew_time_entirely() -> None:
+    # Once we have watched it renew, only observed times count, whatever the clocks say.
+    skewed = lease(PEER, renew=WALL - dt.timedelta(hours=3))
+    assert member_expiry(skewed, 1000.0, T, wall_now=WALL, seen_change=True) == 1015.0
+
+
+def test_member_without_a_readable_renew_time_keeps_client_gos_rule() -> None:
+    assert member_expiry(lease(PEER), 1000.0, T, wall_now=WALL, seen_change=False) == 1015.0

@@ -6,6 +6,7 @@ import pytest
 
 from shardlease.api import ApiError
 from shardlease.config import ShardConfig
+from shardlease.elector import Timing, held_retry_at
 from shardlease.manager import ShardManager
 
 
@@ -20,14 +21,7 @@ def test_retry_after_is_honoured_while_the_deadline_is_far(manager: ShardManager
     throttled = ApiError("throttled", "429", status=429, retry_after=3.0)
     backoff = manager._backoff(1, throttled, held=True)
     assert backoff == 3.0
-    assert manager._held_retry_at(102.0, 100.0, backoff) == 105.0
-
-
-def test_held_lease_keeps_a_last_window_before_the_deadline(manager: ShardManager) -> None:
-    # renewed at 100 -> deadline 110; last window starts at 109 (half a retry period before)
-    assert manager._held_retry_at(104.0, 100.0, 30.0) == 109.0
-    # inside the window: retry every retry_period / 8
-    assert manager._held_retry_at(109.3, 100.0, 30.0) == pytest.approx(109.55)
+    assert held_retry_at(102.0, 100.0, backoff, Timing.from_config(manager.config)) == 105.0
 
 
 def test_unheld_backoff_grows_and_is_jittered(manager: ShardManager) -> None:
