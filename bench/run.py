@@ -1,0 +1,306 @@
+"""shardlease benchmark suite: the one entry point.
+
+Runs all scenarios or the ones named, each against shardlease and against the peer baseline
+(``bench/baseline.py``: one ``kubernetes.leaderelection`` elector per shard per replica), with the
+scaled-down timings (lease 3 s / renew deadline 2 s / retry 0.5 s) and client-go's defaults
+(15 s / 10 s / 2 s), and writes ``suite.json``, ``suite.md`` and ``suite_*.png`` into the output
+directory (default ``bench/results``). A full run also rewrites ``docs/benchmarks.md``.
+
+    python bench/run.py                      # everything, full size (~10-15 min on 2 cores)
+    python bench/run.py handoff failover     # only these (the lifecycle scenarios share one run)
+    python bench/run.py --quick              # smoke-sized, scaled timings only, < 1 min
+    python bench/run.py api-cost --profiles default
+
+Scenarios: balance, cold-start, handoff, failover, scale-up (these four run together on one group
+per implementation and profile, see ``bench/scenarios/lifecycle.py``), api-cost, replica-cost.
+Running a subset merges its results into an existing ``suite.json`` in the output directory, so a
+scenario that could not run in one go can be completed later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.scenarios import cost, lifecycle, report  # noqa: E402
+from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES  # noqa: E402
+
+LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
+SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
+RESULTS_DIR = BENCH_DIR / "results"
+DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario runs. Full sizes follow the issue (S=256/N=5 for API cost, 1,024 shards
+    for the replica cost); the lifecycle uses S=64/N=5 so the baseline's 5 x 64 polling electors do
+    not saturate the dev-server and the figures show the protocols rather than an overloaded server."""
+
+    lifecycle_shards: int
+    lifecycle_replicas: int
+    rounds: dict[str, int]
+    restore_last: bool
+    api_shards: int
+    api_replicas: int
+    api_window: dict[str, float]
+    replica_shards: int
+    replica_window: dict[str, float]
+    profiles: tuple[str, ...]
+
+
+FULL = Sizes(64, 5, {"scaled": 3, "default": 2}, True, 256, 5, {"scaled": 20, "default": 30},
+             1024, {"scaled": 15, "default": 30}, ("scaled", "default"))
+QUICK = Sizes(8, 3, {"scaled": 1, "default": 1}, False, 16, 3, {"scaled": 2, "default": 4},
+              32, {"scaled": 2, "default": 4}, ("scaled",))
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_balance(quick: bool, out: Path, plots: bool) -> dict[str, Any]:
+    """Scenario 1 is ``bench/balance.py`` (pure computation); run it and keep its summary."""
+    from bench import balance
+
+    argv = ["--out", str(out)] + (["--quick"] if quick else [])
+    started = time.monotonic()
+    command = "python bench/balance.py" + (" --quick" if quick else "") + f" --out {out}"
+    if plots and _have_matplotlib():
+        balance.main(argv)
+        data = json.loads((out / "balance.json").read_text())
+        cells = data["cells"]
+    else:  # no matplotlib (e.g. CI installs only the test extra): the numbers without the figures
+        command = "bench.balance.run(...) in-process (no matplotlib, so no balance.md or figures)"
+        cells = balance.run(balance.QUICK_SHARD_COUNTS if quick else balance.SHARD_COUNTS,
+                            balance.QUICK_MEMBER_COUNTS if quick else balance.MEMBER_COUNTS,
+                            3 if quick else 20, 2026)
+    keep = ("shards", "members", "best_possible_peak")
+    summary = [{**{k: c[k] for k in keep},
+                **{name: {"peak_over_mean": c[name]["peak_over_mean"],
+                          "moves_on_add_over_min": c[name]["moves_on_add_over_min"]}
+                   for name in ("bounded", "ring", "modulo")}} for c in cells]
+    return {"command": command,
+            "cells": summary, "reading": balance.reading(cells),
+            "elapsed_s": round(time.monotonic() - started, 1)}
+
+
+def _write_outputs(suite: dict[str, Any], out: Path, plots: bool, docs: bool) -> tuple[str, list[str]]:
+    figures: list[str] = []
+    if plots:
+        if _have_matplotlib():
+            from bench import plots as plotting
+
+            figures = [p.name for p in plotting.draw(suite, out)]
+        else:
+            _log("matplotlib is not installed: no figures (pip install -e '.[bench]')")
+    markdown = report.render_suite(suite, figures)
+    (out / "suite.md").write_text(markdown)
+    if docs:
+        DOCS_PATH.write_text(report.render_docs(suite, figures, out))
+    return markdown, figures
+
+
+def render_only(out: Path, plots: bool, docs: bool) -> int:
+    """Re-render the reports from stored results (after editing ``bench/scenarios/notes.py``)."""
+    suite = json.loads((out / "suite.json").read_text())
+    suite["comparison"] = report.comparison(suite)
+    suite["targets"] = report.targets(suite)
+    (out / "suite.json").write_text(json.dumps(suite, indent=1, default=str) + "\n")
+    markdown, figures = _write_outputs(suite, out, plots, docs)
+    print(markdown)
+    return 0
+
+
+def _interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so the ``with Group(...)`` blocks stop every replica and
+    the dev-server (which, unlike the replicas, has no parent-death signal) on the way out."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread)
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"all (default) or some of {SCENARIOS}")
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (scaled timings only)")
+    parser.add_argument("--profiles", default=None,
+                        help="comma-separated timing profiles: scaled, default (default: both; quick: scaled)")
+    parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS),
+                        help="comma-separated implementations: shardlease, baseline")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default bench/results; bench/results/quick with --quick)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (replica logs) even when every scenario succeeded")
+    parser.add_argument("--docs", choices=("auto", "yes", "no"), default="auto",
+                        help="rewrite docs/benchmarks.md (auto: after a full run into bench/results)")
+    parser.add_argument("--render", action="store_true",
+                        help="run nothing: re-render suite.md, the figures and (with --docs yes) the docs "
+                             "from the suite.json in the output directory")
+    args = parser.parse_args(argv)
+    if args.render:
+        return render_only(args.out or RESULTS_DIR, plots=not args.no_plots, docs=args.docs == "yes")
+    _interrupt_on_sigterm()
+
+    wanted = [s for s in args.scenarios if s != "all"] or list(SCENARIOS)
+    unknown = sorted(set(wanted) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {SCENARIOS}")
+    sizes = QUICK if args.quick else FULL
+    profiles = tuple(p.strip() for p in args.profiles.split(",")) if args.profiles else sizes.profiles
+    impls = tuple(i.strip() for i in args.impls.split(","))
+    if bad := [p for p in profiles if p not in PROFILES] + [i for i in impls if i not in IMPLEMENTATIONS]:
+        parser.error(f"unknown profile/implementation {bad}")
+    out: Path = args.out or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = not args.no_plots
+
+    command = "python bench/run.py" + ("" if argv is None and len(sys.argv) <= 1 else
+                                       " " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+    suite_path = out / "suite.json"
+    suite: dict[str, Any] = {}
+    if suite_path.exists() and set(wanted) != set(SCENARIOS):
+        try:
+            suite = json.loads(suite_path.read_text())
+        except (OSError, ValueError):
+            suite = {}
+    scenarios: dict[str, Any] = suite.setdefault("scenarios", {})
+    runs: dict[str, Any] = suite.setdefault("runs", {})
+    started = time.monotonic()
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    work_root = Path(tempfile.mkdtemp(prefix="shardlease-bench-"))
+    _log(f"{command}: scenarios {wanted}, profiles {profiles}, implementations {impls}; work dir {work_root}")
+
+    def checkpoint() -> None:
+        """Write what is done so far, so an interrupted run still leaves its results (``--render``)."""
+        suite["meta"] = meta(partial=True)
+        suite_path.write_text(json.dumps(suite, indent=1, default=str) + "\n")
+
+    def meta(partial: bool) -> dict[str, Any]:
+        return {
+            "generated": stamp, "command": command, "quick": args.quick, "partial": partial,
+            "elapsed_s": round(time.monotonic() - started, 1), "git": _git_revision(), "machine": _machine(),
+            "profiles": {p: PROFILES[p].describe() for p in PROFILES}, "sizes": dict(vars(sizes)),
+            "work_dir": str(work_root),
+            "implementations": {OURS: "python -m shardlease run bench.scenarios.idle:handle",
+                                BASELINE: "python bench/baseline.py (kubernetes.leaderelection, "
+                                          "one elector per shard)"},
+        }
+
+    def record(name: str, profile: str, impl: str, value: Any) -> None:
+        scenarios.setdefault(name, {}).setdefault(profile, {})[impl] = value
+        runs[name] = {"command": command, "generated": stamp, "quick": args.quick}
+        checkpoint()
+
+    if "balance" in wanted:
+        _log("balance (bench/balance.py)")
+        scenarios["balance"] = run_balance(args.quick, out, plots)
+        runs["balance"] = {"command": command, "generated": stamp, "quick": args.quick}
+        checkpoint()
+
+    if any(s in wanted for s in LIFECYCLE):
+        for profile_name in profiles:
+            profile = PROFILES[profile_name]
+            for impl in impls:
+                result = lifecycle.run(impl, profile, sizes.lifecycle_shards, sizes.lifecycle_replicas,
+                                       sizes.rounds[profile_name], work_root / f"life-{impl}-{profile_name}",
+                                       _log, restore_last=sizes.restore_last)
+                common = {k: result[k] for k in ("shards", "replicas", "rounds", "elapsed_s") if k in result}
+                if "error" in result:
+                    common["error"] = result["error"]
+                    common["logs"] = result.get("logs", "")[-4000:]
+                for name, key in (("cold-start", "cold_start"), ("handoff", "handoff"),
+                                  ("failover", "failover"), ("scale-up", "scale_up")):
+                    record(name, profile_name, impl, {**common, **(result.get(key) or {})})
+
+    if "api-cost" in wanted:
+        for profile_name in profiles:
+            for impl in impls:
+                record("api-cost", profile_name, impl, cost.api_cost(
+                    impl, PROFILES[profile_name], sizes.api_shards, sizes.api_replicas,
+                    sizes.api_window[profile_name], work_root / f"api-{impl}-{profile_name}", _log))
+
+    if "replica-cost" in wanted:
+        for profile_name in profiles:
+            for impl in impls:
+                record("replica-cost", profile_name, impl, cost.replica_cost(
+                    impl, PROFILES[profile_name], sizes.replica_shards,
+                    sizes.replica_window[profile_name], work_root / f"replica-{impl}-{profile_name}", _log))
+
+    elapsed = round(time.monotonic() - started, 1)
+    suite["meta"] = meta(partial=False)
+    suite["comparison"] = report.comparison(suite)
+    suite["targets"] = report.targets(suite)
+    suite_path.write_text(json.dumps(suite, indent=1, default=str) + "\n")
+    write_docs = args.docs == "yes" or (args.docs == "auto" and not args.quick and out == RESULTS_DIR)
+    markdown, figures = _write_outputs(suite, out, plots, write_docs)
+    failed = any(isinstance(r, dict) and r.get("error") for name, by_profile in scenarios.items()
+                 if name != "balance" for results in by_profile.values() for r in results.values())
+    if failed or args.keep:
+        _log(f"replica and dev-server logs kept in {work_root}")
+    else:
+        shutil.rmtree(work_root, ignore_errors=True)
+    _log(f"done in {elapsed} s: {suite_path}, {out / 'suite.md'}"
+         + (f", {', '.join(figures)}" if figures else "") + (f", {DOCS_PATH}" if write_docs else ""))
+    print()
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

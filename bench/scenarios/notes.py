@@ -1,0 +1,102 @@
+"""The prose of ``docs/benchmarks.md`` around the generated tables.
+
+Kept here, not in the docs file, because the docs page is regenerated from ``suite.json`` after every
+full run; edit this file and re-render with ``python bench/run.py --render --docs yes``.
+``DOCS_BEFORE`` is a ``str.format`` template (``{command}``, ``{generated}``, ``{elapsed}``).
+"""
+
+DOCS_BEFORE = """\
+# Benchmarks
+
+The figures below were produced by
+
+```
+{command}
+```
+
+on {generated} ({elapsed} s). Reproduce them with:
+
+```
+pip install -e '.[bench]'        # matplotlib, for the figures
+python bench/run.py              # all scenarios, both timing profiles, ~10-15 min on 2 cores
+python bench/run.py --quick      # smoke-sized (< 1 min), writes bench/results/quick/
+python bench/run.py handoff failover --profiles default   # a subset; merged into suite.json
+```
+
+Results: `bench/results/suite.json` (every sample), `bench/results/suite.md` (these tables),
+`bench/results/suite_*.png`, and scenario 1's own `bench/results/balance.*`.
+
+## What is measured, and how
+
+Every process-level scenario runs real processes on one machine: a dev-server
+(`python -m shardlease dev-server`, its own process) and N replicas. shardlease replicas are
+`python -m shardlease run bench.scenarios.idle:handle` (a handler that only waits to be revoked, so
+the figures show the protocol, not a slow handler). The **baseline** is what a Python user can
+assemble today from the official client: `bench/baseline.py` runs one
+`kubernetes.leaderelection.LeaderElection` per shard in its own thread, and every replica joins every
+shard's election (details below).
+
+Each timing scenario runs twice: with **scaled** timings (lease 3 s, renew deadline 2 s, retry
+0.5 s) and with client-go's **default** timings (15 s / 10 s / 2 s). Every latency is also given as a
+multiple of the lease duration (`x lease`), which is what the timings scale.
+
+Times come from one observer in the benchmark process: a single list + watch of the namespace's
+Leases, timestamping each event on arrival with `time.monotonic()`. A signal's time is taken just
+before `killpg`; a shard's *time until re-held* is the arrival of the first event naming a surviving
+holder. Polling with LISTs would both blur the times and show up in the API-cost counters; the one
+watch costs one request for the whole run.
+
+1. **Balance and movement** -- `bench/balance.py` (pure computation), summarised here.
+2. **Cold start** -- N replicas started at once; time until every shard is held by a running
+   replica, and (shardlease) until every shard is held by the owner the assignment names.
+   Python start-up (about 1 s of imports per process on this machine) is included, as it is for a pod.
+3. **Graceful handoff** -- SIGTERM to the replica holding the most shards; per shard, time until
+   a survivor holds it.
+4. **Crash failover** -- the same with SIGKILL.
+5. **Scale up by one** -- a replica is added to N-1; time until balanced again (from the spawn, and
+   from the moment its member Lease appeared), and shards moved against the minimum S/N.
+   Scenarios 2-5 run on one group per implementation and profile: cold start, then rounds of
+   SIGTERM, scale-up, SIGKILL, scale-up, each step starting settled and quiet.
+6. **API cost** -- S=256, N=5, settled; the dev-server's request counters over a window, per verb.
+7. **Cost per replica** -- one replica holding all 1,024 shards: CPU seconds (utime + stime from
+   `/proc/<pid>/stat`) per renewal (the server's PUT count over the same window), peak RSS
+   (`VmHWM`), and lateness: the gaps between consecutive renewals of each shard as the watch saw
+   them (late > 1.5 renew intervals, missed >= the renew deadline), plus, for shardlease, its own
+   metrics on `--metrics-port` (`shardlease_losses_total`, the renew-latency histogram,
+   `shardlease_oldest_renewal_age_seconds` sampled every second).
+"""
+
+DOCS_AFTER = """\
+## How the baseline's design shapes its figures
+
+`kubernetes.leaderelection` (kubernetes 37.0.2) elects one leader per Lease; `bench/baseline.py`
+keeps it as it is and only multiplies it:
+
+* **`run()` blocks**, so each shard needs its own thread per replica: S x N electors in the group.
+  After a loss, the replica calls `run()` again so it can win the shard back later.
+* **Every attempt is a GET** (then a PUT when leading or when the Lease looks expired), and
+  followers poll too: the steady state costs S x N GETs plus S PUTs per retry period, however the
+  shards are spread. shardlease's replicas read through one watch each and write one PUT per held
+  Lease per retry period.
+* **No release**: SIGTERM ends the process with its Leases held (there is no stop hook), so a
+  graceful stop is a crash for its peers, who wait out the lease. shardlease releases each Lease
+  after its handler returns, and the new owner, which already knows it is next from the
+  assignment, takes it on the watch event.
+* **Expiry is checked only when polling**, from the wall-clock time (`time.time()`) at which the
+  record was last seen to change: takeover comes lease duration +- one retry period after the last
+  renewal, about the same as shardlease's crash failover, which also waits out the lease.
+* **No balancing**: the first replica to reach a free Lease keeps it. At cold start that is whichever
+  process finished its imports first, so one replica holds (nearly) every shard, and a replica that
+  joins later never gets any. Hence "never" in the balanced rows and the peak / mean load of ~N.
+* **The leading thread is never told it lost**: the bench callback waits on an event that
+  `onstopped_leading` sets, which is the least a user must add; the stock example would keep working.
+* `Config` **refuses `retry_period < 1`**; for the scaled profile the attribute is set after
+  validation so both implementations run with the same timings.
+"""
+
+#: Bullets after the tables: what the figures say (written from the latest full run).
+READING: list[str] = []
+
+#: Why a target was missed, keyed by a substring of the target (optionally "profile:substring");
+#: shown only for targets the latest results miss.
+TARGET_NOTES: dict[str, str] = {}

@@ -1,0 +1,102 @@
+"""Smoke test of the benchmark suite: ``bench/run.py --quick`` end to end, as a user would run it.
+
+Why a subprocess: the entry point is a script that starts a dev-server and replica processes and
+cleans them up; running it as one proves the command in docs/benchmarks.md works, that it writes the
+JSON every scenario promises, and that it leaves no process behind. The values are checked for
+sanity (right signs, right order of magnitude, the baseline's known behaviour), not for speed: a
+loaded CI machine must not fail it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = {"balance", "cold-start", "handoff", "failover", "scale-up", "api-cost", "replica-cost"}
+
+
+def _leftovers(marker: str) -> list[str]:
+    """Command lines of live processes that mention ``marker`` (the run's work directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+def test_quick_suite_end_to_end(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path), "--docs", "no"],
+        cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
+    assert elapsed < 120, f"the quick suite took {elapsed:.0f} s"
+
+    suite = json.loads((tmp_path / "suite.json").read_text())
+    assert (tmp_path / "suite.md").read_text().startswith("# shardlease benchmark suite")
+    scenarios = suite["scenarios"]
+    assert SCENARIOS <= set(scenarios), sorted(scenarios)
+    assert suite["meta"]["quick"] is True
+    if os.path.isdir("/proc"):
+        assert not _leftovers(suite["meta"]["work_dir"]), "processes left behind"
+
+    lease = suite["meta"]["profiles"]["scaled"]["lease_duration"]
+    assert scenarios["balance"]["cells"], "balance summary is empty"
+
+    def result(name: str, impl: str) -> dict:
+        value = scenarios[name]["scaled"][impl]
+        assert "error" not in value, f"{name}/{impl}: {value.get('error')}\n{value.get('logs', '')}"
+        return value
+
+    ours, base = result("cold-start", "shardlease"), result("cold-start", "baseline")
+    for r in (ours, base):
+        assert 0 < r["all_held_s"] < 60
+    shards, replicas = ours["shards"], ours["replicas"]
+    best = math.ceil(shards / replicas) / (shards / replicas)
+    assert ours["load"]["peak_over_mean"] <= best + 1e-6  # bounded loads: the best whole shards allow
+    assert ours["balanced_s"] >= ours["all_held_s"] - 1e-6
+
+    ours, base = result("handoff", "shardlease"), result("handoff", "baseline")
+    assert ours["all_reheld"] and base["all_reheld"]
+    assert ours["reheld"]["n"] == ours["victim_shards"] > 0
+    assert ours["released"] == ours["victim_shards"]  # graceful: every Lease handed back
+    assert 0 <= ours["reheld"]["max"] < lease
+    assert base["released"] == 0  # the elector has no release: peers wait out the lease
+    assert base["reheld"]["p50"] > 0.5 * lease
+
+    ours, base = result("failover", "shardlease"), result("failover", "baseline")
+    for r in (ours, base):
+        assert r["all_reheld"] and r["reheld"]["n"] > 0
+        assert 0 < r["reheld"]["max"] < lease + 5
+
+    ours, base = result("scale-up", "shardlease"), result("scale-up", "baseline")
+    assert ours["newcomer_load_mean"] > 0
+    assert base["newcomer_load_mean"] == 0  # no balancing: a latecomer never wins an election
+
+    ours, base = result("api-cost", "shardlease"), result("api-cost", "baseline")
+    assert ours["get_per_s"] == 0
+    assert 0 < ours["puts_per_held_lease_per_interval"] <= 1.1
+    assert base["get_per_s"] > 0
+
+    for impl in ("shardlease", "baseline"):
+        r = result("replica-cost", impl)
+        assert r["renewals"] > 0 and r["cpu_ms_per_renewal"] > 0
+        assert 10 < r["peak_rss_mib"] < 4096
+
+    comparison = suite["comparison"]
+    assert {"cold-start", "handoff", "failover", "scale-up", "api-cost", "replica-cost"} <= set(comparison)
+    assert any(t["target"] == "steady state: zero GETs" and t["met"] for t in suite["targets"])
