@@ -1,0 +1,1411 @@
+"""Chaos engine: a seeded fault schedule run against a real group, and the checks that judge it.
+
+Used by the default test suite (``tests/chaos``, about two minutes) and by the long benchmark run
+(``bench/chaos.py``). It lives in the package, next to :mod:`shardlease.localcluster` and
+:mod:`shardlease.journal` that it is built from, so both entry points import one engine without path
+tricks; nothing in the runtime imports it. ``docs/chaos.md`` explains the rules in prose.
+
+Three parts:
+
+* :func:`plan_faults` -- a *pure* function from a :class:`ChaosConfig` (seed included) to the list of
+  :class:`Fault` s to apply. The planner simulates the replica set it is going to create (who runs,
+  who is paused, partitioned, dead) so every fault is valid when it fires and the replica count stays
+  within bounds. The same seed and settings always give the same plan; only the runtime's reactions
+  vary between runs of one seed (they depend on thread scheduling).
+* :class:`ChaosRun` -- starts a :class:`~shardlease.localcluster.LocalCluster` whose replicas run
+  the journaling handler, applies the plan in real time while writing a fault log
+  (``<work_dir>/faults.jsonl``, next to the ``journal`` directory), then stops the faults and measures
+  how the group recovers.
+* the checks -- :func:`analyse_journal` (pure) over the merged journals, :class:`IdleHolderWatch`
+  while the faults run, the recovery wait afterwards, then the replicas' logs, exit codes and
+  processes. Every failure carries its evidence: the shard, the replicas, the intervals, the faults
+  around that time and the replicas' log lines around that time.
+
+The one subtle rule is what counts as *overlapping work*. A replica frozen by SIGSTOP in the middle of
+a unit of work resumes after a peer already took the shard; its journal then shows the unit ending
+after the peer's work began, and no replica can prevent that from inside (it is not running). That is
+precisely the case fencing tokens exist for, so such an overlap is recorded as *fenced* -- not as a
+violation -- only when all of these hold:
+
+1. the stale unit's token is strictly lower than the other unit's (a store that remembers the highest
+   token would reject the stale write);
+2. every instant of the simultaneous work lies inside a SIGSTOP window of the stale replica's process,
+   extended by ``resume_tolerance`` after the SIGCONT (the time a resumed process needs to run its
+   next ``shard.valid()`` check and write down that it stopped).
+
+Any other overlap fails. The same rule applies to the token check: an entry with a lower token than
+one already used on the shard is fenced only if its process was resumed at most ``resume_tolerance``
+before it and it ended within that tolerance (the handler checked ``valid()`` before the freeze and the
+timestamp was taken after it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import heapq
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .journal import Entry, check_tokens, find_overlaps, load_journal, shard_history
+from .localcluster import DEFAULT_HANDLER, LocalCluster, Replica, Snapshot, Timings, child_processes
+
+__all__ = [
+    "ChaosConfig",
+    "ChaosReport",
+    "ChaosRun",
+    "DRAINING_HANDLER",
+    "ENV_SEED",
+    "FAULT_KINDS",
+    "Fault",
+    "FencedEvent",
+    "HandlerTracker",
+    "IdleHolderWatch",
+    "PauseWindow",
+    "RESTART_DELAY",
+    "Violation",
+    "analyse_journal",
+    "convergence_bound",
+    "draining_handle",
+    "fault_counts",
+    "live_handlers",
+    "pause_windows",
+    "plan_faults",
+    "reaction_times",
+    "retry_storms",
+    "scan_log",
+    "seed_from_env",
+    "work_coverage",
+]
+
+ENV_SEED = "SHARDLEASE_CHAOS_SEED"
+
+#: Faults the planner draws from. Each "start" fault that lasts has a matching end event in the plan
+#: (``resume``, ``heal``, ``latency_end``, ``errors_end``, ``unfreeze_watches``).
+FAULT_KINDS = ("kill", "terminate", "pause", "restart", "scale_up", "latency", "errors",
+               "cut_watches", "freeze_watches", "partition")
+END_KINDS = ("resume", "heal", "latency_end", "errors_end", "unfreeze_watches")
+
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    "kill": 1.0, "terminate": 1.0, "pause": 1.2, "restart": 1.0, "scale_up": 1.0, "latency": 1.0,
+    "errors": 1.0, "cut_watches": 0.8, "freeze_watches": 0.5, "partition": 1.0,
+}
+
+#: A dead replica's identity is reused (a container restart keeps the pod name) no sooner than this
+#: after it was killed or terminated; the runner also waits for the old process to be gone, since two
+#: live processes with one identity is not something Kubernetes does (pod names are unique).
+RESTART_DELAY = 3.0
+
+#: Longest a watcher waits between failed attempts (``LeaseWatcher(max_backoff=5.0)`` in cache.py).
+WATCH_MAX_BACKOFF = 5.0
+
+
+def seed_from_env(default: int | None = None) -> int:
+    """``$SHARDLEASE_CHAOS_SEED`` if set, else ``default``, else a fresh random seed (printed by the
+    callers, so any run can be repeated)."""
+    raw = os.environ.get(ENV_SEED, "").strip()
+    if raw:
+        return int(raw)
+    if default is not None:
+        return default
+    return random.SystemRandom().randrange(1, 2**31)
+
+
+ENV_DRAIN = "SHARDLEASE_CHAOS_DRAIN"
+DRAINING_HANDLER = "shardlease.chaos:draining_handle"
+
+
+def draining_handle(shard: Any) -> None:
+    """The journaling handler followed by ``$SHARDLEASE_CHAOS_DRAIN`` seconds of clean-up once the
+    runtime stops it -- a handler that flushes or closes something before returning, which
+    ``drain_timeout`` exists for. No unit of work is journaled during the clean-up (the journal's
+    ``handler_stop`` is written before it), so it cannot show up as overlapping work; what it does
+    is keep the Lease held by a replica that no longer works on the shard for that long."""
+    from .journal import handle
+
+    try:
+        handle(shard)
+    finally:
+        delay = float(os.environ.get(ENV_DRAIN, "0") or 0)
+        if delay > 0:
+            time.sleep(delay)
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration and plan
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """Everything a chaos run depends on. Same config (seed included) -> same fault plan.
+
+    ``duration`` is the fault window only; set-up before it and recovery after it come on top.
+    ``mean_gap`` is the mean time between two injected faults (exponentially distributed).
+    ``resume_tolerance`` is how long after a SIGCONT a frozen replica may still be finishing the unit
+    it was frozen in (see the module docstring); it never excuses anything else.
+    ``noise_allowance`` is added to the derived convergence bound because the machine is shared and
+    small; it is reported separately so the derived figure stays honest.
+    """
+
+    seed: int
+    duration: float = 70.0
+    shards: int = 16
+    initial_replicas: int = 3
+    min_replicas: int = 3
+    max_replicas: int = 5
+    timings: Timings = Timings(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3,
+                               drain_timeout=5.0)
+    mean_gap: float = 2.0
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    work_unit: float = 0.05
+    resume_tolerance: float = 0.5
+    noise_allowance: float = 6.0
+    stability: float | None = None
+    group: str = "chaos"
+    devserver: str = "thread"
+    handler: str = DEFAULT_HANDLER
+    #: Seconds each handler spends cleaning up after the runtime stops it (0: return at once). The
+    #: runtime keeps the Lease until the handler has returned, so this keeps every handoff window
+    #: open long enough for membership to change again in the middle of it (a reversed handoff).
+    drain_delay: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError("need 1 <= min_replicas <= initial_replicas <= max_replicas")
+        unknown = set(self.weights) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds in weights: {sorted(unknown)}")
+        margin = self.timings.lease_duration - self.timings.renew_deadline
+        if self.work_unit >= margin / 2:
+            raise ValueError(f"work unit {self.work_unit}s is not well below lease - renew deadline "
+                             f"({margin:g}s)")
+
+    @property
+    def lease(self) -> float:
+        return float(math.ceil(self.timings.lease_duration))
+
+    @property
+    def handoff_grace(self) -> float:
+        grace = self.timings.handoff_grace
+        return float(grace) if grace is not None else 2 * self.timings.retry_period
+
+    def describe(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["timings"] = {k: v for k, v in vars(self.timings).items() if v is not None}
+        data["weights"] = dict(self.weights)
+        return data
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One planned action, ``at`` seconds after the fault window opened."""
+
+    at: float
+    kind: str
+    target: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        target = f" {self.target}" if self.target else ""
+        params = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"+{self.at:7.3f}s {self.kind}{target}{' ' + params if params else ''}"
+
+
+def convergence_bound(config: ChaosConfig) -> dict[str, float]:
+    """How long after the faults stop the group may take to be whole and balanced again, derived from
+    the runtime's rules (see docs/chaos.md, "Recovery bound"):
+
+    * every watcher is listening again after at most ``WATCH_MAX_BACKOFF`` (its capped backoff), while
+      Leases of dead replicas (shards and members) expire ``lease`` after they were last seen to
+      change; after ``max(watch, lease)`` every replica agrees on the members;
+    * a shard taken as a grace fallback before that is kept at most ``lease`` longer, then released;
+    * a free shard waits at most ``handoff_grace`` for its desired owner;
+    * moving a shard is a handler stop (plus ``drain_delay`` of clean-up) and two writes: a few
+      retry periods.
+    """
+    t = config.timings
+    watch = WATCH_MAX_BACKOFF
+    derived = (max(watch, config.lease) + config.lease + config.handoff_grace + 3 * t.retry_period
+               + config.drain_delay)
+    return {"derived": derived, "noise_allowance": config.noise_allowance,
+            "asserted": derived + config.noise_allowance}
+
+
+@dataclass
+class _Model:
+    """The planner's picture of the replica set (what the runner will have created)."""
+
+    alive: dict[str, str] = field(default_factory=dict)  # identity -> "running" | "paused"
+    dead: dict[str, float] = field(default_factory=dict)  # identity -> when it was killed/terminated
+    partitioned: set[str] = field(default_factory=set)
+    next_index: int = 0
+    latency_until: float = -1.0
+    errors_until: float = -1.0
+    frozen_until: float = -1.0
+
+
+def plan_faults(config: ChaosConfig) -> list[Fault]:
+    """The fault plan for ``config``: sorted by time, each fault valid in the state it fires in.
+
+    Invariants (tested with hypothesis): the number of live replica processes stays within
+    ``[min_replicas, max_replicas]``; a replica is never paused or partitioned twice at once; every
+    pause is ended by a resume, kill or terminate, every partition by a heal, every latency / error
+    burst / watch freeze by its end event -- at the latest when the window closes.
+    """
+    rng = random.Random(config.seed)
+    lease = config.lease
+    model = _Model()
+    for _ in range(config.initial_replicas):
+        model.alive[f"replica-{model.next_index}"] = "running"
+        model.next_index += 1
+    plan: list[Fault] = []
+    pending: list[tuple[float, int, Fault]] = []  # end events, by time
+    seq = 0
+
+    def schedule_end(at: float, fault: Fault) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(pending, (min(at, config.duration), seq, fault))
+
+    def apply_end(fault: Fault) -> None:
+        target = fault.target
+        if fault.kind == "resume":
+            if target in model.alive and model.alive[target] == "paused":
+                model.alive[target] = "running"
+                plan.append(fault)
+        elif fault.kind == "heal":
+            if target in model.partitioned:
+                model.partitioned.discard(target)
+                plan.append(fault)
+        else:
+            plan.append(fault)
+
+    def r3(x: float) -> float:
+        return round(x, 3)
+
+    def end_at(x: float) -> float:
+        return min(r3(x), config.duration)
+
+    t = 0.0
+    while True:
+        t += max(0.25, rng.expovariate(1.0 / config.mean_gap))
+        if t >= config.duration:
+            break
+        while pending and pending[0][0] <= t:
+            apply_end(heapq.heappop(pending)[2])
+        alive = sorted(model.alive)
+        usable = [i for i in alive if model.alive[i] == "running" and i not in model.partitioned]
+        feasible: dict[str, float] = {}
+        for kind, weight in config.weights.items():
+            ok = {
+                "kill": len(alive) > config.min_replicas,
+                "terminate": len(alive) > config.min_replicas,
+                "pause": bool(usable) and "paused" not in model.alive.values(),
+                "restart": any(t - died >= RESTART_DELAY for died in model.dead.values())
+                           and len(alive) < config.max_replicas,
+                "scale_up": len(alive) < config.max_replicas,
+                "latency": t >= model.latency_until,
+                "errors": t >= model.errors_until,
+                "cut_watches": True,
+                "freeze_watches": t >= model.frozen_until,
+                "partition": bool(usable) and not model.partitioned,
+            }[kind]
+            if ok and weight > 0:
+                feasible[kind] = weight
+        if not feasible:
+            continue
+        kinds = sorted(feasible)
+        kind = rng.choices(kinds, weights=[feasible[k] for k in kinds])[0]
+        at = end_at(t)
+        if kind in ("kill", "terminate"):
+            target = rng.choice(alive)
+            del model.alive[target]
+            model.partitioned.discard(target)  # healed by the runner on kill / before a restart
+            model.dead[target] = t
+            plan.append(Fault(at, kind, target))
+        elif kind == "pause":
+            target = rng.choice(usable)
+            long = rng.random() < 0.8
+            seconds = r3(rng.uniform(1.25 * lease, 3.0 * lease) if long
+                         else rng.uniform(0.2, config.timings.renew_deadline))
+            model.alive[target] = "paused"
+            plan.append(Fault(at, "pause", target, {"seconds": seconds}))
+            schedule_end(t + seconds, Fault(end_at(t + seconds), "resume", target))
+        elif kind == "restart":
+            target = rng.choice(sorted(i for i, died in model.dead.items() if t - died >= RESTART_DELAY))
+            del model.dead[target]
+            model.alive[target] = "running"
+            plan.append(Fault(at, "restart", target))
+        elif kind == "scale_up":
+            target = f"replica-{model.next_index}"
+            model.next_index += 1
+            model.alive[target] = "running"
+            plan.append(Fault(at, "scale_up", target))
+        elif kind == "latency":
+            severe = rng.random() < 0.2
+            seconds = r3(rng.uniform(0.6, 1.0) if severe else rng.uniform(0.05, 0.4))
+            jitter = r3(rng.uniform(0.0, 0.3))
+            length = r3(rng.uniform(1.0, 2.0 * lease))
+            model.latency_until = t + length
+            plan.append(Fault(at, "latency", None, {"seconds": seconds, "jitter": jitter,
+                                                    "for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "latency_end"))
+        elif kind == "errors":
+            fraction = r3(rng.uniform(0.2, 0.8))
+            code = rng.choice((500, 503, 429))
+            length = r3(rng.uniform(1.0, 2.0 * lease))
+            model.errors_until = t + length
+            params: dict[str, Any] = {"fraction": fraction, "code": code, "for": length}
+            if code == 429:
+                params["retry_after"] = 1
+            plan.append(Fault(at, "errors", None, params))
+            schedule_end(t + length, Fault(end_at(t + length), "errors_end"))
+        elif kind == "cut_watches":
+            plan.append(Fault(at, "cut_watches", None, {"graceful": rng.random() < 0.3}))
+        elif kind == "freeze_watches":
+            length = r3(rng.uniform(0.5, 1.5 * lease))
+            model.frozen_until = t + length
+            plan.append(Fault(at, "freeze_watches", None, {"for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "unfreeze_watches"))
+        elif kind == "partition":
+            target = rng.choice(usable)
+            length = r3(rng.uniform(1.25 * lease, 3.0 * lease))
+            mode = rng.choice(("error", "drop"))
+            model.partitioned.add(target)
+            plan.append(Fault(at, "partition", target, {"mode": mode, "for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "heal", target))
+    while pending:
+        apply_end(heapq.heappop(pending)[2])
+    plan.sort(key=lambda f: f.at)  # stable: ties keep the order they were planned in
+    return plan
+
+
+def fault_counts(faults: Iterable[Fault | Mapping[str, Any]]) -> dict[str, int]:
+    """Injected faults by kind (end events such as ``resume`` or ``heal`` are not faults)."""
+    counts: Counter[str] = Counter()
+    for fault in faults:
+        kind = fault.kind if isinstance(fault, Fault) else str(fault.get("fault"))
+        if kind in FAULT_KINDS:
+            counts[kind] += 1
+    return {k: counts[k] for k in FAULT_KINDS if counts[k]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Journal analysis (pure: usable on synthetic entries)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PauseWindow:
+    """A SIGSTOP of one process, ended by SIGCONT (or by SIGKILL while frozen)."""
+
+    identity: str
+    pid: int
+    stopped: float
+    resumed: float
+    ended_by: str
+
+
+def pause_windows(replicas: Iterable[Replica], until: float | None = None) -> list[PauseWindow]:
+    """The SIGSTOP windows of every replica process, from the signals the cluster sent."""
+    windows: list[PauseWindow] = []
+    for replica in replicas:
+        stopped: float | None = None
+        for at, name in replica.signals:
+            if name == "SIGSTOP" and stopped is None:
+                stopped = at
+            elif name in ("SIGCONT", "SIGKILL") and stopped is not None:
+                windows.append(PauseWindow(replica.identity, replica.pid, stopped, at, name))
+                stopped = None
+        if stopped is not None:  # never resumed: frozen until the end of the observation
+            windows.append(PauseWindow(replica.identity, replica.pid, stopped,
+                                       until if until is not None else math.inf, "end"))
+    return windows
+
+
+@dataclass(frozen=True)
+class FencedEvent:
+    """Stale work of a frozen replica that overlapped or followed a newer holder's: excused only
+    because its token is lower (a fencing store rejects it) and it happened inside the freeze."""
+
+    shard: int
+    stale: Entry
+    newer: Entry
+    pause: PauseWindow
+    residual: float
+    """How long the stale entry lasted after the SIGCONT (0 if it ended while frozen)."""
+
+    def describe(self) -> str:
+        return (f"shard {self.shard}: fenced -- {self.stale.describe()} vs newer "
+                f"{self.newer.describe()}; frozen {self.pause.stopped:.3f}..{self.pause.resumed:.3f} "
+                f"({self.pause.ended_by}), {self.residual * 1000:.0f} ms after resuming")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A broken safety property, with the entries that show it."""
+
+    kind: str  # "overlap" | "token"
+    shard: int
+    entries: tuple[Entry, ...]
+    detail: str
+
+    @property
+    def start(self) -> float:
+        return min(e.start for e in self.entries)
+
+    @property
+    def end(self) -> float:
+        return max(e.end for e in self.entries)
+
+
+def _int_token(token: Any) -> int | None:
+    if isinstance(token, int) and not isinstance(token, bool):
+        return token
+    if isinstance(token, str) and token.isdigit():
+        return int(token)
+    return None
+
+
+def _pause_covering(windows: Sequence[PauseWindow], entry: Entry, start: float, end: float,
+                    tolerance: float) -> PauseWindow | None:
+    """A freeze of ``entry``'s process such that ``[start, end]`` lies within [stop, resume + tol]."""
+    for w in windows:
+        if w.pid == entry.pid and w.identity == entry.identity and start >= w.stopped \
+                and end <= w.resumed + tolerance:
+            return w
+    return None
+
+
+def analyse_journal(entries: Sequence[Entry], pauses: Sequence[PauseWindow],
+                    resume_tolerance: float) -> tuple[list[Violation], list[FencedEvent]]:
+    """Mutual exclusion and fencing over a merged journal, with the SIGSTOP rule of the module
+    docstring. Returns (violations, fenced events); the first must be empty."""
+    violations: list[Violation] = []
+    fenced: list[FencedEvent] = []
+    seen_stale: set[tuple[str, int, float]] = set()
+    for overlap in find_overlaps(entries):
+        a, b = overlap.first, overlap.second
+        ta, tb = _int_token(a.token), _int_token(b.token)
+        start, end = max(a.start, b.start), min(a.end, b.end)
+        if ta is not None and tb is not None and ta != tb:
+            stale, newer = (a, b) if ta < tb else (b, a)
+            window = _pause_covering(pauses, stale, start, end, resume_tolerance)
+            if window is not None:
+                key = (stale.identity, stale.pid, stale.start)
+                if key not in seen_stale:  # one event per stale unit, with the first newer one
+                    seen_stale.add(key)
+                    fenced.append(FencedEvent(overlap.shard, stale, newer, window,
+                                              max(0.0, stale.end - window.resumed)))
+                continue
+        violations.append(Violation(
+            "overlap", overlap.shard, (a, b),
+            f"{(end - start) * 1000:.1f} ms of simultaneous work by {a.identity} (pid {a.pid}, "
+            f"token {a.token!r}) and {b.identity} (pid {b.pid}, token {b.token!r})"))
+    for v in check_tokens(entries):
+        later, earlier = v.later, v.earlier
+        lt, et = _int_token(later.token), _int_token(earlier.token)
+        if "backwards" in v.problem and lt is not None and et is not None and lt < et:
+            window = _pause_covering(pauses, later, later.start, later.end, resume_tolerance)
+            if window is not None and later.start >= window.resumed:
+                fenced.append(FencedEvent(v.shard, later, earlier, window,
+                                          max(0.0, later.end - window.resumed)))
+                continue
+        violations.append(Violation("token", v.shard, (earlier, later), v.problem))
+    return violations, fenced
+
+
+def live_handlers(entries: Iterable[Entry], live_pids: Iterable[int]) -> dict[int, set[str]]:
+    """Per shard, identities of *running* processes whose handler started and has not stopped (a
+    killed process never writes its ``handler_stop``, so dead pids are ignored)."""
+    alive = set(live_pids)
+    running: dict[tuple[int, str, int], int] = defaultdict(int)
+    for e in sorted(entries, key=lambda e: e.start):
+        key = (e.shard, e.identity, e.pid)
+        if e.kind == "handler_start":
+            running[key] += 1
+        elif e.kind == "handler_stop":
+            running[key] -= 1
+    result: dict[int, set[str]] = defaultdict(set)
+    for (shard, identity, pid), count in running.items():
+        if count > 0 and pid in alive:
+            result[shard].add(identity)
+    return dict(result)
+
+
+class HandlerTracker:
+    """Follows ``handler_start`` / ``handler_stop`` lines of every journal file incrementally.
+
+    The recovery check asks "whose handler runs on each shard?" many times; re-reading a ten-minute
+    journal (hundreds of thousands of lines) each time would take seconds per poll, so this keeps a
+    byte offset per file and parses only the new, complete lines that mention a handler event.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._offsets: dict[Path, int] = {}
+        self._running: dict[tuple[int, str, int], int] = defaultdict(int)
+
+    def poll(self) -> None:
+        for path in sorted(self.directory.glob("*.jsonl")):
+            offset = self._offsets.get(path, 0)
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+            except OSError:
+                continue
+            cut = data.rfind(b"\n") + 1  # only complete lines; the rest is read next time
+            self._offsets[path] = offset + cut
+            for raw in data[:cut].splitlines():
+                if b'"handler_' not in raw:
+                    continue
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                key = (int(rec.get("shard", -1)), str(rec.get("identity")), int(rec.get("pid", 0)))
+                if rec.get("event") == "handler_start":
+                    self._running[key] += 1
+                elif rec.get("event") == "handler_stop":
+                    self._running[key] -= 1
+
+    def running(self, live_pids: Iterable[int]) -> dict[int, set[str]]:
+        """Like :func:`live_handlers`, from what :meth:`poll` has read so far."""
+        alive = set(live_pids)
+        result: dict[int, set[str]] = defaultdict(set)
+        for (shard, identity, pid), count in self._running.items():
+            if count > 0 and pid in alive:
+                result[shard].add(identity)
+        return dict(result)
+
+
+def work_coverage(entries: Iterable[Entry], start: float, end: float, shards: int) -> float:
+    """Fraction of shard-seconds in ``[start, end]`` during which some replica was working."""
+    if end <= start:
+        return 0.0
+    by_shard: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for e in entries:
+        if e.kind == "work" and e.end > start and e.start < end:
+            by_shard[e.shard].append((max(e.start, start), min(e.end, end)))
+    covered = 0.0
+    for spans in by_shard.values():
+        spans.sort()
+        cur_s, cur_e = spans[0]
+        for s, e in spans[1:]:
+            # Gaps shorter than a few slices are the handler's own bookkeeping, not lost service.
+            if s <= cur_e + 0.03:
+                cur_e = max(cur_e, e)
+            else:
+                covered += cur_e - cur_s
+                cur_s, cur_e = s, e
+        covered += cur_e - cur_s
+    return covered / ((end - start) * shards)
+
+
+# --------------------------------------------------------------------------------------------------
+# Logs
+# --------------------------------------------------------------------------------------------------
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z ")
+_BAD_LINE = re.compile(r"Traceback \(most recent call last\)|Fatal Python error|^\S+ (ERROR|CRITICAL) ")
+
+
+def _log_wall(line: str) -> float | None:
+    m = _LOG_TIME.match(line)
+    if not m:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=_dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def scan_log(text: str, context: int = 12) -> list[str]:
+    """Tracebacks and ERROR/CRITICAL lines in a replica log, each with the lines that follow it."""
+    lines = text.splitlines()
+    found: list[str] = []
+    skip_until = -1
+    for i, line in enumerate(lines):
+        if i <= skip_until or not _BAD_LINE.search(line):
+            continue
+        found.append("\n".join(lines[i:i + context]))
+        skip_until = i + context - 1
+    return found
+
+
+_FAILED_WRITE = re.compile(r"(?: (?P<shard>shard=\d+) | member Lease )(?:\S+ )?"
+                           r"(?:renew|acquire|release|create|delete|refresh) failed: ")
+
+
+def retry_storms(text: str, window: float = 2.0, limit: int = 20) -> list[str]:
+    """Bursts of failed writes for one Lease in a replica log: more than ``limit`` within ``window``
+    seconds. The runtime's retry policy (manager ``_backoff`` / ``_held_retry_at``) waits at least
+    half a retry period between attempts, except "a handful" of attempts 1/8 retry period apart just
+    before a renew deadline, and honours Retry-After; with a 0.3 s retry period that is at most about
+    18 attempts in 2 s. More is a retry storm against an API server that is already failing."""
+    times: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for line in text.splitlines():
+        m = _FAILED_WRITE.search(line)
+        if not m:
+            continue
+        wall = _log_wall(line)
+        if wall is not None:
+            times[(m.group("shard") or "member Lease").strip()].append((wall, line))
+    found: list[str] = []
+    for target, stamps in times.items():
+        lo = 0
+        for hi in range(len(stamps)):
+            while stamps[hi][0] - stamps[lo][0] > window:
+                lo += 1
+            if hi - lo + 1 > limit:
+                # Report the whole burst: extend while attempts follow each other within 0.5 s.
+                end = hi
+                while end + 1 < len(stamps) and stamps[end + 1][0] - stamps[end][0] < 0.5:
+                    end += 1
+                burst = stamps[lo:end + 1]
+                gap = min(b[0] - a[0] for a, b in zip(burst, burst[1:]))
+                found.append(f"{target}: {hi - lo + 1} failed writes within {window:g} s; the burst had "
+                             f"{len(burst)} over {burst[-1][0] - burst[0][0]:.1f} s, smallest gap "
+                             f"{gap * 1000:.0f} ms, e.g.\n"
+                             + "\n".join(line for _, line in burst[:3]) + "\n...\n"
+                             + "\n".join(line for _, line in burst[-2:]))
+                break
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosReport:
+    """What a run did and found. ``failures`` empty means every check passed."""
+
+    config: ChaosConfig
+    work_dir: Path
+    plan: list[Fault]
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    fenced: list[FencedEvent] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    exits: list[dict[str, Any]] = field(default_factory=list)
+    #: Errors of the dev-server itself (the test harness, not the runtime under test): reported, and
+    #: shown in the summary, but not counted as failures of the runtime.
+    infrastructure: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def counts(self) -> dict[str, int]:
+        return fault_counts(self.applied)
+
+    def failure_kinds(self) -> dict[str, int]:
+        """Failures by category: the prefix of each message (``SAFETY (overlap)``, ``LIVENESS``,
+        ``RECOVERY``, ``RETRY STORM``, ``EXIT``, ``LOG ERROR``, ``LEFTOVER``, ``HARNESS``)."""
+        kinds: Counter[str] = Counter(f.split(":", 1)[0] for f in self.failures)
+        return dict(kinds)
+
+    def reproduce(self) -> str:
+        """The bench command that replays this run's plan (every setting the plan depends on)."""
+        c, t = self.config, self.config.timings
+        return (f"python bench/chaos.py --seed {c.seed} --duration {c.duration:g} --shards {c.shards} "
+                f"--initial {c.initial_replicas} --min {c.min_replicas} --max {c.max_replicas} "
+                f"--mean-gap {c.mean_gap:g} --lease {t.lease_duration:g} --renew-deadline "
+                f"{t.renew_deadline:g} --retry {t.retry_period:g} --drain {c.drain_delay:g}")
+
+    def summary(self) -> str:
+        lines = [f"chaos seed {self.config.seed}: {'PASS' if self.ok else 'FAIL'} "
+                 f"({len(self.failures)} failures{' ' + str(self.failure_kinds()) if self.failures else ''}, "
+                 f"{len(self.fenced)} fenced events)",
+                 f"faults injected: {self.counts()}",
+                 f"reproduce: {self.reproduce()}",
+                 f"work dir (journal, faults.jsonl, logs): {self.work_dir}"]
+        if self.infrastructure:
+            lines.append(f"dev-server errors (harness, not the runtime): {len(self.infrastructure)}; "
+                         f"first: {self.infrastructure[0].splitlines()[0][:200]}")
+        for key in ("settle_s", "balanced_after_s", "assigned_after_s", "bound_s", "units",
+                    "coverage", "max_resume_residual_s"):
+            if key in self.figures:
+                lines.append(f"  {key} = {self.figures[key]}")
+        return "\n".join(lines)
+
+    def render_failures(self, limit: int = 8) -> str:
+        parts = [self.summary(), ""]
+        for i, failure in enumerate(self.failures[:limit], 1):
+            parts.append(f"==== failure {i}/{len(self.failures)} ====\n{failure}")
+        if len(self.failures) > limit:
+            parts.append(f"... and {len(self.failures) - limit} more (see {self.work_dir}/chaos-report.json)")
+        return "\n".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.config.seed,
+            "ok": self.ok,
+            "config": self.config.describe(),
+            "fault_counts": self.counts(),
+            "planned": len(self.plan),
+            "applied": self.applied,
+            "failure_kinds": self.failure_kinds(),
+            "failures": self.failures,
+            "fenced": [f.describe() for f in self.fenced],
+            # window_start / window_end are raw monotonic readings, meaningless outside this run.
+            "figures": {k: v for k, v in self.figures.items() if k not in ("window_start", "window_end")},
+            "exits": self.exits,
+            "infrastructure_errors": self.infrastructure,
+            "work_dir": str(self.work_dir),
+            "reproduce": self.reproduce(),
+        }
+
+
+def reaction_times(entries: Sequence[Entry], applied: Iterable[Mapping[str, Any]],
+                   kinds: Sequence[str] = ("kill", "terminate", "pause", "partition"),
+                   horizon: float = 30.0) -> dict[str, dict[str, float]]:
+    """How long, after a fault hit a replica, until another replica worked on the shards the victim
+    was working on at that moment (its first unit of work there). Per fault kind: how many shards were
+    taken over, and the median / 90th percentile / maximum delay in seconds.
+
+    Figures, not checks: other faults running at the same time are not separated out; a takeover
+    counts only until the next fault on the same replica (so a pause or partition shorter than the
+    lease, after which the victim keeps its shards, adds nothing).
+    """
+    by_shard: dict[int, list[Entry]] = defaultdict(list)
+    for e in entries:
+        if e.kind == "work":
+            by_shard[e.shard].append(e)
+    for units in by_shard.values():
+        units.sort(key=lambda e: e.start)
+    delays: dict[str, list[float]] = defaultdict(list)
+    records = sorted(applied, key=lambda f: float(f.get("t", 0.0)))
+    for i, fault in enumerate(records):
+        kind, pid, t = fault.get("fault"), fault.get("pid"), float(fault.get("t", 0.0))
+        if kind not in kinds or pid is None or str(fault.get("note", "")).startswith("skipped"):
+            continue
+        # Only until the next fault on the same replica (its resume, heal, restart...): a takeover
+        # after that is the effect of something else.
+        until = next((float(f["t"]) for f in records[i + 1:] if f.get("target") == fault.get("target")),
+                     t + horizon)
+        limit = min(horizon, until - t)
+        for units in by_shard.values():
+            if not any(u.pid == pid and u.start <= t and u.end >= t - 0.5 for u in units):
+                continue
+            after = next((u for u in units if u.pid != pid and u.start >= t), None)
+            if after is not None and after.start - t <= limit:
+                delays[str(kind)].append(after.start - t)
+    result: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        values = sorted(delays.get(kind, []))
+        if values:
+            result[kind] = {"shards": len(values), "median_s": round(values[len(values) // 2], 3),
+                            "p90_s": round(values[min(len(values) - 1, int(0.9 * len(values)))], 3),
+                            "max_s": round(values[-1], 3)}
+    return result
+
+
+class IdleHolderWatch:
+    """Samples the group's Leases while the faults run and flags a shard whose holder keeps
+    *renewing* it while no handler of that holder's process runs on it.
+
+    A replica renews a shard's Lease only while it believes it holds the shard, and it must run the
+    handler for every shard it holds; the only legitimate gaps are the instant between the write and
+    the handler start and a stopped handler's clean-up before the release (``drain_delay``). So a
+    holder seen renewing without a handler for longer than ``limit`` is a liveness bug (the shard is
+    held and nobody works on it), caught while it happens rather than only if it lasts until the end.
+    Paused holders (they cannot renew) and dead ones are never flagged; failed reads are skipped.
+    Nor is anything flagged while API latency is high (or was, within the last renew deadline plus
+    the longest injected delay): an acquisition whose answer arrives after the renew deadline is
+    rightly not given a handler, and the replica tries again, renewing nothing but writing the Lease.
+    """
+
+    def __init__(self, run: ChaosRun, limit: float, interval: float = 0.5) -> None:
+        self.run = run
+        self.limit = limit
+        self.interval = interval
+        self.findings: list[str] = []
+        self.samples = 0
+        self.skipped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chaos-idle-holder-watch", daemon=True)
+        self._tracker = HandlerTracker(run.cluster.journal_dir) if run.cluster else None
+        self._renew: dict[int, tuple[str, str]] = {}      # shard -> (holder, renewTime) last seen
+        self._idle_since: dict[int, float] = {}           # shard -> first sample renewed with no handler
+        self._reported: set[tuple[int, str, float]] = set()
+
+    def start(self) -> IdleHolderWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(10.0)
+        return self.findings
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception as exc:  # a bug of the watch itself: loud, and it stops watching
+                self.findings.append(f"HARNESS: the idle-holder watch failed: {exc!r}")
+                return
+
+    def sample(self) -> None:
+        cluster = self.run.cluster
+        assert cluster is not None and self._tracker is not None
+        try:
+            leases = cluster.leases()
+        except Exception:  # reads fail under injected errors (the observer is not exempt): skip
+            self.skipped += 1
+            return
+        now = time.monotonic()
+        self._tracker.poll()
+        self.samples += 1
+        for lease in leases:
+            labels = (lease.get("metadata") or {}).get("labels") or {}
+            if labels.get("shardlease.io/role") != "shard":
+                continue
+            try:
+                shard = int(labels.get("shardlease.io/shard", ""))
+            except ValueError:
+                continue
+            spec = lease.get("spec") or {}
+            holder, renewed = str(spec.get("holderIdentity") or ""), str(spec.get("renewTime") or "")
+            previous = self._renew.get(shard)
+            self._renew[shard] = (holder, renewed)
+            if not holder or previous is None or previous[0] != holder or previous[1] == renewed:
+                self._idle_since.pop(shard, None)  # no holder, a new one, or not renewing
+                continue
+            try:
+                process = cluster.replica(holder)
+            except KeyError:
+                continue
+            if not process.running or process.paused:
+                self._idle_since.pop(shard, None)
+                continue
+            working = holder in self._tracker.running([process.pid]).get(shard, set())
+            if working or not self.run.latency_calm(now):
+                self._idle_since.pop(shard, None)
+                continue
+            since = self._idle_since.setdefault(shard, now)
+            key = (shard, holder, since)
+            if now - since > self.limit and key not in self._reported:
+                self._reported.add(key)
+                self.findings.append(
+                    f"LIVENESS shard {shard}: {holder} (pid {process.pid}) kept renewing its Lease for "
+                    f"{now - since:.1f} s (since window +{since - self.run._window_start:.2f}s) without a "
+                    f"handler running on it (journal); limit {self.limit:g} s = clean-up + 2 s\n"
+                    + self.run.log_excerpt(process, shard, since - 3.0, now))
+
+
+class _ErrorCollector(logging.Handler):
+    """Keeps ERROR records of the in-process dev-server (and asyncio) while a run lasts: faults in the
+    test harness itself, reported next to the results rather than lost in pytest's captured stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.messages.append(text)
+
+
+class ChaosRun:
+    """Run one :class:`ChaosConfig` end to end and return a :class:`ChaosReport`.
+
+    ``progress`` receives one-line status messages (the bench prints them; the test keeps them for
+    the failure report). The cluster is always stopped, even when the run itself raises.
+    """
+
+    def __init__(self, config: ChaosConfig, work_dir: str | os.PathLike[str],
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.work_dir = Path(work_dir)
+        self.progress = progress or (lambda message: None)
+        self.plan = plan_faults(config)
+        self.fault_log_path = self.work_dir / "faults.jsonl"
+        self.cluster: LocalCluster | None = None
+        # One anchor pairing the monotonic clock (journal, fault log) with the wall clock (replica logs).
+        self._mono0 = time.monotonic()
+        self._wall0 = time.time()
+        self._window_start = 0.0
+        self._applied: list[dict[str, Any]] = []
+        self._handlers: HandlerTracker | None = None
+        #: (injected latency + jitter now, when the last strong spike ended, how strong it was),
+        #: for :meth:`latency_calm`.
+        self._latency: tuple[float, float, float] = (0.0, -math.inf, 0.0)
+        #: Failures noticed while the faults run (reported with the others at the end).
+        self.failures: list[str] = []
+
+    # ---- time conversions ----
+
+    def wall_of(self, mono: float) -> float:
+        return self._wall0 + (mono - self._mono0)
+
+    def mono_of(self, wall: float) -> float:
+        return self._mono0 + (wall - self._wall0)
+
+    def latency_calm(self, now: float) -> bool:
+        """No injected latency of half the renew deadline or more is on, and the last such spike
+        ended longer ago than the renew deadline plus the delay it could still add to a request
+        that was in flight when it ended."""
+        current, last_strong_end, strong = self._latency
+        threshold = self.config.timings.renew_deadline / 2
+        if current >= threshold:
+            return False
+        return now - last_strong_end >= self.config.timings.renew_deadline + strong
+
+    # ---- fault log ----
+
+    def _log_fault(self, kind: str, target: str | None, params: Mapping[str, Any], planned: float | None,
+                   note: str = "") -> dict[str, Any]:
+        now = time.monotonic()
+        record = {
+            "t": round(now, 4),
+            "offset": round(now - self._window_start, 4),
+            "planned": planned,
+            "wall": _dt.datetime.fromtimestamp(self.wall_of(now), _dt.timezone.utc).isoformat(),
+            "fault": kind, "target": target, "params": dict(params),
+        }
+        if target and self.cluster is not None:
+            try:
+                record["pid"] = self.cluster.replica(target).pid
+            except KeyError:
+                pass
+        if note:
+            record["note"] = note
+        self._applied.append(record)
+        with open(self.fault_log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        return record
+
+    # ---- applying faults ----
+
+    def _apply(self, fault: Fault) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        faults = cluster.faults
+        kind, target, params = fault.kind, fault.target, fault.params
+        note = ""
+        if kind in ("kill", "terminate", "pause", "resume"):
+            replica = cluster.replica(target or "")
+            if not replica.running:
+                note = f"skipped: {target} had already exited ({replica.returncode})"
+            elif kind == "kill":
+                faults.heal(target)
+                replica.kill()
+            elif kind == "terminate":
+                # A partition stays on: the graceful exit must then finish without the API (the
+                # manager gives up on releases at the renew deadline). A restart heals it first.
+                replica.terminate()
+            elif kind == "pause":
+                replica.pause()
+            elif kind == "resume":
+                replica.resume()
+        elif kind in ("restart", "scale_up"):
+            if kind == "restart":
+                old = cluster.replica(target or "")
+                if old.running:
+                    # Never two live processes with one identity (pod names are unique): wait for the
+                    # terminated one to finish its graceful exit, within the runtime's own bound.
+                    limit = float(self.config.timings.drain_timeout or 30.0) \
+                        + self.config.timings.renew_deadline + 5.0
+                    waited = time.monotonic()
+                    if old.wait(limit) is None:
+                        self.failures.append(
+                            f"EXIT: {target} (pid {old.pid}) was still running {limit:g} s after SIGTERM; "
+                            f"restart skipped\n--- log tail ---\n{old.log_tail(40)}")
+                        self._log_fault(kind, target, params, fault.at, "skipped: old process alive")
+                        return
+                    note = f"waited {time.monotonic() - waited:.2f} s for the old process to exit; "
+            faults.heal(target)  # a new process must not inherit its predecessor's partition
+            replica = cluster.add_replica(target)
+            note += f"pid {replica.pid}"
+        elif kind == "latency":
+            faults.set_latency(float(params["seconds"]), float(params.get("jitter", 0.0)))
+            worst = float(params["seconds"]) + float(params.get("jitter", 0.0))
+            self._latency = (worst, self._latency[1], self._latency[2])
+        elif kind == "latency_end":
+            faults.set_latency(0.0)
+            worst = self._latency[0]
+            if worst >= self.config.timings.renew_deadline / 2:
+                self._latency = (0.0, time.monotonic(), worst)
+            else:
+                self._latency = (0.0, self._latency[1], self._latency[2])
+        elif kind == "errors":
+            faults.set_errors(float(params["fraction"]), int(params["code"]),
+                              int(params.get("retry_after", 1)))
+        elif kind == "errors_end":
+            faults.set_errors(0.0)
+        elif kind == "cut_watches":
+            faults.cut_watches(graceful=bool(params.get("graceful")))
+        elif kind == "freeze_watches":
+            faults.freeze_watches()
+        elif kind == "unfreeze_watches":
+            faults.unfreeze_watches()
+        elif kind == "partition":
+            faults.partition(target, str(params.get("mode", "error")))
+        elif kind == "heal":
+            faults.heal(target)
+        else:  # pragma: no cover - the planner only emits the kinds above
+            raise ValueError(f"unknown fault {kind!r}")
+        self._log_fault(kind, target, params, fault.at, note)
+
+    def _quiesce(self) -> None:
+        """End every fault: clear the dev-server's knobs, then SIGCONT every frozen replica."""
+        cluster = self.cluster
+        assert cluster is not None
+        cluster.faults.clear()
+        self._log_fault("clear", None, {}, self.config.duration)
+        for replica in cluster.running():
+            if replica.paused:
+                replica.resume()
+                self._log_fault("resume", replica.identity, {}, self.config.duration, "end of window")
+
+    # ---- waiting ----
+
+    def _joined_at(self, replica: Replica) -> float | None:
+        """Monotonic time of the replica's first member-Lease success, from its log."""
+        for line in replica.log_text().splitlines():
+            if " member Lease " in line and line.rstrip().endswith(" held"):
+                wall = _log_wall(line)
+                return self.mono_of(wall) if wall is not None else time.monotonic()
+        return None
+
+    def _wait_joined(self, timeout: float) -> float:
+        """Wait until every running replica has held its member Lease once; return when the last did.
+        Process start-up (imports, connecting) is not the runtime's reaction to faults, so the
+        recovery clock starts only once every process is up."""
+        cluster = self.cluster
+        assert cluster is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            times = [self._joined_at(r) for r in cluster.running()]
+            if all(t is not None for t in times):
+                return max([t for t in times if t is not None], default=time.monotonic())
+            if time.monotonic() >= deadline:
+                missing = [r.identity for r, t in zip(cluster.running(), times) if t is None]
+                raise AssertionError(f"replicas {missing} never held their member Lease within "
+                                     f"{timeout:g} s\n{cluster.diagnostics()}")
+            time.sleep(0.1)
+
+    def _whole(self, snap: Snapshot, exact: bool) -> bool:
+        """Every shard held by a running replica, every running replica a live member, each holding at
+        most ceil(S/N) (``exact``: the shards are where the assignment puts them)."""
+        cluster = self.cluster
+        assert cluster is not None
+        running = set(cluster.running_identities())
+        holders = snap.holders()
+        if any(h is None or h not in running for h in holders.values()):
+            return False
+        if set(snap.live_members()) != running:
+            return False
+        if exact:
+            return holders == cluster.desired(sorted(running))
+        cap = math.ceil(self.config.shards / len(running))
+        return all(n <= cap for n in snap.load().values())
+
+    def _handlers_match(self, snap: Snapshot) -> tuple[bool, dict[int, set[str]]]:
+        cluster = self.cluster
+        assert cluster is not None
+        if self._handlers is None:
+            self._handlers = HandlerTracker(cluster.journal_dir)
+        self._handlers.poll()
+        running = self._handlers.running(r.pid for r in cluster.running())
+        expected = {s: {h} for s, h in snap.holders().items() if h}
+        return running == expected, running
+
+    def _wait_recovered(self, since: float, bound: float, stability: float) -> dict[str, float]:
+        """Poll until the group is whole and exactly as assigned, the journal agrees (one handler per
+        shard, the holder's), and nothing has moved (holders, ``leaseTransitions``) for ``stability``
+        seconds. The recovery time is when that final state was *first* seen; it must be within
+        ``bound``. Waiting for a quiet period rather than the first good snapshot matters: requests
+        sent under latency just before the faults were cleared can still make a holder miss its renew
+        deadline up to ``renew_deadline`` later, and the shard then moves once more.
+
+        Returns ``balanced_after_s`` (first snapshot that was whole and within ceil(S/N)) and
+        ``assigned_after_s``; raises :class:`_Unrecovered` with the evidence otherwise."""
+        cluster = self.cluster
+        assert cluster is not None
+        deadline = since + bound + stability
+        last: Snapshot | None = None
+        handlers: dict[int, set[str]] = {}
+        balanced: float | None = None
+        state: tuple[Any, ...] | None = None
+        state_since = 0.0
+        changes: list[str] = []
+        previous: Snapshot | None = None
+        while True:
+            try:
+                snap = cluster.snapshot()
+                last = snap
+                if previous is not None and (snap.holders(), snap.transitions()) != \
+                        (previous.holders(), previous.transitions()):
+                    moved = {s: f"{previous.holders()[s]}->{h} (transitions {previous.transitions()[s]}->"
+                                f"{snap.transitions()[s]})"
+                             for s, h in snap.holders().items()
+                             if h != previous.holders()[s] or snap.transitions()[s] != previous.transitions()[s]}
+                    changes.append(f"+{snap.taken - since:.2f}s: {moved}")
+                previous = snap
+                good = False
+                if self._whole(snap, exact=False):
+                    ok, handlers = self._handlers_match(snap)
+                    if ok and balanced is None:
+                        balanced = snap.taken - since
+                    good = ok and self._whole(snap, exact=True)
+                key = (tuple(sorted(snap.holders().items())), tuple(sorted(snap.transitions().items())))
+                if not good:
+                    state = None
+                elif key != state:
+                    state, state_since = key, snap.taken
+                elif snap.taken - state_since >= stability:
+                    if state_since - since > bound:
+                        break
+                    return {"balanced_after_s": balanced if balanced is not None else state_since - since,
+                            "assigned_after_s": state_since - since}
+            except Exception as exc:  # reads can fail while the server recovers; keep polling
+                self.progress(f"snapshot failed: {exc!r}")
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        mismatch = ""
+        if last is not None:
+            _, handlers = self._handlers_match(last)
+            holders = last.holders()
+            idle = sorted(s for s, h in holders.items() if h and h not in handlers.get(s, set()))
+            extra = {s: sorted(w - {holders.get(s)}) for s, w in handlers.items() if w - {holders.get(s)}}
+            wrong = {s: (h, cluster.desired(cluster.running_identities()).get(s))
+                     for s, h in holders.items() if h != cluster.desired(cluster.running_identities()).get(s)}
+            mismatch = (f"shards held with no handler running in the holder (per journal): {idle}; "
+                        f"handlers running on non-holders: {extra}; holder != desired: {wrong}\n")
+        raise _Unrecovered(
+            "RECOVERY: " + mismatch +
+            f"group not whole, as assigned and stable for {stability:g} s within {bound:.1f} s after "
+            f"the faults stopped (first balanced: {balanced}; running: {cluster.running_identities()}; "
+            f"handlers per journal: { {s: sorted(v) for s, v in sorted(handlers.items())} })\n"
+            f"changes seen since: {changes[-15:]}\n" + cluster.diagnostics(last))
+
+    # ---- the whole run ----
+
+    def run(self) -> ChaosReport:
+        config = self.config
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "plan.json").write_text(json.dumps(
+            {"config": config.describe(), "plan": [asdict(f) for f in self.plan]}, indent=1, default=str))
+        report = ChaosReport(config, self.work_dir, self.plan)
+        before = set(child_processes())
+        cluster = LocalCluster(
+            handler=DRAINING_HANDLER if config.drain_delay > 0 and config.handler == DEFAULT_HANDLER
+            else config.handler, group=config.group, shards=config.shards, timings=config.timings,
+            work_dir=self.work_dir, devserver=config.devserver, faults=True,
+            env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}"})
+        self.cluster = cluster
+        collector = _ErrorCollector()
+        watched = [logging.getLogger(name) for name in ("shardlease.devserver", "asyncio")]
+        for logger in watched:
+            logger.addHandler(collector)
+        bound = convergence_bound(config)
+        report.figures["bound_s"] = round(bound["asserted"], 3)
+        report.figures["bound_derived_s"] = round(bound["derived"], 3)
+        outcome: BaseException | None = None
+        watch: IdleHolderWatch | None = None
+        try:
+            started = time.monotonic()
+            cluster.start()
+            for i in range(config.initial_replicas):
+                cluster.add_replica(f"replica-{i}")
+            cluster.wait_working(timeout=60)
+            report.figures["settle_s"] = round(time.monotonic() - started, 3)
+            self.progress(f"settled with {config.initial_replicas} replicas; {len(self.plan)} planned "
+                          f"events over {config.duration:g} s")
+            self._window_start = time.monotonic()
+            report.figures["window_start"] = self._window_start
+            watch = IdleHolderWatch(self, limit=config.drain_delay + 2.0).start()
+            for fault in self.plan:
+                due = self._window_start + fault.at
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self._apply(fault)
+                self.progress(fault.describe())
+            remaining = self._window_start + config.duration - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+            self._quiesce()
+            cleared = time.monotonic()
+            self.failures.extend(watch.stop())
+            report.figures["idle_holder_samples"] = watch.samples
+            report.figures["idle_holder_samples_failed"] = watch.skipped
+            watch = None
+            report.figures["window_end"] = cleared
+            report.figures["window_overrun_s"] = round(cleared - self._window_start - config.duration, 3)
+            since = max(cleared, self._wait_joined(timeout=60))
+            report.figures["recovery_clock_start_s"] = round(since - cleared, 3)
+            stability = config.stability if config.stability is not None else config.lease
+            times = self._wait_recovered(since, bound["asserted"], stability)
+            report.figures.update({k: round(v, 3) for k, v in times.items()})
+            self.progress(f"recovered: balanced after {times['balanced_after_s']:.2f} s, as assigned "
+                          f"and stable after {times['assigned_after_s']:.2f} s (bound "
+                          f"{bound['asserted']:.1f} s)")
+        except _Unrecovered as exc:
+            report.failures.append(str(exc))
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            if watch is not None:  # the run failed half-way: stop sampling before the cluster goes
+                watch.stop()
+            grace = 15.0 if outcome is None else 3.0
+            stopped = time.monotonic()
+            try:
+                cluster.stop(grace=grace)
+            finally:
+                report.figures["stop_s"] = round(time.monotonic() - stopped, 3)
+                report.applied = self._applied
+                report.failures[:0] = self.failures
+                for logger in watched:
+                    logger.removeHandler(collector)
+                report.infrastructure = list(collector.messages)
+                server_log = cluster.log_dir / "dev-server.log"
+                if server_log.exists():  # devserver="process": its errors are in its own log
+                    report.infrastructure += scan_log(server_log.read_text(errors="replace"))
+        self._check_processes(report, before)
+        self._check_logs(report)
+        self._check_journal(report)
+        (self.work_dir / "chaos-report.json").write_text(json.dumps(report.to_json(), indent=1,
+                                                                    default=str))
+        return report
+
+    # ---- checks after the run ----
+
+    def _check_processes(self, report: ChaosReport, before: set[int]) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        left = cluster.leftover_processes()
+        if left:
+            report.failures.append(f"LEFTOVER: processes left behind: {left}")
+        extra = set(child_processes()) - before
+        if extra:
+            report.failures.append(f"LEFTOVER: child processes still running after stop: {sorted(extra)}")
+        for replica in cluster.replicas:
+            sent = [name for _, name in replica.signals]
+            code = replica.returncode
+            report.exits.append({"identity": replica.identity, "pid": replica.pid, "code": code,
+                                 "signals": sent, "log": str(replica.log_path)})
+            if "SIGKILL" in sent:
+                continue  # we killed it: any exit status is ours
+            if code == 0 and "SIGTERM" in sent:
+                continue
+            why = ("exited on its own" if "SIGTERM" not in sent
+                   else "did not exit cleanly after SIGTERM (a -9 means stop() had to SIGKILL it)")
+            report.failures.append(
+                f"EXIT: replica {replica.identity} (pid {replica.pid}) {why}: exit code {code}\n"
+                f"--- {replica.log_path} (tail) ---\n{replica.log_tail(40)}")
+
+    def _check_logs(self, report: ChaosReport) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        for replica in cluster.replicas:
+            text = replica.log_text()
+            for finding in scan_log(text):
+                report.failures.append(
+                    f"LOG ERROR: replica {replica.identity} (pid {replica.pid}) logged an error or traceback "
+                    f"({replica.log_path}):\n{finding}")
+            for storm in retry_storms(text):
+                report.failures.append(
+                    f"RETRY STORM: replica {replica.identity} (pid {replica.pid}) retried a failing "
+                    f"write far faster than its retry policy allows ({replica.log_path}):\n{storm}")
+
+    def _check_journal(self, report: ChaosReport) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        entries = load_journal(cluster.journal_dir)
+        work = [e for e in entries if e.kind == "work"]
+        report.figures["units"] = len(work)
+        report.figures["handler_starts"] = sum(1 for e in entries if e.kind == "handler_start")
+        if not work:
+            report.failures.append("SAFETY (vacuous): the journal holds no work at all: the check "
+                                   "would pass vacuously")
+            return
+        worked = {e.shard for e in work}
+        missing = set(range(self.config.shards)) - worked
+        if missing:
+            report.failures.append(f"LIVENESS: shards never worked on: {sorted(missing)}")
+        pauses = pause_windows(cluster.replicas)
+        violations, fenced = analyse_journal(entries, pauses, self.config.resume_tolerance)
+        report.fenced = fenced
+        report.figures["fenced"] = len(fenced)
+        report.figures["max_resume_residual_s"] = round(max((f.residual for f in fenced), default=0.0), 3)
+        if "window_end" in report.figures:
+            report.figures["coverage"] = round(work_coverage(
+                entries, report.figures["window_start"], report.figures["window_end"],
+                self.config.shards), 4)
+        report.figures["takeover_after_fault"] = reaction_times(entries, self._applied)
+        for violation in violations[:20]:
+            report.failures.append(self.evidence(violation, entries))
+        if len(violations) > 20:
+            report.failures.append(f"SAFETY (more): {len(violations) - 20} more safety violations")
+
+    def evidence(self, violation: Violation, entries: Sequence[Entry]) -> str:
+        """The shard, the replicas, the intervals, the faults around that time and the replicas' log
+        lines around that time, for one violation."""
+        cluster = self.cluster
+        assert cluster is not None
+        lease = self.config.lease
+        lo, hi = violation.start - 2 * lease - 1.0, violation.end + lease
+        parts = [f"SAFETY ({violation.kind}) shard {violation.shard}: {violation.detail}"]
+        for e in violation.entries:
+            parts.append(f"  {e.describe()}  (window +{e.start - self._window_start:.3f}s)")
+        parts.append(shard_history(entries, violation.shard, limit=12))
+        parts.append(f"faults from +{lo - self._window_start:.2f}s to +{hi - self._window_start:.2f}s:")
+        near = self.faults_between(lo, hi)
+        parts.extend(near)
+        if not near:
+            parts.append("  (none)")
+        pids = {(e.identity, e.pid) for e in violation.entries}
+        for replica in cluster.replicas:
+            if (replica.identity, replica.pid) in pids:
+                parts.append(self.log_excerpt(replica, violation.shard, lo + lease, hi))
+        return "\n".join(parts)
+
+    def faults_between(self, lo: float, hi: float) -> list[str]:
+        """The fault log between two monotonic times, one line each."""
+        return [f"  +{f['offset']:.3f}s {f['fault']} {f['target'] or ''} {f['params'] or ''} "
+                f"{f.get('note', '')}".rstrip() for f in self._applied if lo <= f["t"] <= hi]
+
+    def log_excerpt(self, replica: Replica, shard: int, lo: float, hi: float, limit: int = 30) -> str:
+        """A replica's log lines between two monotonic times that concern ``shard`` or no shard
+        (membership, watch, signals), plus the faults applied meanwhile."""
+        wlo, whi = self.wall_of(lo), self.wall_of(hi)
+        tag = f" shard={shard} "
+        lines = [f"--- {replica.identity} pid {replica.pid} log, +{lo - self._window_start:.2f}s.."
+                 f"+{hi - self._window_start:.2f}s ({replica.log_path}) ---"]
+        picked = []
+        for line in replica.log_text().splitlines():
+            wall = _log_wall(line)
+            if wall is not None and wlo <= wall <= whi and (tag in line or " shard=" not in line):
+                picked.append(line)
+        lines.extend(picked[-limit:] or ["(no log lines in that interval)"])
+        faults = self.faults_between(lo, hi)
+        if faults:
+            lines.append("faults applied meanwhile:")
+            lines.extend(faults)
+        return "\n".join(lines)
+
+
+class _Unrecovered(AssertionError):
+    """The group did not recover within the bound (a liveness failure, reported, not raised)."""

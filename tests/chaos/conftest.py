@@ -1,0 +1,54 @@
+"""Set-up for the chaos suite: the seed (printed, overridable with ``SHARDLEASE_CHAOS_SEED``) and a
+terminal-summary section that shows it, pass or fail, so every run can be repeated exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shardlease.chaos import ENV_SEED, seed_from_env
+from shardlease.localcluster import child_processes
+
+#: Lines for the terminal summary ("shardlease chaos").
+SUMMARY: list[str] = []
+
+
+def missing_runtime() -> str | None:
+    """Why replica processes cannot run yet (the chaos run needs ``shardlease run``), or ``None``."""
+    for module in ("shardlease.commands.run", "shardlease.manager", "shardlease.devserver"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not available yet"
+    from shardlease.cli import COMMAND_MODULES
+
+    if "shardlease.commands.run" not in COMMAND_MODULES:
+        return "`shardlease run` is not registered in shardlease.cli.COMMAND_MODULES"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chaos_seed() -> int:
+    """One seed per session: ``$SHARDLEASE_CHAOS_SEED`` or a fresh random one."""
+    seed = seed_from_env()
+    print(f"chaos seed {seed} (repeat with {ENV_SEED}={seed})")
+    SUMMARY.append(f"seed {seed} -- repeat with: {ENV_SEED}={seed} pytest tests/chaos")
+    return seed
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_child_processes_left() -> Iterator[None]:
+    """Whatever a chaos test starts, nothing of it may outlive the module."""
+    before = set(child_processes())
+    yield
+    left = set(child_processes()) - before
+    assert not left, f"chaos tests left child processes running: {sorted(left)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not SUMMARY:
+        return
+    terminalreporter.section("shardlease chaos")
+    for line in SUMMARY:
+        terminalreporter.write_line(line)
