@@ -105,7 +105,10 @@ METRICS: dict[str, list[tuple[str, Getter]]] = {
     ],
 }
 
-NO_RATIO = {"shards re-held (samples)"}
+# Rows where ours / baseline is not a cost comparison: sample counts, a rate where higher is better,
+# and "settled", which for the baseline only means "held" (it has no assignment to settle on).
+NO_RATIO = {"shards re-held (samples)", "renewals / s (expected S / retry)",
+            "from the first Lease taken to settled (s)"}
 
 TITLES = {
     "cold-start": "Cold start: N replicas start at once",
@@ -368,7 +371,11 @@ def render_docs(suite: dict[str, Any], figures: list[str], out: Path) -> str:
 
 
 def _f(value: Any, digits: int = 3) -> str:
-    return "-" if value is None else (f"{value:.{digits}g}" if isinstance(value, float) else str(value))
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+    return str(value)
 
 
 def reading(suite: dict[str, Any]) -> list[str]:
@@ -422,7 +429,9 @@ def reading(suite: dict[str, Any]) -> list[str]:
                 f"{_f(ours.get('get_per_s'))} GET/s and {_f(ours.get('put_per_s'))} PUT/s "
                 f"({_f(ours.get('puts_per_held_lease_per_interval'))} PUT per held Lease per renew interval); "
                 f"the baseline {_f(base.get('get_per_s'))} GET/s and {_f(base.get('put_per_s'))} PUT/s (nominal "
-                f"{(base.get('nominal_per_s') or {}).get('get')} GET/s if every poll were served on time), so "
+                f"{_f((base.get('nominal_per_s') or {}).get('get'))} GET/s and "
+                f"{_f((base.get('nominal_per_s') or {}).get('update'))} PUT/s if every poll were served on time; "
+                f"its replicas used {_f(base.get('replica_cpu_cores'))} cores, ours {_f(ours.get('replica_cpu_cores'))}), so "
                 f"shardlease sends {_f(ratio)} x the baseline's requests. Dev-server CPU: "
                 f"{_f(ours.get('server_cpu_cores'))} vs {_f(base.get('server_cpu_cores'))} cores.")
         ours, base = pair("replica-cost")
@@ -435,5 +444,28 @@ def reading(suite: dict[str, Any]) -> list[str]:
                 f"{ours.get('late_renewals')} late and {ours.get('missed_renewals')} missed renewals; baseline "
                 f"{_f(base['cpu_ms_per_renewal'])} CPU ms per renewal ({_f(base.get('renewals_per_s'))} renewals/s), "
                 f"{_f(base.get('peak_rss_mib'))} MiB, {base.get('threads')} threads, "
-                f"{base.get('late_renewals')} late and {base.get('missed_renewals')} missed.")
+                f"{base.get('late_renewals')} late and {base.get('missed_renewals')} missed (worst gap "
+                f"{_f(base.get('gap_max_x_retry'))} x retry).")
+            lease = (base.get("profile") or {}).get("lease_duration")
+            retry = (base.get("profile") or {}).get("retry_period")
+            worst = base.get("gap_max_x_retry")
+            if lease and retry and worst and worst * retry > lease:
+                out.append(
+                    f"- **Baseline Leases expired while held ({profile})**: the baseline's worst gap between two "
+                    f"renewals of one Lease was {_f(worst * retry)} s, longer than the {lease} s lease: with a "
+                    f"second replica in the group a follower could have taken that shard while this elector, "
+                    f"whose renew deadline is judged on its own clock, still believed it led. Its {_f(base.get('threads'))} "
+                    f"threads share one GIL and poll with a GET before every PUT.")
+            due, done = ours.get("expected_renewals_per_s"), ours.get("renewals_per_s")
+            if ours.get("late_renewals") and due and done and ours.get("cpu_ms_per_renewal"):
+                out.append(
+                    f"- **Late, not missed ({profile})**: at these timings one shardlease process could not keep "
+                    f"the renew interval for {ours.get('shards')} Leases: it renewed {_f(done)} of the {_f(due)} "
+                    f"Leases/s due, on {_f(ours.get('cpu_cores'))} cores. A Python process runs its Python code on "
+                    f"about one core (the GIL), and at {_f(ours['cpu_ms_per_renewal'])} ms of CPU per renewal that "
+                    f"caps it near {_f(1000 / ours['cpu_ms_per_renewal'])} renewals/s. Renewals therefore came every "
+                    f"{_f((ours.get('gap_s') or {}).get('p50'))} s (p50) instead of every retry period, worst "
+                    f"{_f(ours.get('gap_max_x_retry'))} x retry, still well inside the renew deadline, so no Lease "
+                    f"was lost ({(ours.get('metrics') or {}).get('losses')} losses). At client-go's default timings "
+                    f"the same process needs a quarter of the rate and keeps the interval.")
     return out
