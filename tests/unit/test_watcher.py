@@ -88,3 +88,32 @@ def test_silent_stream_is_cut_by_the_read_timeout(setup) -> None:  # type: ignor
     srv.faults.unfreeze_watches()
     make(writer, "after-freeze")
     wait_for(lambda: cache.get("after-freeze") is not None)
+
+
+def test_backoff_restarts_after_a_stream_that_worked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (chaos seed 5): every cut of a healthy stream counted as one more consecutive
+    failure, so after a few cuts the watcher waited seconds (up to its cap) before reconnecting, and
+    the replica stopped seeing member renewals for longer than a lease."""
+    with DevServer(port=0, faults=True) as srv:
+        path = tmp_path / "kubeconfig"
+        srv.write_kubeconfig(path)
+        writer = LeaseClient(load_api_client(str(path), client_id="writer"), "default")
+        reader = LeaseClient(load_api_client(str(path), client_id="reader"), "default")
+        cache = LeaseCache(SystemClock())
+        watcher = LeaseWatcher(reader, cache, SELECTOR, read_timeout=5.0, logger=logging.getLogger("t"),
+                               max_backoff=5.0)
+        watcher.start()
+        try:
+            gaps = []
+            for round_ in range(5):
+                make(writer, f"before-{round_}")
+                wait_for(lambda: cache.get(f"before-{round_}") is not None, 10)
+                srv.faults.cut_watches()
+                cut = time.monotonic()
+                make(writer, f"after-{round_}")
+                wait_for(lambda: cache.get(f"after-{round_}") is not None, 10)
+                gaps.append(time.monotonic() - cut)
+            # First-failure back-off is at most 0.4 s; without the reset the 5th cut waits >= 2.5 s.
+            assert max(gaps) < 1.5, gaps
+        finally:
+            watcher.stop()
