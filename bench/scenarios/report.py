@@ -42,6 +42,17 @@ def _share(released: str, total: str) -> Getter:
 
 # scenario -> [(metric label, getter)]; lower is better for every numeric metric, so ours / baseline
 # below 1 means shardlease does better.
+#: Per-shard time until re-held, shared by the SIGTERM and SIGKILL scenarios.
+_REHELD_ROWS: list[tuple[str, Getter]] = [
+    (f"re-held {stat} ({unit})", _get(f"reheld.{stat}{suffix}"))
+    for unit, suffix in (("s", ""), ("x lease", "_x_lease"))
+    for stat in ("p50", "p99", "max")
+]
+_RECOVERY_ROWS: list[tuple[str, Getter]] = [
+    ("balanced again, worst (s)", _get("balanced_max_s")),
+    ("shards re-held (samples)", _get("reheld.n")),
+]
+
 METRICS: dict[str, list[tuple[str, Getter]]] = {
     "cold-start": [
         ("every shard held (s)", _get("all_held_s")),
@@ -53,26 +64,11 @@ METRICS: dict[str, list[tuple[str, Getter]]] = {
         ("acquisitions (S = minimum)", _get("acquisitions")),
     ],
     "handoff": [
-        ("re-held p50 (s)", _get("reheld.p50")),
-        ("re-held p99 (s)", _get("reheld.p99")),
-        ("re-held max (s)", _get("reheld.max")),
-        ("re-held p50 (x lease)", _get("reheld.p50_x_lease")),
-        ("re-held p99 (x lease)", _get("reheld.p99_x_lease")),
-        ("re-held max (x lease)", _get("reheld.max_x_lease")),
+        *_REHELD_ROWS,
         ("shards released by the victim", _share("released", "victim_shards")),
-        ("balanced again, worst (s)", _get("balanced_max_s")),
-        ("shards re-held (samples)", _get("reheld.n")),
+        *_RECOVERY_ROWS,
     ],
-    "failover": [
-        ("re-held p50 (s)", _get("reheld.p50")),
-        ("re-held p99 (s)", _get("reheld.p99")),
-        ("re-held max (s)", _get("reheld.max")),
-        ("re-held p50 (x lease)", _get("reheld.p50_x_lease")),
-        ("re-held p99 (x lease)", _get("reheld.p99_x_lease")),
-        ("re-held max (x lease)", _get("reheld.max_x_lease")),
-        ("balanced again, worst (s)", _get("balanced_max_s")),
-        ("shards re-held (samples)", _get("reheld.n")),
-    ],
+    "failover": [*_REHELD_ROWS, *_RECOVERY_ROWS],
     "scale-up": [
         ("balanced again p50 (s)", _get("balanced.p50")),
         ("balanced again max (s)", _get("balanced.max")),

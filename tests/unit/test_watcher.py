@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,19 +19,29 @@ from shardlease.kube import load_api_client
 SELECTOR = "shardlease.io/group=wt"
 
 
-@pytest.fixture()
-def setup(tmp_path) -> Iterator[tuple[DevServer, LeaseClient, LeaseCache, LeaseWatcher]]:  # type: ignore[no-untyped-def]
+@contextmanager
+def running_watcher(tmp_path, *, read_timeout: float,  # type: ignore[no-untyped-def]
+                    max_backoff: float) -> Iterator[tuple[DevServer, LeaseClient, LeaseCache, LeaseWatcher]]:
+    """A dev-server, a writer client and a started watcher (with its cache) on another client."""
     with DevServer(port=0, faults=True) as srv:
         path = tmp_path / "kubeconfig"
         srv.write_kubeconfig(path)
         writer = LeaseClient(load_api_client(str(path), client_id="writer"), "default")
         reader = LeaseClient(load_api_client(str(path), client_id="reader"), "default")
         cache = LeaseCache(SystemClock())
-        watcher = LeaseWatcher(reader, cache, SELECTOR, read_timeout=0.7, logger=logging.getLogger("t"),
-                               max_backoff=0.3)
+        watcher = LeaseWatcher(reader, cache, SELECTOR, read_timeout=read_timeout,
+                               logger=logging.getLogger("t"), max_backoff=max_backoff)
         watcher.start()
-        yield srv, writer, cache, watcher
-        watcher.stop()
+        try:
+            yield srv, writer, cache, watcher
+        finally:
+            watcher.stop()
+
+
+@pytest.fixture()
+def setup(tmp_path) -> Iterator[tuple[DevServer, LeaseClient, LeaseCache, LeaseWatcher]]:  # type: ignore[no-untyped-def]
+    with running_watcher(tmp_path, read_timeout=0.7, max_backoff=0.3) as parts:
+        yield parts
 
 
 def make(writer: LeaseClient, name: str) -> None:
@@ -94,26 +105,15 @@ def test_backoff_restarts_after_a_stream_that_worked(tmp_path) -> None:  # type:
     """Regression (chaos seed 5): every cut of a healthy stream counted as one more consecutive
     failure, so after a few cuts the watcher waited seconds (up to its cap) before reconnecting, and
     the replica stopped seeing member renewals for longer than a lease."""
-    with DevServer(port=0, faults=True) as srv:
-        path = tmp_path / "kubeconfig"
-        srv.write_kubeconfig(path)
-        writer = LeaseClient(load_api_client(str(path), client_id="writer"), "default")
-        reader = LeaseClient(load_api_client(str(path), client_id="reader"), "default")
-        cache = LeaseCache(SystemClock())
-        watcher = LeaseWatcher(reader, cache, SELECTOR, read_timeout=5.0, logger=logging.getLogger("t"),
-                               max_backoff=5.0)
-        watcher.start()
-        try:
-            gaps = []
-            for round_ in range(5):
-                make(writer, f"before-{round_}")
-                wait_for(lambda: cache.get(f"before-{round_}") is not None, 10)
-                srv.faults.cut_watches()
-                cut = time.monotonic()
-                make(writer, f"after-{round_}")
-                wait_for(lambda: cache.get(f"after-{round_}") is not None, 10)
-                gaps.append(time.monotonic() - cut)
-            # First-failure back-off is at most 0.4 s; without the reset the 5th cut waits >= 2.5 s.
-            assert max(gaps) < 1.5, gaps
-        finally:
-            watcher.stop()
+    with running_watcher(tmp_path, read_timeout=5.0, max_backoff=5.0) as (srv, writer, cache, _):
+        gaps = []
+        for round_ in range(5):
+            make(writer, f"before-{round_}")
+            wait_for(lambda: cache.get(f"before-{round_}") is not None, 10)
+            srv.faults.cut_watches()
+            cut = time.monotonic()
+            make(writer, f"after-{round_}")
+            wait_for(lambda: cache.get(f"after-{round_}") is not None, 10)
+            gaps.append(time.monotonic() - cut)
+        # First-failure back-off is at most 0.4 s; without the reset the 5th cut waits >= 2.5 s.
+        assert max(gaps) < 1.5, gaps
