@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ShardleaseError"]
+__all__ = ["ConfigError", "HandlerSignatureError", "ShardleaseError"]
 
 
 class ShardleaseError(Exception):
@@ -11,3 +11,11 @@ class ShardleaseError(Exception):
 
 class ConfigError(ShardleaseError):
     """The replica cannot start as configured: the message says what was tried and how to fix it."""
+
+
+class HandlerSignatureError(ConfigError):
+    """The handler cannot be called with one positional argument, the ``Shard``.
+
+    Raised before any shard is taken: a handler that fails on every call would otherwise be restarted
+    with back-off forever while its shards stay held and unprocessed.
+    """

@@ -14,16 +14,19 @@ is done); the shard stays held so nobody else picks it up.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock, SystemClock
+from .errors import HandlerSignatureError
+from .logs import set_log_context
 
-__all__ = ["Shard", "HandlerRun", "HandlerRunner", "is_async_handler"]
+__all__ = ["HandlerRun", "HandlerRunner", "Shard", "check_handler_signature", "is_async_handler"]
 
 
 class Shard:
@@ -65,6 +68,44 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
         return True
     call = getattr(handler, "__call__", None)
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _handler_name(handler: Callable[..., Any]) -> str:
+    module = getattr(handler, "__module__", None)
+    qualname = getattr(handler, "__qualname__", None) or getattr(handler, "__name__", None)
+    if qualname is None:  # an instance with __call__, a functools.partial, ...
+        return repr(handler)
+    return f"{module}:{qualname}" if module else str(qualname)
+
+
+def check_handler_signature(handler: Callable[..., Any], name: str | None = None) -> None:
+    """Raise :class:`HandlerSignatureError` unless ``handler(shard)`` is a valid call.
+
+    The manager calls every handler with exactly one positional argument. Checking that up front
+    turns ``def handle():`` into one clear error at start instead of a ``TypeError`` per shard,
+    restarted with back-off forever. Only the signature is bound (nothing is called); a callable whose
+    signature Python cannot inspect (some builtins and C extensions) is accepted, since it may well
+    take the argument. ``name`` is how the error names the handler (the CLI passes ``MODULE:FUNC``).
+    """
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(object())
+    except TypeError as exc:
+        label = name or _handler_name(handler)
+        # Without annotations: with postponed evaluation they print as quoted strings, and only the
+        # parameters matter here.
+        empty = inspect.Parameter.empty
+        signature = signature.replace(
+            parameters=[param.replace(annotation=empty) for param in signature.parameters.values()],
+            return_annotation=inspect.Signature.empty)
+        define = "async def" if is_async_handler(handler) else "def"
+        raise HandlerSignatureError(
+            f"handler {label}{signature} cannot be called with one argument ({exc}); a handler takes "
+            f"one argument, the Shard: {define} handle(shard): ..."
+        ) from None
 
 
 @dataclass(eq=False)
@@ -186,9 +227,23 @@ class HandlerRunner:
             except Exception:
                 pass
 
+    @staticmethod
+    def _enter_log_context(shard: Shard) -> contextvars.Token[Mapping[str, Any]]:
+        """Give lines that handler code logs (any logger) this replica's identity, group and shard.
+
+        Called first thing in the handler's own thread or task, whose context belongs to it alone.
+        """
+        fields: dict[str, Any] = {"shard": shard.id}
+        if shard.identity:
+            fields["identity"] = shard.identity
+        if shard.group:
+            fields["group"] = shard.group
+        return set_log_context(**fields)
+
     def _thread_main(self, run: HandlerRun) -> None:
         shard = run.shard
         delay = self._backoff[0]
+        context = self._enter_log_context(shard)
         try:
             while not shard.stopped.is_set():
                 try:
@@ -202,11 +257,13 @@ class HandlerRunner:
                     break
                 delay = min(delay * 2, self._backoff[1])
         finally:
+            context.var.reset(context)  # what on_exit logs is the manager's business, not the handler's
             self._finish(run)
 
     async def _async_main(self, run: HandlerRun) -> None:
         shard = run.shard
         delay = self._backoff[0]
+        self._enter_log_context(shard)
         while not shard.stopped.is_set():
             try:
                 await self._handler(shard)

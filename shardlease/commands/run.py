@@ -9,16 +9,18 @@ cannot be imported, 1 if the manager failed.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
+import pkgutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: Exit status when handlers were still running after the drain timeout at shutdown.
 EXIT_ABANDONED = 3
 
-__all__ = ["register", "run", "load_handler"]
+__all__ = ["load_handler", "register", "run"]
 
 # (flag, metavar, help); each flag's dest is the ShardConfig field of the same name
 # Values stay strings here: ShardConfig converts and validates them, so a bad flag gets the same
@@ -27,7 +29,7 @@ _FLAGS: tuple[tuple[str, str | None, str], ...] = (
     ("--group", "G", "group name (Lease name prefix)"),
     ("--shards", "S", "number of shards in the group"),
     ("--namespace", "NS", "namespace of the Leases"),
-    ("--identity", "ID", "this replica's identity (default: hostname)"),
+    ("--identity", "ID", "this replica's identity, unique per replica (default: $POD_NAME, else the hostname)"),
     ("--kubeconfig", "PATH", "kubeconfig file"),
     ("--context", "C", "kubeconfig context"),
     ("--lease-duration", "SECONDS", "how long a Lease stays valid without renewal (default 15)"),
@@ -64,14 +66,56 @@ def register(subparsers: Any) -> None:
 
 
 class HandlerImportError(Exception):
-    pass
+    """``MODULE:FUNC`` does not name a usable handler; the message says what is wrong and the fix."""
+
+
+def _did_you_mean(wanted: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(wanted, sorted(set(candidates)), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    quoted = [repr(c) for c in close]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"; did you mean {listed}?"
+
+
+def _callable_names(obj: object) -> list[str]:
+    """Names of the callables reachable as attributes of ``obj`` (not dunders): the names a
+    handler could have meant. Getting an attribute can run code (properties); any failure skips it."""
+    names = []
+    for name in dir(obj):
+        if name.startswith("__"):
+            continue
+        try:
+            if callable(getattr(obj, name)):
+                names.append(name)
+        except Exception:
+            continue
+    return names
+
+
+def _sibling_modules(missing: str) -> list[str]:
+    """Importable module names next to ``missing`` (same package, or top level), for a suggestion."""
+    parent, _, _ = missing.rpartition(".")
+    if not parent:
+        return [info.name for info in pkgutil.iter_modules()]
+    package = sys.modules.get(parent)
+    path = getattr(package, "__path__", None)
+    return [f"{parent}.{info.name}" for info in pkgutil.iter_modules(path)] if path is not None else []
 
 
 def load_handler(target: str) -> Callable[..., Any]:
-    """Import ``MODULE:FUNC`` (dots allowed in FUNC) with the current directory on ``sys.path``."""
+    """Import ``MODULE:FUNC`` (dots allowed in FUNC) with the current directory on ``sys.path``, and
+    check that it can be called with one argument, the ``Shard``.
+
+    Every mistake found here would otherwise surface only once shards are held (a ``TypeError`` per
+    shard, restarted with back-off forever), or as a crash loop of the pod; here it is one message.
+    """
+    from ..errors import HandlerSignatureError
+    from ..handlers import check_handler_signature
+
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise HandlerImportError(f"handler must be given as MODULE:FUNC, got {target!r}")
+        raise HandlerImportError(f"handler must be given as MODULE:FUNC, e.g. myapp.worker:handle; got {target!r}")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
@@ -79,19 +123,41 @@ def load_handler(target: str) -> Callable[..., Any]:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise HandlerImportError(f"cannot import module {module_name!r}: no module named {exc.name!r} "
-                                     f"(searched the current directory {cwd} and sys.path)") from None
+            raise HandlerImportError(
+                f"cannot import module {module_name!r} of {target}: no module named {exc.name!r}"
+                f"{_did_you_mean(exc.name, _sibling_modules(exc.name))} (searched the current directory "
+                f"{cwd} and sys.path; run from the directory that contains the module, or add its "
+                "directory to PYTHONPATH)") from None
         raise HandlerImportError(f"importing module {module_name!r} failed: {exc}") from exc
     except Exception as exc:
         raise HandlerImportError(f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    where = module_name
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise HandlerImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+            hint = _did_you_mean(part, _callable_names(obj))
+            container = f"module {module_name!r}" if where == module_name else f"{where!r}"
+            raise HandlerImportError(
+                f"{container} has no attribute {part!r} (looking for {target}){hint}") from None
+        where = f"{where}.{part}"
     if not callable(obj):
-        raise HandlerImportError(f"{target} is not callable (it is a {type(obj).__name__})")
+        raise HandlerImportError(
+            f"{target} is not callable: it is {_short_repr(obj)} of type {type(obj).__name__}; name the "
+            "function (or async function) to call for each shard, e.g. def handle(shard): ...")
+    try:
+        check_handler_signature(obj, name=target)
+    except HandlerSignatureError as exc:
+        raise HandlerImportError(str(exc)) from None
     return obj  # type: ignore[no-any-return]
+
+
+def _short_repr(obj: object, limit: int = 60) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        return "?"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def run(args: argparse.Namespace) -> int:

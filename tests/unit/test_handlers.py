@@ -1,16 +1,21 @@
-"""Handler runners: thread and asyncio, stop/cancel, restart after a crash, drain detection."""
+"""Handler runners: thread and asyncio, stop/cancel, restart after a crash, drain detection; and the
+signature check that refuses a handler which cannot take a Shard."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from shardlease.clock import FakeClock
-from shardlease.handlers import HandlerRun, HandlerRunner, Shard, is_async_handler
+from shardlease.errors import ConfigError, HandlerSignatureError
+from shardlease.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature, is_async_handler
 
 LOG = logging.getLogger("test-handlers")
 
@@ -224,3 +229,66 @@ def test_is_async_handler_detects_callable_objects() -> None:
 
     assert is_async_handler(AsyncCallable())
     assert not is_async_handler(sync)
+
+
+# ---- the signature check done before any shard is taken ---------------------------------------------
+
+def _takes_shard(shard: Shard) -> None: ...
+def _takes_nothing() -> None: ...
+def _takes_two(a: object, b: object) -> None: ...
+def _takes_extra_keyword(shard: Shard, *, batch: int) -> None: ...
+def _defaults(shard: Shard, batch: int = 10, *rest: object, **options: object) -> None: ...
+def _anything(*args: object, **kwargs: object) -> None: ...
+async def _async_takes_shard(shard: Shard) -> None: ...
+async def _async_takes_nothing() -> None: ...
+
+
+class _ClassTakingShard:
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+
+
+class _ClassTakingNothing:
+    def __init__(self) -> None:
+        pass
+
+
+class _CallableObject:
+    def __call__(self, shard: Shard) -> None: ...
+
+    def method(self, shard: Shard) -> None: ...
+
+
+@pytest.mark.parametrize("handler", [
+    _takes_shard, _defaults, _anything, _async_takes_shard, _ClassTakingShard, _CallableObject(),
+    _CallableObject().method, functools.partial(_takes_two, 1), lambda shard: None,
+    print,  # a builtin: accepted whether or not its signature can be inspected
+], ids=repr)
+def test_handlers_that_can_take_a_shard_pass(handler: Callable[..., Any]) -> None:
+    check_handler_signature(handler)
+
+
+@pytest.mark.parametrize("handler, shown, problem", [
+    (_takes_nothing, "_takes_nothing()", "too many positional arguments"),
+    (_takes_two, "_takes_two(a, b)", "missing a required argument: 'b'"),
+    (_takes_extra_keyword, "_takes_extra_keyword(shard, *, batch)", "missing a required argument: 'batch'"),
+    (_ClassTakingNothing, "_ClassTakingNothing()", "too many positional arguments"),
+    (_async_takes_nothing, "_async_takes_nothing()", "too many positional arguments"),
+    (functools.partial(_takes_shard, 1), "()", "too many positional arguments"),
+])
+def test_handlers_that_cannot_take_a_shard_are_refused_with_the_fix(
+        handler: Callable[..., Any], shown: str, problem: str) -> None:
+    with pytest.raises(HandlerSignatureError) as caught:
+        check_handler_signature(handler)
+    message = str(caught.value)
+    assert shown in message and problem in message, message
+    fix = "async def handle(shard): ..." if handler is _async_takes_nothing else "def handle(shard): ..."
+    assert "a handler takes one argument, the Shard: " + fix in message, message
+    assert isinstance(caught.value, ConfigError)  # so `except ShardleaseError` at start-up catches it
+
+
+def test_the_error_names_the_handler_as_given() -> None:
+    with pytest.raises(HandlerSignatureError, match=r"^handler myapp\.worker:handle\(\) cannot be called"):
+        check_handler_signature(_takes_nothing, name="myapp.worker:handle")
+    with pytest.raises(HandlerSignatureError, match=r"test_handlers:_takes_nothing\(\)"):
+        check_handler_signature(_takes_nothing)
