@@ -2,20 +2,43 @@
 
 Several managers may live in one process (tests do this), so the context is not global: each manager
 logs through a ``ContextAdapter`` that puts ``identity`` / ``group`` into the record, and calls about one
-shard add ``extra={"shard": i}``. ``configure()`` installs one handler on the ``shardlease`` logger with
-either a text or a JSON-lines formatter; records from elsewhere simply show ``-`` for missing fields.
+shard add ``extra={"shard": i}``.
+
+Handler code logs through loggers of its own (``logging.getLogger("myapp")``) and cannot be asked to
+pass ``extra``. So the handler runner also sets a *log context* (a ``contextvars.ContextVar``) when a
+handler's thread or task starts, and :class:`ContextFilter` copies it into every record that does not
+carry the field itself. A context variable is exactly as wide as a handler run: each thread starts with
+an empty context and each asyncio task works on its own copy, so two shards' handlers never see each
+other's values, while tasks a handler creates inherit its context.
+
+``configure()`` installs one handler on the root logger, with that filter and either a text or a
+JSON-lines formatter, so lines of any logger get the fields; records logged outside any context show
+``-`` (text) or omit the fields (JSON).
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as _dt
 import json
 import logging
 import sys
-from collections.abc import MutableMapping
+import types
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["ContextAdapter", "JsonFormatter", "TextFormatter", "configure", "get_logger"]
+__all__ = [
+    "ContextAdapter",
+    "ContextFilter",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure",
+    "current_log_context",
+    "get_logger",
+    "log_context",
+    "set_log_context",
+]
 
 LOGGER_NAME = "shardlease"
 _CONTEXT_FIELDS = ("identity", "group", "shard")
@@ -36,11 +59,52 @@ def get_logger(identity: str, group: str, name: str = LOGGER_NAME) -> ContextAda
     return ContextAdapter(logging.getLogger(name), {"identity": identity, "group": group})
 
 
-class _ContextDefaults(logging.Filter):
+_LOG_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "shardlease_log_context", default=types.MappingProxyType({}))
+
+
+def current_log_context() -> Mapping[str, Any]:
+    """The identity/group/shard fields set for the running thread or task (empty outside a handler)."""
+    return _LOG_CONTEXT.get()
+
+
+def set_log_context(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
+    """Add ``fields`` to the log context of the current thread or task; returns the token to undo it.
+
+    Meant for the start of a thread or task that lives exactly as long as the context should (the
+    handler runner calls it first thing); elsewhere prefer :func:`log_context`.
+    """
+    return _LOG_CONTEXT.set({**_LOG_CONTEXT.get(), **fields})
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Within the block, records logged from this thread or task carry ``fields`` (e.g. ``shard=3``).
+
+    A thread you start yourself begins with an empty context; wrap its body in this (or start it with
+    ``contextvars.copy_context().run``) to keep the shard on its lines. ``asyncio.create_task`` and
+    ``asyncio.to_thread`` carry the context along by themselves.
+    """
+    token = set_log_context(**fields)
+    try:
+        yield
+    finally:
+        _LOG_CONTEXT.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Fills ``identity`` / ``group`` / ``shard`` on a record from the log context where the record
+    does not carry them (fields passed with ``extra=`` win). Always lets the record through.
+
+    ``configure()`` puts it on shardlease's handler; add it to a handler of your own to get the same
+    fields there.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
+        context = _LOG_CONTEXT.get()
         for key in _CONTEXT_FIELDS:
-            if not hasattr(record, key):
-                setattr(record, key, None)
+            if getattr(record, key, None) is None:
+                setattr(record, key, context.get(key))
         return True
 
 
@@ -87,7 +151,7 @@ def configure(log_format: str = "text", level: str | int = "INFO", stream: TextI
     """Install (or replace) the shardlease handler on the root logger; returns it."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(_ContextDefaults())
+    handler.addFilter(ContextFilter())
     handler.set_name("shardlease")
     root = logging.getLogger()
     for existing in list(root.handlers):
