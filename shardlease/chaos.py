@@ -824,10 +824,17 @@ class IdleHolderWatch:
     the handler start and a stopped handler's clean-up before the release (``drain_delay``). So a
     holder seen renewing without a handler for longer than ``limit`` is a liveness bug (the shard is
     held and nobody works on it), caught while it happens rather than only if it lasts until the end.
-    Paused holders (they cannot renew) and dead ones are never flagged; failed reads are skipped.
-    Nor is anything flagged while API latency is high (or was, within the last renew deadline plus
-    the longest injected delay): an acquisition whose answer arrives after the renew deadline is
-    rightly not given a handler, and the replica tries again, renewing nothing but writing the Lease.
+    Paused holders (they cannot renew) and dead ones are never flagged. Nor is anything flagged while
+    API latency is high (or was, within the last renew deadline plus the longest injected delay): an
+    acquisition whose answer arrives after the renew deadline is rightly not given a handler, and the
+    replica tries again, renewing nothing but writing the Lease.
+
+    "Kept renewing" must be seen, sample after sample, within one tenure. A failed read (the observer
+    is not exempt from injected errors) breaks the chain: across a gap the watch cannot tell one late
+    write from a series. A new tenure (other ``leaseTransitions`` or ``acquireTime``) starts a new chain
+    even under the same holder: release, re-acquire and lose can all happen between two samples, and
+    the seconds before the gap say nothing about the tenure after it. Joining them is how this watch
+    once flagged a replica that never renewed without a handler for more than one write (issue 12).
     """
 
     def __init__(self, run: ChaosRun, limit: float, interval: float = 0.5) -> None:
@@ -840,7 +847,7 @@ class IdleHolderWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chaos-idle-holder-watch", daemon=True)
         self._tracker = HandlerTracker(run.cluster.journal_dir) if run.cluster else None
-        self._renew: dict[int, tuple[str, str]] = {}      # shard -> (holder, renewTime) last seen
+        self._renew: dict[int, tuple[str, str, str]] = {}  # shard -> (holder, tenure, renewTime) last seen
         self._idle_since: dict[int, float] = {}           # shard -> first sample renewed with no handler
         self._reported: set[tuple[int, str, float]] = set()
 
@@ -866,8 +873,10 @@ class IdleHolderWatch:
         assert cluster is not None and self._tracker is not None
         try:
             leases = cluster.leases()
-        except Exception:  # reads fail under injected errors (the observer is not exempt): skip
-            self.skipped += 1
+        except Exception:  # reads fail under injected errors (the observer is not exempt): skip,
+            self.skipped += 1  # and forget the chain: nothing is known about the gap
+            self._renew.clear()
+            self._idle_since.clear()
             return
         now = time.monotonic()
         self._tracker.poll()
@@ -882,10 +891,11 @@ class IdleHolderWatch:
                 continue
             spec = lease.get("spec") or {}
             holder, renewed = str(spec.get("holderIdentity") or ""), str(spec.get("renewTime") or "")
+            tenure = f"{spec.get('leaseTransitions')}/{spec.get('acquireTime')}"
             previous = self._renew.get(shard)
-            self._renew[shard] = (holder, renewed)
-            if not holder or previous is None or previous[0] != holder or previous[1] == renewed:
-                self._idle_since.pop(shard, None)  # no holder, a new one, or not renewing
+            self._renew[shard] = (holder, tenure, renewed)
+            if not holder or previous is None or previous[:2] != (holder, tenure) or previous[2] == renewed:
+                self._idle_since.pop(shard, None)  # no holder, a new holder or tenure, or not renewing
                 continue
             try:
                 process = cluster.replica(holder)

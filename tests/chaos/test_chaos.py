@@ -234,11 +234,17 @@ class _FakeCluster:
     def __init__(self, journal_dir: Path) -> None:
         self.journal_dir = journal_dir
         self.renewed = "2026-11-21T06:00:00.000000Z"
+        self.transitions = 2
+        self.acquired = "2026-11-21T05:59:00.000000Z"
+        self.reads_fail = False
         self.processes = {"a": _FakeProcess("a", 11)}
 
     def leases(self) -> list[dict[str, Any]]:
+        if self.reads_fail:
+            raise RuntimeError("HTTP 429 TooManyRequests (injected)")
         return [{"metadata": {"labels": {"shardlease.io/role": "shard", "shardlease.io/shard": "3"}},
-                 "spec": {"holderIdentity": "a", "renewTime": self.renewed}}]
+                 "spec": {"holderIdentity": "a", "renewTime": self.renewed,
+                          "leaseTransitions": self.transitions, "acquireTime": self.acquired}}]
 
     def replica(self, identity: str) -> _FakeProcess:
         return self.processes[identity]
@@ -288,6 +294,63 @@ def test_idle_holder_watch_flags_a_holder_renewing_without_a_handler(tmp_path: P
     renew_and_sample()
     renew_and_sample()
     assert len(watch.findings) == 1                  # a frozen holder is never flagged
+
+
+def test_idle_holder_watch_does_not_join_tenures_across_failed_reads(tmp_path: Path) -> None:
+    """Regression for the flake of seed 1099858877 (issue 12), replayed sample by sample.
+
+    replica ``a`` lost shard 3 in a 500 burst; one renewal it had sent still landed (renewTime moved
+    once with no handler: legitimate). A 429 burst then failed the observer's reads while ``a``
+    released the stale Lease, re-acquired it (token 3, handler running), lost it again and acquired
+    token 4. The first good sample after the burst fell in the gap between tenures 3 and 4. The old
+    watch compared it with the sample before the burst and reported "kept renewing for 2.7 s without
+    a handler". Both the failed reads and the change of tenure must break the chain.
+    """
+    cluster = _FakeCluster(tmp_path)
+    run = _FakeRun(cluster)
+    watch = IdleHolderWatch(run, limit=0.0)  # type: ignore[arg-type]
+    (tmp_path / "a.11.jsonl").write_text("")   # no handler of pid 11 runs on shard 3
+
+    def renew(seconds: int) -> None:
+        cluster.renewed = f"2026-11-21T06:00:{seconds:02d}.000000Z"
+
+    watch.sample()                      # tenure 2, handler already stopped (lost)
+    renew(1)
+    watch.sample()                      # the late-landing renewal: chain starts, no finding yet
+    assert watch.findings == []
+    cluster.reads_fail = True
+    for _ in range(3):
+        watch.sample()                  # reads fail during the 429 burst
+    assert watch.skipped == 3
+    cluster.reads_fail = False
+    cluster.transitions, cluster.acquired = 4, "2026-11-21T06:00:02.000000Z"
+    renew(3)
+    watch.sample()                      # new tenure seen for the first time: nothing to compare with
+    assert watch.findings == []
+
+    # Same holder, new tenure, no gap: also a fresh start, not the continuation of the old chain.
+    renew(4)
+    watch.sample()                      # tenure 4 renewed once without a handler: chain starts
+    cluster.transitions, cluster.acquired = 5, "2026-11-21T06:00:05.000000Z"
+    renew(5)
+    watch.sample()
+    assert watch.findings == []
+
+    # A gap inside one tenure breaks the chain too ...
+    renew(6)
+    watch.sample()
+    cluster.reads_fail = True
+    watch.sample()
+    cluster.reads_fail = False
+    renew(7)
+    watch.sample()
+    assert watch.findings == []
+    # ... while renewals seen sample after sample within one tenure are still a finding.
+    renew(8)
+    watch.sample()
+    renew(9)
+    watch.sample()
+    assert len(watch.findings) == 1 and "LIVENESS shard 3: a (pid 11)" in watch.findings[0]
 
 
 def test_work_coverage_merges_back_to_back_units() -> None:
