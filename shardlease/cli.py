@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["run"]:
+        # Before the sub-commands' heavy imports: a SIGTERM during start-up must end in a clean exit.
+        from shardlease.signals import catch_early
+
+        catch_early()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -66,6 +66,7 @@ from .records import (
     shard_labels,
     shard_lease_name,
 )
+from .signals import STOP_SIGNALS, take_early
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -230,6 +231,10 @@ class ShardManager:
             if self._started:
                 return self
             self._started = True
+            if self._stopping.is_set():
+                # Stopped before it started (a SIGTERM during start-up): nothing was taken, nothing to do.
+                self._done.set()
+                return self
         try:
             if self._api_client is None:
                 from .kube import load_api_client
@@ -284,14 +289,22 @@ class ShardManager:
     join = wait
 
     def run(self) -> None:
-        """Start, block until stopped, return. SIGTERM/SIGINT call ``stop()`` when run on the main thread."""
+        """Start, block until stopped, return. SIGTERM/SIGINT call ``stop()`` when run on the main thread.
+
+        The handlers are installed before anything is started, and a stop signal recorded earlier by
+        :func:`shardlease.signals.catch_early` (as ``shardlease run`` does from its first line) stops the
+        manager before it starts: a replica terminated during start-up exits cleanly with nothing taken.
+        """
         restore: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in STOP_SIGNALS:
                 try:
                     restore[signum] = signal.signal(signum, self._on_signal)
                 except (ValueError, OSError):
                     pass
+            early = take_early()
+            if early is not None:
+                self._on_signal(early, None)
         try:
             self.start()
             while not self._done.wait(0.5):
