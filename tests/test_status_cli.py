@@ -296,3 +296,45 @@ def test_an_api_error_is_reported_as_a_refusal(devserver: Any, tmp_path: Path,
     err = capsys.readouterr().err
     assert f"the Kubernetes API at {devserver.url} refused to list Leases in namespace 'default'" in err
     assert "HTTP 500" in err
+
+
+def test_kubeconfig_comes_from_the_flag_then_shardlease_kubeconfig_then_kubeconfig(
+        devserver: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same order as ``shardlease run``: --kubeconfig > SHARDLEASE_KUBECONFIG > KUBECONFIG."""
+    from shardlease.cli import main
+
+    constructed(devserver)
+    good, missing = str(tmp_path / "kubeconfig"), str(tmp_path / "no-such-kubeconfig")
+    expected = "ATTENTION: 3/4 shards owned, 1 unowned, 0 expired, 1 misplaced; 2/2 members live"
+    monkeypatch.delenv("SHARDLEASE_CONTEXT", raising=False)
+
+    # SHARDLEASE_KUBECONFIG alone is enough, and wins over KUBECONFIG
+    monkeypatch.setenv("SHARDLEASE_KUBECONFIG", good)
+    monkeypatch.setenv("KUBECONFIG", missing)
+    assert main(["status", "--group", GROUP]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == expected
+
+    # the flag wins over SHARDLEASE_KUBECONFIG
+    monkeypatch.setenv("SHARDLEASE_KUBECONFIG", missing)
+    assert main(["status", "--group", GROUP, "--kubeconfig", good]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == expected
+
+    # a bad SHARDLEASE_KUBECONFIG is reported by its path, not silently replaced by KUBECONFIG
+    monkeypatch.setenv("KUBECONFIG", good)
+    assert main(["status", "--group", GROUP]) == 1
+    assert missing in capsys.readouterr().err
+
+    # empty counts as unset: KUBECONFIG is used
+    monkeypatch.setenv("SHARDLEASE_KUBECONFIG", "")
+    assert main(["status", "--group", GROUP]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == expected
+
+
+def test_shardlease_context_selects_the_context(devserver: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from shardlease.cli import main
+
+    monkeypatch.setenv("SHARDLEASE_KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.setenv("SHARDLEASE_CONTEXT", "no-such-context")
+    assert main(["status", "--group", GROUP]) == 1
+    assert "no-such-context" in capsys.readouterr().err

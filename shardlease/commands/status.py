@@ -308,9 +308,20 @@ def list_group_leases(api: ApiClient, namespace: str, selector: str) -> tuple[li
         (body.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def _connection_settings(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(kubeconfig, context)`` as ``shardlease run`` would pick them: the flag, else
+    ``SHARDLEASE_KUBECONFIG`` / ``SHARDLEASE_CONTEXT``; ``None`` leaves the rest of the search
+    (``$KUBECONFIG``, ``~/.kube/config``, in-cluster) to ``shardlease.kube``. An empty variable counts as
+    unset, as it does for ``run``."""
+    kubeconfig = args.kubeconfig or os.environ.get("SHARDLEASE_KUBECONFIG") or None
+    context = args.context or os.environ.get("SHARDLEASE_CONTEXT") or None
+    return kubeconfig, context
+
+
 def _kubeconfig_tried(args: argparse.Namespace) -> str:
-    if args.kubeconfig:
-        return args.kubeconfig
+    kubeconfig, _ = _connection_settings(args)
+    if kubeconfig:
+        return kubeconfig
     if os.environ.get("KUBECONFIG"):
         return os.environ["KUBECONFIG"]
     default = os.path.expanduser("~/.kube/config")
@@ -333,8 +344,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--group", required=True, help="the shard group")
     parser.add_argument("--namespace", default="default", help="namespace of the Leases (default: default)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
-    parser.add_argument("--context", help="kubeconfig context to use")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $SHARDLEASE_KUBECONFIG, then "
+                                             "$KUBECONFIG, ~/.kube/config, in-cluster, as for run)")
+    parser.add_argument("--context", help="kubeconfig context to use (default: $SHARDLEASE_CONTEXT, "
+                                          "else the kubeconfig's current context)")
     parser.add_argument("--watch", action="store_true", help="redraw whenever the Leases change (Ctrl-C exits)")
     parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--load-factor", type=float, default=1.0,
@@ -345,14 +358,14 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     tried = _kubeconfig_tried(args)
+    kubeconfig, context = _connection_settings(args)
     try:
         from ..kube import load_api_client
 
-        api = load_api_client(kubeconfig=args.kubeconfig, context=args.context,
-                              user_agent="shardlease-status")
+        api = load_api_client(kubeconfig=kubeconfig, context=context, user_agent="shardlease-status")
     except Exception as exc:
         print(f"shardlease status: cannot load a Kubernetes configuration (tried {tried}"
-              f"{', context ' + args.context if args.context else ''}): {exc}", file=sys.stderr)
+              f"{', context ' + context if context else ''}): {exc}", file=sys.stderr)
         return 1
     server = getattr(api.configuration, "host", "?")
     selector = group_selector(args.group)
