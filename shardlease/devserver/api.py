@@ -141,6 +141,15 @@ class Api:
             payload = discovery.coordination_resources()
         elif path == "/api/v1":
             payload = discovery.core_resources()
+        elif path == "/openapi/v2":
+            if request.method != "GET":
+                raise method_not_allowed(request.method)
+            protobuf_wanted = openapi.wants_v2_protobuf(request.headers.get("accept", ""))
+            if protobuf_wanted is None:
+                return Response(406, b"", "text/plain; charset=utf-8")
+            if protobuf_wanted:
+                return Response(200, openapi.swagger_v2_protobuf(), openapi.V2_PROTOBUF)
+            payload = openapi.swagger_v2()
         elif path == "/openapi/v3":
             payload = openapi.index()
         elif path.startswith("/openapi/v3/"):
