@@ -3,17 +3,21 @@ and must leave no process behind."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
-from shardlease.commands.demo import Step, parse_script
-from shardlease.localcluster import child_processes
+from shardlease.commands.demo import DemoState, Step, parse_script, render
+from shardlease.commands.status import GroupView
+from shardlease.localcluster import Snapshot, child_processes
+from shardlease.records import format_microtime, member_labels, member_lease_name, shard_labels
 
 
 def _demo(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
@@ -77,3 +81,86 @@ def test_bad_script_fails_before_starting_anything() -> None:
     result = _demo("--script", "add; jump", timeout=30)
     assert result.returncode == 2
     assert "cannot read step 'jump'" in result.stderr
+
+
+def _snapshot() -> Snapshot:
+    """Two members, four shards (one free), as the demo would read them from the API server."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    renewed = format_microtime(now)
+
+    def lease(name: str, labels: dict[str, str], holder: str, annotations: dict[str, str] | None = None
+              ) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "default", "labels": labels,
+                             "annotations": annotations or {}},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 4, "renewTime": renewed}}
+
+    objects = [lease(member_lease_name("demo", r), member_labels("demo"), r, {"shardlease.io/shards": "4"})
+               for r in ("replica-0", "replica-1")]
+    objects += [lease(f"demo-shard-{i}", shard_labels("demo", i), h)
+                for i, h in enumerate(["replica-0", "replica-1", "replica-0", ""])]
+    return Snapshot(time.monotonic(), GroupView.from_objects("demo", "default", objects, now))
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_interactive_screen_keeps_the_kubectl_hint(colour: bool) -> None:
+    state = DemoState(kubectl_hint="KUBECONFIG=/tmp/x/kubeconfig kubectl get leases")
+    for i in range(30):  # more than the log keeps: the hint must not scroll away with it
+        state.note(f"event {i}", None)
+    screen = render(_snapshot(), state, colour=colour)
+    assert "KUBECONFIG=/tmp/x/kubeconfig kubectl get leases" in screen, screen
+    assert "event 0" not in screen and "event 29" in screen
+    assert "unowned: [3]" in screen and "[q] quit" in screen
+
+
+def test_interactive_demo_shows_the_kubectl_hint_on_a_terminal() -> None:
+    """The real command on a pseudo-terminal: the screen shows the hint, and q quits cleanly."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the demo, on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "shardlease", "demo", "--replicas", "1",
+                                  "--shards", "2", "--no-color"])
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and b"kubectl get leases" not in seen.split(b"\x1b[2J")[-1]:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    break
+        screen = seen.split(b"\x1b[2J")[-1].decode(errors="replace")
+        assert re.search(r"try in another terminal: KUBECONFIG=\S+kubeconfig kubectl get leases", screen), screen
+        os.write(fd, b"q")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            select.select([fd], [], [], 0.2)
+            try:
+                os.read(fd, 65536)  # keep the terminal drained so the demo never blocks on output
+            except OSError:
+                pass
+        else:
+            raise AssertionError("the demo did not quit on 'q'")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+
+
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    from shardlease.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    assert "a live view of which replica holds" in text and "q quits" in text
+    assert "``" not in text and ":class:" not in text, text

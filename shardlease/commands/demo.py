@@ -93,6 +93,8 @@ class DemoState:
     pending: list[Event] = field(default_factory=list)
     colours: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    kubectl_hint: str | None = None
+    """A ``KUBECONFIG=... kubectl get leases`` line to paste; kept on the screen (the log scrolls)."""
 
     def colour(self, identity: str) -> int:
         if identity not in self.colours:
@@ -147,6 +149,8 @@ def render(snap: Snapshot, state: DemoState, *, colour: bool, width: int = 8) ->
     lines.append("")
     lines.extend(state.log)
     lines.append("")
+    if state.kubectl_hint:
+        lines.append(f"try in another terminal: {state.kubectl_hint}")
     lines.append("keys: [a] add a replica  [t] SIGTERM one  [k] SIGKILL one  [q] quit")
     return "\n".join(lines)
 
@@ -301,8 +305,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with cluster:
             cluster.start(replicas=0)
+            demo.state.kubectl_hint = f"KUBECONFIG={cluster.kubeconfig} kubectl get leases"
             demo.state.note(f"API server at {cluster.url}; kubeconfig {cluster.kubeconfig} "
-                            f"(try: KUBECONFIG={cluster.kubeconfig} kubectl get leases)", out)
+                            f"(try: {demo.state.kubectl_hint})", out)
             for _ in range(args.replicas):
                 demo.add()
             if interactive:
@@ -328,7 +333,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser = subparsers.add_parser(
         "demo",
         help="run a local group (API server + replicas) with a live shard map",
-        description=__doc__.split("\n\n")[0] + " Keys: a add, t SIGTERM, k SIGKILL, q quit.",
+        description=(
+            "Run a whole shard group on this machine (an embedded Kubernetes API server and replica "
+            "processes of `shardlease run`) with a live view of which replica holds which shard. On a "
+            "terminal, keys: a adds a replica, t sends SIGTERM to one, k sends SIGKILL to one, q quits. "
+            "Without a terminal, or with --script, it plays a script of the same steps and exits."),
     )
     parser.add_argument("--replicas", type=int, default=3, help="replicas to start (default 3)")
     parser.add_argument("--shards", type=int, default=16, help="shard count (default 16)")
