@@ -188,3 +188,10 @@ def test_handler_log_lines_carry_identity_group_and_shard(kubeconfig: str, tmp_p
             assert all((d["logger"], d["identity"], d["group"]) == ("myapp", "pod-a", group) for d in docs)
             shards = sorted(str(d["shard"]) for d in docs)
         assert shards == ["0", "1"], mine
+
+
+def test_help_gives_the_identity_default_in_the_order_used(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: $POD_NAME, else the hostname)" in text, text
