@@ -1,7 +1,7 @@
 """The embedded Kubernetes API server (``shardlease dev-server``).
 
 A small, faithful stand-in for kube-apiserver. It serves ``coordination.k8s.io/v1`` Leases and core
-``v1`` ConfigMaps over plain HTTP on loopback, for tests, demos and chaos experiments. The official
+``v1`` ConfigMaps and Namespaces over plain HTTP on loopback, for tests, demos and chaos experiments. The official
 Python client and kubectl work against it unchanged. It shares only the wire format with the rest of
 shardlease and imports nothing from it.
 
@@ -13,15 +13,16 @@ Usage::
 
 Module map: ``server`` (lifecycle), ``httpserver`` (HTTP/1.1 on asyncio), ``api`` (routing and
 verbs), ``store`` (objects, resourceVersion, event log), ``watch``, ``validation`` and ``microtime``
-(400 vs 422), ``selectors``, ``patch``, ``tables``, ``discovery``, ``openapi``, ``protobuf``
+(400 vs 422), ``selectors``, ``patch``, ``namespaces``, ``tables``, ``discovery``, ``openapi``, ``protobuf``
 (request bodies from typed client-go clients), ``faults`` and ``admin`` (fault injection),
 ``counters``, ``kubeconfig``, ``cli``.
 
 Where it differs from a real cluster, on purpose:
 
-- There are no Namespace objects. Every valid namespace name exists: reading an empty namespace
-  works, and the synthetic ``/api/v1/namespaces`` lists the four default names plus every namespace
-  that holds an object. A write to an invalid name gets ``404 namespaces "x" not found``.
+- Namespaces are real objects (``default``, ``kube-system``, ``kube-public`` and ``kube-node-lease``
+  exist from the start), but a write into a namespace that does not exist creates it instead of
+  failing with 404, unless ``DevServer(strict_namespaces=True)``. Deleting a namespace removes it and
+  its objects at once (no Terminating phase that outlasts the DELETE). See ``namespaces.py``.
 - Reads always return the latest state. The ``resourceVersion`` parameter of list and get is
   ignored. A ``continue`` token resumes after its key in the *current* state, not a snapshot. A
   token older than the event history gets 410 Expired.

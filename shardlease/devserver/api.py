@@ -12,13 +12,12 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from . import admin, discovery, openapi, protobuf, tables
+from . import admin, discovery, namespaces, openapi, protobuf, tables
 from .counters import RequestCounter
 from .faults import Faults
 from .httpserver import Request, Response, Stream, json_response, parse_json
-from .microtime import now_rfc3339
 from .patch import PatchError, PatchTestFailed, json_patch, merge_patch
-from .resources import BY_PATH, Resource
+from .resources import BY_PATH, NAMESPACES, Resource
 from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
 from .status import ApiError, bad_request, method_not_allowed, path_not_found, success_status
 from .store import Expired, Store, Stored, dumps
@@ -33,7 +32,6 @@ _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                 "application/strategic-merge-patch+json", "application/apply-patch+yaml")
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _HEALTH = frozenset(("/healthz", "/readyz", "/livez"))
-_DEFAULT_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 
 
 def _bool(query: dict[str, str], name: str) -> bool:
@@ -98,8 +96,10 @@ class Api:
     """All HTTP endpoints of one DevServer."""
 
     def __init__(self, store: Store, faults: Faults, counter: RequestCounter, *, admin: bool,
-                 bookmark_interval: float, address: Callable[[], str]) -> None:
+                 bookmark_interval: float, address: Callable[[], str],
+                 strict_namespaces: bool = False) -> None:
         self.store = store
+        self.strict_namespaces = strict_namespaces
         self.faults = faults
         self.counter = counter
         self.admin = admin
@@ -183,16 +183,23 @@ class Api:
                 raise path_not_found()
         elif len(parts) == 1:
             plural = parts[0]
-        elif prefix == "/api/v1" and len(parts) == 2 and parts[0] == "namespaces" and not watch_path:
-            plural, name = "namespaces", parts[1]
+        elif len(parts) == 2:
+            plural, name = parts
         else:
             raise path_not_found()
         resource = BY_PATH.get((prefix, plural))
+        if resource is not None and resource.namespaced == (namespace is None) and (
+                name is not None or not resource.namespaced):
+            # /namespaces/x/namespaces, /configmaps/x: a scope the resource does not have
+            raise path_not_found()
+        if resource is None and (prefix != "/api/v1" or plural != "events" or
+                                 (namespace is None and name is not None)):
+            raise path_not_found()
+        if resource is not None and not resource.namespaced:
+            namespace = ""
         method = request.method
         query = request.query
         if resource is None:
-            if prefix != "/api/v1" or plural not in ("events", "namespaces"):
-                raise path_not_found()
             if method != "GET":
                 raise method_not_allowed(method)
             verb = "get" if name else "list"
@@ -204,7 +211,7 @@ class Api:
                 raise method_not_allowed(method)
             elif method == "POST" and namespace is not None:
                 verb = "create"
-            elif method == "DELETE" and namespace is not None:
+            elif method == "DELETE" and namespace and resource.namespaced:
                 verb = "deletecollection"
             else:
                 raise method_not_allowed(method)
@@ -227,12 +234,11 @@ class Api:
         if verdict.error is not None:
             return _error(verdict.error)
         if resource is None:
-            return self._synthetic(request, plural, namespace, name, watch_path)
+            return self._events(name)
         if verb == "watch":
-            return await self._watch(request, stream, resource, namespace, name)
-        assert namespace is not None or verb == "list"
+            return await self._watch(request, stream, resource, namespace or None, name)
         handler = getattr(self, "_" + verb)
-        return handler(request, resource, namespace, name)
+        return handler(request, resource, namespace or None if verb == "list" else namespace, name)
 
     # ------------------------------------------------------------------ reads
 
@@ -274,27 +280,12 @@ class Api:
         head = dumps({"kind": list_kind, "apiVersion": api_version, "metadata": meta})
         return head[:-1] + b',"items":[' + b",".join(s.item_bytes() for s in items) + b"]}"
 
-    def _synthetic(self, request: Request, plural: str, namespace: str | None, name: str | None,
-                   watch_path: bool) -> Response:
-        """Events (always none) and Namespaces (every valid name exists, see module docstring)."""
-        rv = str(self.store.rv)
-        if plural == "events":
-            if name is not None:
-                raise ApiError(404, f'events "{name}" not found', "NotFound",
-                               {"name": name, "kind": "events"})
-            return json_response(200, {"kind": "EventList", "apiVersion": "v1",
-                                       "metadata": {"resourceVersion": rv}, "items": []})
-        if watch_path or _bool(request.query, "watch"):
-            raise method_not_allowed("WATCH")
+    def _events(self, name: str | None) -> Response:
+        """Events: none are ever recorded, so every list is empty and every get is a 404."""
         if name is not None:
-            if not is_namespace_name(name):
-                raise ApiError(404, f'namespaces "{name}" not found', "NotFound",
-                               {"name": name, "kind": "namespaces"})
-            return json_response(200, dict(_namespace(name), kind="Namespace", apiVersion="v1"))
-        names = sorted(set(_DEFAULT_NAMESPACES) | set(self.store.namespaces()))
-        return json_response(200, {"kind": "NamespaceList", "apiVersion": "v1",
-                                   "metadata": {"resourceVersion": rv},
-                                   "items": [_namespace(n) for n in names]})
+            raise ApiError(404, f'events "{name}" not found', "NotFound", {"name": name, "kind": "events"})
+        return json_response(200, {"kind": "EventList", "apiVersion": "v1",
+                                   "metadata": {"resourceVersion": str(self.store.rv)}, "items": []})
 
     # ------------------------------------------------------------------ writes
 
@@ -315,15 +306,25 @@ class Api:
                     '299 - "unknown field \\"%s\\""' % f for f in unknown)
         return obj, headers
 
-    @staticmethod
-    def _check_namespace(resource: Resource, namespace: str, obj: dict[str, Any]) -> None:
+    def _check_namespace(self, resource: Resource, namespace: str, obj: dict[str, Any]) -> None:
+        """The body's namespace must match the URL's (cluster-scoped objects have none)."""
+        if not resource.namespaced:
+            obj["metadata"].pop("namespace", None)
+            return
         if not is_namespace_name(namespace):
-            raise ApiError(404, f'namespaces "{namespace}" not found', "NotFound",
-                           {"name": namespace, "kind": "namespaces"})
+            raise namespaces.not_found(namespace)
         body_ns = obj["metadata"].get("namespace")
         if body_ns and body_ns != namespace:
             raise bad_request("the namespace of the provided object does not match the namespace "
                               "sent on the request")
+
+    def _before_create(self, resource: Resource, namespace: str, obj: dict[str, Any],
+                       dry_run: bool) -> None:
+        """Namespace lifecycle for a write that creates ``obj``: see namespaces.py."""
+        if resource is NAMESPACES:
+            namespaces.prepare_create(obj)
+        else:
+            namespaces.ensure(self.store, namespace, self.strict_namespaces, dry_run)
 
     @staticmethod
     def _check_name(obj: dict[str, Any], name: str) -> None:
@@ -344,7 +345,9 @@ class Api:
         self._check_content_type(request, resource)
         obj, headers = self._decode_body(request, resource, _json_body(resource, request))
         self._check_namespace(resource, namespace, obj)
-        stored = self.store.create(resource, namespace, obj, _dry_run(request.query))
+        dry_run = _dry_run(request.query)
+        self._before_create(resource, namespace, obj, dry_run)
+        stored = self.store.create(resource, namespace, obj, dry_run)
         return _ok(stored.raw, 201, headers)
 
     def _update(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
@@ -352,7 +355,13 @@ class Api:
         obj, headers = self._decode_body(request, resource, _json_body(resource, request))
         self._check_name(obj, name)
         self._check_namespace(resource, namespace, obj)
-        stored, created = self.store.update(resource, namespace, name, obj, _dry_run(request.query))
+        dry_run = _dry_run(request.query)
+        if self.store.exists(resource, namespace, name):
+            if resource is NAMESPACES:
+                namespaces.prepare_update(obj, self.store.get(resource, namespace, name).obj)
+        elif resource.create_on_update:
+            self._before_create(resource, namespace, obj, dry_run)
+        stored, created = self.store.update(resource, namespace, name, obj, dry_run)
         return _ok(stored.raw, 201 if created else 200, headers)
 
     def _patch(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
@@ -386,6 +395,8 @@ class Api:
             headers.update(more)
             self._check_name(obj, name)
             self._check_namespace(resource, namespace, obj)
+            if resource is NAMESPACES:
+                namespaces.prepare_update(obj, current)
             return obj
 
         stored = self.store.modify(resource, namespace, name, change, dry_run)
@@ -424,6 +435,8 @@ class Api:
         if preconditions is not None and not isinstance(preconditions, dict):
             raise bad_request("preconditions must be a JSON object")
         dry_run = _dry_run(request.query) or options.get("dryRun") == ["All"]
+        if resource is NAMESPACES:
+            return json_response(200, namespaces.delete(self.store, name, preconditions, dry_run))
         gone = self.store.delete(resource, namespace, name, preconditions, dry_run)
         details: dict[str, Any] = {"name": name}
         if resource.group:
@@ -490,11 +503,3 @@ class Api:
     def wake_watches(self) -> None:
         for watcher in list(self.watchers):
             watcher.wakeup.set()
-
-_STARTED = now_rfc3339()
-
-
-def _namespace(name: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "creationTimestamp": _STARTED,
-                         "labels": {"kubernetes.io/metadata.name": name}},
-            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}

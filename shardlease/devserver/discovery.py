@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import CONFIGMAPS, LEASES
+from .resources import CONFIGMAPS, LEASES, NAMESPACES
 
 VERSION_INFO: dict[str, str] = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.0-shardlease",
@@ -41,13 +41,9 @@ def coordination_resources() -> dict[str, Any]:
 
 
 def core_resources() -> dict[str, Any]:
-    """Core v1: ConfigMaps, plus (read-only, always empty) events so ``kubectl describe`` is clean,
-    plus namespaces (synthetic, see the handlers) so ``kubectl get ns`` does not fail."""
+    """Core v1: ConfigMaps and Namespaces, plus (read-only, always empty) events so ``kubectl
+    describe`` is clean."""
     events = {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event",
               "verbs": ["get", "list"], "shortNames": ["ev"], "storageVersionHash": "r2yiGXH7wu8="}
-    namespaces = {"name": "namespaces", "singularName": "namespace", "namespaced": False,
-                  "kind": "Namespace", "verbs": ["get", "list"], "shortNames": ["ns"],
-                  "storageVersionHash": "Q3oi5N2YM8M="}
-    configmaps = dict(CONFIGMAPS.discovery_entry(), shortNames=["cm"])
     return {"kind": "APIResourceList", "groupVersion": "v1",
-            "resources": [configmaps, events, namespaces]}
+            "resources": [CONFIGMAPS.discovery_entry(), events, NAMESPACES.discovery_entry()]}

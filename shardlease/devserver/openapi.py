@@ -20,6 +20,11 @@ def _doc_path(resource: Resource) -> str:
     return f"apis/{resource.api_version}" if resource.group else "api/v1"
 
 
+def _collection_path(resource: Resource) -> str:
+    scope = "/namespaces/{namespace}" if resource.namespaced else ""
+    return f"/{_doc_path(resource)}{scope}/{resource.plural}"
+
+
 def index() -> dict[str, Any]:
     return {"paths": {_doc_path(r): {"serverRelativeURL": f"/openapi/v3/{_doc_path(r)}?hash={_HASH}"}
                       for r in ALL}}
@@ -39,21 +44,19 @@ def _operation(resource: Resource, action: str) -> dict[str, Any]:
 
 
 def group_document(doc_path: str) -> dict[str, Any] | None:
+    """The document of one group-version: create, replace and patch of each of its resources."""
+    paths: dict[str, Any] = {}
     for resource in ALL:
         if _doc_path(resource) != doc_path:
             continue
-        prefix = f"/{doc_path}/namespaces/{{namespace}}/{resource.plural}"
-        return {
-            "openapi": "3.0.0",
-            "info": {"title": "Kubernetes (shardlease dev-server)", "version": "v1.32.0"},
-            "paths": {
-                prefix: {"post": _operation(resource, "post")},
-                prefix + "/{name}": {"put": _operation(resource, "put"),
-                                     "patch": _operation(resource, "patch")},
-            },
-            "components": {"schemas": {}},
-        }
-    return None
+        prefix = _collection_path(resource)
+        paths[prefix] = {"post": _operation(resource, "post")}
+        paths[prefix + "/{name}"] = {"put": _operation(resource, "put"),
+                                     "patch": _operation(resource, "patch")}
+    if not paths:
+        return None
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes (shardlease dev-server)", "version": "v1.32.0"},
+            "paths": paths, "components": {"schemas": {}}}
 
 
 # --------------------------------------------------------------------------- OpenAPI v2 (Swagger 2.0)
@@ -93,7 +96,7 @@ def swagger_v2() -> dict[str, Any]:
     """The Swagger 2.0 document: create, replace and patch of every served resource."""
     paths: dict[str, Any] = {}
     for resource in ALL:
-        prefix = f"/{_doc_path(resource)}/namespaces/{{namespace}}/{resource.plural}"
+        prefix = _collection_path(resource)
         paths[prefix] = {"post": _v2_operation(resource, "post", "create")}
         paths[prefix + "/{name}"] = {"put": _v2_operation(resource, "put", "replace"),
                                      "patch": _v2_operation(resource, "patch", "patch")}

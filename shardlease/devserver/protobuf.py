@@ -2,7 +2,7 @@
 
 Typed client-go clients -- ``kubectl create configmap`` among them -- send built-in objects as
 protobuf. Only decoding is needed (responses are always JSON, which those clients accept), and only
-for the fields of Leases, ConfigMaps and ObjectMeta; the result is the same dict shape JSON decoding
+for the fields of Leases, ConfigMaps, Namespaces and ObjectMeta; the result is the same dict shape JSON decoding
 gives, so validation is shared. Field numbers are from k8s.io/api's ``generated.proto``.
 """
 
@@ -153,8 +153,17 @@ def _configmap(raw: bytes) -> dict[str, Any]:
     return obj
 
 
+def _namespace(raw: bytes) -> dict[str, Any]:
+    g = _grouped(raw)
+    obj: dict[str, Any] = {"metadata": _object_meta(g[1][-1]) if 1 in g else {}}  # type: ignore[arg-type]
+    if 2 in g:
+        spec = _grouped(g[2][-1])  # type: ignore[arg-type]
+        obj["spec"] = {"finalizers": [_text(v) for v in spec.get(1, [])]} if 1 in spec else {}
+    return obj  # status (field 3) is ignored on create and update anyway
+
+
 def decode(body: bytes) -> dict[str, Any]:
-    """Turn an enveloped protobuf Lease or ConfigMap into its JSON-shaped dict."""
+    """Turn an enveloped protobuf Lease, ConfigMap or Namespace into its JSON-shaped dict."""
     if not body.startswith(MAGIC):
         raise ProtobufError("missing the k8s protobuf envelope")
     unknown = _grouped(body[len(MAGIC):])
@@ -168,6 +177,8 @@ def decode(body: bytes) -> dict[str, Any]:
         obj = _lease(raw)
     elif kind == "ConfigMap":
         obj = _configmap(raw)
+    elif kind == "Namespace":
+        obj = _namespace(raw)
     else:
         raise ProtobufError(f"protobuf decoding of kind {kind!r} is not supported; send JSON")
     return {"kind": kind, "apiVersion": api_version, **obj}

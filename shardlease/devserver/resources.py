@@ -1,4 +1,4 @@
-"""The two resource types this stand-in serves, described once as data.
+"""The three resource types this stand-in serves, described once as data.
 
 Everything type-specific (paths, kinds, list kinds, the wire schema, table columns) hangs off a
 :class:`Resource`, so the store, the HTTP layer and discovery stay generic.
@@ -30,6 +30,12 @@ LEASE_SCHEMA: Schema = ("struct", "Lease", {
     }),
 })
 
+NAMESPACE_SCHEMA: Schema = ("struct", "Namespace", {
+    "kind": "string", "apiVersion": "string", "metadata": OBJECT_META,
+    "spec": ("struct", "NamespaceSpec", {"finalizers": ("list", "string")}),
+    "status": ("struct", "NamespaceStatus", {"phase": "string", "conditions": ("list", "any")}),
+})
+
 CONFIGMAP_SCHEMA: Schema = ("struct", "ConfigMap", {
     "kind": "string", "apiVersion": "string", "metadata": OBJECT_META,
     "data": ("map", "string"), "binaryData": ("map", "bytes"), "immutable": "bool",
@@ -51,6 +57,9 @@ class Resource:
     unconditional_update: bool
     #: Leases are created by a PUT to a missing name (201); ConfigMaps answer 404.
     create_on_update: bool
+    #: Namespaces are the one cluster-scoped type; their store key is ("", name).
+    namespaced: bool = True
+    short_names: tuple[str, ...] = ()
     api_version: str = field(init=False)
     list_kind: str = field(init=False)
     qualified: str = field(init=False)
@@ -68,19 +77,28 @@ class Resource:
                            f'{{"kind":"{self.kind}","apiVersion":"{api_version}",'.encode())
 
     def discovery_entry(self) -> dict[str, Any]:
-        return {
-            "name": self.plural, "singularName": self.singular, "namespaced": True, "kind": self.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-            "storageVersionHash": self.storage_version_hash,
-        }
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        if not self.namespaced:
+            verbs.remove("deletecollection")  # kube-apiserver serves no deletecollection on namespaces
+        entry: dict[str, Any] = {"name": self.plural, "singularName": self.singular,
+                                 "namespaced": self.namespaced, "kind": self.kind, "verbs": verbs}
+        if self.short_names:
+            entry["shortNames"] = list(self.short_names)
+        entry["storageVersionHash"] = self.storage_version_hash
+        return entry
 
 
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "lease", "Lease", LEASE_SCHEMA, "gqkMMb/YqFM=",
                   unconditional_update=False, create_on_update=True)
 CONFIGMAPS = Resource("", "v1", "configmaps", "configmap", "ConfigMap", CONFIGMAP_SCHEMA, "qFsyl6wFWjQ=",
-                      unconditional_update=True, create_on_update=False)
+                  unconditional_update=True, create_on_update=False, short_names=("cm",))
+NAMESPACES = Resource("", "v1", "namespaces", "namespace", "Namespace", NAMESPACE_SCHEMA, "Q3oi5N2YM8M=",
+                  unconditional_update=True, create_on_update=False, namespaced=False,
+                  short_names=("ns",))
 
-ALL: tuple[Resource, ...] = (LEASES, CONFIGMAPS)
+ALL: tuple[Resource, ...] = (LEASES, CONFIGMAPS, NAMESPACES)
+#: The resources whose objects live inside a namespace (deleted with it).
+NAMESPACED: tuple[Resource, ...] = tuple(r for r in ALL if r.namespaced)
 #: (api prefix, plural) -> Resource, for routing.
 BY_PATH: dict[tuple[str, str], Resource] = {
     (("/apis/" + r.api_version) if r.group else "/api/v1", r.plural): r for r in ALL

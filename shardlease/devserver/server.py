@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable
 
-from . import kubeconfig
+from . import kubeconfig, namespaces
 from .api import Api
 from .counters import RequestCounter
 from .faults import Faults
@@ -43,23 +43,27 @@ class DevServer:
     ``faults=True`` also serves the admin endpoint (``/_shardlease/faults``, ``/_shardlease/requests``);
     the in-process ``srv.faults`` works either way. ``history_limit``/``history_seconds`` bound the
     watch event log (a watch from an older resourceVersion gets 410 Expired); ``bookmark_interval``
-    is how often watches that allow bookmarks get one.
+    is how often watches that allow bookmarks get one. ``strict_namespaces=True`` makes a write
+    into a namespace that does not exist fail with 404 as on kube-apiserver; by default that
+    namespace is created on the fly (see ``namespaces.py`` for why).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: bool = False, *,
                  allow_remote: bool = False, history_limit: int = 10_000,
                  history_seconds: float = 300.0, bookmark_interval: float = 5.0,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, strict_namespaces: bool = False) -> None:
         if not allow_remote and not is_loopback(host):
             raise ValueError(f"refusing to bind non-loopback host {host!r}: the dev-server has no "
                              f"authentication; pass allow_remote=True (--allow-remote) to do it anyway")
         self.host = host
         self.port = port
         self.store = Store(history_limit, history_seconds)
+        namespaces.create_defaults(self.store)
         self.faults = Faults(seed)
         self._counter = RequestCounter()
         self._api = Api(self.store, self.faults, self._counter, admin=faults,
-                        bookmark_interval=bookmark_interval, address=lambda: f"{self.host}:{self.port}")
+                        bookmark_interval=bookmark_interval, address=lambda: f"{self.host}:{self.port}",
+                        strict_namespaces=strict_namespaces)
         self._http = HttpServer(self._api.handle)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -113,6 +113,9 @@ class Store:
             raise not_found(resource.plural, resource.group, name)
         return stored
 
+    def exists(self, resource: Resource, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._objects[resource]
+
     def list(
         self,
         resource: Resource,
@@ -398,11 +401,6 @@ class Store:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self.lock:
             self._subscribers[subscriber.resource].discard(subscriber)
-
-    def namespaces(self) -> list[str]:
-        """Namespaces that hold at least one object (there are no Namespace objects)."""
-        with self.lock:
-            return sorted({k[0] for objects in self._objects.values() for k in objects})
 
     def all_objects(self, resource: Resource) -> Iterable[Stored]:
         with self.lock:

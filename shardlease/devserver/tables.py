@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Iterable
 
-from .resources import CONFIGMAPS, LEASES, Resource
+from .resources import CONFIGMAPS, LEASES, NAMESPACES, Resource
 from .store import Stored
 
 _NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "priority": 0,
@@ -29,6 +29,10 @@ COLUMNS: dict[Resource, list[dict[str, Any]]] = {
     CONFIGMAPS: [_NAME_COLUMN,
                  {"name": "Data", "type": "integer", "format": "", "priority": 0,
                   "description": "Data contains the configuration data."},
+                 _AGE_COLUMN],
+    NAMESPACES: [_NAME_COLUMN,
+                 {"name": "Status", "type": "string", "format": "", "priority": 0,
+                  "description": "The status of the namespace"},
                  _AGE_COLUMN],
 }
 
@@ -74,6 +78,8 @@ def _cells(resource: Resource, obj: dict[str, Any], now: _dt.datetime) -> list[A
     meta = obj["metadata"]
     if resource is LEASES:
         middle: Any = (obj.get("spec") or {}).get("holderIdentity", "")
+    elif resource is NAMESPACES:
+        middle = (obj.get("status") or {}).get("phase", "")
     else:
         middle = len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
     return [meta["name"], middle, _age(meta, now)]

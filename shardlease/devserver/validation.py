@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from . import microtime
-from .resources import CONFIGMAPS, LEASES, Resource, Schema
+from .resources import CONFIGMAPS, LEASES, NAMESPACES, Resource, Schema
 from .status import ApiError, bad_request, invalid
 
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
@@ -225,12 +225,19 @@ def decode(resource: Resource, body: Any) -> tuple[dict[str, Any], list[str]]:
 
 # --------------------------------------------------------------------------- validation (422)
 
-def _meta_causes(meta: dict[str, Any]) -> list[Cause]:
+def _meta_causes(meta: dict[str, Any], label_name: bool = False) -> list[Cause]:
+    """Metadata rules; ``label_name`` for Namespaces, whose names are RFC 1123 labels."""
     causes: list[Cause] = []
     name = meta.get("name", "")
     if not name:
         causes.append(("FieldValueRequired", "metadata.name",
                        "Required value: name or generateName is required"))
+    elif label_name:
+        if len(name) > 63:
+            causes.append(("FieldValueInvalid", "metadata.name",
+                           f"Invalid value: {_quote(name)}: must be no more than 63 characters"))
+        if not _DNS1123_LABEL.match(name):
+            causes.append(("FieldValueInvalid", "metadata.name", f"Invalid value: {_quote(name)}: {LABEL_MSG}"))
     else:
         if len(name) > 253:
             causes.append(("FieldValueInvalid", "metadata.name",
@@ -304,7 +311,7 @@ def _configmap_causes(obj: dict[str, Any], old: dict[str, Any] | None) -> list[C
 
 def validate(resource: Resource, obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
     """Raise a 422 listing every broken rule; ``old`` is the stored object on updates."""
-    causes = _meta_causes(obj["metadata"])
+    causes = _meta_causes(obj["metadata"], label_name=resource is NAMESPACES)
     if resource is LEASES:
         causes += _lease_causes(obj.get("spec") or {})
     elif resource is CONFIGMAPS:

@@ -12,7 +12,7 @@ from kubernetes.client import ApiException, CoordinationV1Api
 from shardlease.devserver import DevServer
 
 from .conftest import make_client
-from .helpers import lease_body
+from .helpers import lease_body, status_of
 
 
 def test_several_servers_in_one_process_are_independent(tmp_path: Path) -> None:
@@ -78,13 +78,61 @@ def test_health(devserver: DevServer) -> None:
             assert response.read() == b"ok"
 
 
-def test_namespaces_are_implicit(api_client: kubernetes.client.ApiClient, coord: CoordinationV1Api,
-                                 ns: str) -> None:
+def test_namespace_is_created_by_the_first_write_into_it(api_client: kubernetes.client.ApiClient,
+                                                          coord: CoordinationV1Api, ns: str) -> None:
+    """Compatibility default: writing into a namespace nobody created creates it (kube-apiserver
+    would answer 404; see test_strict_namespaces_reject_writes_like_kube_apiserver)."""
     core = kubernetes.client.CoreV1Api(api_client)
-    assert core.read_namespace(ns).status.phase == "Active"
+    with pytest.raises(ApiException) as err:
+        core.read_namespace(ns)
+    assert err.value.status == 404
+    assert coord.list_namespaced_lease(ns).items == []  # reading an empty namespace works, as in kube
     coord.create_namespaced_lease(ns, lease_body("a"))
+    made = core.read_namespace(ns)
+    assert made.status.phase == "Active" and made.metadata.labels == {"kubernetes.io/metadata.name": ns}
     assert ns in [n.metadata.name for n in core.list_namespace().items]
     assert core.list_namespaced_event(ns).items == []
     with pytest.raises(ApiException) as err:
         core.read_namespace("Not_Valid")
     assert err.value.status == 404
+
+
+def test_default_namespaces_exist_and_the_system_ones_cannot_be_deleted(
+        api_client: kubernetes.client.ApiClient) -> None:
+    core = kubernetes.client.CoreV1Api(api_client)
+    names = {n.metadata.name for n in core.list_namespace().items}
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
+    with pytest.raises(ApiException) as err:
+        core.delete_namespace("default")
+    assert err.value.status == 403
+    assert "this namespace may not be deleted" in err.value.body
+
+
+def test_deleting_a_namespace_deletes_what_it_holds(api_client: kubernetes.client.ApiClient,
+                                                    coord: CoordinationV1Api, ns: str) -> None:
+    core = kubernetes.client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": ns}})
+    coord.create_namespaced_lease(ns, lease_body("a"))
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "c"}})
+    answer = core.delete_namespace(ns)  # typed V1Status by the client, so it gives the raw dict back
+    assert answer["status"]["phase"] == "Terminating" and answer["metadata"]["deletionTimestamp"]
+    with pytest.raises(ApiException) as err:
+        core.read_namespace(ns)
+    assert err.value.status == 404
+    assert coord.list_namespaced_lease(ns).items == []
+    assert core.list_namespaced_config_map(ns).items == []
+
+
+def test_strict_namespaces_reject_writes_like_kube_apiserver(tmp_path: Path) -> None:
+    with DevServer(strict_namespaces=True) as srv:
+        client = kubernetes.config.new_client_from_config(
+            config_file=str(srv.write_kubeconfig(tmp_path / "config")))
+        coord, core = CoordinationV1Api(client), kubernetes.client.CoreV1Api(client)
+        with pytest.raises(ApiException) as err:
+            coord.create_namespaced_lease("missing", lease_body("a"))
+        body = status_of(err.value)
+        assert (body["code"], body["reason"], body["message"], body["details"]) == (
+            404, "NotFound", 'namespaces "missing" not found', {"name": "missing", "kind": "namespaces"})
+        coord.create_namespaced_lease("default", lease_body("a"))  # the defaults exist from the start
+        core.create_namespace({"metadata": {"name": "made"}})
+        coord.create_namespaced_lease("made", lease_body("a"))
