@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else list(argv)
-    if words[:1] == ["run"]:
-        # Before the sub-commands' heavy imports: a SIGTERM during start-up must end in a clean exit.
+    if argv is None and sys.argv[1:2] == ["run"]:
+        # The process's own entry (not an in-process call from a test or an embedding program, whose
+        # signal handling is its own): before the sub-commands' heavy imports, so that a SIGTERM during
+        # start-up ends in a clean exit.
         from shardlease.signals import catch_early
 
         catch_early()
