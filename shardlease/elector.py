@@ -22,21 +22,23 @@ holder and we have not given it up since":
 held  condition                                                    action
 ====  ==========================================================  =================================
 yes   now >= last renew start + renew_deadline                     LOST (stop handler, drop it)
-yes   cached record absent or names another holder                 LOST (someone overwrote it)
-yes   cached record is not the version our last write produced     LOST (written by someone else)
+yes   cached record absent or not ours (another holder, or our
+      identity with another process's incarnation)                 LOST (someone overwrote it)
+yes   cached record is not the version our last write produced,
+      and its writer is unknown (no incarnation to compare)        LOST (written by someone else)
 any   a write for this Lease is in flight                          WAIT (until the deadline if held)
 any   our last write hit 409 and the cache still shows that RV     WAIT, then REFRESH after retry_period
 yes   not desired here, but taken as a grace fallback and its
       minimum hold (lease_duration, doubling per repeat) not over   RENEW when due, else WAIT
-yes   leaving (not desired here, or shutting down) and the handler
-      is running                                                   STOP_HANDLER
+yes   leaving (not desired here, shutting down, or another live
+      process owns our identity) and the handler is running       STOP_HANDLER
 yes   leaving and the handler has returned                         RELEASE
 yes   desired here, handler returned after a stop (not by itself)  START_HANDLER (same tenure)
 yes   otherwise (desired here, or handler still draining/stuck)    RENEW when due, else WAIT
 no    a handler from an earlier tenure has not returned yet        WAIT (never two handlers)
 no    error backoff not over                                       WAIT until retry time
-no    record names us (stale tenure), desired here and eligible    ACQUIRE at once (new token)
-no    record names us (stale tenure) and we may not keep it        RELEASE (so the owner need not wait)
+no    record is ours (stale tenure), desired here and eligible     ACQUIRE at once (new token)
+no    record is ours (stale tenure) and we may not keep it         RELEASE (so the owner need not wait)
 no    record held by someone else and not expired                  WAIT until expiry
 no    we may not take shards (not a live member, count mismatch,
       shutting down)                                               WAIT
@@ -44,6 +46,11 @@ no    free (absent / released / expired / stale) and desired here  ACQUIRE
 no    free, desired elsewhere, grace since it became free is over  ACQUIRE (fallback)
 no    free, desired elsewhere, grace not over                      WAIT until free time + grace
 ====  ==========================================================  =================================
+
+"Ours" means our identity *and* our incarnation (a random id per process, ``records.ANNOTATION_INCARNATION``).
+A record with our identity but another incarnation was written by a second process started with the same
+identity: it is a foreign holder like any other and must expire before we take the shard. A record
+without an incarnation (an older shardlease, another tool) is judged by the identity alone, as before.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ __all__ = [
     "decide",
     "expiry_of",
     "held_retry_at",
+    "is_ours",
     "member_expiry",
     "rv_of",
 ]
@@ -127,6 +135,9 @@ class ShardView:
     when it has been known to be absent). ``desired`` is the owner the assignment names, ``None`` when
     no member is live. ``eligible`` is False when this replica must not take shards at all (its member
     Lease is not live, its shard count differs from the group's, or it is shutting down).
+    ``incarnation`` is this process's id (``None`` in callers that predate it: identity alone then
+    decides what is ours). ``identity_conflict`` is True while another live process holds the member
+    Lease of our identity: we then hand back whatever we hold and take nothing.
     """
 
     identity: str
@@ -145,6 +156,8 @@ class ShardView:
     hold_until: float = 0.0
     own_rv: str | None = None
     handler_wanted: bool = True
+    incarnation: str | None = None
+    identity_conflict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +185,13 @@ def expiry_of(record: LeaseRecord, observed: float, timing: Timing) -> float:
     if duration is None or duration <= 0:
         return observed + timing.lease_duration
     return observed + float(duration)
+
+
+def is_ours(record: LeaseRecord, identity: str, incarnation: str | None) -> bool:
+    """The record names this process: our identity, and our incarnation when both sides have one."""
+    if record.holder != identity:
+        return False
+    return incarnation is None or record.incarnation is None or record.incarnation == incarnation
 
 
 def _holder_state(record: LeaseRecord) -> str:
@@ -207,14 +227,22 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
         deadline = started + timing.renew_deadline
         if now >= deadline:
             return Decision(Action.LOST, reason="renew deadline passed without a successful renewal")
-        if not view.in_flight and (record is None or record.holder != view.identity):
+        if not view.in_flight and (record is None or not is_ours(record, view.identity, view.incarnation)):
             # Not while a write is in flight: our own write may be what the cache is about to show.
-            who = "deleted" if record is None else f"now held by {record.holder!r}"
+            if record is None:
+                who = "deleted"
+            elif record.holder == view.identity:
+                who = f"by another process with our identity, incarnation {record.incarnation!r}"
+            else:
+                who = f"now held by {record.holder!r}"
             return Decision(Action.LOST, reason=f"lease was overwritten ({who})")
         if not view.in_flight and view.own_rv is not None and record is not None \
-                and record.resource_version != view.own_rv:
-            # Still our name, but a write that is not ours: another process with our identity, or a
-            # tool editing the Lease. Give it up rather than risk two handlers.
+                and record.resource_version != view.own_rv \
+                and (view.incarnation is None or record.incarnation is None):
+            # Still our name, but a write whose writer we cannot tell: another process with our identity
+            # (from a version without incarnations), or a tool editing the Lease. Give it up rather than
+            # risk two handlers. With our incarnation on it, it can only be a write of ours that landed
+            # after we stopped waiting for its answer: the Lease is still ours.
             return Decision(Action.LOST, reason="lease was written by someone else under our identity")
         if view.in_flight:
             return Decision(Action.WAIT, at=deadline, reason="write in flight")
@@ -223,8 +251,9 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
             if conflict.action is Action.WAIT:
                 return Decision(Action.WAIT, at=min(conflict.at or deadline, deadline), reason=conflict.reason)
             return conflict
-        leaving = view.shutting_down or view.desired != view.identity
-        if leaving and not view.shutting_down and now < view.hold_until:
+        must_leave = view.shutting_down or view.identity_conflict
+        leaving = must_leave or view.desired != view.identity
+        if leaving and not must_leave and now < view.hold_until:
             # Taken as a grace fallback: keep it a little while so a slow owner does not cause churn.
             decision = _renew_or_wait(view, now, timing, deadline, "fallback hold")
             if decision.action is Action.WAIT:
@@ -232,7 +261,9 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
             return decision
         if leaving:
             if view.handler is HandlerPhase.RUNNING:
-                return Decision(Action.STOP_HANDLER, reason="shard moves away" if not view.shutting_down else "shutting down")
+                why = ("shutting down" if view.shutting_down
+                       else "another process owns our identity" if view.identity_conflict else "shard moves away")
+                return Decision(Action.STOP_HANDLER, reason=why)
             if view.handler is HandlerPhase.IDLE:
                 if now < view.retry_at:
                     return Decision(Action.WAIT, at=min(view.retry_at, deadline), reason="release backoff")
@@ -260,8 +291,9 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
         free_at = view.observed
     else:
         state = _holder_state(record)
-        if state == "named" and record.holder == view.identity:
-            # Our name, but not our current tenure (a restart, or a renewal that landed after we gave up).
+        if state == "named" and is_ours(record, view.identity, view.incarnation):
+            # Ours, but not our current tenure (a renewal that landed after we gave up, or a restart of a
+            # version without incarnations).
             if view.shutting_down or not view.eligible or view.desired != view.identity:
                 return Decision(Action.RELEASE, reason="stale lease in our name")
             return Decision(Action.ACQUIRE, reason="lease names us from an earlier tenure")

@@ -1,12 +1,14 @@
 """One small threaded HTTP server per manager: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 ``/healthz`` answers 200 while the control loop is ticking (a wedged loop should get the pod restarted);
-``/readyz`` answers 200 while our member Lease is held and no handler is stuck past the drain timeout
-(a stuck handler keeps its shard, so the replica should not be counted as healthy capacity).
+``/readyz`` answers 200 while the replica counts as capacity (``ShardManager.health`` lists the checks
+and why each matters) and says in its body which check failed; ``/health`` gives the same as JSON, with
+the states that are reported but keep the pod ready (a shard-count mismatch).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -56,13 +58,18 @@ class HealthServer:
             ok = manager.alive()
             self._reply(request, 200 if ok else 503, b"ok\n" if ok else b"control loop not ticking\n")
         elif path == "/readyz":
-            ok = manager.ready()
-            if ok:
-                body = b"ok\n"
-            else:
-                stuck = sorted(manager.stuck_shards())
-                body = (f"not ready; stuck handlers: {stuck}\n" if stuck else "not ready\n").encode()
-            self._reply(request, 200 if ok else 503, body)
+            health = manager.health()
+            ok = bool(health["ready"])
+            lines = ["ok"] if ok else [f"not ready: {reason}" for reason in health["failures"]]
+            if health["count_mismatch"]:
+                mismatch = health["count_mismatch"]
+                lines.append(f"warning: configured for {mismatch['configured']} shards but the group uses "
+                             f"{mismatch['group']}; taking no shards (still ready so a rollout can finish)")
+            self._reply(request, 200 if ok else 503, ("\n".join(lines) + "\n").encode())
+        elif path == "/health":
+            health = manager.health()
+            self._reply(request, 200 if health["ready"] else 503,
+                        (json.dumps(health, sort_keys=True) + "\n").encode(), "application/json")
         else:
             self._reply(request, 404, b"not found\n")
 

@@ -20,6 +20,18 @@ Membership and the group's shard count
     we take no shards and log an error naming both counts. Such a replica still renews its member Lease
     and reports ready, so a rolling update that changes the count is not blocked forever.
 
+One process per identity
+    Every process draws a random incarnation id and writes it on its member Lease and on every shard
+    Lease it writes. A Lease is ours only if it names our identity *and* our incarnation; one with our
+    identity and another incarnation belongs to a second process started with the same identity and
+    must expire before we take it. The member Lease decides which of the two works: a process that
+    finds it held and live under another incarnation refuses to take shards, hands back any it holds,
+    fails readiness and logs (at most once per lease duration) an error naming the identity and the fix;
+    it also marks the live member Lease (``shardlease.io/refused-duplicate``) so ``shardlease status``
+    shows the conflict. Two processes starting at once race on a conditional write of the member Lease,
+    so exactly one wins. A process restarted with the same name after a crash waits, like any peer, for
+    its predecessor's Leases to expire; after a graceful exit they are gone and it starts at once.
+
 Shutdown (``stop()``, SIGTERM, SIGINT)
     1. Delete our member Lease at once (conditional on its resourceVersion), so peers see us leave via
        their watch and plan the new assignment while we drain. Deleting rather than releasing keeps the
@@ -37,6 +49,7 @@ import heapq
 import logging
 import queue
 import random
+import secrets
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -49,12 +62,15 @@ from .api import ApiError, LeaseClient
 from .assignment import assign
 from .cache import LeaseCache, LeaseWatcher
 from .clock import Clock, SystemClock
-from .elector import (Action, HandlerPhase, ShardView, Timing, decide, held_retry_at,
+from .elector import (Action, HandlerPhase, ShardView, Timing, decide, held_retry_at, is_ours,
                       member_expiry, rv_of)
-from .handlers import HandlerRun, HandlerRunner, Shard
+from .handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from .logs import get_logger
 from .metrics import ManagerMetrics
 from .records import (
+    ANNOTATION_INCARNATION,
+    ANNOTATION_PROBLEMS,
+    ANNOTATION_REFUSED,
     ANNOTATION_SHARDS,
     LEASE_API_VERSION,
     ROLE_MEMBER,
@@ -77,6 +93,11 @@ __all__ = ["ShardManager"]
 
 _MEMBER = -1  # index used for the member Lease in write results
 _GC = -2  # index used for deleting dead members' Leases
+_FLAG = -3  # index used for marking a live member Lease of our identity as refused-duplicate
+
+#: A handler counts as crash-looping after this many raises in one run, while the last was recent.
+CRASH_LOOP_ERRORS = 3
+CRASH_LOOP_WINDOW = 90.0  # seconds; the runner's restart back-off caps at 30 s
 
 
 @dataclass(slots=True)
@@ -101,6 +122,10 @@ class _ShardState:
     scheduled: float = float("inf")
     own_rv: str | None = None
     handler_wanted: bool = False
+    loss_streak: int = 0
+    acquired_at: float = 0.0
+    errors: int = 0
+    last_error_at: float = float("-inf")
 
 
 @dataclass(slots=True)
@@ -159,6 +184,7 @@ class ShardManager:
                  api_client: ApiClient | None = None, clock: Clock | None = None) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
+        check_handler_signature(handler)
         self.config = config
         self._handler = handler
         self._on_change = on_change
@@ -167,6 +193,8 @@ class ShardManager:
         self._clock: Clock = clock or SystemClock()
         self._timing = Timing.from_config(config)
         self.identity: str = config.identity
+        #: Random per process: tells this process's Leases from those of another one with our identity.
+        self.incarnation: str = secrets.token_hex(6)
         self.group: str = config.group
         self._shards: int = config.shards
         self._log = get_logger(self.identity, self.group)
@@ -181,6 +209,12 @@ class ShardManager:
         self._member_gc_after = 5 * self._timing.lease_duration
         self._gc_pending: set[str] = set()
         self._member = _MemberState()
+        self._own_annotation = {ANNOTATION_INCARNATION: self.incarnation}
+        #: Incarnation of another live process holding our identity's member Lease, if any.
+        self._conflict: str | None = None
+        self._conflict_logged_at = float("-inf")
+        self._conflict_flagged_at = float("-inf")
+        self._refused_seen: str | None = None
 
         self._wake = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -253,7 +287,7 @@ class ShardManager:
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"shardlease-write-{self.identity}")
         self._runner = HandlerRunner(self._handler, on_exit=self._handler_exited, logger=self._log,
                                      clock=self._clock, name=f"shardlease-{self.identity}",
-                                     on_error=lambda _shard: self.metrics.handler_errors.inc())
+                                     on_error=self._handler_raised)
         read_timeout = max(2 * self._timing.retry_period, self._timing.lease_duration / 2)
         self._watcher = LeaseWatcher(self._client, self._cache, group_selector(self.group),
                                      read_timeout=read_timeout, logger=self._log, on_error=self.metrics.api_error)
@@ -334,13 +368,50 @@ class ShardManager:
                 and self._clock.monotonic() - tick < max(5.0, 3 * self._timing.retry_period))
 
     def ready(self) -> bool:
-        """Our member Lease is held and renewed, and no handler is stuck past the drain timeout."""
-        if self._stopping.is_set() or not self._cache.synced.is_set():
-            return False
+        """Counted as capacity: see :meth:`health` for the checks and why each one matters."""
+        return bool(self.health()["ready"])
+
+    def health(self) -> dict[str, Any]:
+        """Readiness and its reasons, as ``/readyz`` and ``/health`` report them (docs/operations.md).
+
+        Not ready: not started or stopping; the member Lease not held and renewed; another live process
+        owns our identity; a handler stuck past the drain timeout; a handler crash-looping (it raised
+        ``CRASH_LOOP_ERRORS`` times in its current run, the last within ``CRASH_LOOP_WINDOW``). A shard
+        count that differs from the group's is reported but keeps the pod ready: during a rolling update
+        that changes the count, the new pods must count as ready or the rollout would never finish.
+        """
+        now = self._clock.monotonic()
         started = self._member.renew_started
-        if started is None or self._clock.monotonic() >= started + self._timing.renew_deadline:
-            return False
-        return not any(st.stuck for st in self._states)
+        member_ok = started is not None and now < started + self._timing.renew_deadline
+        stuck = sorted(st.index for st in self._states if st.stuck)
+        crashing = self.crashing_shards()
+        failures: list[str] = []
+        if self._stopping.is_set():
+            failures.append("stopping")
+        elif not self._cache.synced.is_set():
+            failures.append("watch not synced yet")
+        if self._conflict is not None:
+            failures.append(f"identity conflict: another live process (incarnation {self._conflict}) holds the "
+                            f"member Lease of identity {self.identity!r}; give every replica a unique "
+                            f"--identity / POD_NAME")
+        elif not member_ok and not self._stopping.is_set():
+            failures.append("member Lease not held")
+        if stuck:
+            failures.append(f"handlers stuck past drain_timeout: shards {stuck}")
+        if crashing:
+            failures.append(f"handlers crash-looping: shards {crashing}")
+        mismatch = None if self._count_ok or self._group_count is None else \
+            {"configured": self._shards, "group": self._group_count}
+        return {"ready": not failures, "failures": failures, "identity": self.identity,
+                "incarnation": self.incarnation, "identity_conflict": self._conflict,
+                "member_lease_held": member_ok, "count_mismatch": mismatch, "stuck_shards": stuck,
+                "crashing_shards": crashing, "shards_held": sorted(self._owned)}
+
+    def crashing_shards(self) -> list[int]:
+        """Held shards whose handler keeps raising (see :meth:`health`)."""
+        now = self._clock.monotonic()
+        return sorted(st.index for st in self._states if st.run is not None and st.errors >= CRASH_LOOP_ERRORS
+                      and now - st.last_error_at < CRASH_LOOP_WINDOW)
 
     def stuck_shards(self) -> frozenset[int]:
         return frozenset(st.index for st in self._states if st.stuck)
@@ -432,6 +503,11 @@ class ShardManager:
         self._events.put(("exit", run))
         self._wake.set()
 
+    def _handler_raised(self, shard: Shard) -> None:
+        self.metrics.handler_errors.inc()
+        self._events.put(("error", shard))
+        self._wake.set()
+
     def _drain_events(self, now: float) -> None:
         while True:
             try:
@@ -442,6 +518,11 @@ class ShardManager:
                 self._on_write(payload, now)
             elif kind == "exit":
                 self._on_exit(payload, now)
+            elif kind == "error":
+                st = self._states[payload.id]
+                if st.run is not None and st.run.shard is payload:
+                    st.errors += 1
+                    st.last_error_at = now
 
     def _on_exit(self, run: HandlerRun, now: float) -> None:
         st = self._states[run.shard.id]
@@ -491,15 +572,14 @@ class ShardManager:
         count_ok = group_count is None or group_count == self._shards
         if count_ok != self._count_ok or group_count != self._group_count:
             if not count_ok:
+                assert group_count is not None
                 oldest = next(m for m in live if m.declared is not None)
-                self._log.error(
-                    "shard count mismatch: this replica is configured with %d shards but group %r uses %d "
-                    "(declared by its oldest live member %s); refusing to take shards",
-                    self._shards, self.group, group_count, oldest.identity)
+                self._log.error("%s", self._count_mismatch_message(group_count, oldest.identity))
             elif not self._count_ok:
                 self._log.info("shard count now matches the group's (%d); taking shards again", self._shards)
         self._count_ok = count_ok
         self._group_count = group_count
+        self.metrics.count_mismatch.set(0 if count_ok else 1)
         if eligible != self._members:
             self._members = eligible
             self._assignment = assign(self.group, self._shards, eligible, self.config.load_factor) if eligible else {}
@@ -508,6 +588,23 @@ class ShardManager:
             self.metrics.members.set(len(eligible))
             self.metrics.shards_desired.set(mine)
             self._dirty.update(range(self._shards))
+
+    def _count_mismatch_message(self, group_count: int, oldest: str) -> str:
+        """What is wrong and how to fix it, including the clean-up after a count went down."""
+        message = (
+            f"shard count mismatch: this replica is configured with {self._shards} shards but group {self.group!r} "
+            f"uses {group_count} (declared by its oldest live member {oldest}); this replica takes no shards "
+            f"until the counts agree. Fix: give every replica of the group the same --shards / SHARDLEASE_SHARDS "
+            f"and roll them all; the group's count is its oldest live member's, so it changes once the last "
+            f"replica with the old count has stopped.")
+        if self._shards < group_count:
+            last = group_count - 1
+            message += (
+                f" If {self._shards} is the new count, shards {self._shards}..{last} will no longer exist: once no "
+                f"replica runs with {group_count} shards, delete their Leases with `kubectl delete lease -n "
+                f"{self.config.namespace} {self.group}-shard-{{{self._shards}..{last}}}` (bash/zsh brace "
+                f"expansion; no replica with {self._shards} shards uses them).")
+        return message
 
     _members_initialised = False
     #: Monotonic time of the first completed list: a record observed no later has not been seen to change.
@@ -532,7 +629,8 @@ class ShardManager:
             self._submit(_WriteResult("member_gc", _GC, 0.0, record.resource_version, name=record.name), None)
 
     def _eligible(self) -> bool:
-        return self._count_ok and self.identity in self._members and not self._stopping.is_set()
+        return (self._count_ok and self._conflict is None and self.identity in self._members
+                and not self._stopping.is_set())
 
     # ------------------------------------------------------------------ member Lease
 
@@ -542,8 +640,9 @@ class ShardManager:
             return
         cached = self._cache.get(self._member_name)
         if self._stopping.is_set():
-            if cached is None or ms.delete_tries >= 5:
-                ms.deleted = True
+            if cached is None or ms.delete_tries >= 5 \
+                    or not is_ours(cached.record, self.identity, self.incarnation):
+                ms.deleted = True  # nothing of ours to delete (never another process's member Lease)
                 return
             if now < ms.retry_at:
                 return
@@ -551,24 +650,33 @@ class ShardManager:
             ms.delete_tries += 1
             self._submit(_WriteResult("member_delete", _MEMBER, 0.0, cached.record.resource_version), None)
             return
+        record = cached.record if cached is not None else None
+        if record is not None and self._other_process_holds(record, cached.observed, now):
+            return
+        if record is not None and is_ours(record, self.identity, self.incarnation):
+            refused = record.annotations.get(ANNOTATION_REFUSED)
+            if refused and refused != self._refused_seen:
+                self._refused_seen = refused
+                self._log.warning("another process with identity %r tried to join and was refused (%s); "
+                                  "give every replica a unique --identity / POD_NAME", self.identity, refused)
         due = max(ms.retry_at, (ms.renew_started + self._timing.retry_period) if ms.renew_started else now)
         if now < due:
             self._member_due = due
             return
         self._member_due = float("inf")
-        record = cached.record if cached is not None else None
         wall = format_microtime(self._clock.now())
+        annotations = {ANNOTATION_SHARDS: str(self._shards), ANNOTATION_INCARNATION: self.incarnation,
+                       ANNOTATION_PROBLEMS: self._problems()}
         spec_common = {"holderIdentity": self.identity,
                        "leaseDurationSeconds": self._timing.lease_duration_seconds, "renewTime": wall}
         if record is None:
             body = {"apiVersion": LEASE_API_VERSION, "kind": "Lease",
                     "metadata": {"name": self._member_name, "namespace": self.config.namespace,
-                                 "labels": member_labels(self.group),
-                                 "annotations": {ANNOTATION_SHARDS: str(self._shards)}},
+                                 "labels": member_labels(self.group), "annotations": annotations},
                     "spec": {**spec_common, "acquireTime": wall, "leaseTransitions": 0}}
             kind = "member_create"
         else:
-            ours = record.holder == self.identity and ms.renew_started is not None
+            ours = is_ours(record, self.identity, self.incarnation) and ms.renew_started is not None
             spec: dict[str, Any] = {}
             if ours:
                 spec["acquireTime"] = format_microtime(record.acquire_time) if record.acquire_time else wall
@@ -577,13 +685,70 @@ class ShardManager:
                 spec["acquireTime"] = wall
                 spec["leaseTransitions"] = (record.transitions or 0) + (0 if record.holder == self.identity else 1)
             spec.update(spec_common)
-            body = self._put_body(record, spec, member_labels(self.group), {ANNOTATION_SHARDS: str(self._shards)})
+            body = self._put_body(record, spec, member_labels(self.group), annotations)
             kind = "member_renew"
         ms.in_flight = True
         # Bound the request by the member's own renew deadline while it is still ahead of us.
         deadline = ms.renew_started + self._timing.renew_deadline if ms.renew_started is not None else None
         self._submit(_WriteResult(kind, _MEMBER, 0.0, rv_of(record)), body,
                      deadline=deadline if deadline is not None and deadline > now + 0.05 else None)
+
+    def _other_process_holds(self, record: LeaseRecord, observed: float, now: float) -> bool:
+        """Refuse to take part while another live process holds our identity's member Lease.
+
+        True (and everything arranged: readiness fails, held shards are handed back, an error is logged
+        and the live Lease marked at most once per lease duration) while the member Lease names our
+        identity with another incarnation and has not expired. Once it expires or is deleted, the next
+        conditional write of the member Lease decides who goes on, so two processes never both win.
+        """
+        other = record.incarnation
+        if record.holder != self.identity or other is None or other == self.incarnation:
+            if self._conflict is not None:
+                self._log.info("no other live process holds identity %r any more; taking part again",
+                               self.identity)
+                self._conflict = None
+                self.metrics.identity_conflict.set(0)
+                self._dirty.update(range(self._shards))
+            return False
+        expires = member_expiry(record, observed, self._timing, wall_now=self._clock.now(),
+                                seen_change=observed > self._synced_at)
+        if expires <= now:
+            return False
+        if self._conflict != other:
+            self._conflict = other
+            self._conflict_logged_at = float("-inf")
+            self._member.renew_started = None  # if this was ours, it is not any more
+            self.metrics.identity_conflict.set(1)
+            self._dirty.update(range(self._shards))
+        if now - self._conflict_logged_at >= self._timing.lease_duration:
+            self._conflict_logged_at = now
+            self._log.error(
+                "another live process (incarnation %s) holds the member Lease %s of identity %r: refusing to "
+                "take shards until it is gone; every replica needs a unique identity (set --identity or "
+                "SHARDLEASE_IDENTITY per replica, or POD_NAME from the downward API)",
+                other, self._member_name, self.identity)
+        if now - self._conflict_flagged_at >= self._timing.lease_duration and not self._stopping.is_set():
+            self._conflict_flagged_at = now
+            wall = format_microtime(self._clock.now())
+            body = self._put_body(record, {}, member_labels(self.group),
+                                  {ANNOTATION_REFUSED: f"{self.incarnation} {wall}"})
+            self._submit(_WriteResult("member_flag", _FLAG, 0.0, record.resource_version,
+                                      name=self._member_name), body)
+        self._member_due = min(expires, now + self._timing.lease_duration)
+        return True
+
+    def _problems(self) -> str:
+        """This replica's health summary for its member Lease (``records.ANNOTATION_PROBLEMS``)."""
+        parts = []
+        crashing = self.crashing_shards()
+        if crashing:
+            parts.append("crashing=" + ",".join(map(str, crashing)))
+        stuck = [st.index for st in self._states if st.stuck]
+        if stuck:
+            parts.append("stuck=" + ",".join(map(str, stuck)))
+        if not self._count_ok and self._group_count is not None:
+            parts.append(f"count-mismatch={self._shards}/{self._group_count}")
+        return ";".join(parts)
 
     def _on_member_result(self, res: _WriteResult, now: float) -> None:
         ms = self._member
@@ -648,7 +813,8 @@ class ShardManager:
             eligible=self._eligible(), shutting_down=self._stopping.is_set(), held=st.held,
             renew_started=st.renew_started, handler=st.phase, in_flight=st.in_flight, retry_at=st.retry_at,
             conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
-            own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted)
+            own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
+            incarnation=self.incarnation, identity_conflict=self._conflict is not None)
 
     def _step(self, st: _ShardState, now: float) -> None:
         for _ in range(4):
@@ -694,7 +860,16 @@ class ShardManager:
                             "reporting not ready", self._timing.drain_timeout, extra={"shard": st.index})
 
     def _lose(self, st: _ShardState, reason: str) -> None:
-        self._log.warning("lost shard: %s", reason, extra={"shard": st.index})
+        now = self._clock.monotonic()
+        # Rate-limited: whatever made us lose it (a fight over the Lease, an editing tool), taking it back
+        # at once, every time, is how a misconfiguration turns into a tight loop of writes and log lines.
+        st.loss_streak += 1
+        pause = min(self._timing.retry_period * 2 ** min(st.loss_streak - 1, 5), self._timing.lease_duration)
+        st.retry_at = max(st.retry_at, now + pause)
+        level = logging.WARNING if st.loss_streak <= 3 or st.loss_streak % 10 == 0 else logging.DEBUG
+        self._log.log(level, "lost shard: %s%s", reason,
+                      f" (lost {st.loss_streak} times in a row; next try in {pause:.1f}s)" if st.loss_streak > 1 else "",
+                      extra={"shard": st.index})
         self.metrics.losses.inc()
         self._set_held(st, False)
         st.hold_until = 0.0
@@ -743,7 +918,8 @@ class ShardManager:
             body: dict[str, Any] = {
                 "apiVersion": LEASE_API_VERSION, "kind": "Lease",
                 "metadata": {"name": st.name, "namespace": self.config.namespace,
-                             "labels": shard_labels(self.group, st.index)},
+                             "labels": shard_labels(self.group, st.index),
+                             "annotations": {ANNOTATION_INCARNATION: self.incarnation}},
                 "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
                          "acquireTime": wall, "renewTime": wall, "leaseTransitions": 0}}
             kind = "create"
@@ -753,7 +929,7 @@ class ShardManager:
             body = self._put_body(record, {
                 "holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
                 "acquireTime": wall, "renewTime": wall, "leaseTransitions": transitions},
-                shard_labels(self.group, st.index))
+                shard_labels(self.group, st.index), self._own_annotation)
             kind = "acquire"
         self._log.debug("acquiring (%s)", reason, extra={"shard": st.index})
         st.in_flight = True
@@ -765,7 +941,8 @@ class ShardManager:
         assert record is not None and st.renew_started is not None
         body = self._put_body(record, {
             "holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
-            "renewTime": format_microtime(self._clock.now())}, shard_labels(self.group, st.index))
+            "renewTime": format_microtime(self._clock.now())}, shard_labels(self.group, st.index),
+            self._own_annotation)
         st.in_flight = True
         self._submit(_WriteResult("renew", st.index, 0.0, record.resource_version), body,
                      deadline=st.renew_started + self._timing.renew_deadline)
@@ -779,7 +956,7 @@ class ShardManager:
         spec: dict[str, Any] = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": wall, "renewTime": wall}
         if record.transitions is not None:
             spec["leaseTransitions"] = record.transitions
-        body = self._put_body(record, spec, shard_labels(self.group, st.index))
+        body = self._put_body(record, spec, shard_labels(self.group, st.index), self._own_annotation)
         st.in_flight = True
         deadline = st.renew_started + self._timing.renew_deadline if st.held and st.renew_started else None
         self._submit(_WriteResult("release", st.index, 0.0, record.resource_version), body, deadline=deadline)
@@ -808,7 +985,7 @@ class ShardManager:
             name = res.name or (self._member_name if res.index == _MEMBER else self._states[res.index].name)
             if res.kind in ("create", "member_create"):
                 res.obj = client.create(body or {}, timeout=timeout)
-            elif res.kind in ("acquire", "renew", "release", "member_renew"):
+            elif res.kind in ("acquire", "renew", "release", "member_renew", "member_flag"):
                 res.obj = client.replace(name, body or {}, timeout=timeout)
             elif res.kind in ("refresh", "member_refresh"):
                 res.obj = client.get(name, timeout=timeout)
@@ -830,6 +1007,14 @@ class ShardManager:
         return min(base * 2 ** min(failures - 1, 4), max(base, self._timing.lease_duration)) * random.uniform(0.5, 1.0)
 
     def _on_write(self, res: _WriteResult, now: float) -> None:
+        if res.index == _FLAG:
+            if res.error is None and res.obj is not None:
+                record = LeaseRecord.from_object(res.obj)
+                if record is not None:
+                    self._cache.apply(record)
+            elif res.error is not None and res.error.kind not in ("conflict", "not_found"):
+                self.metrics.api_error(res.error.kind)
+            return
         if res.index == _GC:
             # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
             # next membership pass retries whatever is still dead.
@@ -867,6 +1052,8 @@ class ShardManager:
             self._acquired(st, record, res, now)
         elif res.kind == "renew":
             if st.held:
+                if st.loss_streak and res.started - st.acquired_at >= self._timing.lease_duration:
+                    st.loss_streak = 0  # a tenure that lasted a lease duration: the trouble is over
                 st.renew_started = res.started
                 self.metrics.renew_seconds.observe(max(0.0, now - res.started))
                 run = st.run
@@ -888,6 +1075,7 @@ class ShardManager:
             return
         self._set_held(st, True)
         st.renew_started = res.started
+        st.acquired_at = res.started
         st.token = record.transitions if record.transitions is not None else 0
         st.hold_until = 0.0
         if res.fallback:
@@ -922,6 +1110,8 @@ class ShardManager:
         st.run = self._runner.start(shard)
         st.phase = HandlerPhase.RUNNING
         st.handler_wanted = True
+        st.errors = 0
+        st.last_error_at = float("-inf")
 
     def _on_write_error(self, st: _ShardState, res: _WriteResult, now: float) -> None:
         err = res.error

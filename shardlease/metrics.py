@@ -33,6 +33,14 @@ class ManagerMetrics:
                               labels, registry=r).labels(*self._lv)
         self.handler_errors = Counter("shardlease_handler_errors", "Handler runs that raised", labels,
                                       registry=r).labels(*self._lv)
+        self.identity_conflict = Gauge(
+            "shardlease_identity_conflict",
+            "1 while another live process holds this replica's identity (this one takes no shards)",
+            labels, registry=r).labels(*self._lv)
+        self.count_mismatch = Gauge(
+            "shardlease_shard_count_mismatch",
+            "1 while this replica's configured shard count differs from the group's (it takes no shards)",
+            labels, registry=r).labels(*self._lv)
         self.stuck_handlers = Gauge("shardlease_stuck_handlers", "Handlers that did not return within drain_timeout",
                                     labels, registry=r).labels(*self._lv)
         self.handoff_seconds = Histogram("shardlease_handoff_duration_seconds",

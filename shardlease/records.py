@@ -19,6 +19,16 @@ LABEL_GROUP = "shardlease.io/group"
 LABEL_ROLE = "shardlease.io/role"
 LABEL_SHARD = "shardlease.io/shard"
 ANNOTATION_SHARDS = "shardlease.io/shards"
+#: A random id per process, written on the member Lease and on every shard Lease that process writes.
+#: Two processes started with one identity (a copied manifest, a laptop's hostname) differ here, so
+#: neither mistakes the other's Lease for its own.
+ANNOTATION_INCARNATION = "shardlease.io/incarnation"
+#: Set on the live member Lease by a second process that was refused for using the same identity:
+#: ``"<its incarnation> <RFC 3339 time>"``. ``shardlease status`` reports it while it is recent.
+ANNOTATION_REFUSED = "shardlease.io/refused-duplicate"
+#: A member's own health summary, renewed with its member Lease: ``;``-separated ``key=value`` pairs
+#: (``crashing=3,5`` for handlers that keep raising, ``count-mismatch=8/16`` configured/group).
+ANNOTATION_PROBLEMS = "shardlease.io/problems"
 
 ROLE_SHARD = "shard"
 ROLE_MEMBER = "member"
@@ -125,6 +135,11 @@ class LeaseRecord:
         if value is None or not value.isdigit():
             return None
         return int(value)
+
+    @property
+    def incarnation(self) -> str | None:
+        """The writing process's incarnation id, ``None`` when absent (older versions, other tools)."""
+        return self.annotations.get(ANNOTATION_INCARNATION) or None
 
     @property
     def spec_key(self) -> tuple[object, ...]:

@@ -248,10 +248,57 @@ def test_count_mismatch_refuses_with_both_counts(server: tuple[DevServer, str], 
         assert second.owned_shards() == frozenset()
         assert first.owned_shards() == frozenset(range(8))
         assert second.ready()  # refusing replicas stay ready so a rolling update can finish
+        health = second.health()
+        assert health["count_mismatch"] == {"configured": 6, "group": 8} and health["failures"] == []
+        assert "kubectl delete lease -n default counts-shard-{6..7}" in text  # the clean-up after a count went down
+        view = _status_view(kubeconfig, group)
+        assert any("member new: configured for 6 shards, the group uses 8" in p for p in view.problems), view.problems
+        assert view.summary().startswith("ATTENTION")
     finally:
         first.stop()
         second.stop()
         assert first.wait(10) and second.wait(10)
+
+
+def _status_view(kubeconfig: str, group: str) -> Any:
+    """What ``shardlease status`` would show for the group right now."""
+    import datetime as dt
+
+    from shardlease.commands.status import GroupView, list_group_leases
+
+    api = load_api_client(kubeconfig)
+    try:
+        items, _rv = list_group_leases(api, "default", f"shardlease.io/group={group}")
+    finally:
+        api.close()
+    return GroupView.from_objects(group, "default", items, dt.datetime.now(dt.timezone.utc))
+
+
+def test_crash_looping_handler_is_visible_in_health_metrics_and_status(server: tuple[DevServer, str]) -> None:
+    """A handler that keeps raising makes the replica not ready, names the shard, and shows in status."""
+    _srv, kubeconfig = server
+    group = "crashy"
+
+    def handle(shard: Shard) -> None:
+        if shard.id == 1:
+            raise RuntimeError("bad record in shard 1")
+        shard.stopped.wait()
+
+    m = ShardManager(config(kubeconfig, group, "c1", 3), handle)
+    try:
+        m.start()
+        wait_until(lambda: len(m.owned_shards()) == 3, 10, "all 3 shards held")
+        # The runner restarts a raising handler after 1 s, then 2 s: the third raise comes after ~3 s.
+        wait_until(lambda: m.crashing_shards() == [1], 15, "shard 1 to count as crash-looping")
+        health = m.health()
+        assert not health["ready"] and "handlers crash-looping: shards [1]" in health["failures"], health
+        assert m.owned_shards() == frozenset(range(3))      # still held: nobody else should run it either
+        assert m.metrics.handler_errors._value.get() >= 3  # type: ignore[attr-defined]
+        wait_until(lambda: any("member c1: handlers of shards 1 keep raising" in p
+                               for p in _status_view(kubeconfig, group).problems), 5, "status to show it")
+    finally:
+        m.stop()
+        assert m.wait(10)
 
 
 def test_partitioned_holder_stops_before_anyone_takes_over(server: tuple[DevServer, str]) -> None:

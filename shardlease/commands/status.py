@@ -31,11 +31,14 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..records import (
+    ANNOTATION_PROBLEMS,
+    ANNOTATION_REFUSED,
     ROLE_MEMBER,
     ROLE_SHARD,
     LeaseRecord,
     group_selector,
     member_lease_name,
+    parse_microtime,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,6 +114,9 @@ class GroupView:
     members: tuple[MemberRow, ...]
     rows: tuple[ShardRow, ...]
     notes: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = field(default=())
+    """What replicas report about themselves on their member Leases (a refused duplicate identity,
+    crash-looping or stuck handlers, a shard-count mismatch): each makes the summary say ATTENTION."""
 
     @classmethod
     def from_objects(
@@ -168,6 +174,7 @@ class GroupView:
         if extra:
             notes.append(f"shard Leases beyond the shard count {shards}: {extra}")
 
+        problems = _member_problems(member_records, live_records, now)
         ring = [m.identity for m in members if m.eligible]
         desired = assign(group, shards, ring, load_factor) if shards and ring else {}
         rows = []
@@ -188,7 +195,7 @@ class GroupView:
                 age=_age(rec, now) if rec is not None else None,
                 transitions=rec.transitions if rec is not None else None, flags=tuple(flags),
             ))
-        return cls(group, namespace, shards, members, tuple(rows), tuple(notes))
+        return cls(group, namespace, shards, members, tuple(rows), tuple(notes), tuple(problems))
 
     # ---------------------------------------------------------------- questions
 
@@ -203,7 +210,7 @@ class GroupView:
             f"{len(self.flagged(FLAG_EXPIRED))} expired, {len(self.flagged(FLAG_MISPLACED))} misplaced; "
             f"{live}/{len(self.members)} members live"
         )
-        healthy = self.shards > 0 and not any(row.flags for row in self.rows)
+        healthy = self.shards > 0 and not any(row.flags for row in self.rows) and not self.problems
         return ("OK: " if healthy else "ATTENTION: ") + text
 
     # ---------------------------------------------------------------- output
@@ -227,6 +234,7 @@ class GroupView:
                 "text": self.summary(),
             },
             "notes": list(self.notes),
+            "problems": list(self.problems),
         }
 
     def render_text(self) -> str:
@@ -248,13 +256,51 @@ class GroupView:
         ) if self.rows else ["  (no shard count known: no member declares one and no shard Lease exists)"])
         lines.append("")
         lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"PROBLEM: {problem}" for problem in self.problems)
         lines.append(self.summary())
         return "\n".join(lines)
 
     def stable_key(self) -> tuple[Any, ...]:
         """Everything shown except the ages, to redraw only when something meaningful changed."""
         return (self.shards, tuple((m.identity, m.declared_shards, m.live) for m in self.members),
-                tuple((r.holder, r.desired, r.transitions, r.flags) for r in self.rows), self.notes)
+                tuple((r.holder, r.desired, r.transitions, r.flags) for r in self.rows), self.notes,
+                self.problems)
+
+
+def _member_problems(members: Mapping[str, LeaseRecord], live: Iterable[LeaseRecord],
+                     now: _dt.datetime) -> list[str]:
+    """Problems the replicas wrote on their member Leases, worded with the fix.
+
+    A refused duplicate re-marks the live member Lease once per lease duration while it keeps trying,
+    so a mark older than three lease durations is history, not a present problem.
+    """
+    live_set = {id(rec) for rec in live}
+    found: list[str] = []
+    for identity, rec in sorted(members.items()):
+        refused = rec.annotations.get(ANNOTATION_REFUSED, "")
+        incarnation, _, stamp = refused.partition(" ")
+        when = parse_microtime(stamp) if stamp else None
+        duration = rec.lease_duration_seconds or 15
+        if incarnation and when is not None and (now - when).total_seconds() <= 3 * duration:
+            found.append(f"identity {identity}: a second process with this identity (incarnation {incarnation}) "
+                         f"was refused and takes no shards; give every replica a unique --identity / POD_NAME")
+        if id(rec) not in live_set:
+            continue
+        for item in filter(None, rec.annotations.get(ANNOTATION_PROBLEMS, "").split(";")):
+            key, _, value = item.partition("=")
+            if key == "crashing":
+                found.append(f"member {identity}: handlers of shards {value} keep raising (see its logs and "
+                             f"shardlease_handler_errors_total)")
+            elif key == "stuck":
+                found.append(f"member {identity}: handlers of shards {value} did not return within the drain "
+                             f"timeout; their Leases stay held")
+            elif key == "count-mismatch":
+                configured, _, group_count = value.partition("/")
+                found.append(f"member {identity}: configured for {configured} shards, the group uses "
+                             f"{group_count}; it takes no shards until every replica runs one count")
+            else:
+                found.append(f"member {identity}: {item}")
+    return found
 
 
 def _shard_count(group_count: int | None, members: Iterable[LeaseRecord],
