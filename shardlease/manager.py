@@ -66,6 +66,7 @@ from .elector import (Action, HandlerPhase, ShardView, Timing, decide, held_retr
                       member_expiry, rv_of)
 from .handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from .logs import get_logger
+from .membership import compute_membership
 from .metrics import ManagerMetrics
 from .records import (
     ANNOTATION_INCARNATION,
@@ -73,7 +74,6 @@ from .records import (
     ANNOTATION_REFUSED,
     ANNOTATION_SHARDS,
     LEASE_API_VERSION,
-    ROLE_MEMBER,
     LeaseRecord,
     format_microtime,
     group_selector,
@@ -148,25 +148,6 @@ class _WriteResult:
     error: ApiError | None = None
     fallback: bool = False
     name: str | None = None  # target Lease when it is neither a shard nor our member (garbage collection)
-
-
-@dataclass(slots=True)
-class _Member:
-    identity: str
-    created: tuple[str, float]
-    name: str
-    declared: int | None
-    expires: float
-
-
-def _age_key(record: LeaseRecord) -> tuple[str, float]:
-    """Sort key for "oldest member": the server's ``creationTimestamp`` (whole seconds, from one clock),
-    then the member's own ``acquireTime`` (microseconds) to order members created within one second.
-    Unknown values sort last, so a broken record is never the one that defines the group's count."""
-    meta = record.raw.get("metadata")
-    created = meta.get("creationTimestamp") if isinstance(meta, dict) else None
-    acquired = record.acquire_time.timestamp() if record.acquire_time is not None else float("inf")
-    return (created if isinstance(created, str) and created else "~", acquired)
 
 
 class ShardManager:
@@ -546,34 +527,24 @@ class ShardManager:
                 and self._members_initialised:
             return
         self._members_initialised = True
-        live: list[_Member] = []
-        dead: list[tuple[float, LeaseRecord]] = []  # (when it may be collected, record)
-        wall_now = self._clock.now()
-        for name, cached in self._cache.snapshot().items():
-            record = cached.record
-            if not name.startswith(self._member_prefix) or record.role != ROLE_MEMBER:
-                continue
-            expires = member_expiry(record, cached.observed, self._timing, wall_now=wall_now,
-                                    seen_change=cached.observed > self._synced_at)
-            if not record.holder or member_lease_name(self.group, record.holder) != name or expires <= now:
-                # Released, expired, or a record whose name and holder disagree: not a member.
-                if name != self._member_name:
-                    dead.append((max(expires, cached.observed) + self._member_gc_after, record))
-                continue
-            live.append(_Member(record.holder, _age_key(record), name, record.declared_shards, expires))
-        live.sort(key=lambda m: (m.created, m.name))
-        self._member_recheck_at = min((m.expires for m in live), default=float("inf"))
+        snapshot = self._cache.snapshot()
+        membership = compute_membership(
+            self.group, ((cached.record, cached.observed) for cached in snapshot.values()), now, self._timing,
+            wall_now=self._clock.now(), seen_change_after=self._synced_at, collect_after=self._member_gc_after,
+            exclude_dead=self._member_name)
+        live, dead = membership.live, membership.dead
+        self._member_recheck_at = membership.recheck_at
         if live and live[0].identity == self.identity and not self._stopping.is_set():
             self._member_recheck_at = min([self._member_recheck_at,
                                            *(at for at, _ in dead if at > now)])
             self._collect_dead_members([record for at, record in dead if at <= now])
-        group_count = next((m.declared for m in live if m.declared is not None), None)
-        eligible = frozenset(m.identity for m in live if m.declared is not None and m.declared == group_count)
+        group_count, eligible = membership.group_count, membership.eligible
         count_ok = group_count is None or group_count == self._shards
         if count_ok != self._count_ok or group_count != self._group_count:
             if not count_ok:
                 assert group_count is not None
-                oldest = next(m for m in live if m.declared is not None)
+                oldest = membership.oldest
+                assert oldest is not None
                 self._log.error("%s", self._count_mismatch_message(group_count, oldest.identity))
             elif not self._count_ok:
                 self._log.info("shard count now matches the group's (%d); taking shards again", self._shards)

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..elector import Timing
+from ..membership import compute_membership
 from ..records import (
     ANNOTATION_PROBLEMS,
     ANNOTATION_REFUSED,
@@ -82,15 +84,6 @@ class MemberRow:
     """Seconds since ``renewTime`` (wall clock of this machine); ``None`` if unknown."""
     eligible: bool = False
     """Live and declaring the group's shard count: in the ring the replicas assign shards over."""
-
-
-def _oldest_first(record: LeaseRecord) -> tuple[str, float, str]:
-    """The replicas' "oldest member" order: ``creationTimestamp``, then ``acquireTime``, then name
-    (see ``shardlease/manager.py``); unknown values sort last."""
-    meta = record.raw.get("metadata")
-    created = meta.get("creationTimestamp") if isinstance(meta, dict) else None
-    acquired = record.acquire_time.timestamp() if record.acquire_time is not None else float("inf")
-    return (created if isinstance(created, str) and created else "~", acquired, record.name)
 
 
 @dataclass(frozen=True)
@@ -155,10 +148,13 @@ class GroupView:
 
         # As the replicas judge it: a member counts while its holder names it (a released or renamed
         # record does not), and the group's shard count is the oldest live member's declaration.
-        live_records = sorted(
-            (rec for identity, rec in member_records.items()
-             if _live(rec, now) and rec.holder == identity), key=_oldest_first)
-        group_count = next((r.declared_shards for r in live_records if r.declared_shards), None)
+        # The replicas' own rule (shardlease.membership), with each record's renewTime standing in for
+        # the moment a replica would have observed it (see the module docstring).
+        membership = compute_membership(
+            group, ((rec, rec.renew_time.timestamp() if rec.renew_time else float("-inf"))
+                    for rec in member_records.values()), now.timestamp(), Timing(), seen_change_after=float("-inf"))
+        live_records = [m.record for m in membership.live]
+        group_count = membership.group_count
         if shards is None:
             shards = _shard_count(group_count, member_records.values(), shard_records, notes)
         members = tuple(
