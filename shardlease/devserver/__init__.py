@@ -13,7 +13,7 @@ Usage::
 
 Module map: ``server`` (lifecycle), ``httpserver`` (HTTP/1.1 on asyncio), ``api`` (routing and
 verbs), ``store`` (objects, resourceVersion, event log), ``watch``, ``validation`` and ``microtime``
-(400 vs 422), ``selectors``, ``patch``, ``namespaces``, ``tables``, ``discovery``, ``openapi``, ``protobuf``
+(400 vs 422), ``selectors``, ``patch``, ``fieldmanager`` (managedFields, server-side apply), ``namespaces``, ``tables``, ``discovery``, ``openapi``, ``protobuf``
 (request bodies from typed client-go clients), ``faults`` and ``admin`` (fault injection),
 ``counters``, ``kubeconfig``, ``cli``.
 
@@ -28,10 +28,13 @@ Where it differs from a real cluster, on purpose:
   token older than the event history gets 410 Expired.
 - The event history keeps the last ``history_limit`` (10,000) events that are younger than
   ``history_seconds`` (300 s). A watch from an older resourceVersion gets an ERROR 410 Expired event.
-- No authentication, RBAC or admission. ``managedFields`` is not kept. ``generation`` and
-  ``deletionTimestamp`` are never set. Finalizers are stored but never block a delete. Server-side
-  apply is a plain merge, with no field ownership or conflicts. Events are always an empty list.
-- Discovery is the legacy (unaggregated) kind, and OpenAPI v3 carries no schemas (enough for
+- No authentication, RBAC or admission. ``generation`` is never set. Finalizers are stored but
+  never block a delete. Events are always an empty list.
+- ``managedFields`` and server-side apply follow kube (ownership per manager and operation, removal
+  of fields a manager stops applying, 409 conflicts, ``force``), but lists are owned as a whole, the
+  ten-Update-managers cap is not applied, and apply bodies must be JSON (kubectl sends JSON); see
+  ``fieldmanager.py`` and docs/fidelity.md.
+- Discovery is the legacy (unaggregated) kind, and OpenAPI v2 and v3 carry no schemas (enough for
   ``kubectl apply`` and ``create -f``, but not for ``kubectl explain``). Responses are always JSON.
 """
 

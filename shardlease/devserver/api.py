@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from . import admin, discovery, namespaces, openapi, protobuf, tables
+from . import admin, discovery, fieldmanager, namespaces, openapi, protobuf, tables
 from .counters import RequestCounter
 from .faults import Faults
 from .httpserver import Request, Response, Stream, json_response, parse_json
@@ -20,7 +20,7 @@ from .patch import PatchError, PatchTestFailed, json_patch, merge_patch
 from .resources import BY_PATH, NAMESPACES, Resource
 from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
 from .status import ApiError, bad_request, method_not_allowed, path_not_found, success_status
-from .store import Expired, Store, Stored, dumps
+from .store import Expired, Store, Stored, Track, dumps
 from .validation import decode, decode_error, is_namespace_name
 from .watch import Watcher, error_event
 
@@ -347,7 +347,7 @@ class Api:
         self._check_namespace(resource, namespace, obj)
         dry_run = _dry_run(request.query)
         self._before_create(resource, namespace, obj, dry_run)
-        stored = self.store.create(resource, namespace, obj, dry_run)
+        stored = self.store.create(resource, namespace, obj, dry_run, self._tracker(request, resource))
         return _ok(stored.raw, 201, headers)
 
     def _update(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
@@ -361,7 +361,8 @@ class Api:
                 namespaces.prepare_update(obj, self.store.get(resource, namespace, name).obj)
         elif resource.create_on_update:
             self._before_create(resource, namespace, obj, dry_run)
-        stored, created = self.store.update(resource, namespace, name, obj, dry_run)
+        stored, created = self.store.update(resource, namespace, name, obj, dry_run,
+                                            self._tracker(request, resource))
         return _ok(stored.raw, 201 if created else 200, headers)
 
     def _patch(self, request: Request, resource: Resource, namespace: str, name: str) -> Response:
@@ -399,26 +400,41 @@ class Api:
                 namespaces.prepare_update(obj, current)
             return obj
 
-        stored = self.store.modify(resource, namespace, name, change, dry_run)
+        stored = self.store.modify(resource, namespace, name, change, dry_run,
+                                   self._tracker(request, resource))
         return _ok(stored.raw, 200, headers)
+
+    @staticmethod
+    def _tracker(request: Request, resource: Resource) -> Track:
+        """Records the request's field manager as an Update in the written object's managedFields."""
+        manager = fieldmanager.manager_name(request.query, request.headers.get("user-agent", ""))
+        return lambda old, new: fieldmanager.track_update(resource, manager, old, new)
 
     def _apply(self, request: Request, resource: Resource, namespace: str, name: str, patch: Any,
                dry_run: bool) -> Response:
-        """Server-side apply, simplified: no field ownership; the applied config is merged in."""
+        """Server-side apply with field ownership, conflicts and ``force``: see fieldmanager.py."""
         if not request.query.get("fieldManager"):
             raise ApiError(422, 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
                                 'is required for apply patch', "Invalid", {"kind": "PatchOptions"})
+        manager = fieldmanager.manager_name(request.query, "")
+        force = _bool(request.query, "force")
         obj, headers = self._decode_body(request, resource, patch)
         self._check_name(obj, name)
         self._check_namespace(resource, namespace, obj)
-        obj["metadata"].pop("resourceVersion", None)
-        try:
-            self.store.get(resource, namespace, name)
-        except ApiError:
-            return _ok(self.store.create(resource, namespace, obj, dry_run).raw, 201, headers)
+        if not self.store.exists(resource, namespace, name):
+            obj["metadata"].pop("resourceVersion", None)
+            created, _ = decode(resource, fieldmanager.apply(resource, manager, None, obj, force))
+            self._before_create(resource, namespace, created, dry_run)
+            return _ok(self.store.create(resource, namespace, created, dry_run).raw, 201, headers)
+
         def change(current: dict[str, Any]) -> dict[str, Any]:
-            merged, _ = decode(resource, merge_patch(current, obj))
-            return merged
+            merged = fieldmanager.apply(resource, manager, current, obj, force)
+            if obj["metadata"].get("resourceVersion"):  # an applied resourceVersion is a precondition
+                merged["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            decoded, _ = decode(resource, merged)
+            if resource is NAMESPACES:
+                namespaces.prepare_update(decoded, current)
+            return decoded
 
         return _ok(self.store.modify(resource, namespace, name, change, dry_run).raw, 200, headers)
 

@@ -18,7 +18,10 @@ OBJECT_META: Schema = ("struct", "ObjectMeta", {
     "uid": "string", "resourceVersion": "string", "generation": "int64",
     "creationTimestamp": "time", "deletionTimestamp": "time", "deletionGracePeriodSeconds": "int64",
     "labels": ("map", "string"), "annotations": ("map", "string"), "ownerReferences": ("list", "any"),
-    "finalizers": ("list", "string"), "managedFields": ("list", "any"),
+    "finalizers": ("list", "string"),
+    "managedFields": ("list", ("struct", "ManagedFieldsEntry", {
+        "manager": "string", "operation": "string", "apiVersion": "string", "time": "time",
+        "fieldsType": "string", "fieldsV1": "any", "subresource": "string"})),
 })
 
 LEASE_SCHEMA: Schema = ("struct", "Lease", {

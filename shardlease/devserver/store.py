@@ -31,7 +31,11 @@ from .validation import validate
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _META_ORDER = ("name", "generateName", "namespace", "uid", "resourceVersion", "creationTimestamp",
-               "labels", "annotations", "ownerReferences", "finalizers")
+               "labels", "annotations", "ownerReferences", "finalizers", "managedFields")
+#: String maps, which Go serialises with sorted keys (so kube-apiserver's output is sorted too).
+_MAPS = frozenset(("labels", "annotations", "data", "binaryData"))
+#: Sets ``metadata.managedFields`` of the new object from (stored object or None, new object).
+Track = Callable[[dict[str, Any] | None, dict[str, Any]], None]
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 EXPIRED_CONTINUE = (
     "The provided continue parameter is too old to display a consistent list result. You can start a "
@@ -40,6 +44,10 @@ EXPIRED_CONTINUE = (
     "- objects that were created, modified, or deleted between the time the first chunk was returned "
     "and now may show up in the list."
 )
+
+
+def _sorted_map(value: Any) -> Any:
+    return {k: value[k] for k in sorted(value)} if isinstance(value, dict) else value
 
 
 def dumps(obj: Any) -> bytes:
@@ -200,7 +208,7 @@ class Store:
     # ------------------------------------------------------------------ writes
 
     def create(self, resource: Resource, namespace: str, decoded: dict[str, Any],
-               dry_run: bool = False) -> Stored:
+               dry_run: bool = False, track: Track | None = None) -> Stored:
         with self.lock:
             meta = decoded["metadata"]
             if meta.get("resourceVersion"):
@@ -214,6 +222,8 @@ class Store:
                 raise already_exists(resource.plural, resource.group, meta["name"])
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = microtime.now_rfc3339()
+            if track is not None:
+                track(None, decoded)
             return self._commit(resource, key, decoded, "ADDED", None, dry_run)
 
     def _generate_name(self, resource: Resource, namespace: str, prefix: str) -> str:
@@ -224,7 +234,7 @@ class Store:
         raise ApiError(500, "could not generate a unique name", None)
 
     def update(self, resource: Resource, namespace: str, name: str, decoded: dict[str, Any],
-               dry_run: bool = False) -> tuple[Stored, bool]:
+               dry_run: bool = False, track: Track | None = None) -> tuple[Stored, bool]:
         """PUT semantics. Returns (stored, created)."""
         with self.lock:
             meta = decoded["metadata"]
@@ -233,7 +243,7 @@ class Store:
                 if not resource.create_on_update:
                     raise not_found(resource.plural, resource.group, name)
                 meta.pop("resourceVersion", None)
-                return self.create(resource, namespace, decoded, dry_run), True
+                return self.create(resource, namespace, decoded, dry_run, track), True
             body_rv = meta.get("resourceVersion", "")
             if not body_rv:
                 if not resource.unconditional_update:
@@ -242,10 +252,11 @@ class Store:
                         "Invalid value: 0: must be specified for an update")])
             elif body_rv != str(current.rv):
                 raise conflict(resource.plural, resource.group, name, STALE_OBJECT)
-            return self._replace(resource, current, decoded, dry_run), False
+            return self._replace(resource, current, decoded, dry_run, track), False
 
     def modify(self, resource: Resource, namespace: str, name: str,
-               change: Callable[[dict[str, Any]], dict[str, Any]], dry_run: bool = False) -> Stored:
+               change: Callable[[dict[str, Any]], dict[str, Any]], dry_run: bool = False,
+               track: Track | None = None) -> Stored:
         """PATCH semantics: ``change`` gets a private copy of the current object and returns the new
         one (already decoded). A resourceVersion left in the result makes the write conditional."""
         with self.lock:
@@ -254,10 +265,10 @@ class Store:
             rv = updated["metadata"].get("resourceVersion")
             if rv and rv != str(current.rv):
                 raise conflict(resource.plural, resource.group, name, STALE_OBJECT)
-            return self._replace(resource, current, updated, dry_run)
+            return self._replace(resource, current, updated, dry_run, track)
 
     def _replace(self, resource: Resource, current: Stored, decoded: dict[str, Any],
-                 dry_run: bool) -> Stored:
+                 dry_run: bool, track: Track | None = None) -> Stored:
         meta = decoded["metadata"]
         old_meta = current.obj["metadata"]
         name = old_meta["name"]
@@ -270,6 +281,8 @@ class Store:
         meta["uid"] = old_meta["uid"]
         meta["creationTimestamp"] = old_meta["creationTimestamp"]
         validate(resource, decoded, current.obj)
+        if track is not None:
+            track(current.obj, decoded)
         meta["resourceVersion"] = str(current.rv)
         candidate = self._shape(resource, decoded)
         if candidate == current.obj:
@@ -321,12 +334,13 @@ class Store:
     def _shape(self, resource: Resource, decoded: dict[str, Any]) -> dict[str, Any]:
         """The stored form: kind and apiVersion first (see Resource.prefix), metadata in kube's order."""
         meta = decoded["metadata"]
-        ordered = {k: meta[k] for k in _META_ORDER if meta.get(k) not in (None, "", {}, [])}
+        ordered = {k: _sorted_map(meta[k]) if k in _MAPS else meta[k]
+                   for k in _META_ORDER if meta.get(k) not in (None, "", {}, [])}
         obj: dict[str, Any] = {"kind": resource.kind, "apiVersion": resource.api_version,
                                "metadata": ordered}
         for key, value in decoded.items():
             if key != "metadata":
-                obj[key] = value
+                obj[key] = _sorted_map(value) if key in _MAPS else value
         return obj
 
     def _commit(self, resource: Resource, key: tuple[str, str], decoded: dict[str, Any], kind: str,

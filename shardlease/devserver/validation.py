@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as _dt
 import re
 from typing import Any
 
@@ -117,7 +118,7 @@ def _decode_value(value: Any, node: Schema, path: str, struct: str, unknown: lis
             if not isinstance(value, dict):
                 raise _DecodeError(_mismatch(value, f"{struct}.{path}" if path else None, node[1]))
             fields: dict[str, Schema] = node[2]
-            out: dict[str, Any] = {}
+            decoded_fields: dict[str, Any] = {}
             for key, item in value.items():
                 sub = fields.get(key)
                 child = f"{path}.{key}" if path else key
@@ -126,8 +127,9 @@ def _decode_value(value: Any, node: Schema, path: str, struct: str, unknown: lis
                     continue
                 decoded = _decode_value(item, sub, child, node[1], unknown)
                 if decoded is not None:
-                    out[key] = decoded
-            return out
+                    decoded_fields[key] = decoded
+            # Go writes struct fields in declaration order, whatever order the client used.
+            return {key: decoded_fields[key] for key in fields if key in decoded_fields}
         if shape == "map":
             if not isinstance(value, dict):
                 raise _DecodeError(_mismatch(value, f"{struct}.{path}", "map[string]string"))
@@ -138,10 +140,14 @@ def _decode_value(value: Any, node: Schema, path: str, struct: str, unknown: lis
         return [_decode_value(v, node[1], path, struct, unknown) for v in value]
     if node == "any":
         return value
-    if node in ("string", "time"):
+    if node == "string":
         if not isinstance(value, str):
             raise _DecodeError(_mismatch(value, f"{struct}.{path}", _GO_TYPES[node]))
         return value
+    if node == "time":
+        if not isinstance(value, str):
+            raise _DecodeError(_mismatch(value, f"{struct}.{path}", _GO_TYPES[node]))
+        return _rfc3339(value)
     if node == "microtime":
         if not isinstance(value, str):
             raise _DecodeError(_mismatch(value, f"{struct}.{path}", _GO_TYPES[node]))
@@ -174,6 +180,20 @@ def _decode_value(value: Any, node: Schema, path: str, struct: str, unknown: lis
         raise _DecodeError(f"json: cannot unmarshal number {value} into Go struct field "
                            f"{struct}.{path} of type {node}")
     return value
+
+
+def _rfc3339(value: str) -> str:
+    """A metav1.Time as Go re-serialises it: UTC, whole seconds, ``Z``."""
+    if value == "":
+        return value
+    try:
+        moment = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _DecodeError(f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": cannot parse '
+                           f'"{value}" as "2006"') from None
+    if moment.tzinfo is None:
+        raise _DecodeError(f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": cannot parse "" as "Z07:00"')
+    return moment.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _mismatch(value: Any, where: str | None, go_type: str) -> str:
