@@ -52,7 +52,7 @@ import random
 import secrets
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -60,26 +60,30 @@ from typing import TYPE_CHECKING, Any
 
 from .api import ApiError, LeaseClient
 from .assignment import assign
+from .bodies import Writer
 from .cache import LeaseCache, LeaseWatcher
 from .clock import Clock, SystemClock
-from .elector import (Action, HandlerPhase, ShardView, Timing, decide, held_retry_at, is_ours,
-                      member_expiry, rv_of)
+from .elector import (
+    Action,
+    HandlerPhase,
+    ShardView,
+    Timing,
+    decide,
+    held_retry_at,
+    is_ours,
+    member_expiry,
+    rv_of,
+)
 from .handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from .logs import get_logger
 from .membership import compute_membership
 from .metrics import ManagerMetrics
 from .records import (
-    ANNOTATION_INCARNATION,
-    ANNOTATION_PROBLEMS,
     ANNOTATION_REFUSED,
-    ANNOTATION_SHARDS,
-    LEASE_API_VERSION,
     LeaseRecord,
     format_microtime,
     group_selector,
-    member_labels,
     member_lease_name,
-    shard_labels,
     shard_lease_name,
 )
 from .signals import STOP_SIGNALS, take_early
@@ -190,7 +194,8 @@ class ShardManager:
         self._member_gc_after = 5 * self._timing.lease_duration
         self._gc_pending: set[str] = set()
         self._member = _MemberState()
-        self._own_annotation = {ANNOTATION_INCARNATION: self.incarnation}
+        self._writer = Writer(self.group, config.namespace, self.identity, self.incarnation,
+                              self._timing.lease_duration_seconds, self._shards)
         #: Incarnation of another live process holding our identity's member Lease, if any.
         self._conflict: str | None = None
         self._conflict_logged_at = float("-inf")
@@ -635,29 +640,10 @@ class ShardManager:
             self._member_due = due
             return
         self._member_due = float("inf")
-        wall = format_microtime(self._clock.now())
-        annotations = {ANNOTATION_SHARDS: str(self._shards), ANNOTATION_INCARNATION: self.incarnation,
-                       ANNOTATION_PROBLEMS: self._problems()}
-        spec_common = {"holderIdentity": self.identity,
-                       "leaseDurationSeconds": self._timing.lease_duration_seconds, "renewTime": wall}
-        if record is None:
-            body = {"apiVersion": LEASE_API_VERSION, "kind": "Lease",
-                    "metadata": {"name": self._member_name, "namespace": self.config.namespace,
-                                 "labels": member_labels(self.group), "annotations": annotations},
-                    "spec": {**spec_common, "acquireTime": wall, "leaseTransitions": 0}}
-            kind = "member_create"
-        else:
-            ours = is_ours(record, self.identity, self.incarnation) and ms.renew_started is not None
-            spec: dict[str, Any] = {}
-            if ours:
-                spec["acquireTime"] = format_microtime(record.acquire_time) if record.acquire_time else wall
-                spec["leaseTransitions"] = record.transitions or 0
-            else:
-                spec["acquireTime"] = wall
-                spec["leaseTransitions"] = (record.transitions or 0) + (0 if record.holder == self.identity else 1)
-            spec.update(spec_common)
-            body = self._put_body(record, spec, member_labels(self.group), annotations)
-            kind = "member_renew"
+        held = record is not None and is_ours(record, self.identity, self.incarnation) \
+            and ms.renew_started is not None
+        body = self._writer.member(record, self._clock.now(), held=held, problems=self._problems())
+        kind = "member_create" if record is None else "member_renew"
         ms.in_flight = True
         # Bound the request by the member's own renew deadline while it is still ahead of us.
         deadline = ms.renew_started + self._timing.renew_deadline if ms.renew_started is not None else None
@@ -701,8 +687,7 @@ class ShardManager:
         if now - self._conflict_flagged_at >= self._timing.lease_duration and not self._stopping.is_set():
             self._conflict_flagged_at = now
             wall = format_microtime(self._clock.now())
-            body = self._put_body(record, {}, member_labels(self.group),
-                                  {ANNOTATION_REFUSED: f"{self.incarnation} {wall}"})
+            body = self._writer.mark(record, {ANNOTATION_REFUSED: f"{self.incarnation} {wall}"})
             self._submit(_WriteResult("member_flag", _FLAG, 0.0, record.resource_version,
                                       name=self._member_name), body)
         self._member_due = min(expires, now + self._timing.lease_duration)
@@ -858,62 +843,18 @@ class ShardManager:
         self._runner.stop(st.run)
         self._dirty.add(st.index)
 
-    def _put_body(self, record: LeaseRecord, spec_update: Mapping[str, Any], labels: Mapping[str, str],
-                  annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The whole object as last seen with only the spec changed (and our labels ensured), like
-        client-go's LeaseLock: the resourceVersion it carries makes the PUT conditional."""
-        obj = dict(record.raw)
-        meta = dict(obj.get("metadata") or {})
-        meta_labels = meta.get("labels")
-        meta["labels"] = {**(meta_labels if isinstance(meta_labels, dict) else {}), **labels}
-        if annotations:
-            meta_ann = meta.get("annotations")
-            meta["annotations"] = {**(meta_ann if isinstance(meta_ann, dict) else {}), **annotations}
-        meta["name"] = record.name
-        meta["resourceVersion"] = record.resource_version
-        spec = obj.get("spec")
-        new_spec = dict(spec) if isinstance(spec, dict) else {}
-        new_spec.update(spec_update)
-        obj["metadata"] = meta
-        obj["spec"] = new_spec
-        obj["apiVersion"] = LEASE_API_VERSION
-        obj["kind"] = "Lease"
-        return obj
-
     def _acquire(self, st: _ShardState, view: ShardView, reason: str) -> None:
         record = view.record
-        wall = format_microtime(self._clock.now())
-        fallback = view.desired != self.identity
-        if record is None:
-            transitions = 0
-            body: dict[str, Any] = {
-                "apiVersion": LEASE_API_VERSION, "kind": "Lease",
-                "metadata": {"name": st.name, "namespace": self.config.namespace,
-                             "labels": shard_labels(self.group, st.index),
-                             "annotations": {ANNOTATION_INCARNATION: self.incarnation}},
-                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
-                         "acquireTime": wall, "renewTime": wall, "leaseTransitions": 0}}
-            kind = "create"
-        else:
-            # Every new tenure gets a larger token, even when the record already names us (a restart).
-            transitions = (record.transitions or 0) + 1
-            body = self._put_body(record, {
-                "holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
-                "acquireTime": wall, "renewTime": wall, "leaseTransitions": transitions},
-                shard_labels(self.group, st.index), self._own_annotation)
-            kind = "acquire"
+        body, _token = self._writer.acquire(st.index, record, self._clock.now())
         self._log.debug("acquiring (%s)", reason, extra={"shard": st.index})
         st.in_flight = True
-        self._submit(_WriteResult(kind, st.index, 0.0, rv_of(record), fallback=fallback), body,
-                     deadline=None)
+        self._submit(_WriteResult("create" if record is None else "acquire", st.index, 0.0, rv_of(record),
+                                  fallback=view.desired != self.identity), body, deadline=None)
 
     def _renew(self, st: _ShardState, view: ShardView) -> None:
         record = view.record
         assert record is not None and st.renew_started is not None
-        body = self._put_body(record, {
-            "holderIdentity": self.identity, "leaseDurationSeconds": self._timing.lease_duration_seconds,
-            "renewTime": format_microtime(self._clock.now())}, shard_labels(self.group, st.index),
-            self._own_annotation)
+        body = self._writer.renew(st.index, record, self._clock.now())
         st.in_flight = True
         self._submit(_WriteResult("renew", st.index, 0.0, record.resource_version), body,
                      deadline=st.renew_started + self._timing.renew_deadline)
@@ -923,11 +864,7 @@ class ShardManager:
         if record is None:
             self._set_held(st, False)
             return
-        wall = format_microtime(self._clock.now())
-        spec: dict[str, Any] = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": wall, "renewTime": wall}
-        if record.transitions is not None:
-            spec["leaseTransitions"] = record.transitions
-        body = self._put_body(record, spec, shard_labels(self.group, st.index), self._own_annotation)
+        body = self._writer.release(st.index, record, self._clock.now())
         st.in_flight = True
         deadline = st.renew_started + self._timing.renew_deadline if st.held and st.renew_started else None
         self._submit(_WriteResult("release", st.index, 0.0, record.resource_version), body, deadline=deadline)

@@ -1,0 +1,127 @@
+"""The Lease objects shardlease writes, as pure functions of (record, who we are, timing, wall time).
+
+client-go keeps the conversion between its ``LeaderElectionRecord`` and a ``LeaseSpec`` apart from the
+elector; so do we. Every body is a whole Lease: for an update, the object as last seen with only the
+spec (and our labels and annotations) changed, carrying the resourceVersion that makes the PUT
+conditional. Kept free of I/O and clocks so the exact bytes of an acquisition, a renewal or a release
+can be tested on their own, and so the renewal path builds its body with no more work than needed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .records import (
+    ANNOTATION_INCARNATION,
+    ANNOTATION_PROBLEMS,
+    ANNOTATION_SHARDS,
+    LEASE_API_VERSION,
+    LeaseRecord,
+    format_microtime,
+    member_labels,
+    member_lease_name,
+    shard_labels,
+    shard_lease_name,
+)
+
+__all__ = ["Writer", "put_body"]
+
+
+def put_body(record: LeaseRecord, spec_update: Mapping[str, Any], labels: Mapping[str, str],
+             annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The whole object as last seen with only the spec changed (and ``labels``/``annotations`` ensured),
+    like client-go's LeaseLock: the resourceVersion it carries makes the PUT conditional."""
+    obj = dict(record.raw)
+    meta = dict(obj.get("metadata") or {})
+    meta_labels = meta.get("labels")
+    meta["labels"] = {**(meta_labels if isinstance(meta_labels, dict) else {}), **labels}
+    if annotations:
+        meta_ann = meta.get("annotations")
+        meta["annotations"] = {**(meta_ann if isinstance(meta_ann, dict) else {}), **annotations}
+    meta["name"] = record.name
+    meta["resourceVersion"] = record.resource_version
+    spec = obj.get("spec")
+    new_spec = dict(spec) if isinstance(spec, dict) else {}
+    new_spec.update(spec_update)
+    obj["metadata"] = meta
+    obj["spec"] = new_spec
+    obj["apiVersion"] = LEASE_API_VERSION
+    obj["kind"] = "Lease"
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """Who writes: one replica process of one group. Builds its bodies; holds no state that changes."""
+
+    group: str
+    namespace: str
+    identity: str
+    incarnation: str
+    lease_duration_seconds: int
+    shards: int
+
+    def _stamp(self) -> dict[str, str]:
+        return {ANNOTATION_INCARNATION: self.incarnation}
+
+    def acquire(self, shard: int, record: LeaseRecord | None, wall: _dt.datetime) -> tuple[dict[str, Any], int]:
+        """A new tenure of ``shard`` and its fencing token: a create when absent, else a conditional PUT
+        with ``leaseTransitions`` one higher (even when the record already names us: every tenure gets a
+        larger token)."""
+        now = format_microtime(wall)
+        if record is None:
+            return {
+                "apiVersion": LEASE_API_VERSION, "kind": "Lease",
+                "metadata": {"name": shard_lease_name(self.group, shard), "namespace": self.namespace,
+                             "labels": shard_labels(self.group, shard), "annotations": self._stamp()},
+                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
+                         "acquireTime": now, "renewTime": now, "leaseTransitions": 0}}, 0
+        transitions = (record.transitions or 0) + 1
+        return put_body(record, {
+            "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
+            "acquireTime": now, "renewTime": now, "leaseTransitions": transitions},
+            shard_labels(self.group, shard), self._stamp()), transitions
+
+    def renew(self, shard: int, record: LeaseRecord, wall: _dt.datetime) -> dict[str, Any]:
+        return put_body(record, {
+            "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
+            "renewTime": format_microtime(wall)}, shard_labels(self.group, shard), self._stamp())
+
+    def release(self, shard: int, record: LeaseRecord, wall: _dt.datetime) -> dict[str, Any]:
+        """Hand the shard back as client-go does: no holder, ``leaseDurationSeconds: 1``, transitions
+        kept, so the next owner takes it at once and its token is still larger than ours."""
+        now = format_microtime(wall)
+        spec: dict[str, Any] = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now}
+        if record.transitions is not None:
+            spec["leaseTransitions"] = record.transitions
+        return put_body(record, spec, shard_labels(self.group, shard), self._stamp())
+
+    def member(self, record: LeaseRecord | None, wall: _dt.datetime, *, held: bool,
+               problems: str = "") -> dict[str, Any]:
+        """Create or renew our member Lease. ``held``: our last write of it succeeded, so this is a
+        renewal that keeps ``acquireTime`` and ``leaseTransitions``; otherwise it is a (re)acquisition."""
+        now = format_microtime(wall)
+        annotations = {ANNOTATION_SHARDS: str(self.shards), **self._stamp(), ANNOTATION_PROBLEMS: problems}
+        common = {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
+                  "renewTime": now}
+        if record is None:
+            return {"apiVersion": LEASE_API_VERSION, "kind": "Lease",
+                    "metadata": {"name": member_lease_name(self.group, self.identity), "namespace": self.namespace,
+                                 "labels": member_labels(self.group), "annotations": annotations},
+                    "spec": {**common, "acquireTime": now, "leaseTransitions": 0}}
+        spec: dict[str, Any] = {}
+        if held:
+            spec["acquireTime"] = format_microtime(record.acquire_time) if record.acquire_time else now
+            spec["leaseTransitions"] = record.transitions or 0
+        else:
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = (record.transitions or 0) + (0 if record.holder == self.identity else 1)
+        spec.update(common)
+        return put_body(record, spec, member_labels(self.group), annotations)
+
+    def mark(self, record: LeaseRecord, annotations: Mapping[str, str]) -> dict[str, Any]:
+        """The same Lease with only annotations added (no spec change)."""
+        return put_body(record, {}, dict(record.labels), annotations)

@@ -1,0 +1,64 @@
+"""The Lease bodies shardlease writes: exact fields, conditional on the resourceVersion seen."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from shardlease.bodies import Writer
+from shardlease.records import ANNOTATION_INCARNATION, ANNOTATION_PROBLEMS, ANNOTATION_SHARDS, LeaseRecord
+
+WALL = dt.datetime(2026, 11, 28, 10, 0, 0, tzinfo=dt.timezone.utc)
+W = Writer("g", "ns", "me", "inc1", 15, 8)
+
+
+def record(spec: dict[str, object], rv: str = "7", name: str = "g-shard-3", **meta: object) -> LeaseRecord:
+    obj = {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv, **meta}, "spec": spec}
+    parsed = LeaseRecord.from_object(obj)
+    assert parsed is not None
+    return parsed
+
+
+def test_acquire_of_an_absent_lease_creates_it_with_token_0_and_our_incarnation() -> None:
+    body, token = W.acquire(3, None, WALL)
+    assert token == 0
+    assert body["metadata"]["name"] == "g-shard-3" and "resourceVersion" not in body["metadata"]
+    assert body["metadata"]["labels"] == {"shardlease.io/group": "g", "shardlease.io/role": "shard",
+                                          "shardlease.io/shard": "3"}
+    assert body["metadata"]["annotations"] == {ANNOTATION_INCARNATION: "inc1"}
+    assert body["spec"] == {"holderIdentity": "me", "leaseDurationSeconds": 15, "acquireTime": "2026-11-28T10:00:00.000000Z",
+                            "renewTime": "2026-11-28T10:00:00.000000Z", "leaseTransitions": 0}
+
+
+def test_every_acquisition_raises_the_token_even_when_the_lease_names_us() -> None:
+    body, token = W.acquire(3, record({"holderIdentity": "me", "leaseTransitions": 4}), WALL)
+    assert token == 5 and body["spec"]["leaseTransitions"] == 5
+    assert body["metadata"]["resourceVersion"] == "7"      # conditional on what we saw
+
+
+def test_renew_keeps_tenure_fields_and_foreign_metadata() -> None:
+    seen = record({"holderIdentity": "me", "leaseTransitions": 4, "acquireTime": "2026-11-28T09:00:00.000000Z"},
+                  labels={"team": "x"}, annotations={"note": "kept"})
+    body = W.renew(3, seen, WALL)
+    assert body["spec"]["leaseTransitions"] == 4 and body["spec"]["acquireTime"] == "2026-11-28T09:00:00.000000Z"
+    assert body["spec"]["renewTime"] == "2026-11-28T10:00:00.000000Z"
+    assert body["metadata"]["labels"]["team"] == "x" and body["metadata"]["annotations"]["note"] == "kept"
+    assert body["metadata"]["annotations"][ANNOTATION_INCARNATION] == "inc1"
+
+
+def test_release_empties_the_holder_keeps_the_token_and_expires_in_one_second() -> None:
+    body = W.release(3, record({"holderIdentity": "me", "leaseTransitions": 4, "leaseDurationSeconds": 15}), WALL)
+    assert body["spec"]["holderIdentity"] == "" and body["spec"]["leaseDurationSeconds"] == 1
+    assert body["spec"]["leaseTransitions"] == 4
+
+
+def test_member_lease_declares_count_incarnation_and_problems() -> None:
+    created = W.member(None, WALL, held=False, problems="crashing=1")
+    assert created["metadata"]["name"] == "g-member-me"
+    assert created["metadata"]["annotations"] == {ANNOTATION_SHARDS: "8", ANNOTATION_INCARNATION: "inc1",
+                                                  ANNOTATION_PROBLEMS: "crashing=1"}
+    seen = record({"holderIdentity": "me", "leaseTransitions": 2, "acquireTime": "2026-11-28T09:00:00.000000Z"},
+                  name="g-member-me")
+    renewed = W.member(seen, WALL, held=True)
+    assert renewed["spec"]["leaseTransitions"] == 2 and renewed["spec"]["acquireTime"] == "2026-11-28T09:00:00.000000Z"
+    taken = W.member(record({"holderIdentity": "other", "leaseTransitions": 2}, name="g-member-me"), WALL, held=False)
+    assert taken["spec"]["leaseTransitions"] == 3 and taken["spec"]["acquireTime"] == "2026-11-28T10:00:00.000000Z"
