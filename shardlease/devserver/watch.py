@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import math
 import random
 from collections import deque
 from typing import Any
@@ -116,7 +117,7 @@ class Watcher:
         if timeout is None:
             timeout = MIN_REQUEST_TIMEOUT * (1 + random.random())
         deadline = loop.time() + timeout
-        next_bookmark = loop.time() + bookmark_interval
+        next_bookmark = _next_bookmark(loop.time(), bookmark_interval, deadline)
         eof_watch = asyncio.ensure_future(_wait_for_eof(self.stream.reader, self))
         try:
             while not self.stream.closed:
@@ -136,7 +137,7 @@ class Watcher:
                         break
                     if self.bookmarks and now >= next_bookmark:
                         self.stream.send(self._bookmark(store.rv))
-                        next_bookmark = now + bookmark_interval
+                        next_bookmark = _next_bookmark(now, bookmark_interval, deadline)
                         await self.stream.flush()
                         continue
                 wait = min(deadline, next_bookmark if self.bookmarks else deadline) - now
@@ -153,6 +154,13 @@ class Watcher:
             eof_watch.cancel()
             # Wait until the reader is really released: the connection may serve its next request.
             await asyncio.gather(eof_watch, return_exceptions=True)
+
+
+def _next_bookmark(now: float, interval: float, deadline: float) -> float:
+    """When to send the next bookmark: every ``interval``, and (as kube-apiserver's watch cache
+    does) once 2 s before the watch times out, so a client can resume from a fresh resourceVersion."""
+    at = min(now + interval, deadline - 2.0)
+    return at if at > now else math.inf
 
 
 async def _wait_for_eof(reader: asyncio.StreamReader, watcher: Watcher) -> None:
