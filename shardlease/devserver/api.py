@@ -505,7 +505,7 @@ class Api:
         try:
             await watcher.run(self.store, initial, self.faults,
                               None if timeout is None else float(timeout),
-                              self.bookmark_interval, send_initial)
+                              self.bookmark_interval, send_initial or (bookmarks and since is None), since)
         finally:
             self.watchers.discard(watcher)
         return None

@@ -50,6 +50,9 @@ class Watcher:
         self.wakeup = asyncio.Event()
         self.closing = False  # end gracefully at the next wake-up
         self._columns_sent = False
+        #: The newest resourceVersion this watch has told its client about; like kube's watch cache,
+        #: a periodic bookmark is sent only when the store has moved past it.
+        self.sent_rv = 0
 
     def offer(self, event: Event) -> None:
         """Queue ``event`` if it concerns this watch; selector moves become ADDED/DELETED."""
@@ -86,6 +89,7 @@ class Watcher:
             self.wakeup.set()
 
     def _render(self, kind: str, stored: Stored) -> bytes:
+        self.sent_rv = max(self.sent_rv, stored.rv)
         if self.table_include is None:
             return b'{"type":"' + kind.encode() + b'","object":' + stored.raw + b"}\n"
         now = _dt.datetime.now(_dt.timezone.utc)
@@ -97,6 +101,7 @@ class Watcher:
         return b'{"type":"' + kind.encode() + b'","object":' + dumps(obj) + b"}\n"
 
     def _bookmark(self, rv: int, initial_end: bool = False) -> bytes:
+        self.sent_rv = max(self.sent_rv, rv)
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
@@ -107,8 +112,13 @@ class Watcher:
         return b'{"type":"BOOKMARK","object":' + dumps(obj) + b"}\n"
 
     async def run(self, store: Store, initial: list[Event], faults: Faults, timeout: float | None,
-                  bookmark_interval: float, initial_end_bookmark: bool) -> None:
-        """Stream until timeout, client disconnect, cut, or server stop."""
+                  bookmark_interval: float, initial_end_bookmark: bool, since: int | None = None) -> None:
+        """Stream until timeout, client disconnect, cut, or server stop.
+
+        ``initial_end_bookmark``: end the initial events with the ``k8s.io/initial-events-end``
+        bookmark (kube-apiserver sends it for sendInitialEvents, and for any watch without a
+        resourceVersion that allows bookmarks). ``since``: the resourceVersion watched from."""
+        self.sent_rv = since or 0
         loop = asyncio.get_running_loop()
         self.stream.start()
         for event in initial:
@@ -136,9 +146,10 @@ class Watcher:
                     if now >= deadline:
                         break
                     if self.bookmarks and now >= next_bookmark:
-                        self.stream.send(self._bookmark(store.rv))
                         next_bookmark = _next_bookmark(now, bookmark_interval, deadline)
-                        await self.stream.flush()
+                        if store.rv > self.sent_rv:
+                            self.stream.send(self._bookmark(store.rv))
+                            await self.stream.flush()
                         continue
                 wait = min(deadline, next_bookmark if self.bookmarks else deadline) - now
                 self.wakeup.clear()

@@ -74,24 +74,21 @@ def api_client(server: Server) -> Iterator[kubernetes.client.ApiClient]:
     client.close()
 
 
-@pytest.fixture(scope="session")
-def coord(api_client: kubernetes.client.ApiClient) -> kubernetes.client.CoordinationV1Api:
-    return kubernetes.client.CoordinationV1Api(api_client)
-
-
-@pytest.fixture(scope="session")
-def core(api_client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(api_client)
-
-
 @pytest.fixture
-def ns(core: kubernetes.client.CoreV1Api) -> str:
+def ns(api_client: kubernetes.client.ApiClient) -> str:
     """A fresh namespace, created the way a user would (kube-apiserver needs it to exist). It is
     not deleted afterwards: without kube-controller-manager a real namespace never finishes
     terminating, and each server lives only for the test session."""
     name = "c-" + uuid.uuid4().hex[:10]
-    core.create_namespace({"metadata": {"name": name}})
+    code, body = call(api_client, "POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    assert code == 201, body
     return name
+
+
+def auth_headers(api_client: kubernetes.client.ApiClient) -> dict[str, str]:
+    """The kubeconfig's bearer token as a header (none for the dev-server)."""
+    return {setting["key"]: setting["value"] for setting in api_client.configuration.auth_settings().values()
+            if setting["in"] == "header" and setting["value"]}
 
 
 def call(api_client: kubernetes.client.ApiClient, method: str, path: str, body: Any = None,
@@ -100,12 +97,9 @@ def call(api_client: kubernetes.client.ApiClient, method: str, path: str, body: 
     """A raw request over the official client's connection pool (TLS from the kubeconfig) with its
     credentials; returns (HTTP status, decoded JSON body or None). Raw, so that every status code
     and body is seen exactly as the server sent it."""
-    configuration = api_client.configuration
-    headers = {"Accept": accept, "Content-Type": content_type}
-    for setting in configuration.auth_settings().values():  # the kubeconfig's bearer token, if any
-        if setting["in"] == "header" and setting["value"]:
-            headers[setting["key"]] = setting["value"]
-    url = configuration.host + path + ("?" + urlencode(query) if query else "")
+    headers = dict(auth_headers(api_client), Accept=accept)
+    headers["Content-Type"] = content_type
+    url = api_client.configuration.host + path + ("?" + urlencode(query) if query else "")
     data = None if body is None else json.dumps(body).encode()
     response = api_client.rest_client.pool_manager.request(method, url, body=data, headers=headers,
                                                            timeout=30)
