@@ -45,7 +45,7 @@ NO_KUBECTL = (
 RARE_LEASE_VERBS: dict[str, tuple[str, str, str]] = {
     "get": (
         "manager.py",
-        r"client\.get\(",
+        r"store\.get\(",
         "after a 409 Conflict the manager re-reads that one Lease if the watch has not yet delivered "
         "the newer version (REFRESH); an uncontended run may never conflict",
     ),

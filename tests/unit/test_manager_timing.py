@@ -8,6 +8,7 @@ from shardlease.api import ApiError
 from shardlease.config import ShardConfig
 from shardlease.elector import Timing, held_retry_at
 from shardlease.manager import ShardManager
+from shardlease.reactor import backoff
 
 
 @pytest.fixture()
@@ -19,13 +20,13 @@ def manager() -> ShardManager:
 
 def test_retry_after_is_honoured_while_the_deadline_is_far(manager: ShardManager) -> None:
     throttled = ApiError("throttled", "429", status=429, retry_after=3.0)
-    backoff = manager._backoff(1, throttled, held=True)
-    assert backoff == 3.0
-    assert held_retry_at(102.0, 100.0, backoff, Timing.from_config(manager.config)) == 105.0
+    delay = backoff(1, throttled, manager._timing, held=True)
+    assert delay == 3.0
+    assert held_retry_at(102.0, 100.0, delay, Timing.from_config(manager.config)) == 105.0
 
 
 def test_unheld_backoff_grows_and_is_jittered(manager: ShardManager) -> None:
     err = ApiError("server", "503", status=503)
-    values = [manager._backoff(n, err) for n in (1, 2, 3, 4, 5, 9)]
+    values = [backoff(n, err, manager._timing, held=False) for n in (1, 2, 3, 4, 5, 9)]
     assert all(0 < v <= 15.0 for v in values)
-    assert max(manager._backoff(9, err) for _ in range(50)) > 2.0
+    assert max(backoff(9, err, manager._timing, held=False) for _ in range(50)) > 2.0

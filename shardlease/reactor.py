@@ -1,0 +1,1018 @@
+"""The replica's decisions as a deterministic state machine: events in, commands out.
+
+``ShardManager`` is a thin threaded shell around a :class:`Reactor`. The shell owns the threads, the
+``LeaseStore`` and the handler runners; the reactor owns every rule and every piece of state, and never
+sleeps, reads a clock of its own or touches the network. Each call gets ``now`` (monotonic seconds);
+wall time, needed only for the ``renewTime`` written into Leases, comes from the injected ``Clock``.
+
+The vocabulary:
+
+* events the shell feeds in: :class:`WriteDone` (a request finished), :class:`HandlerExited`,
+  :class:`HandlerRaised`, plus changes of the watch-fed :class:`~shardlease.cache.LeaseCache` that the
+  reactor reads, and :meth:`Reactor.request_stop`;
+* commands it returns from :meth:`Reactor.step`: :class:`Write` (one conditional request),
+  :class:`StartHandler`, :class:`StopHandler`, :class:`ExtendHandler` (a renewal pushed
+  ``shard.valid()`` further out), :class:`PublishOwned` (the held set changed).
+
+A shell runs ``handle`` for each event, then ``step``, carries out the commands, and sleeps until
+``next_wakeup`` or the next event. Because nothing here waits, the same reactor runs in table tests and
+deterministic simulations with a fake clock and an in-memory store (tests/unit/test_reactor.py).
+
+Per-shard timing decisions are :func:`shardlease.elector.decide`'s; membership is
+:func:`shardlease.membership.compute_membership`'s; Lease bodies are :class:`shardlease.bodies.Writer`'s.
+This module decides when to ask them and keeps the state they are asked about.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .api import ApiError
+from .assignment import assign
+from .bodies import Writer
+from .cache import LeaseCache
+from .clock import Clock
+from .elector import (
+    Action,
+    HandlerPhase,
+    ShardView,
+    Timing,
+    decide,
+    held_retry_at,
+    is_ours,
+    member_expiry,
+    rv_of,
+)
+from .membership import compute_membership
+from .records import (
+    ANNOTATION_REFUSED,
+    LeaseRecord,
+    format_microtime,
+    member_lease_name,
+    shard_lease_name,
+)
+
+__all__ = [
+    "CRASH_LOOP_ERRORS",
+    "CRASH_LOOP_WINDOW",
+    "Command",
+    "Event",
+    "ExtendHandler",
+    "HandlerExited",
+    "HandlerRaised",
+    "PublishOwned",
+    "Reactor",
+    "StartHandler",
+    "StopHandler",
+    "Write",
+    "WriteDone",
+    "WriteKind",
+    "backoff",
+]
+
+#: A handler counts as crash-looping after this many raises in one run, while the last was recent.
+CRASH_LOOP_ERRORS = 3
+CRASH_LOOP_WINDOW = 90.0  # seconds; the runner's restart back-off caps at 30 s
+
+
+class WriteKind(enum.Enum):
+    """What a :class:`Write` does, and so which ``LeaseStore`` call carries it out."""
+
+    CREATE = "create"                  # a shard Lease that did not exist (store.create)
+    ACQUIRE = "acquire"                # a new tenure of an existing shard Lease (store.replace)
+    RENEW = "renew"                    # store.replace
+    RELEASE = "release"                # store.replace
+    REFRESH = "refresh"                # re-read a shard Lease after a conflict the watch did not explain (store.get)
+    MEMBER_CREATE = "member_create"    # store.create
+    MEMBER_RENEW = "member_renew"      # store.replace
+    MEMBER_REFRESH = "member_refresh"  # store.get
+    MEMBER_DELETE = "member_delete"    # store.delete, conditional on the resourceVersion
+    MEMBER_MARK = "member_mark"        # store.replace: annotate the live member Lease of our identity
+    COLLECT = "collect"                # store.delete of a dead member's Lease (garbage collection)
+
+    @property
+    def shard_write(self) -> bool:
+        return self in _SHARD_WRITES
+
+    @property
+    def store_call(self) -> str:
+        """``create`` / ``replace`` / ``get`` / ``delete``."""
+        return _STORE_CALL[self]
+
+
+_SHARD_WRITES = frozenset({WriteKind.CREATE, WriteKind.ACQUIRE, WriteKind.RENEW, WriteKind.RELEASE, WriteKind.REFRESH})
+_STORE_CALL = {
+    WriteKind.CREATE: "create", WriteKind.MEMBER_CREATE: "create",
+    WriteKind.ACQUIRE: "replace", WriteKind.RENEW: "replace", WriteKind.RELEASE: "replace",
+    WriteKind.MEMBER_RENEW: "replace", WriteKind.MEMBER_MARK: "replace",
+    WriteKind.REFRESH: "get", WriteKind.MEMBER_REFRESH: "get",
+    WriteKind.MEMBER_DELETE: "delete", WriteKind.COLLECT: "delete",
+}
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One request. ``name`` is the Lease, ``shard`` its index for shard writes (else ``None``),
+    ``sent_rv`` the resourceVersion it is conditional on (``""``: none), ``body`` the object for
+    create/replace, ``deadline`` the monotonic time after which the answer is useless (the renew
+    deadline of what we hold), ``fallback`` whether an acquisition takes a shard desired elsewhere."""
+
+    kind: WriteKind
+    name: str
+    shard: int | None = None
+    sent_rv: str = ""
+    body: dict[str, Any] | None = None
+    deadline: float | None = None
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartHandler:
+    """Start the handler for ``shard``: a new run, numbered ``run``, with fencing token ``token``;
+    ``shard.valid()`` is true until ``valid_until`` unless extended."""
+
+    shard: int
+    run: int
+    token: int
+    count: int
+    valid_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopHandler:
+    shard: int
+    run: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendHandler:
+    shard: int
+    run: int
+    valid_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOwned:
+    owned: frozenset[int]
+
+
+Command = Write | StartHandler | StopHandler | ExtendHandler | PublishOwned
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class WriteDone:
+    """A :class:`Write` finished: ``started`` is when its request left (monotonic), ``obj`` the object
+    the server returned (``None`` for deletes and for a get that found nothing), ``error`` the
+    failure."""
+
+    write: Write
+    started: float
+    obj: dict[str, Any] | None = None
+    error: ApiError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerExited:
+    shard: int
+    run: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerRaised:
+    shard: int
+    run: int
+
+
+Event = WriteDone | HandlerExited | HandlerRaised
+
+
+def backoff(failures: int, err: ApiError, timing: Timing, *, held: bool,
+            jitter: Callable[[float, float], float] = random.uniform) -> float:
+    """The one retry policy: how long to wait after the ``failures``-th failure in a row.
+
+    A 429's Retry-After is honoured as given. While we hold what failed, retry about every retry period
+    (client-go does, and :func:`elector.held_retry_at` tightens it near the deadline); otherwise back off
+    exponentially from the retry period up to the lease duration. Jittered to spread a fleet's retries.
+    """
+    if err.kind == "throttled" and err.retry_after is not None:
+        return err.retry_after
+    base = timing.retry_period
+    if held:
+        return base * jitter(0.5, 1.0)
+    return min(base * 2 ** min(failures - 1, 4), max(base, timing.lease_duration)) * jitter(0.5, 1.0)
+
+
+# ------------------------------------------------------------------------------------------- state
+
+
+@dataclass(slots=True)
+class _ShardState:
+    """Everything this replica knows about one shard beyond its cached Lease record.
+
+    Invariants (checked by :meth:`Reactor.check_invariants`): a running or stopping handler has a run
+    number and the run number is cleared with the phase; ``stuck`` only while stopping; a shard is in
+    the held set exactly when ``held``; ``renew_started`` is set while held.
+    """
+
+    index: int
+    name: str
+    held: bool = False
+    renew_started: float | None = None
+    token: int | None = None
+    run: int | None = None
+    stop_requested_at: float | None = None
+    phase: HandlerPhase = HandlerPhase.IDLE
+    in_flight: bool = False
+    retry_at: float = 0.0
+    failures: int = 0
+    conflict_rv: str | None = None
+    conflict_at: float | None = None
+    hold_until: float = 0.0
+    fallback_streak: int = 0
+    fallback_owner: str | None = None
+    leaving_since: float | None = None
+    stuck: bool = False
+    scheduled: float = float("inf")
+    own_rv: str | None = None
+    handler_wanted: bool = False
+    loss_streak: int = 0
+    acquired_at: float = 0.0
+    errors: int = 0
+    last_error_at: float = float("-inf")
+
+
+@dataclass(slots=True)
+class _MemberState:
+    in_flight: bool = False
+    renew_started: float | None = None
+    retry_at: float = 0.0
+    failures: int = 0
+    deleted: bool = False
+    delete_tries: int = 0
+
+
+class _NoMetrics:
+    """Stands in for ``ManagerMetrics`` when a caller (a simulation) does not want any."""
+
+    def __getattr__(self, _name: str) -> Any:
+        return self
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self
+
+
+class Reactor:
+    """One replica's shard ownership as a state machine. See the module docstring."""
+
+    def __init__(self, *, group: str, namespace: str, identity: str, incarnation: str, shards: int,
+                 timing: Timing, cache: LeaseCache, clock: Clock, load_factor: float = 1.0,
+                 log: logging.LoggerAdapter[Any] | logging.Logger | None = None, metrics: Any = None,
+                 jitter: Callable[[float, float], float] = random.uniform) -> None:
+        self.group = group
+        self.namespace = namespace
+        self.identity = identity
+        self.incarnation = incarnation
+        self.shards = shards
+        self.timing = timing
+        self.load_factor = load_factor
+        self._cache = cache
+        self._clock = clock
+        self._log = log if log is not None else logging.getLogger("shardlease")
+        self.metrics = metrics if metrics is not None else _NoMetrics()
+        self._jitter = jitter
+
+        self._states = [_ShardState(i, shard_lease_name(group, i)) for i in range(shards)]
+        self._index_of = {st.name: st.index for st in self._states}
+        self._member_name = member_lease_name(group, identity)
+        self._member_prefix = member_lease_name(group, "")
+        #: How long a member Lease must have been expired before the oldest member deletes it.
+        self._member_gc_after = 5 * timing.lease_duration
+        self._gc_pending: set[str] = set()
+        self._member = _MemberState()
+        self._writer = Writer(group, namespace, identity, incarnation, timing.lease_duration_seconds, shards)
+        #: Incarnation of another live process holding our identity's member Lease, if any.
+        self._conflict: str | None = None
+        self._conflict_logged_at = float("-inf")
+        self._conflict_flagged_at = float("-inf")
+        self._refused_seen: str | None = None
+
+        self._timers: list[tuple[float, int, int]] = []
+        self._timer_seq = 0
+        self._dirty: set[int] = set()
+        self._runs = 0
+        self._out: list[Command] = []
+
+        self._members: frozenset[str] = frozenset()
+        self._members_initialised = False
+        #: Monotonic time of the first completed list: a record observed no later has not been seen to change.
+        self._synced_at = float("inf")
+        self._assignment: dict[int, str] = {}
+        self._group_count: int | None = None
+        self._count_ok = True
+        self._member_recheck_at = float("inf")
+        self._member_due = float("inf")
+        self._owned: frozenset[int] = frozenset()
+        self._held: set[int] = set()
+        self._owned_dirty = False
+        self._stop_at: float | None = None
+        self.finished = False
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_at is not None
+
+    def owned(self) -> frozenset[int]:
+        return self._owned
+
+    def desired(self) -> frozenset[int]:
+        return frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
+
+    def members(self) -> frozenset[str]:
+        return self._members
+
+    def stuck_shards(self) -> frozenset[int]:
+        return frozenset(st.index for st in self._states if st.stuck)
+
+    def crashing_shards(self, now: float) -> list[int]:
+        """Held shards whose handler keeps raising (see :meth:`health`)."""
+        return sorted(st.index for st in self._states if st.run is not None and st.errors >= CRASH_LOOP_ERRORS
+                      and now - st.last_error_at < CRASH_LOOP_WINDOW)
+
+    def running_handlers(self) -> frozenset[int]:
+        """Shards with a handler run that has not returned (at exit: the abandoned ones)."""
+        return frozenset(st.index for st in self._states if st.run is not None)
+
+    def oldest_renewal_age(self, now: float) -> float:
+        starts = [st.renew_started for st in self._states if st.held and st.renew_started is not None]
+        return max(0.0, now - min(starts)) if starts else 0.0
+
+    def health(self, now: float) -> dict[str, Any]:
+        """Readiness and its reasons, as ``/readyz`` and ``/health`` report them (docs/operations.md).
+
+        Not ready: not synced or stopping; the member Lease not held and renewed; another live process
+        owns our identity; a handler stuck past the drain timeout; a handler crash-looping (it raised
+        ``CRASH_LOOP_ERRORS`` times in its current run, the last within ``CRASH_LOOP_WINDOW``). A shard
+        count that differs from the group's is reported but keeps the pod ready: during a rolling update
+        that changes the count, the new pods must count as ready or the rollout would never finish.
+        """
+        started = self._member.renew_started
+        member_ok = started is not None and now < started + self.timing.renew_deadline
+        stuck = sorted(self.stuck_shards())
+        crashing = self.crashing_shards(now)
+        failures: list[str] = []
+        if self.stopping:
+            failures.append("stopping")
+        elif not self._cache.synced.is_set():
+            failures.append("watch not synced yet")
+        if self._conflict is not None:
+            failures.append(f"identity conflict: another live process (incarnation {self._conflict}) holds the "
+                            f"member Lease of identity {self.identity!r}; give every replica a unique "
+                            f"--identity / POD_NAME")
+        elif not member_ok and not self.stopping:
+            failures.append("member Lease not held")
+        if stuck:
+            failures.append(f"handlers stuck past drain_timeout: shards {stuck}")
+        if crashing:
+            failures.append(f"handlers crash-looping: shards {crashing}")
+        mismatch = None if self._count_ok or self._group_count is None else \
+            {"configured": self.shards, "group": self._group_count}
+        return {"ready": not failures, "failures": failures, "identity": self.identity,
+                "incarnation": self.incarnation, "identity_conflict": self._conflict,
+                "member_lease_held": member_ok, "count_mismatch": mismatch, "stuck_shards": stuck,
+                "crashing_shards": crashing, "shards_held": sorted(self._owned)}
+
+    def check_invariants(self) -> None:
+        """Raise ``AssertionError`` if the state contradicts itself (tests call this after every step)."""
+        for st in self._states:
+            assert (st.run is None) == (st.phase is HandlerPhase.IDLE), (st.index, st.run, st.phase)
+            assert not st.stuck or st.phase is HandlerPhase.STOPPING, (st.index, "stuck while not stopping")
+            assert (st.index in self._held) == st.held, (st.index, "held set out of step")
+            assert not st.held or st.renew_started is not None, (st.index, "held without a renewal time")
+            assert st.stop_requested_at is None or st.run is not None, (st.index, "stop time without a run")
+
+    def next_wakeup(self, now: float) -> float:
+        """When :meth:`step` must run again if no event arrives first."""
+        next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
+                      self._member_recheck_at, self._member_due)
+        if self.stopping:
+            next_at = min(next_at, now + 0.1)
+        return next_at
+
+    # ------------------------------------------------------------------ inputs
+
+    def request_stop(self, now: float) -> None:
+        """Hand everything back and finish: member Lease deleted, handlers stopped, shards released."""
+        if self._stop_at is None:
+            self._stop_at = now
+
+    def handle(self, event: Event, now: float) -> None:
+        if isinstance(event, WriteDone):
+            self._on_write(event, now)
+        elif isinstance(event, HandlerExited):
+            self._on_exit(event, now)
+        elif isinstance(event, HandlerRaised):
+            st = self._states[event.shard]
+            if st.run == event.run:
+                st.errors += 1
+                st.last_error_at = now
+
+    def step(self, now: float) -> list[Command]:
+        """One pass over whatever may have changed; returns the commands to carry out, in order."""
+        self._step(now)
+        out, self._out = self._out, []
+        return out
+
+    def _step(self, now: float) -> None:
+        if not self._cache.synced.is_set():
+            if self.stopping:
+                self.finished = True
+            return
+        if self._synced_at == float("inf"):
+            self._synced_at = now  # records observed up to now came from the initial list
+        self._member_step(now)
+        changed = self._cache.take_changed()
+        self._update_membership(now, changed)
+        for name in changed:
+            index = self._index_of.get(name)
+            if index is not None:
+                self._dirty.add(index)
+        while self._timers and self._timers[0][0] <= now:
+            at, _seq, index = heapq.heappop(self._timers)
+            if self._states[index].scheduled == at:
+                self._states[index].scheduled = float("inf")
+                self._dirty.add(index)
+        if self.stopping:
+            self._dirty.update(range(self.shards))
+        dirty, self._dirty = self._dirty, set()
+        for index in sorted(dirty):
+            self._shard_step(self._states[index], now)
+        self._publish_owned()
+        if self.stopping and self._shutdown_complete(now):
+            self.finished = True
+
+    def _schedule(self, st: _ShardState, at: float | None) -> None:
+        if st.phase is HandlerPhase.STOPPING and not st.stuck and st.stop_requested_at is not None:
+            drain_at = st.stop_requested_at + self.timing.drain_timeout
+            at = drain_at if at is None else min(at, drain_at)
+        if at is None or at >= st.scheduled:
+            return
+        st.scheduled = at
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (at, self._timer_seq, st.index))
+
+    def _submit(self, write: Write) -> None:
+        self._out.append(write)
+
+    # ------------------------------------------------------------------ handler runs
+
+    def _on_exit(self, event: HandlerExited, now: float) -> None:
+        st = self._states[event.shard]
+        if st.run != event.run:
+            return
+        stop_requested = st.stop_requested_at is not None
+        st.run = None
+        st.stop_requested_at = None
+        st.phase = HandlerPhase.IDLE
+        if st.stuck:
+            self._log.warning("stuck handler finally returned", extra={"shard": st.index})
+            st.stuck = False
+            self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
+        elif not stop_requested:
+            st.handler_wanted = False  # it finished by itself: do not start it again in this tenure
+            self._log.info("handler returned on its own; the shard stays held", extra={"shard": st.index})
+        self._dirty.add(st.index)
+
+    def _start_handler(self, st: _ShardState) -> None:
+        assert st.renew_started is not None and st.run is None
+        self._runs += 1
+        st.run = self._runs
+        st.stop_requested_at = None
+        st.phase = HandlerPhase.RUNNING
+        st.handler_wanted = True
+        st.errors = 0
+        st.last_error_at = float("-inf")
+        self._out.append(StartHandler(st.index, st.run, st.token or 0, self.shards,
+                                      st.renew_started + self.timing.renew_deadline))
+
+    def _stop_handler(self, st: _ShardState, now: float, reason: str) -> None:
+        if st.run is None:
+            st.phase = HandlerPhase.IDLE
+            return
+        self._log.info("stopping handler (%s)", reason, extra={"shard": st.index})
+        st.phase = HandlerPhase.STOPPING
+        if st.leaving_since is None:
+            st.leaving_since = now
+        if st.stop_requested_at is None:
+            st.stop_requested_at = now
+            self._out.append(StopHandler(st.index, st.run))
+        self._dirty.add(st.index)
+
+    # ------------------------------------------------------------------ membership
+
+    def _update_membership(self, now: float, changed: set[str]) -> None:
+        if now < self._member_recheck_at and not any(n.startswith(self._member_prefix) for n in changed) \
+                and self._members_initialised:
+            return
+        self._members_initialised = True
+        snapshot = self._cache.snapshot()
+        membership = compute_membership(
+            self.group, ((cached.record, cached.observed) for cached in snapshot.values()), now, self.timing,
+            wall_now=self._clock.now(), seen_change_after=self._synced_at, collect_after=self._member_gc_after,
+            exclude_dead=self._member_name)
+        live, dead = membership.live, membership.dead
+        self._member_recheck_at = membership.recheck_at
+        if live and live[0].identity == self.identity and not self.stopping:
+            self._member_recheck_at = min([self._member_recheck_at, *(at for at, _ in dead if at > now)])
+            self._collect_dead_members([record for at, record in dead if at <= now])
+        group_count, eligible = membership.group_count, membership.eligible
+        count_ok = group_count is None or group_count == self.shards
+        if count_ok != self._count_ok or group_count != self._group_count:
+            if not count_ok:
+                assert group_count is not None
+                oldest = membership.oldest
+                assert oldest is not None
+                self._log.error("%s", self._count_mismatch_message(group_count, oldest.identity))
+            elif not self._count_ok:
+                self._log.info("shard count now matches the group's (%d); taking shards again", self.shards)
+        self._count_ok = count_ok
+        self._group_count = group_count
+        self.metrics.count_mismatch.set(0 if count_ok else 1)
+        if eligible != self._members:
+            self._members = eligible
+            self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible else {}
+            mine = sum(1 for owner in self._assignment.values() if owner == self.identity)
+            self._log.info("members now %s; %d of %d shards desired here", sorted(eligible), mine, self.shards)
+            self.metrics.members.set(len(eligible))
+            self.metrics.shards_desired.set(mine)
+            self._dirty.update(range(self.shards))
+
+    def _count_mismatch_message(self, group_count: int, oldest: str) -> str:
+        """What is wrong and how to fix it, including the clean-up after a count went down."""
+        message = (
+            f"shard count mismatch: this replica is configured with {self.shards} shards but group {self.group!r} "
+            f"uses {group_count} (declared by its oldest live member {oldest}); this replica takes no shards "
+            f"until the counts agree. Fix: give every replica of the group the same --shards / SHARDLEASE_SHARDS "
+            f"and roll them all; the group's count is its oldest live member's, so it changes once the last "
+            f"replica with the old count has stopped.")
+        if self.shards < group_count:
+            last = group_count - 1
+            message += (
+                f" If {self.shards} is the new count, shards {self.shards}..{last} will no longer exist: once no "
+                f"replica runs with {group_count} shards, delete their Leases with `kubectl delete lease -n "
+                f"{self.namespace} {self.group}-shard-{{{self.shards}..{last}}}` (bash/zsh brace "
+                f"expansion; no replica with {self.shards} shards uses them).")
+        return message
+
+    def _collect_dead_members(self, records: list[LeaseRecord]) -> None:
+        """Delete member Leases of replicas that died without cleaning up (SIGKILL, node loss).
+
+        A graceful exit deletes its own member Lease; a crash cannot, and in a Deployment every
+        crashed pod has a new name, so without this the group's Lease list would grow forever. Only
+        the oldest live member collects (one writer, not N racing), only after the Lease has been
+        expired for ``_member_gc_after`` (5 lease durations, far beyond any pause a live replica could
+        recover from), and each delete is conditional on the resourceVersion we saw, so a replica
+        that comes back and renews in the meantime keeps its Lease.
+        """
+        for record in records:
+            if record.name in self._gc_pending:
+                continue
+            self._gc_pending.add(record.name)
+            self._log.info("deleting member Lease %s, expired for over %.0f s", record.name, self._member_gc_after)
+            self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
+
+    def _eligible(self) -> bool:
+        return (self._count_ok and self._conflict is None and self.identity in self._members
+                and not self.stopping)
+
+    # ------------------------------------------------------------------ member Lease
+
+    def _member_step(self, now: float) -> None:
+        ms = self._member
+        if ms.in_flight or ms.deleted:
+            return
+        cached = self._cache.get(self._member_name)
+        if self.stopping:
+            if cached is None or ms.delete_tries >= 5 \
+                    or not is_ours(cached.record, self.identity, self.incarnation):
+                ms.deleted = True  # nothing of ours to delete (never another process's member Lease)
+                return
+            if now < ms.retry_at:
+                return
+            ms.in_flight = True
+            ms.delete_tries += 1
+            self._submit(Write(WriteKind.MEMBER_DELETE, self._member_name, sent_rv=cached.record.resource_version))
+            return
+        record = cached.record if cached is not None else None
+        if record is not None and cached is not None and self._other_process_holds(record, cached.observed, now):
+            return
+        if record is not None and is_ours(record, self.identity, self.incarnation):
+            refused = record.annotations.get(ANNOTATION_REFUSED)
+            if refused and refused != self._refused_seen:
+                self._refused_seen = refused
+                self._log.warning("another process with identity %r tried to join and was refused (%s); "
+                                  "give every replica a unique --identity / POD_NAME", self.identity, refused)
+        due = max(ms.retry_at, (ms.renew_started + self.timing.retry_period) if ms.renew_started else now)
+        if now < due:
+            self._member_due = due
+            return
+        self._member_due = float("inf")
+        held = record is not None and is_ours(record, self.identity, self.incarnation) \
+            and ms.renew_started is not None
+        body = self._writer.member(record, self._clock.now(), held=held, problems=self._problems(now))
+        kind = WriteKind.MEMBER_CREATE if record is None else WriteKind.MEMBER_RENEW
+        ms.in_flight = True
+        # Bound the request by the member's own renew deadline while it is still ahead of us.
+        deadline = ms.renew_started + self.timing.renew_deadline if ms.renew_started is not None else None
+        self._submit(Write(kind, self._member_name, sent_rv=rv_of(record), body=body,
+                           deadline=deadline if deadline is not None and deadline > now + 0.05 else None))
+
+    def _other_process_holds(self, record: LeaseRecord, observed: float, now: float) -> bool:
+        """Refuse to take part while another live process holds our identity's member Lease.
+
+        True (and everything arranged: readiness fails, held shards are handed back, an error is logged
+        and the live Lease marked at most once per lease duration) while the member Lease names our
+        identity with another incarnation and has not expired. Once it expires or is deleted, the next
+        conditional write of the member Lease decides who goes on, so two processes never both win.
+        """
+        other = record.incarnation
+        if record.holder != self.identity or other is None or other == self.incarnation:
+            if self._conflict is not None:
+                self._log.info("no other live process holds identity %r any more; taking part again", self.identity)
+                self._conflict = None
+                self.metrics.identity_conflict.set(0)
+                self._dirty.update(range(self.shards))
+            return False
+        expires = member_expiry(record, observed, self.timing, wall_now=self._clock.now(),
+                                seen_change=observed > self._synced_at)
+        if expires <= now:
+            return False
+        if self._conflict != other:
+            self._conflict = other
+            self._conflict_logged_at = float("-inf")
+            self._member.renew_started = None  # if this was ours, it is not any more
+            self.metrics.identity_conflict.set(1)
+            self._dirty.update(range(self.shards))
+        if now - self._conflict_logged_at >= self.timing.lease_duration:
+            self._conflict_logged_at = now
+            self._log.error(
+                "another live process (incarnation %s) holds the member Lease %s of identity %r: refusing to "
+                "take shards until it is gone; every replica needs a unique identity (set --identity or "
+                "SHARDLEASE_IDENTITY per replica, or POD_NAME from the downward API)",
+                other, self._member_name, self.identity)
+        if now - self._conflict_flagged_at >= self.timing.lease_duration and not self.stopping:
+            self._conflict_flagged_at = now
+            wall = format_microtime(self._clock.now())
+            body = self._writer.mark(record, {ANNOTATION_REFUSED: f"{self.incarnation} {wall}"})
+            self._submit(Write(WriteKind.MEMBER_MARK, self._member_name, sent_rv=record.resource_version, body=body))
+        self._member_due = min(expires, now + self.timing.lease_duration)
+        return True
+
+    def _problems(self, now: float) -> str:
+        """This replica's health summary for its member Lease (``records.ANNOTATION_PROBLEMS``)."""
+        parts = []
+        crashing = self.crashing_shards(now)
+        if crashing:
+            parts.append("crashing=" + ",".join(map(str, crashing)))
+        stuck = sorted(self.stuck_shards())
+        if stuck:
+            parts.append("stuck=" + ",".join(map(str, stuck)))
+        if not self._count_ok and self._group_count is not None:
+            parts.append(f"count-mismatch={self.shards}/{self._group_count}")
+        return ";".join(parts)
+
+    def _on_member_result(self, done: WriteDone, now: float) -> None:
+        ms = self._member
+        ms.in_flight = False
+        kind = done.write.kind
+        if done.error is None:
+            ms.failures = 0
+            ms.retry_at = 0.0
+            if kind is WriteKind.MEMBER_DELETE:
+                ms.deleted = True
+                self._cache.delete(self._member_name, "")
+                self._log.info("member Lease deleted")
+                return
+            if kind is WriteKind.MEMBER_REFRESH and done.obj is None:
+                self._cache.delete(self._member_name, "")  # gone: the next step creates it again
+                return
+            record = LeaseRecord.from_object(done.obj or {})
+            if record is not None:
+                self._cache.apply(record)
+            if kind is WriteKind.MEMBER_REFRESH:
+                return
+            if ms.renew_started is None:
+                self._log.info("member Lease %s held", self._member_name)
+            ms.renew_started = done.started
+            return
+        err = done.error
+        self.metrics.api_error(err.kind)
+        if kind is WriteKind.MEMBER_DELETE:
+            if err.kind == "not_found":
+                ms.deleted = True
+                self._cache.delete(self._member_name, "")
+                return
+            ms.retry_at = now + 0.1
+            if err.kind in ("conflict", "already_exists"):
+                self._refresh_member()
+            return
+        if err.kind in ("conflict", "already_exists"):
+            if ms.renew_started is not None:
+                self._log.warning("member Lease %s was changed by someone else; is another replica running "
+                                  "with identity %r?", self._member_name, self.identity)
+            self._refresh_member()
+            return
+        ms.failures += 1
+        # Like a held shard: keep trying about every retry period, the member Lease must not lapse.
+        ms.retry_at = held_retry_at(now, ms.renew_started, self._backoff(ms.failures, err, held=True), self.timing)
+        self._log.warning("member Lease %s failed: %s", kind.value.replace("member_", ""), err)
+
+    def _refresh_member(self) -> None:
+        self._member.in_flight = True
+        self._submit(Write(WriteKind.MEMBER_REFRESH, self._member_name))
+
+    # ------------------------------------------------------------------ per-shard steps
+
+    def _view(self, st: _ShardState, now: float) -> ShardView:
+        cached = self._cache.get(st.name)
+        record = cached.record if cached is not None else None
+        observed = cached.observed if cached is not None else self._cache.absent_since(st.name)
+        if st.conflict_rv is not None and rv_of(record) != st.conflict_rv:
+            st.conflict_rv = None
+            st.conflict_at = None
+        return ShardView(
+            identity=self.identity, record=record, observed=observed, desired=self._assignment.get(st.index),
+            eligible=self._eligible(), shutting_down=self.stopping, held=st.held,
+            renew_started=st.renew_started, handler=st.phase, in_flight=st.in_flight, retry_at=st.retry_at,
+            conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
+            own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
+            incarnation=self.incarnation, identity_conflict=self._conflict is not None)
+
+    def _shard_step(self, st: _ShardState, now: float) -> None:
+        for _ in range(4):
+            view = self._view(st, now)
+            decision = decide(view, now, self.timing)
+            action = decision.action
+            if action is Action.WAIT:
+                self._check_stuck(st, now)
+                self._schedule(st, decision.at)
+                return
+            if action is Action.LOST:
+                self._lose(st, now, decision.reason)
+                continue
+            if action is Action.STOP_HANDLER:
+                self._stop_handler(st, now, decision.reason)
+                continue
+            if action is Action.START_HANDLER:
+                self._log.info("restarting handler: %s", decision.reason, extra={"shard": st.index})
+                self._start_handler(st)
+                continue
+            if action is Action.ACQUIRE:
+                self._acquire(st, view, decision.reason)
+            elif action is Action.RENEW:
+                self._renew(st, view)
+            elif action is Action.RELEASE:
+                self._release(st, view)
+            elif action is Action.REFRESH:
+                st.in_flight = True
+                self._submit(Write(WriteKind.REFRESH, st.name, shard=st.index, sent_rv=st.conflict_rv or ""))
+            self._check_stuck(st, now)
+            if st.held and st.renew_started is not None:
+                self._schedule(st, st.renew_started + self.timing.renew_deadline)
+            return
+
+    def _check_stuck(self, st: _ShardState, now: float) -> None:
+        if st.phase is not HandlerPhase.STOPPING or st.stuck or st.run is None or st.stop_requested_at is None:
+            return
+        if now >= st.stop_requested_at + self.timing.drain_timeout:
+            st.stuck = True
+            self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
+            self._log.error("handler did not return within drain_timeout (%.1fs); keeping the shard held and "
+                            "reporting not ready", self.timing.drain_timeout, extra={"shard": st.index})
+
+    def _lose(self, st: _ShardState, now: float, reason: str) -> None:
+        # Rate-limited: whatever made us lose it (a fight over the Lease, an editing tool), taking it back
+        # at once, every time, is how a misconfiguration turns into a tight loop of writes and log lines.
+        st.loss_streak += 1
+        pause = min(self.timing.retry_period * 2 ** min(st.loss_streak - 1, 5), self.timing.lease_duration)
+        st.retry_at = max(st.retry_at, now + pause)
+        level = logging.WARNING if st.loss_streak <= 3 or st.loss_streak % 10 == 0 else logging.DEBUG
+        self._log.log(level, "lost shard: %s%s", reason,
+                      f" (lost {st.loss_streak} times in a row; next try in {pause:.1f}s)" if st.loss_streak > 1 else "",
+                      extra={"shard": st.index})
+        self.metrics.losses.inc()
+        self._set_held(st, False)
+        st.hold_until = 0.0
+        if st.run is not None and st.phase is HandlerPhase.RUNNING:
+            self._stop_handler(st, now, "lost")
+
+    def _acquire(self, st: _ShardState, view: ShardView, reason: str) -> None:
+        record = view.record
+        body, _token = self._writer.acquire(st.index, record, self._clock.now())
+        self._log.debug("acquiring (%s)", reason, extra={"shard": st.index})
+        st.in_flight = True
+        self._submit(Write(WriteKind.CREATE if record is None else WriteKind.ACQUIRE, st.name, shard=st.index,
+                           sent_rv=rv_of(record), body=body, fallback=view.desired != self.identity))
+
+    def _renew(self, st: _ShardState, view: ShardView) -> None:
+        record = view.record
+        assert record is not None and st.renew_started is not None
+        body = self._writer.renew(st.index, record, self._clock.now())
+        st.in_flight = True
+        self._submit(Write(WriteKind.RENEW, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
+                           deadline=st.renew_started + self.timing.renew_deadline))
+
+    def _release(self, st: _ShardState, view: ShardView) -> None:
+        record = view.record
+        if record is None:
+            self._set_held(st, False)
+            return
+        body = self._writer.release(st.index, record, self._clock.now())
+        st.in_flight = True
+        deadline = st.renew_started + self.timing.renew_deadline if st.held and st.renew_started else None
+        self._submit(Write(WriteKind.RELEASE, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
+                           deadline=deadline))
+
+    # ------------------------------------------------------------------ write results
+
+    def _backoff(self, failures: int, err: ApiError, held: bool = False) -> float:
+        return backoff(failures, err, self.timing, held=held, jitter=self._jitter)
+
+    def _on_write(self, done: WriteDone, now: float) -> None:
+        write, err = done.write, done.error
+        if write.kind is WriteKind.MEMBER_MARK:
+            if err is None and done.obj is not None:
+                record = LeaseRecord.from_object(done.obj)
+                if record is not None:
+                    self._cache.apply(record)
+            elif err is not None and err.kind not in ("conflict", "not_found"):
+                self.metrics.api_error(err.kind)
+            return
+        if write.kind is WriteKind.COLLECT:
+            # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
+            # next membership pass retries whatever is still dead.
+            self._gc_pending.discard(write.name)
+            if err is not None and err.kind not in ("not_found", "conflict"):
+                self.metrics.api_error(err.kind)
+                self._log.warning("could not delete member Lease %s: %s", write.name, err)
+            return
+        if write.shard is None:
+            self._on_member_result(done, now)
+            return
+        st = self._states[write.shard]
+        st.in_flight = False
+        self._dirty.add(st.index)
+        if err is not None:
+            self._on_write_error(st, done, now)
+            return
+        st.failures = 0
+        st.retry_at = 0.0
+        st.conflict_rv = None
+        st.conflict_at = None
+        if write.kind is WriteKind.REFRESH:
+            if done.obj is None:
+                self._cache.delete(st.name, "")
+            else:
+                refreshed = LeaseRecord.from_object(done.obj)
+                if refreshed is not None:
+                    self._cache.apply(refreshed)
+            return
+        record = LeaseRecord.from_object(done.obj or {})
+        if record is not None:
+            self._cache.apply(record)
+            st.own_rv = record.resource_version
+        if write.kind in (WriteKind.CREATE, WriteKind.ACQUIRE):
+            self._acquired(st, record, done, now)
+        elif write.kind is WriteKind.RENEW:
+            if st.held:
+                if st.loss_streak and done.started - st.acquired_at >= self.timing.lease_duration:
+                    st.loss_streak = 0  # a tenure that lasted a lease duration: the trouble is over
+                st.renew_started = done.started
+                self.metrics.renew_seconds.observe(max(0.0, now - done.started))
+                if st.run is not None:
+                    self._out.append(ExtendHandler(st.index, st.run, done.started + self.timing.renew_deadline))
+        elif write.kind is WriteKind.RELEASE:
+            was_held = st.held
+            self._set_held(st, False)
+            st.hold_until = 0.0
+            self.metrics.releases.inc()
+            if st.leaving_since is not None:
+                self.metrics.handoff_seconds.observe(max(0.0, now - st.leaving_since))
+                st.leaving_since = None
+            self._log.info("released" if was_held else "released a stale lease in our name", extra={"shard": st.index})
+
+    def _acquired(self, st: _ShardState, record: LeaseRecord | None, done: WriteDone, now: float) -> None:
+        if record is None or record.holder != self.identity:
+            self._log.warning("acquire response does not name us; ignoring it", extra={"shard": st.index})
+            return
+        self._set_held(st, True)
+        st.renew_started = done.started
+        st.acquired_at = done.started
+        st.token = record.transitions if record.transitions is not None else 0
+        st.hold_until = 0.0
+        if done.write.fallback:
+            # Taken because its desired owner did not take it. Keep it a while before offering it back,
+            # and twice as long each time the same owner fails again, so an owner that is live but not
+            # taking shards costs a handler restart every now and then rather than every few seconds.
+            owner = self._assignment.get(st.index)
+            st.fallback_streak = st.fallback_streak + 1 if owner == st.fallback_owner else 1
+            st.fallback_owner = owner
+            st.hold_until = done.started + self.timing.lease_duration * 2 ** min(st.fallback_streak - 1, 6)
+        else:
+            st.fallback_streak = 0
+            st.fallback_owner = None
+        st.leaving_since = None
+        self.metrics.acquisitions.inc()
+        valid_until = done.started + self.timing.renew_deadline
+        if now >= valid_until:
+            return  # acquired too late to be safe; decide() reports it lost and we start over
+        if st.run is not None:
+            return
+        if self.stopping:
+            st.handler_wanted = False  # acquired as we began to stop: hand it straight back
+            return
+        self._log.info("acquired (token %d%s)", st.token, ", grace fallback" if done.write.fallback else "",
+                       extra={"shard": st.index})
+        self._start_handler(st)
+
+    def _on_write_error(self, st: _ShardState, done: WriteDone, now: float) -> None:
+        err = done.error
+        assert err is not None
+        kind = done.write.kind
+        self.metrics.api_error(err.kind)
+        if kind is WriteKind.REFRESH:
+            st.conflict_at = now
+            st.failures += 1
+            return
+        if err.kind in ("conflict", "already_exists"):
+            st.conflict_rv = done.write.sent_rv
+            st.conflict_at = now
+            self._log.debug("%s conflicted at resourceVersion %r", kind.value, done.write.sent_rv,
+                            extra={"shard": st.index})
+            return
+        st.failures += 1
+        delay = self._backoff(st.failures, err, held=st.held)
+        st.retry_at = held_retry_at(now, st.renew_started, delay, self.timing) if st.held else now + delay
+        level = logging.DEBUG if kind is WriteKind.ACQUIRE and st.failures < 3 else logging.WARNING
+        self._log.log(level, "%s failed: %s", kind.value, err, extra={"shard": st.index})
+
+    # ------------------------------------------------------------------ owned set, shutdown
+
+    def _set_held(self, st: _ShardState, held: bool) -> None:
+        if st.held != held:
+            st.held = held
+            self._owned_dirty = True
+            if held:
+                self._held.add(st.index)
+            else:
+                self._held.discard(st.index)
+
+    def _publish_owned(self) -> None:
+        if not self._owned_dirty:
+            return
+        self._owned_dirty = False
+        owned = frozenset(self._held)
+        if owned == self._owned:
+            return
+        self._owned = owned
+        self.metrics.shards_held.set(len(owned))
+        self._out.append(PublishOwned(owned))
+
+    def _shutdown_complete(self, now: float) -> bool:
+        stop_at = self._stop_at if self._stop_at is not None else now
+        hard_deadline = stop_at + self.timing.drain_timeout + self.timing.renew_deadline
+        if now >= hard_deadline:
+            self._log.warning("giving up on shutdown after %.1fs; shards still held: %s", now - stop_at,
+                              sorted(st.index for st in self._states if st.held))
+            return True
+        if self._member.in_flight or not self._member.deleted:
+            return False
+        for st in self._states:
+            if st.in_flight:
+                return False
+            if st.held and not st.stuck:
+                return False
+            if not st.held and st.phase is not HandlerPhase.IDLE and not st.stuck:
+                return False  # a lost shard's handler still draining
+        return True
+
+    def drop_all(self) -> PublishOwned | None:
+        """At exit: nothing counts as held any more (Leases left held simply expire)."""
+        for st in self._states:
+            self._set_held(st, False)
+        self._publish_owned()
+        out, self._out = self._out, []
+        return next((c for c in out if isinstance(c, PublishOwned)), None)

@@ -1,0 +1,311 @@
+"""The reactor as a table: given what it knows and what just happened, which commands does it issue?
+
+No server, no threads, no sleeping: a ``FakeClock``, a ``LeaseCache`` fed by hand (as the watch would),
+and write results built the way the API server would answer. Every test checks the reactor's own
+invariants after each step. Scaled timings: lease 2 s, renew deadline 1.2 s, retry 0.3 s, grace 0.6 s.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from shardlease.api import ApiError
+from shardlease.cache import LeaseCache
+from shardlease.clock import FakeClock
+from shardlease.elector import Timing
+from shardlease.reactor import (
+    CRASH_LOOP_ERRORS,
+    Command,
+    ExtendHandler,
+    HandlerExited,
+    HandlerRaised,
+    PublishOwned,
+    Reactor,
+    StartHandler,
+    StopHandler,
+    Write,
+    WriteDone,
+    WriteKind,
+)
+from shardlease.records import ANNOTATION_INCARNATION, LeaseRecord
+
+TIMING = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handoff_grace=0.6, drain_timeout=1.0)
+
+
+class Table:
+    """One reactor and the world as the test tells it: the server's objects, the cache, the clock."""
+
+    def __init__(self, identity: str = "a", shards: int = 2, incarnation: str = "inc-a") -> None:
+        self.clock = FakeClock()
+        self.cache = LeaseCache(self.clock)
+        self.reactor = Reactor(group="g", namespace="default", identity=identity, incarnation=incarnation,
+                               shards=shards, timing=TIMING, cache=self.cache, clock=self.clock,
+                               jitter=lambda low, high: high)
+        self.rv = 100
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.cache.replace_all([], "100")
+
+    @property
+    def now(self) -> float:
+        return self.clock.monotonic()
+
+    def step(self) -> list[Command]:
+        commands = self.reactor.step(self.now)
+        self.reactor.check_invariants()
+        return commands
+
+    def writes(self, commands: list[Command], kind: WriteKind | None = None) -> list[Write]:
+        return [c for c in commands if isinstance(c, Write) and (kind is None or c.kind is kind)]
+
+    def server_apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What the API server stores and answers for a successful create/replace (and the watch echoes)."""
+        self.rv += 1
+        obj = copy.deepcopy(body)
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        obj["metadata"].setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+        self.objects[obj["metadata"]["name"]] = obj
+        return obj
+
+    def put_foreign(self, body: dict[str, Any]) -> None:
+        """Another writer's object arrives through the watch."""
+        record = LeaseRecord.from_object(self.server_apply(body))
+        assert record is not None
+        self.cache.apply(record)
+
+    def succeed(self, write: Write, started: float | None = None) -> None:
+        obj = None if write.body is None else self.server_apply(write.body)
+        if write.kind in (WriteKind.REFRESH, WriteKind.MEMBER_REFRESH):
+            obj = copy.deepcopy(self.objects.get(write.name))
+        self.reactor.handle(WriteDone(write, self.now if started is None else started, obj), self.now)
+
+    def fail(self, write: Write, error: ApiError) -> None:
+        self.reactor.handle(WriteDone(write, self.now, error=error), self.now)
+
+    def join(self) -> list[Command]:
+        """Start up: create the member Lease, then acquire every shard; returns the commands after."""
+        (member,) = self.writes(self.step(), WriteKind.MEMBER_CREATE)
+        self.succeed(member)
+        acquisitions = self.writes(self.step())
+        assert {w.kind for w in acquisitions} == {WriteKind.CREATE}
+        for write in acquisitions:
+            self.succeed(write)
+        return self.step()
+
+
+def starts(commands: list[Command]) -> dict[int, StartHandler]:
+    return {c.shard: c for c in commands if isinstance(c, StartHandler)}
+
+
+def test_join_creates_the_member_lease_then_takes_every_shard_with_token_0() -> None:
+    t = Table(shards=2)
+    first = t.step()
+    assert [(w.kind, w.name) for w in t.writes(first)] == [(WriteKind.MEMBER_CREATE, "g-member-a")]
+    assert not t.reactor.health(t.now)["ready"]
+    (member,) = t.writes(first)
+    t.succeed(member)
+    acquisitions = t.writes(t.step())
+    assert sorted(w.name for w in acquisitions) == ["g-shard-0", "g-shard-1"]
+    assert all(w.body is not None and w.body["metadata"]["annotations"][ANNOTATION_INCARNATION] == "inc-a"
+               for w in acquisitions)
+    started = t.now
+    for write in acquisitions:
+        t.succeed(write)
+    commands = t.step()
+    runs = starts(commands)
+    assert sorted(runs) == [0, 1] and all(r.token == 0 and r.valid_until == started + 1.2 for r in runs.values())
+    assert PublishOwned(frozenset({0, 1})) in commands
+    assert t.reactor.health(t.now)["ready"]
+
+
+def test_renewal_is_due_one_retry_period_after_the_last_one_started_and_extends_validity() -> None:
+    t = Table(shards=1)
+    runs = starts(t.join())
+    assert t.writes(t.step(), WriteKind.RENEW) == []
+    assert t.reactor.next_wakeup(t.now) <= t.now + 0.3 + 1e-9
+    t.clock.advance(0.3)
+    (renew,) = t.writes(t.step(), WriteKind.RENEW)
+    assert renew.sent_rv == t.objects["g-shard-0"]["metadata"]["resourceVersion"]
+    assert renew.deadline == pytest.approx(t.now - 0.3 + 1.2)   # bounded by the renew deadline
+    t.succeed(renew)
+    extended = [c for c in t.step() if isinstance(c, ExtendHandler)]
+    assert extended == [ExtendHandler(0, runs[0].run, t.now + 1.2)]
+
+
+def test_failed_renewals_until_the_deadline_lose_the_shard_stop_the_handler_and_pause_the_next_try() -> None:
+    t = Table(shards=1)
+    runs = starts(t.join())
+    acquired_at = t.now
+    seen: list[Command] = []
+    for _ in range(20):
+        t.clock.advance(0.1)
+        commands = t.step()
+        seen += commands
+        for write in t.writes(commands, WriteKind.RENEW):
+            t.fail(write, ApiError("server", "HTTP 500", status=500))
+        if t.reactor.owned() == frozenset():
+            break
+    assert t.now >= acquired_at + 1.2                             # never given up before the deadline
+    assert t.reactor.owned() == frozenset() and StopHandler(0, runs[0].run) in seen
+    assert len(t.writes(seen, WriteKind.RENEW)) >= 3              # it kept trying until then
+    t.reactor.handle(HandlerExited(0, runs[0].run), t.now)
+    # The Lease still names us (our last renewal may even have landed): taken back, but not at once.
+    assert t.writes(t.step(), WriteKind.ACQUIRE) == []
+    t.clock.advance(0.31)
+    (again,) = t.writes(t.step(), WriteKind.ACQUIRE)
+    assert again.body is not None and again.body["spec"]["leaseTransitions"] == 1   # a new tenure, a new token
+
+
+def test_a_conflict_waits_for_the_watch_then_reads_the_lease_once() -> None:
+    t = Table(shards=1)
+    t.join()
+    t.clock.advance(0.3)
+    (renew,) = t.writes(t.step(), WriteKind.RENEW)
+    t.fail(renew, ApiError("conflict", "HTTP 409", status=409, reason="Conflict"))
+    assert t.writes(t.step()) == []                               # the watch may explain it: wait
+    t.clock.advance(0.3)
+    (refresh,) = t.writes(t.step(), WriteKind.REFRESH)
+    assert refresh.name == "g-shard-0"
+
+
+def test_a_lease_overwritten_by_another_holder_is_lost_at_once() -> None:
+    t = Table(shards=1)
+    runs = starts(t.join())
+    theirs = copy.deepcopy(t.objects["g-shard-0"])
+    theirs["spec"]["holderIdentity"] = "b"
+    t.put_foreign(theirs)
+    commands = t.step()
+    assert StopHandler(0, runs[0].run) in commands and t.reactor.owned() == frozenset()
+
+
+def test_our_own_late_write_is_still_ours_but_an_unknown_writer_under_our_name_is_not() -> None:
+    t = Table(shards=1)
+    runs = starts(t.join())
+    late = copy.deepcopy(t.objects["g-shard-0"])                 # our renewal that landed after a timeout
+    late["spec"]["renewTime"] = "2026-01-01T00:00:01.000000Z"
+    t.put_foreign(late)
+    assert not [c for c in t.step() if isinstance(c, StopHandler)] and t.reactor.owned() == frozenset({0})
+    tool = copy.deepcopy(t.objects["g-shard-0"])                 # a tool rewrote it without our incarnation
+    del tool["metadata"]["annotations"][ANNOTATION_INCARNATION]
+    t.put_foreign(tool)
+    assert StopHandler(0, runs[0].run) in t.step()
+
+
+def test_a_second_process_with_our_identity_refuses_marks_the_member_lease_and_is_not_ready() -> None:
+    first = Table(identity="a", shards=2, incarnation="inc-1")
+    first.join()
+    second = Table(identity="a", shards=2, incarnation="inc-2")
+    member = copy.deepcopy(first.objects["g-member-a"])
+    record = LeaseRecord.from_object(member)
+    assert record is not None
+    second.cache.replace_all([record], member["metadata"]["resourceVersion"])
+    commands = second.step()
+    assert [w.kind for w in second.writes(commands)] == [WriteKind.MEMBER_MARK]
+    health = second.reactor.health(second.now)
+    assert not health["ready"] and health["identity_conflict"] == "inc-1"
+    assert any("unique --identity" in failure for failure in health["failures"])
+    second.clock.advance(0.5)
+    assert second.writes(second.step()) == []                     # marked once per lease duration, no loop
+
+
+def test_shutdown_deletes_the_member_stops_handlers_releases_each_shard_after_its_handler_returned() -> None:
+    t = Table(shards=2)
+    runs = starts(t.join())
+    t.reactor.request_stop(t.now)
+    commands = t.step()
+    assert {c.shard for c in commands if isinstance(c, StopHandler)} == {0, 1}
+    (delete,) = t.writes(commands, WriteKind.MEMBER_DELETE)
+    assert t.writes(commands, WriteKind.RELEASE) == []            # not while handlers may still run
+    t.succeed(delete)
+    t.reactor.handle(HandlerExited(0, runs[0].run), t.now)
+    (release,) = t.writes(t.step(), WriteKind.RELEASE)
+    assert release.shard == 0 and release.body is not None
+    assert release.body["spec"]["holderIdentity"] == "" and release.body["spec"]["leaseDurationSeconds"] == 1
+    t.succeed(release)
+    t.step()
+    assert not t.reactor.finished                                 # shard 1's handler still runs
+    t.reactor.handle(HandlerExited(1, runs[1].run), t.now)
+    for write in t.writes(t.step(), WriteKind.RELEASE):
+        t.succeed(write)
+    t.step()
+    assert t.reactor.finished and t.reactor.owned() == frozenset()
+
+
+def test_a_handler_that_never_returns_is_stuck_after_the_drain_timeout_and_keeps_its_lease() -> None:
+    t = Table(shards=1)
+    t.join()
+    t.reactor.request_stop(t.now)
+    for write in t.writes(t.step(), WriteKind.MEMBER_DELETE):
+        t.succeed(write)
+    for _ in range(12):
+        t.clock.advance(0.1)
+        for write in t.writes(t.step(), WriteKind.RENEW):        # still renewed while it drains
+            t.succeed(write)
+    assert t.reactor.stuck_shards() == frozenset({0}) and t.reactor.owned() == frozenset({0})
+    assert "handlers stuck past drain_timeout: shards [0]" in t.reactor.health(t.now)["failures"]
+
+
+def test_a_handler_that_keeps_raising_is_reported_as_crash_looping() -> None:
+    t = Table(shards=1)
+    runs = starts(t.join())
+    for _ in range(CRASH_LOOP_ERRORS):
+        t.reactor.handle(HandlerRaised(0, runs[0].run), t.now)
+    assert t.reactor.crashing_shards(t.now) == [0]
+    assert "handlers crash-looping: shards [0]" in t.reactor.health(t.now)["failures"]
+    t.reactor.handle(HandlerRaised(0, runs[0].run + 1), t.now)    # a stale run number is ignored
+    assert t.reactor._states[0].errors == CRASH_LOOP_ERRORS
+
+
+def test_a_handler_that_returns_by_itself_is_not_restarted_and_the_shard_stays_held() -> None:
+    t = Table(shards=1)
+    runs = starts(t.join())
+    t.reactor.handle(HandlerExited(0, runs[0].run), t.now)
+    assert starts(t.step()) == {} and t.reactor.owned() == frozenset({0})
+    t.clock.advance(0.3)
+    assert t.writes(t.step(), WriteKind.RENEW)
+
+
+def test_member_lease_renewals_failing_past_the_deadline_make_the_replica_not_ready() -> None:
+    t = Table(shards=1)
+    t.join()
+    for _ in range(15):
+        t.clock.advance(0.1)
+        commands = t.step()
+        for write in t.writes(commands, WriteKind.MEMBER_RENEW):
+            t.fail(write, ApiError("timeout", "read timed out"))
+        for write in t.writes(commands, WriteKind.RENEW):
+            t.succeed(write)
+    health = t.reactor.health(t.now)
+    assert not health["member_lease_held"] and "member Lease not held" in health["failures"]
+
+
+def test_a_free_shard_desired_elsewhere_is_taken_only_after_the_handoff_grace() -> None:
+    t = Table(identity="a", shards=4)
+    runs = starts(t.join())
+    # Member "b" joins: some shards are now desired there; "a" hands them over.
+    peer = copy.deepcopy(t.objects["g-member-a"])
+    peer["metadata"]["name"] = "g-member-b"
+    peer["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
+    peer["spec"]["holderIdentity"] = "b"
+    t.put_foreign(peer)
+    moving = {c.shard for c in t.step() if isinstance(c, StopHandler)}
+    assert moving and t.reactor.desired() == frozenset(range(4)) - moving
+    for shard in moving:
+        t.reactor.handle(HandlerExited(shard, runs[shard].run), t.now)
+    releases = t.writes(t.step(), WriteKind.RELEASE)
+    assert {w.shard for w in releases} == moving
+    for write in releases:
+        t.succeed(write)
+        record = LeaseRecord.from_object(t.objects[write.name])
+        assert record is not None
+        t.cache.apply(record)                                     # the watch echoes the release
+    freed_at = t.now
+    # b never takes them (say it is stuck): a waits out the grace, then takes them back as a fallback.
+    t.clock.advance(0.5)
+    assert t.writes(t.step(), WriteKind.ACQUIRE) == []
+    t.clock.advance(0.2)
+    taken = t.writes(t.step(), WriteKind.ACQUIRE)
+    assert {w.shard for w in taken} == moving and all(w.fallback for w in taken)
+    assert t.now >= freed_at + TIMING.handoff_grace
