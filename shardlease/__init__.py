@@ -31,14 +31,23 @@ _EXPORTS = {
     "shard_for_key": "shardlease.keys",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "ConfigError",
+    "Shard",
+    "ShardConfig",
+    "ShardManager",
+    "ShardleaseError",
+    "__version__",
+    "shard_for_key",
+]
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from shardlease.config import ShardConfig
-    from shardlease.errors import ConfigError, ShardleaseError
-    from shardlease.handlers import Shard
-    from shardlease.keys import shard_for_key
-    from shardlease.manager import ShardManager
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-exports
+    from shardlease.config import ShardConfig as ShardConfig
+    from shardlease.errors import ConfigError as ConfigError
+    from shardlease.errors import ShardleaseError as ShardleaseError
+    from shardlease.handlers import Shard as Shard
+    from shardlease.keys import shard_for_key as shard_for_key
+    from shardlease.manager import ShardManager as ShardManager
 
 
 def __getattr__(name: str) -> Any:

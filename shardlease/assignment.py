@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
-from uhashring import HashRing
+from uhashring import HashRing  # type: ignore[import-untyped]  # ships no type information
 
 from .records import shard_lease_name
 
@@ -147,7 +147,7 @@ def _assign_cached(group: str, shards: int, members: tuple[str, ...], load_facto
     # cursor[shard]: ring index where the shard's walk resumes; tried[shard]: members that refused it.
     cursor = [ring.start(position) for position in _shard_positions(group, shards)]
     tried: dict[int, set[str]] = {}
-    pending = range(shards)
+    pending: list[int] | range = range(shards)
     while pending:
         # Round k: every unplaced shard, in index order, proposes to its k-th distinct member in ring
         # order. Total capacity is >= shards, so every shard finds room within len(members) rounds.

@@ -603,13 +603,13 @@ def work_coverage(entries: Iterable[Entry], start: float, end: float, shards: in
     for spans in by_shard.values():
         spans.sort()
         cur_s, cur_e = spans[0]
-        for s, e in spans[1:]:
+        for lo, hi in spans[1:]:
             # Gaps shorter than a few slices are the handler's own bookkeeping, not lost service.
-            if s <= cur_e + 0.03:
-                cur_e = max(cur_e, e)
+            if lo <= cur_e + 0.03:
+                cur_e = max(cur_e, hi)
             else:
                 covered += cur_e - cur_s
-                cur_s, cur_e = s, e
+                cur_s, cur_e = lo, hi
         covered += cur_e - cur_s
     return covered / ((end - start) * shards)
 

@@ -37,11 +37,13 @@ yes   desired here, handler returned after a stop (not by itself)  START_HANDLER
 yes   otherwise (desired here, or handler still draining/stuck)    RENEW when due, else WAIT
 no    a handler from an earlier tenure has not returned yet        WAIT (never two handlers)
 no    error backoff not over                                       WAIT until retry time
-no    record is ours (stale tenure), desired here and eligible     ACQUIRE at once (new token)
+no    record is ours (stale tenure), desired here and eligible     ACQUIRE at once (new token), unless
+                                                                   paused after a loss (WAIT)
 no    record is ours (stale tenure) and we may not keep it         RELEASE (so the owner need not wait)
 no    record held by someone else and not expired                  WAIT until expiry
 no    we may not take shards (not a live member, count mismatch,
       shutting down)                                               WAIT
+no    paused after losing the shard (``acquire_after``)            WAIT (never a tight re-take loop)
 no    free (absent / released / expired / stale) and desired here  ACQUIRE
 no    free, desired elsewhere, grace since it became free is over  ACQUIRE (fallback)
 no    free, desired elsewhere, grace not over                      WAIT until free time + grace
@@ -137,7 +139,8 @@ class ShardView:
     Lease is not live, its shard count differs from the group's, or it is shutting down).
     ``incarnation`` is this process's id (``None`` in callers that predate it: identity alone then
     decides what is ours). ``identity_conflict`` is True while another live process holds the member
-    Lease of our identity: we then hand back whatever we hold and take nothing.
+    Lease of our identity: we then hand back whatever we hold and take nothing. ``acquire_after``
+    pauses (re-)acquisition only, after we lost the shard: releasing is never delayed by it.
     """
 
     identity: str
@@ -158,6 +161,7 @@ class ShardView:
     handler_wanted: bool = True
     incarnation: str | None = None
     identity_conflict: bool = False
+    acquire_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +300,8 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
             # version without incarnations).
             if view.shutting_down or not view.eligible or view.desired != view.identity:
                 return Decision(Action.RELEASE, reason="stale lease in our name")
+            if now < view.acquire_after:
+                return Decision(Action.WAIT, at=view.acquire_after, reason="paused after losing it")
             return Decision(Action.ACQUIRE, reason="lease names us from an earlier tenure")
         if state == "free":
             free_at = view.observed
@@ -307,6 +313,8 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
 
     if not view.eligible or view.shutting_down:
         return Decision(Action.WAIT, reason="not taking shards")
+    if now < view.acquire_after:
+        return Decision(Action.WAIT, at=view.acquire_after, reason="paused after losing it")
     if view.desired == view.identity:
         return Decision(Action.ACQUIRE, reason="free and desired here")
     if view.desired is None:

@@ -302,7 +302,7 @@ def _entries_of_file(path: Path) -> list[Entry]:
     open_units: dict[int, tuple[int, dict[str, Any]]] = {}
     for number, rec in _read_lines(path):
         event = rec.get("event")
-        common = {
+        common: dict[str, Any] = {
             "identity": str(rec.get("identity", "?")),
             "pid": int(rec.get("pid", 0)),
             "shard": int(rec.get("shard", -1)),

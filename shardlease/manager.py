@@ -253,9 +253,9 @@ class ShardManager:
             while not self._done.wait(0.5):
                 pass
         finally:
-            for signum, previous in restore.items():
+            for restored, previous in restore.items():
                 try:
-                    signal.signal(signum, previous)
+                    signal.signal(restored, previous)
                 except (ValueError, OSError, TypeError):
                     pass
         if self._crashed is not None:

@@ -61,6 +61,7 @@ from .records import (
 __all__ = [
     "CRASH_LOOP_ERRORS",
     "CRASH_LOOP_WINDOW",
+    "STUCK_CATCH_UP",
     "Command",
     "Event",
     "ExtendHandler",
@@ -75,6 +76,11 @@ __all__ = [
     "WriteKind",
     "backoff",
 ]
+
+#: How long after the control loop first runs past a handler's drain deadline it is judged stuck. A
+#: process that was frozen (SIGSTOP, a VM or GC pause) sees every deadline pass at once, while its
+#: handler threads were frozen too: they get this long to return before they count as stuck.
+STUCK_CATCH_UP = 0.25
 
 #: A handler counts as crash-looping after this many raises in one run, while the last was recent.
 CRASH_LOOP_ERRORS = 3
@@ -207,11 +213,11 @@ def backoff(failures: int, err: ApiError, timing: Timing, *, held: bool,
     exponentially from the retry period up to the lease duration. Jittered to spread a fleet's retries.
     """
     if err.kind == "throttled" and err.retry_after is not None:
-        return err.retry_after
+        return float(err.retry_after)
     base = timing.retry_period
     if held:
         return base * jitter(0.5, 1.0)
-    return min(base * 2 ** min(failures - 1, 4), max(base, timing.lease_duration)) * jitter(0.5, 1.0)
+    return min(base * 2.0 ** min(failures - 1, 4), max(base, timing.lease_duration)) * jitter(0.5, 1.0)
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -248,6 +254,7 @@ class _ShardState:
     own_rv: str | None = None
     handler_wanted: bool = False
     loss_streak: int = 0
+    acquire_after: float = 0.0
     acquired_at: float = 0.0
     errors: int = 0
     last_error_at: float = float("-inf")
@@ -327,6 +334,8 @@ class Reactor:
         self._held: set[int] = set()
         self._owned_dirty = False
         self._stop_at: float | None = None
+        self._step_at = float("-inf")
+        self._prev_step_at = float("-inf")
         self.finished = False
 
     # ------------------------------------------------------------------ queries
@@ -437,6 +446,7 @@ class Reactor:
         return out
 
     def _step(self, now: float) -> None:
+        self._prev_step_at, self._step_at = self._step_at, now
         if not self._cache.synced.is_set():
             if self.stopping:
                 self.finished = True
@@ -759,7 +769,8 @@ class Reactor:
             renew_started=st.renew_started, handler=st.phase, in_flight=st.in_flight, retry_at=st.retry_at,
             conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
             own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
-            incarnation=self.incarnation, identity_conflict=self._conflict is not None)
+            incarnation=self.incarnation, identity_conflict=self._conflict is not None,
+            acquire_after=st.acquire_after)
 
     def _shard_step(self, st: _ShardState, now: float) -> None:
         for _ in range(4):
@@ -797,7 +808,13 @@ class Reactor:
     def _check_stuck(self, st: _ShardState, now: float) -> None:
         if st.phase is not HandlerPhase.STOPPING or st.stuck or st.run is None or st.stop_requested_at is None:
             return
-        if now >= st.stop_requested_at + self.timing.drain_timeout:
+        due = st.stop_requested_at + self.timing.drain_timeout
+        if now >= due and self._prev_step_at < due:
+            # First pass past the deadline: had the process been frozen, the handler's exit may be just
+            # behind. Judge again once its thread has had a moment to run and its exit to be drained.
+            self._schedule(st, now + STUCK_CATCH_UP)
+            return
+        if now >= due:
             st.stuck = True
             self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
             self._log.error("handler did not return within drain_timeout (%.1fs); keeping the shard held and "
@@ -808,7 +825,7 @@ class Reactor:
         # at once, every time, is how a misconfiguration turns into a tight loop of writes and log lines.
         st.loss_streak += 1
         pause = min(self.timing.retry_period * 2 ** min(st.loss_streak - 1, 5), self.timing.lease_duration)
-        st.retry_at = max(st.retry_at, now + pause)
+        st.acquire_after = now + pause
         level = logging.WARNING if st.loss_streak <= 3 or st.loss_streak % 10 == 0 else logging.DEBUG
         self._log.log(level, "lost shard: %s%s", reason,
                       f" (lost {st.loss_streak} times in a row; next try in {pause:.1f}s)" if st.loss_streak > 1 else "",

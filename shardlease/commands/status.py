@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -341,7 +341,9 @@ def list_group_leases(api: ApiClient, namespace: str, selector: str) -> tuple[li
     """
     from kubernetes.client import CoordinationV1Api
 
-    response = CoordinationV1Api(api).list_namespaced_lease(
+    # With _preload_content=False the client returns the raw urllib3 response, not the V1LeaseList
+    # its annotations promise.
+    response: Any = CoordinationV1Api(api).list_namespaced_lease(
         namespace, label_selector=selector, _preload_content=False,
         _request_timeout=_REQUEST_TIMEOUT)
     body = json.loads(response.data)
@@ -463,7 +465,7 @@ def _show(view: GroupView, output: str, out: TextIO, clear: bool) -> None:
 
 
 def _watch(api: ApiClient, args: argparse.Namespace, selector: str, out: TextIO,
-           fail: Any) -> int:
+           fail: Callable[[BaseException], int]) -> int:
     """List, then watch from the list's resourceVersion; relist when the watch ends or expires.
 
     A background thread feeds events into a queue; the main thread applies them (a burst within 0.2 s

@@ -368,3 +368,14 @@ def test_member_seen_to_change_ignores_renew_time_entirely() -> None:
 
 def test_member_without_a_readable_renew_time_keeps_client_gos_rule() -> None:
     assert member_expiry(lease(PEER), 1000.0, T, wall_now=WALL, seen_change=False) == 1015.0
+
+
+def test_after_a_loss_reacquisition_waits_but_releasing_a_stale_lease_does_not() -> None:
+    ours = lease(ME)
+    paused = dict(acquire_after=1005.0)
+    waiting = decide(view(ours, **paused), 1001.0, T)
+    assert waiting.action is Action.WAIT and waiting.at == 1005.0
+    assert decide(view(ours, **paused), 1005.0, T).action is Action.ACQUIRE
+    assert decide(view(None, **paused), 1001.0, T).action is Action.WAIT                # free: also paused
+    assert decide(view(ours, desired=PEER, **paused), 1001.0, T).action is Action.RELEASE  # never delayed
+    assert decide(view(ours, shutting_down=True, **paused), 1001.0, T).action is Action.RELEASE

@@ -247,6 +247,33 @@ def test_a_handler_that_never_returns_is_stuck_after_the_drain_timeout_and_keeps
     assert "handlers stuck past drain_timeout: shards [0]" in t.reactor.health(t.now)["failures"]
 
 
+def test_a_process_frozen_past_the_drain_timeout_lets_its_handler_return_before_calling_it_stuck() -> None:
+    """Regression (chaos seed 1325523666): SIGSTOP while a handler drained, SIGCONT 5.4 s later; the first
+    pass logged "stuck" and the handler returned 2 ms after. Frozen threads must get a moment first."""
+    t = Table(shards=1)
+    runs = starts(t.join())
+    t.reactor.request_stop(t.now)
+    for write in t.writes(t.step(), WriteKind.MEMBER_DELETE):
+        t.succeed(write)
+    t.clock.advance(5.0)                                          # frozen far past the 1 s drain timeout
+    t.step()
+    assert t.reactor.stuck_shards() == frozenset()                 # not judged on the first pass
+    t.reactor.handle(HandlerExited(0, runs[0].run), t.now)       # its thread ran as soon as it could
+    assert t.writes(t.step(), WriteKind.RELEASE)
+    assert t.reactor.stuck_shards() == frozenset()
+    # ... but a handler that still has not returned a moment later is stuck, as before.
+    u = Table(shards=1)
+    u.join()
+    u.reactor.request_stop(u.now)
+    for write in u.writes(u.step(), WriteKind.MEMBER_DELETE):
+        u.succeed(write)
+    u.clock.advance(5.0)
+    u.step()
+    u.clock.advance(0.3)
+    u.step()
+    assert u.reactor.stuck_shards() == frozenset({0})
+
+
 def test_a_handler_that_keeps_raising_is_reported_as_crash_looping() -> None:
     t = Table(shards=1)
     runs = starts(t.join())
