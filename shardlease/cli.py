@@ -19,7 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shardlease.commands.run",
     "shardlease.commands.status",
     "shardlease.commands.demo",
-    "shardlease.devserver.cli",
+    "shardlease.commands.dev_server",
 )
 
 

@@ -1,6 +1,10 @@
-"""``shardlease dev-server``: run the embedded Kubernetes API server in the foreground.
+"""``shardlease dev-server`` without kube assets: run the embedded Kubernetes API server in the
+foreground.
 
-Heavy imports stay inside :func:`run` so ``shardlease --help`` stays fast.
+The sub-command and its flags are defined in :mod:`shardlease.commands.dev_server`, which chooses
+between this embedded server and a real kube-apiserver (this package imports nothing from the rest of
+shardlease, so the choice cannot live here). Heavy imports stay inside :func:`run` so
+``shardlease --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,32 +14,6 @@ import sys
 from typing import Any
 
 DEFAULT_KUBECONFIG = "./shardlease-dev.kubeconfig"
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "dev-server",
-        help="run an embedded Kubernetes API server (Leases, ConfigMaps) for local development",
-        description=(
-            "Serve an in-memory Kubernetes API (coordination.k8s.io/v1 Leases and v1 ConfigMaps) over "
-            "plain HTTP without authentication, write a kubeconfig for it, and run until Ctrl-C or "
-            "SIGTERM. kubectl and the official Python client work against it unmodified. Any valid "
-            "namespace name is accepted; there are no Namespace objects."
-        ),
-    )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default: %(default)s; non-loopback needs --allow-remote)")
-    parser.add_argument("--port", type=int, default=0,
-                        help="port to bind; 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--kubeconfig", default=DEFAULT_KUBECONFIG, metavar="PATH",
-                        help="where to write a kubeconfig for this server (default: %(default)s, "
-                             "relative to the current directory)")
-    parser.add_argument("--faults", action="store_true",
-                        help="enable the fault-injection admin endpoint /_shardlease/faults "
-                             "(and /_shardlease/requests)")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="allow binding a non-loopback --host (the server has NO authentication)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
