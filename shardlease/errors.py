@@ -1,8 +1,47 @@
-"""Exceptions shardlease raises on purpose. Catch ``ShardleaseError`` to handle all of them."""
+"""Exceptions shardlease raises on purpose. Catch ``ShardleaseError`` to handle all of them.
+
+Everything shardlease raises deliberately derives from ``ShardleaseError``:
+
+- ``ConfigError`` (and its subclasses ``HandlerSignatureError``, ``HandlerImportError``): the replica
+  cannot start as configured; the message names what was tried and the fix.
+- ``ApiError`` and one subclass per failure kind of a Kubernetes API request (``Conflict``,
+  ``AlreadyExists``, ``NotFound``, ``Expired``, ``Throttled``, ``ServerError``, ``RequestTimeout``,
+  ``NetworkError``, ``Invalid``, ``Forbidden``, ``UnexpectedApiError``): callers branch with
+  ``except Conflict`` instead of comparing strings, and the type checker sees every branch.
+- ``InvalidArgument`` (also a ``ValueError``): a function was called with a value it cannot accept.
+- ``ControlLoopCrashed``: ``ShardManager.run()`` stopped because its control loop failed for good.
+
+Not covered, on purpose: errors raised by the user's own handler (they stay the handler's), the
+pydantic ``ValidationError`` of building a ``ShardConfig`` directly, and bugs.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HandlerSignatureError", "ShardleaseError"]
+from typing import Any, ClassVar, NoReturn, overload
+
+__all__ = [
+    "AlreadyExists",
+    "ApiError",
+    "ConfigError",
+    "Conflict",
+    "ConflictError",
+    "ControlLoopCrashed",
+    "Expired",
+    "Forbidden",
+    "HandlerImportError",
+    "HandlerSignatureError",
+    "Invalid",
+    "InvalidArgument",
+    "NetworkError",
+    "NotFound",
+    "RequestTimeout",
+    "ServerError",
+    "ShardleaseError",
+    "Throttled",
+    "UnexpectedApiError",
+    "api_error",
+    "api_error_class",
+]
 
 
 class ShardleaseError(Exception):
@@ -19,3 +58,197 @@ class HandlerSignatureError(ConfigError):
     Raised before any shard is taken: a handler that fails on every call would otherwise be restarted
     with back-off forever while its shards stay held and unprocessed.
     """
+
+
+class HandlerImportError(ConfigError):
+    """``MODULE:FUNC`` does not name a usable handler; the message says what is wrong and the fix."""
+
+
+class InvalidArgument(ShardleaseError, ValueError):
+    """A function got a value it cannot work with. Also a ``ValueError``, so code that caught the plain
+    ``ValueError`` these checks used to raise keeps working."""
+
+
+class ControlLoopCrashed(ShardleaseError):
+    """``ShardManager.run()`` ended because its control loop failed in a way it cannot recover from.
+
+    The original exception is the ``__cause__``. Every held Lease has been released or left to expire
+    by the time this is raised, so restarting the process (or the manager) is safe.
+    """
+
+
+# ---------------------------------------------------------------------------------------------------
+# Kubernetes API errors
+
+
+class _LegacyKind:
+    """The failure kind as the string the manager compared before the typed classes existed.
+
+    Readable on the class and on instances, never assignable: it is derived from the class, so an
+    error cannot claim to be a ``conflict`` while being a ``NotFound``. Goes away once the manager is
+    rewritten to branch on the classes (issue 8).
+    """
+
+    def __get__(self, obj: ApiError | None, owner: type[ApiError] | None = None) -> str:
+        cls = owner if owner is not None else type(obj)
+        return cls._kind if issubclass(cls, ApiError) else "other"
+
+    def __set__(self, obj: object, value: object) -> NoReturn:
+        raise AttributeError("ApiError.kind is read-only: it follows from the error's class")
+
+    def __delete__(self, obj: object) -> NoReturn:
+        raise AttributeError("ApiError.kind is read-only: it follows from the error's class")
+
+
+class ApiError(ShardleaseError):
+    """A failed Kubernetes API request; catch a subclass to handle one kind of failure.
+
+    ``status`` is the HTTP status (``None`` when no response arrived), ``reason`` the ``reason`` of the
+    Kubernetes ``Status`` body (``"Conflict"``, ``"AlreadyExists"``, ...), ``retry_after`` the seconds
+    the server asked us to wait (429 and some 5xx), if any.
+
+    Transition: ``ApiError(kind, message, ...)`` with one of the legacy kind strings still builds the
+    matching subclass, and ``.kind`` still returns that string. Both go away with the manager rewrite
+    (issue 8); new code raises and catches the subclasses.
+    """
+
+    _kind: ClassVar[str] = "other"
+    kind = _LegacyKind()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ApiError:
+        target: type[ApiError] = cls
+        if cls is ApiError and len(args) == 2:
+            target = _BY_KIND.get(str(args[0]), UnexpectedApiError)
+        return super().__new__(target)
+
+    @overload
+    def __init__(self, message: str, /, *, status: int | None = None, reason: str = "",
+                 retry_after: float | None = None) -> None: ...
+
+    @overload
+    def __init__(self, kind: str, message: str, /, *, status: int | None = None, reason: str = "",
+                 retry_after: float | None = None) -> None: ...
+
+    def __init__(self, first: str, second: str | None = None, /, *, status: int | None = None,
+                 reason: str = "", retry_after: float | None = None) -> None:
+        if second is None:
+            message = first
+        else:  # legacy ApiError(kind, message): __new__ already picked the class from the kind
+            if first not in _BY_KIND:
+                raise InvalidArgument(f"unknown ApiError kind {first!r}; use one of {sorted(_BY_KIND)} "
+                                      "or, better, raise the matching subclass")
+            message = second
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(status={self.status!r}, reason={self.reason!r}, "
+                f"message={str(self)!r})")
+
+
+class ConflictError(ApiError):
+    """409: the write lost against another writer. Base of ``Conflict`` and ``AlreadyExists``, which
+    lease code usually treats alike (someone else got there first: re-read and decide again)."""
+
+    _kind = "conflict"
+
+
+class Conflict(ConflictError):
+    """409 Conflict: the resourceVersion (or a delete precondition) no longer matches the object."""
+
+    _kind = "conflict"
+
+
+class AlreadyExists(ConflictError):
+    """409 AlreadyExists: a create found the object already there."""
+
+    _kind = "already_exists"
+
+
+class NotFound(ApiError):
+    """404: the object (or the namespace) does not exist."""
+
+    _kind = "not_found"
+
+
+class Expired(ApiError):
+    """410 Gone / Expired: the resourceVersion a watch or list continues from is older than the
+    server's history; relist."""
+
+    _kind = "expired"
+
+
+class Throttled(ApiError):
+    """429 Too Many Requests; ``retry_after`` says how long the server asked us to wait."""
+
+    _kind = "throttled"
+
+
+class ServerError(ApiError):
+    """5xx: the server (or something in front of it) failed; the write may or may not have happened."""
+
+    _kind = "server"
+
+
+class RequestTimeout(ApiError):
+    """No complete answer within the client's timeout; the write may or may not have happened."""
+
+    _kind = "timeout"
+
+
+class NetworkError(ApiError):
+    """The connection failed (refused, reset, DNS); no HTTP status was received."""
+
+    _kind = "network"
+
+
+class Invalid(ApiError):
+    """400 BadRequest or 422 Invalid: the request itself is wrong; retrying it unchanged cannot help."""
+
+    _kind = "invalid"
+
+
+class Forbidden(ApiError):
+    """401 Unauthorized or 403 Forbidden: the credentials (or RBAC) do not allow the request."""
+
+    _kind = "forbidden"
+
+
+class UnexpectedApiError(ApiError):
+    """Any other failure: an unexpected status code or a response that is not a JSON object."""
+
+    _kind = "other"
+
+
+_BY_KIND: dict[str, type[ApiError]] = {
+    c._kind: c for c in (Conflict, AlreadyExists, NotFound, Expired, Throttled, ServerError,
+                         RequestTimeout, NetworkError, Invalid, Forbidden, UnexpectedApiError)
+}
+
+
+def api_error_class(status: int, reason: str = "") -> type[ApiError]:
+    """The class for an HTTP error response, from its status code and ``Status.reason``."""
+    if status == 409:
+        return AlreadyExists if reason == "AlreadyExists" else Conflict
+    if status == 404:
+        return NotFound
+    if status == 410:
+        return Expired
+    if status == 429:
+        return Throttled
+    if status >= 500:
+        return ServerError
+    if status in (400, 422):
+        return Invalid
+    if status in (401, 403):
+        return Forbidden
+    return UnexpectedApiError
+
+
+def api_error(status: int, reason: str, message: str, *, retry_after: float | None = None) -> ApiError:
+    """The error for an HTTP error response, worded ``HTTP <status> <reason>: <message>`` as every
+    shardlease client (the real one and the in-memory one) words it."""
+    return api_error_class(status, reason)(f"HTTP {status} {reason}: {message}".strip(), status=status,
+                                           reason=reason, retry_after=retry_after)

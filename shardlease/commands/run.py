@@ -17,6 +17,9 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+# Re-exported: it lived here before moving into the one error hierarchy.
+from ..errors import HandlerImportError as HandlerImportError
+
 #: Exit status when handlers were still running after the drain timeout at shutdown.
 EXIT_ABANDONED = 3
 
@@ -34,7 +37,8 @@ _FLAGS: tuple[tuple[str, str | None, str], ...] = (
     ("--context", "C", "kubeconfig context"),
     ("--lease-duration", "SECONDS", "how long a Lease stays valid without renewal (default 15)"),
     ("--renew-deadline", "SECONDS", "stop a handler after failing to renew for this long (default 10)"),
-    ("--retry-period", "SECONDS", "renew interval and retry period (default 2)"),
+    ("--retry-period", "SECONDS", "retry period after failures, and the renew interval unless set (default 2)"),
+    ("--renew-interval", "SECONDS", "how often a held Lease is renewed (default: the retry period)"),
     ("--load-factor", "F", "bounded-load factor, >= 1.0 (default 1.0)"),
     ("--handoff-grace", "SECONDS", "after this long free, any member may take a shard (default 2 x retry period)"),
     ("--drain-timeout", "SECONDS", "how long to wait for a handler to return after revoke (default 30)"),
@@ -63,10 +67,6 @@ def register(subparsers: Any) -> None:
         # SUPPRESS: an absent flag stays absent, so the environment can fill it in.
         parser.add_argument(flag, default=argparse.SUPPRESS, metavar=metavar, help=text)
     parser.set_defaults(func=run)
-
-
-class HandlerImportError(Exception):
-    """``MODULE:FUNC`` does not name a usable handler; the message says what is wrong and the fix."""
 
 
 def _did_you_mean(wanted: str, candidates: Iterable[str]) -> str:
