@@ -9,16 +9,16 @@ auth (including in-cluster token refresh via ``Configuration.auth_settings()``) 
 ``kubernetes.client.rest.RESTClientObject`` built from the same ``Configuration`` (so TLS, proxy and CA
 settings are the client's own) with a connection pool as large as our writer pool.
 
-Client CPU per conditional PUT, measured sequentially against the dev-server on this 2-core machine
-(3,000 PUTs, medians of runs): generated ``replace_namespaced_lease`` with models ~500 us; the same with
-``_preload_content=False`` and a dict body (``"api"``) ~540 us; ``param_serialize`` + ``call_api``
-(``"call_api"``) ~430 us; ``RESTClientObject.request`` (``"rest"``) ~400 us; its pool manager's ``urlopen``
-(``"urllib3"``, the default) ~300 us. The slower paths stay selectable for that comparison; all send the
-same bytes.
+Only the fastest path stays in the library: the pool manager's ``urlopen`` with a body serialised once.
+Client CPU per conditional PUT against the dev-server in another process (``bench/request_paths.py``,
+``bench/results/request_paths.json``): see that file for the figures of the generated
+``CoordinationV1Api`` and of ``RESTClientObject.request``, which adds its own JSON encoding and response
+wrapper on top of the same ``urlopen``.
 
 Every call is a single attempt with an explicit timeout. Retrying is the caller's business, because only
-the caller knows how much of a renew deadline is left; errors come back as ``ApiError`` with a ``kind``
-the caller can branch and count on (conflict, timeout, throttled with ``retry_after``, ...).
+the caller knows how much of a renew deadline is left; errors come back as the typed ``ApiError``
+subclasses of :mod:`shardlease.errors` (``Conflict``, ``RequestTimeout``, ``Throttled`` with
+``retry_after``, ...). ``LeaseClient`` implements :class:`shardlease.client.LeaseStore`.
 """
 
 from __future__ import annotations
@@ -28,55 +28,37 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import urllib3
-from kubernetes.client import ApiClient, CoordinationV1Api
+from kubernetes.client import ApiClient
 from kubernetes.client import rest as _rest
-from kubernetes.client.exceptions import ApiException
 
-__all__ = ["ApiError", "LeaseClient", "ClientPath", "error_kind"]
+from .errors import (
+    ApiError,
+    Expired,
+    NetworkError,
+    NotFound,
+    RequestTimeout,
+    UnexpectedApiError,
+    api_error,
+    api_error_class,
+)
 
-ClientPath = Literal["urllib3", "rest", "call_api", "api"]
+__all__ = ["ApiError", "LeaseClient", "error_kind"]
 
 _GROUP_PATH = "/apis/coordination.k8s.io/v1"
 
 
-class ApiError(Exception):
-    """A failed Lease request. ``kind`` is one of: ``conflict`` (409 Conflict), ``already_exists``,
-    ``not_found``, ``expired`` (410), ``throttled`` (429), ``server`` (5xx), ``timeout``, ``network``,
-    ``invalid`` (422/400), ``forbidden`` (401/403), ``other``."""
-
-    def __init__(self, kind: str, message: str, *, status: int | None = None, reason: str = "",
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
-
-    def __repr__(self) -> str:
-        return f"ApiError(kind={self.kind!r}, status={self.status!r}, message={str(self)!r})"
-
-
 def error_kind(status: int, reason: str) -> str:
-    if status == 409:
-        return "already_exists" if reason == "AlreadyExists" else "conflict"
-    if status == 404:
-        return "not_found"
-    if status == 410:
-        return "expired"
-    if status == 429:
-        return "throttled"
-    if status >= 500:
-        return "server"
-    if status in (400, 422):
-        return "invalid"
-    if status in (401, 403):
-        return "forbidden"
-    return "other"
+    """The legacy kind string for an HTTP error (``"conflict"``, ``"not_found"``, ...).
+
+    Kept while the manager still compares strings; goes away with its rewrite (issue 8). New code
+    uses :func:`shardlease.errors.api_error_class` and catches the classes.
+    """
+    return api_error_class(status, reason).kind
 
 
 def _retry_after(headers: Mapping[str, str] | None, status_obj: Mapping[str, Any] | None) -> float | None:
@@ -106,38 +88,53 @@ def _error_from_response(status: int, body: bytes, headers: Mapping[str, str] | 
         status_obj = parsed
         reason = str(parsed.get("reason") or "")
         message = str(parsed.get("message") or message)
-    return ApiError(error_kind(status, reason), f"HTTP {status} {reason}: {message}".strip(), status=status,
-                    reason=reason, retry_after=_retry_after(headers, status_obj))
+    return api_error(status, reason, message, retry_after=_retry_after(headers, status_obj))
 
 
 def _transport_error(exc: BaseException) -> ApiError:
     text = f"{type(exc).__name__}: {exc}"
     timeout_types = (urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
     if isinstance(exc, timeout_types) or "timed out" in text.lower():
-        return ApiError("timeout", text)
-    return ApiError("network", text)
+        return RequestTimeout(text)
+    return NetworkError(text)
+
+
+def _watch_error(obj: Mapping[str, Any]) -> ApiError:
+    """The error an ``ERROR`` watch event carries (a ``Status``): 410 becomes ``Expired``, as if the
+    server had answered the watch request itself with 410."""
+    code = obj.get("code")
+    status = code if isinstance(code, int) else 0
+    reason = str(obj.get("reason") or "")
+    message = str(obj.get("message") or "watch error event")
+    if status == 410 or reason in ("Expired", "Gone"):
+        return Expired(f"HTTP 410 {reason or 'Expired'}: {message}", status=410, reason=reason or "Expired")
+    if not status:
+        return UnexpectedApiError(f"watch error event: {message}", reason=reason)
+    return api_error(status, reason, message)
 
 
 class LeaseClient:
-    """Create / replace / get / delete / list / watch Leases of one namespace as JSON dicts."""
+    """Create / replace / get / delete / list / watch Leases of one namespace as JSON dicts.
 
-    def __init__(self, api_client: ApiClient, namespace: str, *, path: ClientPath = "urllib3",
-                 pool_size: int = 16) -> None:
+    Implements :class:`shardlease.client.LeaseStore`; every failure is an ``ApiError`` subclass.
+    """
+
+    def __init__(self, api_client: ApiClient, namespace: str, *, pool_size: int = 16) -> None:
         self._api_client = api_client
         self.namespace = namespace
-        self.path = path
         config = copy.copy(api_client.configuration)
         config.connection_pool_maxsize = max(pool_size, config.connection_pool_maxsize or 1)
         # No hidden urllib3 retries: a retried PUT could outlive the renew deadline the caller budgeted.
         config.retries = False
         # Our own pool, so that writer threads never overflow the user's pool (urllib3 would then open
-        # and throw away a connection per request and warn about it).
-        self._rest = _rest.RESTClientObject(config)
+        # and throw away a connection per request and warn about it). Only its pool manager is used:
+        # it carries the TLS, proxy and CA settings of the user's Configuration.
+        self._pool: urllib3.PoolManager = _rest.RESTClientObject(config).pool_manager
         self._host = config.host.rstrip("/")
-        self._coordination = CoordinationV1Api(api_client)
         self._lock = threading.Lock()
         self._auth_headers: dict[str, str] = {}
         self._auth_at = -1e9
+        self.current_watch: urllib3.BaseHTTPResponse | None = None
 
     # ---- plumbing ----
 
@@ -166,29 +163,18 @@ class LeaseClient:
 
     def _send(self, method: str, url: str, body: Any, timeout: float | tuple[float, float] | None,
               *, stream: bool = False) -> urllib3.BaseHTTPResponse:
-        """One request over the kubernetes client's connection pool; raise ``ApiError`` unless 2xx.
-
-        Path ``"urllib3"`` calls ``urlopen`` on the REST client's pool manager (its TLS, proxy and pool
-        settings) with a body we serialised once; path ``"rest"`` goes through
-        ``RESTClientObject.request``, which adds its own JSON encoding and response wrapper on top.
-        """
+        """One request: ``urlopen`` on the pool manager with a body serialised once; raise the typed
+        ``ApiError`` unless 2xx. With ``stream`` a 2xx response is returned unread (for watches)."""
         headers = self._headers()
         if isinstance(timeout, tuple):
             request_timeout: urllib3.Timeout | None = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         else:
             request_timeout = urllib3.Timeout(total=timeout) if timeout else None
+        payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         try:
-            if self.path in ("urllib3", "rest"):
-                response = self._rest.request(method, url, headers=headers, body=body,
-                                              _request_timeout=timeout).response
-            else:
-                payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-                response = self._rest.pool_manager.urlopen(
-                    method, url, body=payload, headers=headers, timeout=request_timeout, retries=False,
-                    preload_content=False)
-        except ApiException as exc:  # raised by the REST layer for some retry-after answers
-            raise ApiError(error_kind(exc.status or 0, exc.reason or ""), str(exc), status=exc.status,
-                           retry_after=_retry_after(exc.headers, None)) from None
+            response: urllib3.BaseHTTPResponse = self._pool.urlopen(
+                method, url, body=payload, headers=headers, timeout=request_timeout, retries=False,
+                preload_content=False)
         except Exception as exc:  # urllib3 transport errors
             raise _transport_error(exc) from None
         if stream and 200 <= response.status < 300:
@@ -203,13 +189,14 @@ class LeaseClient:
             raise _error_from_response(response.status, data, response.headers)
         return response
 
-    def _json(self, response: urllib3.BaseHTTPResponse) -> dict[str, Any]:
+    @staticmethod
+    def _json(response: urllib3.BaseHTTPResponse) -> dict[str, Any]:
         try:
             value = json.loads(response.data)
         except ValueError as exc:
-            raise ApiError("other", f"response is not JSON: {exc}") from None
+            raise UnexpectedApiError(f"response is not JSON: {exc}", status=response.status) from None
         if not isinstance(value, dict):
-            raise ApiError("other", "response is not a JSON object")
+            raise UnexpectedApiError("response is not a JSON object", status=response.status)
         return value
 
     # ---- requests ----
@@ -217,24 +204,17 @@ class LeaseClient:
     def get(self, name: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         """The Lease, or ``None`` if it does not exist."""
         try:
-            if self.path in ("urllib3", "rest"):
-                return self._json(self._send("GET", self._url(name), None, timeout))
-            return self._via_client("read", name, None, timeout)
-        except ApiError as err:
-            if err.kind == "not_found":
-                return None
-            raise
+            return self._json(self._send("GET", self._url(name), None, timeout))
+        except NotFound:
+            return None
 
     def create(self, body: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        if self.path in ("urllib3", "rest"):
-            return self._json(self._send("POST", self._url(), body, timeout))
-        return self._via_client("create", None, body, timeout)
+        """POST; ``AlreadyExists`` if the name is taken."""
+        return self._json(self._send("POST", self._url(), body, timeout))
 
     def replace(self, name: str, body: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        """Conditional PUT: the body must carry ``metadata.resourceVersion``; a stale one gives ``conflict``."""
-        if self.path in ("urllib3", "rest"):
-            return self._json(self._send("PUT", self._url(name), body, timeout))
-        return self._via_client("replace", name, body, timeout)
+        """Conditional PUT: the body must carry ``metadata.resourceVersion``; a stale one gives ``Conflict``."""
+        return self._json(self._send("PUT", self._url(name), body, timeout))
 
     def delete(self, name: str, *, resource_version: str | None = None, timeout: float | None = None) -> None:
         """Delete, conditional on ``resource_version`` when given (DeleteOptions preconditions)."""
@@ -253,11 +233,12 @@ class LeaseClient:
                 str(rv) if rv is not None else "")
 
     def watch(self, label_selector: str, resource_version: str, *, timeout_seconds: int,
-              read_timeout: float, connect_timeout: float = 5.0) -> Iterator[dict[str, Any]]:
+              read_timeout: float, connect_timeout: float = 5.0) -> Generator[dict[str, Any], None, None]:
         """Stream watch events (``{"type": ..., "object": ...}``) from ``resource_version``, with bookmarks.
 
         ``read_timeout`` bounds every socket read, so a connection that went silent (a dead peer, a
-        partition that drops packets) raises ``ApiError("timeout")`` instead of hanging forever.
+        partition that drops packets) raises ``RequestTimeout`` instead of hanging forever. An
+        ``ERROR`` event is raised as its error (``Expired`` for 410), never yielded.
         """
         query = {
             "watch": "true",
@@ -284,8 +265,12 @@ class LeaseClient:
                             event = json.loads(line)
                         except ValueError:
                             continue
-                        if isinstance(event, dict):
-                            yield event
+                        if not isinstance(event, dict):
+                            continue
+                        if event.get("type") == "ERROR":
+                            obj = event.get("object")
+                            raise _watch_error(obj if isinstance(obj, dict) else {})
+                        yield event
             except ApiError:
                 raise
             except Exception as exc:
@@ -293,8 +278,6 @@ class LeaseClient:
         finally:
             response.release_conn()
             self.current_watch = None
-
-    current_watch: urllib3.BaseHTTPResponse | None = None
 
     def close_watch(self) -> None:
         """Abort a running watch from another thread (used on shutdown)."""
@@ -309,52 +292,16 @@ class LeaseClient:
             except Exception:
                 pass
 
-    # ---- generated-client paths (for comparison) ----
-
-    def _via_client(self, op: str, name: str | None, body: Any, timeout: float | None) -> dict[str, Any]:
-        try:
-            if self.path == "api":
-                if op == "read":
-                    resp = self._coordination.read_namespaced_lease(
-                        name, self.namespace, _preload_content=False, _request_timeout=timeout)
-                elif op == "create":
-                    resp = self._coordination.create_namespaced_lease(
-                        self.namespace, body, _preload_content=False, _request_timeout=timeout)
-                else:
-                    resp = self._coordination.replace_namespaced_lease(
-                        name, self.namespace, body, _preload_content=False, _request_timeout=timeout)
-                data = resp.data
-            else:
-                method = {"read": "GET", "create": "POST", "replace": "PUT"}[op]
-                path = f"{_GROUP_PATH}/namespaces/{{namespace}}/leases"
-                params: dict[str, str] = {"namespace": self.namespace}
-                if name is not None:
-                    path += "/{name}"
-                    params["name"] = name
-                request = self._api_client.param_serialize(
-                    method, path, path_params=params, query_params=[],
-                    header_params={"Accept": "application/json", "Content-Type": "application/json"},
-                    body=body, auth_settings=["BearerToken"])
-                resp2 = self._api_client.call_api(*request, _request_timeout=timeout)
-                data = resp2.read()
-                if not 200 <= resp2.status < 300:
-                    raise _error_from_response(resp2.status, data, resp2.headers)
-        except ApiException as exc:
-            raise _error_from_response(exc.status or 0, (exc.body or "").encode()
-                                       if isinstance(exc.body, str) else (exc.body or b""), exc.headers) from None
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise _transport_error(exc) from None
-        try:
-            value = json.loads(data)
-        except ValueError as exc:
-            raise ApiError("other", f"response is not JSON: {exc}") from None
-        return value if isinstance(value, dict) else {}
-
     def close(self) -> None:
         self.close_watch()
         try:
-            self._rest.close()
+            self._pool.clear()
         except Exception:
             pass
+
+
+if TYPE_CHECKING:  # LeaseClient must satisfy the protocol the runtime depends on; mypy checks it here.
+    from .client.store import LeaseStore
+
+    def _satisfies_protocol(client: LeaseClient) -> LeaseStore:
+        return client

@@ -9,7 +9,7 @@ wins), so a late event can never roll a record back.
 
 ``LeaseWatcher`` is the one thread per replica that talks to the watch endpoint: list, then watch from
 the list's resourceVersion with bookmarks; on a clean end of stream it resumes from the last version it
-saw; on 410 Expired it relists; a silent connection is cut by a client-side read timeout. In steady state
+saw; on ``Expired`` (410) it relists; a silent connection is cut by a client-side read timeout. In steady state
 this is the only read traffic: no polling GETs.
 """
 
@@ -20,11 +20,14 @@ import random
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .api import ApiError, LeaseClient
 from .clock import Clock
+from .errors import ApiError, Expired, RequestTimeout, Throttled
 from .records import LeaseRecord
+
+if TYPE_CHECKING:
+    from .client.store import LeaseStore
 
 __all__ = ["CachedLease", "LeaseCache", "LeaseWatcher", "rv_newer"]
 
@@ -170,7 +173,7 @@ class LeaseWatcher:
     before peers' Leases would look expired keeps membership honest.
     """
 
-    def __init__(self, client: LeaseClient, cache: LeaseCache, selector: str, *, read_timeout: float,
+    def __init__(self, client: LeaseStore, cache: LeaseCache, selector: str, *, read_timeout: float,
                  logger: logging.LoggerAdapter[Any] | logging.Logger,
                  on_error: Callable[[str], None] | None = None, max_backoff: float = 5.0) -> None:
         self._client = client
@@ -203,13 +206,15 @@ class LeaseWatcher:
                     self._relist()
                 self._watch_once()
                 failures = 0
+            except Expired as err:
+                if self._stop.is_set():
+                    return
+                self._log.info("watch history expired (%s); relisting", err)
+                self.resource_version = ""
+                continue
             except ApiError as err:
                 if self._stop.is_set():
                     return
-                if err.kind == "expired":
-                    self._log.info("watch history expired (%s); relisting", err)
-                    self.resource_version = ""
-                    continue
                 if self.events > delivered:
                     # The stream worked before it broke: this is a first failure, not one more in a row.
                     # Backing off as if the server had been down all along left replicas blind to
@@ -218,10 +223,11 @@ class LeaseWatcher:
                 failures += 1
                 if self._on_error is not None:
                     self._on_error(err.kind)
-                delay = err.retry_after if err.kind == "throttled" and err.retry_after else min(
-                    self._max_backoff, 0.2 * 2 ** min(failures, 6))
-                delay *= random.uniform(0.5, 1.0) if err.kind != "throttled" else 1.0
-                level = logging.DEBUG if err.kind == "timeout" and failures == 1 else logging.WARNING
+                if isinstance(err, Throttled):  # the server's wait, not ours: no jitter
+                    delay = err.retry_after or min(self._max_backoff, 0.2 * 2 ** min(failures, 6))
+                else:
+                    delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                level = logging.DEBUG if isinstance(err, RequestTimeout) and failures == 1 else logging.WARNING
                 self._log.log(level, "watch failed (%s); retrying in %.2fs", err, delay)
                 self._stop.wait(delay)
             except Exception:  # never let the watch thread die
@@ -251,12 +257,6 @@ class LeaseWatcher:
             obj = event.get("object")
             if not isinstance(obj, dict):
                 continue
-            if kind == "ERROR":
-                code = obj.get("code")
-                if code == 410:
-                    raise ApiError("expired", str(obj.get("message") or "resource version expired"), status=410)
-                raise ApiError("other", f"watch error event: {obj.get('message')!r}",
-                               status=code if isinstance(code, int) else None)
             meta = obj.get("metadata")
             rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
             if kind == "BOOKMARK":

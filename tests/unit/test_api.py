@@ -1,14 +1,15 @@
-"""LeaseClient against the embedded API server: plain-dict CRUD, conditional writes, error kinds."""
+"""LeaseClient against the embedded API server: plain-dict CRUD, conditional writes, typed errors."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from shardlease.api import ApiError, LeaseClient, error_kind
+from shardlease.client import LeaseStore
 from shardlease.devserver import DevServer
+from shardlease.errors import AlreadyExists, Conflict, Expired, NetworkError, RequestTimeout, Throttled
 from shardlease.kube import load_api_client
 
 
@@ -27,28 +28,23 @@ def body(name: str) -> dict[str, object]:
             "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15, "leaseTransitions": 0}}
 
 
-@pytest.mark.parametrize("path", ["urllib3", "rest", "call_api", "api"])
-def test_crud_round_trip_through_each_path(client: tuple[DevServer, LeaseClient], path: str) -> None:
-    srv, lc = client
-    lc.path = path  # type: ignore[misc]
-    try:
-        name = f"crud-{path.replace('_', '-')}"
-        created = lc.create(body(name))
-        assert created["spec"]["holderIdentity"] == "me"
-        created["spec"]["holderIdentity"] = "you"
-        replaced = lc.replace(name, created)
-        assert replaced["metadata"]["resourceVersion"] != created["metadata"]["resourceVersion"]
-        with pytest.raises(ApiError) as stale:
-            lc.replace(name, created)  # the old resourceVersion
-        assert stale.value.kind == "conflict" and stale.value.status == 409
-        with pytest.raises(ApiError) as exists:
-            lc.create(body(name))
-        assert exists.value.kind == "already_exists"
-        got = lc.get(name)
-        assert got is not None and got["spec"]["holderIdentity"] == "you"
-        assert lc.get("does-not-exist") is None
-    finally:
-        lc.path = "urllib3"  # type: ignore[misc]
+def test_crud_round_trip(client: tuple[DevServer, LeaseClient]) -> None:
+    _srv, lc = client
+    store: LeaseStore = lc  # LeaseClient is the production LeaseStore (checked by mypy)
+    created = store.create(body("crud"))
+    assert created["spec"]["holderIdentity"] == "me"
+    created["spec"]["holderIdentity"] = "you"
+    replaced = store.replace("crud", created)
+    assert replaced["metadata"]["resourceVersion"] != created["metadata"]["resourceVersion"]
+    with pytest.raises(Conflict) as stale:
+        store.replace("crud", created)  # the old resourceVersion
+    assert stale.value.status == 409 and stale.value.reason == "Conflict"
+    with pytest.raises(AlreadyExists) as exists:
+        store.create(body("crud"))
+    assert exists.value.status == 409 and str(exists.value).startswith("HTTP 409 AlreadyExists: ")
+    got = store.get("crud")
+    assert got is not None and got["spec"]["holderIdentity"] == "you"
+    assert store.get("does-not-exist") is None
 
 
 def test_delete_with_precondition_and_list(client: tuple[DevServer, LeaseClient]) -> None:
@@ -56,9 +52,8 @@ def test_delete_with_precondition_and_list(client: tuple[DevServer, LeaseClient]
     obj = lc.create(body("to-delete"))
     items, rv = lc.list("shardlease.io/group=t")
     assert rv and any(i["metadata"]["name"] == "to-delete" for i in items)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Conflict):
         lc.delete("to-delete", resource_version="1")
-    assert info.value.kind == "conflict"
     lc.delete("to-delete", resource_version=obj["metadata"]["resourceVersion"])
     assert lc.get("to-delete") is None
 
@@ -67,29 +62,28 @@ def test_throttling_carries_retry_after(client: tuple[DevServer, LeaseClient]) -
     srv, lc = client
     srv.faults.set_errors(1.0, code=429, retry_after=3)
     try:
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(Throttled) as info:
             lc.get("anything")
     finally:
         srv.faults.clear()
-    assert info.value.kind == "throttled" and info.value.retry_after == 3
+    assert info.value.status == 429 and info.value.retry_after == 3
 
 
 def test_timeout_and_network_errors_are_classified(client: tuple[DevServer, LeaseClient]) -> None:
     srv, lc = client
     srv.faults.set_latency(1.0)
     try:
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(RequestTimeout) as info:
             lc.get("slow", timeout=0.2)
     finally:
         srv.faults.clear()
-    assert info.value.kind == "timeout"
+    assert info.value.status is None
     srv.faults.partition("api-test", mode="drop")
     try:
-        with pytest.raises(ApiError) as dropped:
+        with pytest.raises((NetworkError, RequestTimeout)):
             lc.get("dropped", timeout=2)
     finally:
         srv.faults.clear()
-    assert dropped.value.kind in ("network", "timeout")
 
 
 def test_watch_streams_events_and_reports_expiry(client: tuple[DevServer, LeaseClient]) -> None:
@@ -102,10 +96,24 @@ def test_watch_streams_events_and_reports_expiry(client: tuple[DevServer, LeaseC
     events.close()
 
 
-def test_error_kind_table() -> None:
+def test_watch_from_a_compacted_version_raises_expired(client: tuple[DevServer, LeaseClient]) -> None:
+    """The server answers with an ERROR event (410) inside a 200 stream; callers get ``Expired``."""
+    srv, lc = client
+    _items, rv = lc.list("shardlease.io/group=x")
+    lc.create({"metadata": {"name": "x1", "labels": {"shardlease.io/group": "x"}}, "spec": {}})
+    srv.compact()
+    with pytest.raises(Expired) as info:
+        next(lc.watch("shardlease.io/group=x", rv, timeout_seconds=2, read_timeout=3))
+    assert info.value.status == 410 and info.value.kind == "expired"
+
+
+def test_error_kind_table_of_the_transition() -> None:
+    """``error_kind`` and ``.kind`` still give the strings the manager compares until its rewrite."""
     assert error_kind(409, "Conflict") == "conflict"
     assert error_kind(409, "AlreadyExists") == "already_exists"
     assert error_kind(410, "Expired") == "expired"
     assert error_kind(503, "") == "server"
     assert error_kind(422, "Invalid") == "invalid"
     assert error_kind(403, "Forbidden") == "forbidden"
+    legacy = ApiError("conflict", "HTTP 409", status=409, reason="Conflict")
+    assert isinstance(legacy, Conflict) and legacy.kind == "conflict"
