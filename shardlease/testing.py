@@ -23,6 +23,17 @@ Fixtures:
 ``kube_faults`` (function)
     ``kube_devserver.faults`` (latency, injected errors, per-client partitions), cleared after the
     test so a fault never outlives the test that injected it.
+``kube_apiserver`` (session)
+    A real etcd + kube-apiserver (:class:`~shardlease.controlplane.RealControlPlane`: ``.url``,
+    ``.token``, ``.ca_file``, ``.version``, ``.restart_apiserver()``), started once per session from
+    the binaries :func:`~shardlease.controlplane.find_assets` finds: ``$KUBEBUILDER_ASSETS`` (an
+    envtest directory works), else the cache of ``scripts/build-kube-assets``. Without them the test
+    is skipped, saying how to build them, except under ``CI=true``, where it fails: a CI run must not
+    pass by skipping the real server. It has authentication, TLS and RBAC, and Namespaces must exist
+    before objects are created in them (``default`` does). Logs: ``.apiserver_log``, ``.etcd_log``.
+``kube_apiserver_kubeconfig`` (session)
+    Path (``str``) of a kubeconfig for ``kube_apiserver`` (CA embedded, admin bearer token), for
+    ``load_kube_config``, kubectl and subprocesses.
 
 Example (``test_my_handler.py``)::
 
@@ -45,17 +56,23 @@ Example (``test_my_handler.py``)::
         kube_faults.partition("replica-1")  # requests from that client now fail with 503
         ...
 
+    def test_on_the_real_thing(kube_apiserver_kubeconfig):
+        api = client.CoordinationV1Api(config.new_client_from_config(kube_apiserver_kubeconfig))
+        ...
+
 If the plugin is not active (shardlease not installed, or ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set),
 load it explicitly with ``pytest -p shardlease.testing`` or ``pytest_plugins = ["shardlease.testing"]``
 in your top-level ``conftest.py``; doing so while the entry point is also active is harmless.
 
 This module is imported by every pytest run in an environment where shardlease is installed, so it
-imports nothing but pytest at import time: the dev-server and the ``kubernetes`` client are
-imported inside the fixtures, and a broken or missing dependency fails only the tests that use them.
+imports nothing but pytest at import time: the dev-server, the control plane and the
+``kubernetes`` client are imported inside the fixtures, and a broken or missing dependency fails
+only the tests that use them.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -65,10 +82,12 @@ import pytest
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
     from kubernetes.client import ApiClient
 
+    from shardlease.controlplane import RealControlPlane
     from shardlease.devserver import DevServer
     from shardlease.devserver.faults import Faults
 
-__all__ = ["kube_devserver", "kubeconfig", "kube_api_client", "kube_faults"]
+__all__ = ["kube_devserver", "kubeconfig", "kube_api_client", "kube_faults", "kube_apiserver",
+           "kube_apiserver_kubeconfig"]
 
 #: The names this module can be registered under: the entry-point name, and the module name that
 #: ``-p shardlease.testing`` / ``pytest_plugins = [...]`` use.
@@ -128,3 +147,38 @@ def kube_faults(kube_devserver: DevServer) -> Iterator[Faults]:
         yield faults
     finally:
         faults.clear()
+
+
+#: How to get the binaries, for skip and failure messages.
+BUILD_ASSETS_HINT = ("build them with `scripts/build-kube-assets` (needs Go >= 1.26; prints the "
+                     "directory) and set KUBEBUILDER_ASSETS to that directory, or point "
+                     "KUBEBUILDER_ASSETS at an envtest assets directory")
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane]:
+    """One real etcd + kube-apiserver for the whole session; skipped (failed under ``CI=true``)
+    when no assets are found, since CI must prove the real server rather than skip it."""
+    from shardlease.controlplane import ControlPlaneError, RealControlPlane, find_assets
+
+    assets = find_assets()
+    if assets is None:
+        why = f"no kube-apiserver/etcd binaries found for the real-server tests; {BUILD_ASSETS_HINT}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    try:
+        plane = RealControlPlane(assets, work_dir=tmp_path_factory.mktemp("kube-apiserver")).start()
+    except ControlPlaneError as exc:
+        pytest.fail(f"the real kube-apiserver did not start: {exc}", pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver_kubeconfig(kube_apiserver: RealControlPlane,
+                              tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A kubeconfig file for ``kube_apiserver``, usable by ``load_kube_config`` and kubectl."""
+    return kube_apiserver.write_kubeconfig(tmp_path_factory.mktemp("kube-apiserver-config") / "kubeconfig")
