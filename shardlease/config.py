@@ -147,6 +147,18 @@ class ShardConfig(BaseSettings):
         "Seconds between renewals and between attempts to acquire. Smaller values react faster "
         "and cost more API requests (about shards / retry_period writes per second per group).",
     )
+    renew_interval: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Seconds between renewals of a Lease this replica holds, when all is well; failed renewals "
+            "are retried every retry_period. The group writes about (shards + replicas) / renew_interval "
+            "Leases per second, so a longer interval costs the API server less. Defaults to "
+            "retry_period (client-go renews every retry period). Must leave time for one retry before "
+            "the renew deadline: renew_interval + retry_period <= renew_deadline."
+        ),
+    )
     load_factor: float = Field(
         default=1.0,
         ge=1.0,
@@ -274,7 +286,21 @@ class ShardConfig(BaseSettings):
                 "keep the defaults 15/10/2 or scale all three together, e.g. --lease-duration 6 "
                 "--renew-deadline 4 --retry-period 1"
             )
+        if self.renew_interval is not None and self.renew_interval + self.retry_period > self.renew_deadline:
+            longest = self.renew_deadline - self.retry_period
+            raise ValueError(
+                f"renew_interval: must leave time for one retry before the renew deadline "
+                f"(renew_interval + retry_period <= renew_deadline), got renew_interval={self.renew_interval:g} "
+                f"with retry_period={self.retry_period:g} and renew_deadline={self.renew_deadline:g}; "
+                f"set --renew-interval / SHARDLEASE_RENEW_INTERVAL to at most {longest:g}, or raise "
+                f"--renew-deadline (and --lease-duration above it)"
+            )
         return self
+
+    @property
+    def effective_renew_interval(self) -> float:
+        """``renew_interval`` if set, else ``retry_period`` (client-go's behaviour)."""
+        return self.renew_interval if self.renew_interval is not None else self.retry_period
 
     @property
     def lease_duration_seconds(self) -> int:
@@ -308,6 +334,7 @@ _FIX_HINTS: dict[str, str] = {
     "lease_duration": "a positive number of seconds",
     "renew_deadline": "a positive number of seconds",
     "retry_period": "a positive number of seconds",
+    "renew_interval": "a positive number of seconds, or leave it unset",
     "load_factor": "a number >= 1.0",
     "handoff_grace": "a number of seconds >= 0, or leave it unset",
     "drain_timeout": "a positive number of seconds",

@@ -108,6 +108,12 @@ class Timing:
     retry_period: float = 2.0
     handoff_grace: float = 4.0
     drain_timeout: float = 30.0
+    renew_interval: float | None = None
+
+    @property
+    def renew_every(self) -> float:
+        """How often a held Lease is renewed when all is well (``renew_interval``, else the retry period)."""
+        return self.renew_interval if self.renew_interval is not None else self.retry_period
 
     @property
     def lease_duration_seconds(self) -> int:
@@ -126,6 +132,7 @@ class Timing:
             retry_period=float(config.retry_period),
             handoff_grace=float(grace),
             drain_timeout=float(config.drain_timeout),
+            renew_interval=getattr(config, "renew_interval", None),
         )
 
 
@@ -216,7 +223,7 @@ def _holder_state(record: LeaseRecord) -> str:
 
 def _renew_or_wait(view: ShardView, now: float, timing: Timing, deadline: float, why: str) -> Decision:
     assert view.renew_started is not None
-    due = max(view.renew_started + timing.retry_period, view.retry_at)
+    due = max(view.renew_started + timing.renew_every, view.retry_at)
     if now >= due:
         return Decision(Action.RENEW, reason=why)
     return Decision(Action.WAIT, at=min(due, deadline), reason=f"renew later ({why})")

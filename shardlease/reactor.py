@@ -635,7 +635,7 @@ class Reactor:
                 self._refused_seen = refused
                 self._log.warning("another process with identity %r tried to join and was refused (%s); "
                                   "give every replica a unique --identity / POD_NAME", self.identity, refused)
-        due = max(ms.retry_at, (ms.renew_started + self.timing.retry_period) if ms.renew_started else now)
+        due = max(ms.retry_at, (ms.renew_started + self.timing.renew_every) if ms.renew_started else now)
         if now < due:
             self._member_due = due
             return

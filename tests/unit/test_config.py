@@ -134,6 +134,8 @@ def test_shards_message_matches_the_documented_form() -> None:
         ("lease_duration", float("inf")),
         ("renew_deadline", -1),
         ("retry_period", "soon"),
+        ("renew_interval", 0),
+        ("renew_interval", 9),
         ("load_factor", 0.9),
         ("handoff_grace", -0.5),
         ("drain_timeout", 0),
@@ -149,6 +151,14 @@ def test_every_invalid_field_is_named_with_its_fix(field: str, value: object) ->
     flag, env = CONFIG_SOURCES[field]
     assert message.startswith(f"{field}: ")
     assert flag in message and env in message
+
+
+def test_renew_interval_defaults_to_the_retry_period_and_must_leave_room_for_a_retry() -> None:
+    assert ShardConfig(group="g", shards=4).effective_renew_interval == 2.0
+    assert ShardConfig(group="g", shards=4, renew_interval=8).effective_renew_interval == 8.0
+    message = errors_of(group="g", shards=4, renew_interval=8.5)
+    assert message.startswith("renew_interval: must leave time for one retry before the renew deadline")
+    assert "--renew-interval" in message and "SHARDLEASE_RENEW_INTERVAL" in message and "at most 8" in message
 
 
 def test_missing_required_fields_are_named() -> None:

@@ -38,11 +38,12 @@ TIMING = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handof
 class Table:
     """One reactor and the world as the test tells it: the server's objects, the cache, the clock."""
 
-    def __init__(self, identity: str = "a", shards: int = 2, incarnation: str = "inc-a") -> None:
+    def __init__(self, identity: str = "a", shards: int = 2, incarnation: str = "inc-a",
+                 timing: Timing = TIMING) -> None:
         self.clock = FakeClock()
         self.cache = LeaseCache(self.clock)
         self.reactor = Reactor(group="g", namespace="default", identity=identity, incarnation=incarnation,
-                               shards=shards, timing=TIMING, cache=self.cache, clock=self.clock,
+                               shards=shards, timing=timing, cache=self.cache, clock=self.clock,
                                jitter=lambda low, high: high)
         self.rv = 100
         self.objects: dict[str, dict[str, Any]] = {}
@@ -132,6 +133,22 @@ def test_renewal_is_due_one_retry_period_after_the_last_one_started_and_extends_
     t.succeed(renew)
     extended = [c for c in t.step() if isinstance(c, ExtendHandler)]
     assert extended == [ExtendHandler(0, runs[0].run, t.now + 1.2)]
+
+
+def test_a_renew_interval_spaces_renewals_while_failures_are_retried_every_retry_period() -> None:
+    timing = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handoff_grace=0.6,
+                    drain_timeout=1.0, renew_interval=0.8)
+    t = Table(shards=1, timing=timing)
+    t.join()
+    t.clock.advance(0.7)
+    assert t.writes(t.step(), WriteKind.RENEW) == []               # not due before the interval
+    t.clock.advance(0.1)
+    (renew,) = t.writes(t.step(), WriteKind.RENEW)
+    t.fail(renew, ApiError("server", "HTTP 503", status=503))
+    t.clock.advance(0.2)
+    assert t.writes(t.step(), WriteKind.RENEW) == []
+    t.clock.advance(0.1)                                          # a retry period after the failure
+    assert t.writes(t.step(), WriteKind.RENEW)
 
 
 def test_failed_renewals_until_the_deadline_lose_the_shard_stop_the_handler_and_pause_the_next_try() -> None:
