@@ -31,6 +31,11 @@ its parent dies (``PR_SET_PDEATHSIG``), which covers a parent that was itself SI
 hook fires when the *thread* that started the replica exits, so start replicas from a thread that
 lives as long as the cluster (normally the main thread), or pass ``die_with_parent=False``.
 
+With ``devserver="real"`` the replicas talk to a real etcd + kube-apiserver instead
+(:class:`~shardlease.controlplane.RealControlPlane`, binaries from ``assets`` or
+:func:`~shardlease.controlplane.find_assets`), so one test can be parametrised over both servers;
+:attr:`LocalCluster.faults` is ``None`` there (put toxiproxy in front of it for network faults).
+
 Replica output (stdout and stderr) goes to ``<work_dir>/logs/<identity>.log``; the journal of the
 default handler (:mod:`shardlease.journal`) goes to ``<work_dir>/journal``. Failed waits raise
 :class:`ClusterTimeout` with the last snapshot and the tail of every replica's log in the message.
@@ -366,7 +371,12 @@ class LocalCluster:
         extra_args: extra ``shardlease run`` arguments for every replica.
         devserver: ``"thread"`` runs :class:`~shardlease.devserver.DevServer` in this process (fault
             injection available as :attr:`faults`); ``"process"`` runs ``python -m shardlease
-            dev-server`` as a child (no fault injection from here, but survives a busy test process).
+            dev-server`` as a child (no fault injection from here, but survives a busy test process);
+            ``"real"`` starts a real etcd + kube-apiserver (:attr:`control_plane`; no fault
+            injection, a namespace other than ``default`` is created at start).
+        assets: with ``devserver="real"``, the directory of the kube-apiserver and etcd binaries
+            (default: :func:`~shardlease.controlplane.find_assets`: ``$KUBEBUILDER_ASSETS``, then
+            the cache of ``scripts/build-kube-assets``).
         faults: enable the dev-server's fault injection.
         die_with_parent: have the kernel SIGKILL replicas if this process dies (Linux only; see the
             module docstring for the thread caveat).
@@ -386,13 +396,18 @@ class LocalCluster:
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         devserver: str = "thread",
+        assets: str | os.PathLike[str] | None = None,
         faults: bool = True,
         die_with_parent: bool = True,
         cwd: str | None = None,
         python: str = sys.executable,
     ) -> None:
-        if devserver not in ("thread", "process"):
-            raise ValueError(f"devserver must be 'thread' or 'process', got {devserver!r}")
+        if devserver not in ("thread", "process", "real"):
+            raise ValueError(f"devserver must be 'thread', 'process' or 'real', got {devserver!r}")
+        if assets is not None and devserver != "real":
+            raise ValueError(f"assets= is for devserver='real' (the kube-apiserver binaries), "
+                             f"but devserver={devserver!r}")
+        self.assets = assets
         self.handler = handler
         self.group = group
         self.shard_count = shards
@@ -411,10 +426,11 @@ class LocalCluster:
         self.python = python
         #: Every replica ever started, in start order (stopped ones stay, for their logs).
         self.replicas: list[Replica] = []
-        self.server: Any = None  # DevServer when devserver == "thread"
+        self.server: Any = None  # DevServer when devserver == "thread", RealControlPlane if "real"
         self._server_process: subprocess.Popen[bytes] | None = None
         self._server_log: Any = None
         self._server_pid: int | None = None  # kept after stop() for leftover_processes()
+        self._control_plane_pids: set[int] = set()  # likewise, for devserver == "real"
         self._api: ApiClient | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -449,6 +465,9 @@ class LocalCluster:
         return self
 
     def _start_devserver(self) -> None:
+        if self.devserver_mode == "real":
+            self._start_real_control_plane()
+            return
         if self.devserver_mode == "thread":
             from .devserver import DevServer
 
@@ -469,6 +488,35 @@ class LocalCluster:
         )
         self._server_pid = self._server_process.pid
         self.url = self._await_kubeconfig(timeout=30)
+
+    def _start_real_control_plane(self) -> None:
+        from .controlplane import ControlPlaneError, RealControlPlane, find_assets
+
+        assets = find_assets(self.assets)
+        if assets is None:
+            raise ControlPlaneError(
+                "LocalCluster(devserver='real') found no kube-apiserver/etcd binaries: pass assets=DIR, "
+                "set KUBEBUILDER_ASSETS, or build them with scripts/build-kube-assets")
+        self.server = RealControlPlane(assets, work_dir=self.work_dir / "controlplane")
+        self.server.start()
+        self.url = self.server.url
+        self.server.write_kubeconfig(self.kubeconfig)
+        if self.namespace != "default":  # kube-apiserver refuses writes into a missing namespace
+            from kubernetes.client import CoreV1Api, V1Namespace, V1ObjectMeta
+            from kubernetes.client.exceptions import ApiException
+
+            try:
+                CoreV1Api(self.api_client()).create_namespace(
+                    V1Namespace(metadata=V1ObjectMeta(name=self.namespace)))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+    @property
+    def control_plane(self) -> Any:
+        """The :class:`~shardlease.controlplane.RealControlPlane` with ``devserver="real"`` (logs,
+        ``restart_apiserver()``), else ``None``."""
+        return self.server if self.devserver_mode == "real" else None
 
     def _await_kubeconfig(self, timeout: float) -> str:
         """Wait until the child dev-server wrote its kubeconfig and answers; return its URL."""
@@ -529,6 +577,9 @@ class LocalCluster:
     def request_counts(self) -> dict[tuple[str, str], int]:
         """The dev-server's request counters, ``{(verb, resource): count}``, in either mode (in
         ``"process"`` mode through ``/_shardlease/requests``, which needs ``faults=True``)."""
+        if self.devserver_mode == "real":
+            raise RuntimeError("request_counts() needs the dev-server's counters; a real "
+                               "kube-apiserver has none (read its /metrics instead)")
         if self.server is not None:
             return dict(self.server.request_counts())
         import urllib.request
@@ -568,6 +619,9 @@ class LocalCluster:
                 pass
             self._api = None
         if self.server is not None:
+            if self.devserver_mode == "real":
+                self._control_plane_pids.update(
+                    pid for pid in (self.server.apiserver_pid, self.server.etcd_pid) if pid)
             try:
                 self.server.__exit__(None, None, None)
             finally:
@@ -600,6 +654,9 @@ class LocalCluster:
             p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env["KUBECONFIG"] = str(self.kubeconfig)
+        # A `shardlease dev-server` started from here (the "process" server, or a test's own) must
+        # be the embedded one, whatever the test run chose for its real-server fixture.
+        env.pop("KUBEBUILDER_ASSETS", None)
         return env
 
     def _child_env(self) -> dict[str, str]:
@@ -820,13 +877,14 @@ class LocalCluster:
         groups = {r.pid for r in self.replicas}
         if self._server_pid is not None:
             groups.add(self._server_pid)
+        groups.update(self._control_plane_pids)
         return [pid for pid, pgid in _process_groups().items() if pgid in groups]
 
     def describe(self) -> dict[str, Any]:
         """Machine-readable facts for reports (benchmarks store this next to their figures)."""
         return {
             "group": self.group, "shards": self.shard_count, "namespace": self.namespace,
-            "url": self.url, "work_dir": str(self.work_dir),
+            "server": self.devserver_mode, "url": self.url, "work_dir": str(self.work_dir),
             "timings": {k: v for k, v in vars(self.timings).items() if v is not None},
             "replicas": [
                 {"identity": r.identity, "pid": r.pid, "returncode": r.returncode,
