@@ -35,6 +35,9 @@ Fixtures:
     Path (``str``) of a kubeconfig for ``kube_apiserver`` (CA embedded, admin bearer token), for
     ``load_kube_config``, kubectl and subprocesses.
 
+Tests that start their own :class:`~shardlease.controlplane.RealControlPlane` (to restart or kill
+it) get the binaries from :func:`require_kube_assets`, which skips or fails the same way.
+
 Example (``test_my_handler.py``)::
 
     from kubernetes import client
@@ -75,6 +78,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -155,11 +159,11 @@ BUILD_ASSETS_HINT = ("build them with `scripts/build-kube-assets` (needs Go >= 1
                      "KUBEBUILDER_ASSETS at an envtest assets directory")
 
 
-@pytest.fixture(scope="session")
-def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane]:
-    """One real etcd + kube-apiserver for the whole session; skipped (failed under ``CI=true``)
-    when no assets are found, since CI must prove the real server rather than skip it."""
-    from shardlease.controlplane import ControlPlaneError, RealControlPlane, find_assets
+def require_kube_assets() -> Path:
+    """The kube-apiserver/etcd assets directory (see ``find_assets``); when there is none, skip the
+    calling test saying how to build them, or fail it under ``CI=true``, since CI must prove the real
+    server rather than skip it. For tests that start their own control plane."""
+    from shardlease.controlplane import find_assets
 
     assets = find_assets()
     if assets is None:
@@ -167,6 +171,15 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCon
         if os.environ.get("CI") == "true":
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
+    return assets
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane]:
+    """One real etcd + kube-apiserver for the whole session (see :func:`require_kube_assets`)."""
+    from shardlease.controlplane import ControlPlaneError, RealControlPlane
+
+    assets = require_kube_assets()
     try:
         plane = RealControlPlane(assets, work_dir=tmp_path_factory.mktemp("kube-apiserver")).start()
     except ControlPlaneError as exc:

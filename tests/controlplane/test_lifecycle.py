@@ -16,7 +16,8 @@ import kubernetes
 import pytest
 from kubernetes.client import CoordinationV1Api, V1Lease, V1LeaseSpec, V1ObjectMeta
 
-from shardlease.controlplane import ControlPlaneError, RealControlPlane, find_assets
+from shardlease.controlplane import ControlPlaneError, RealControlPlane
+from shardlease.testing import require_kube_assets
 
 from .helpers import alive, wait_gone
 
@@ -25,13 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def assets() -> Path:
-    found = find_assets()
-    if found is None:
-        why = "no kube assets: build them with scripts/build-kube-assets and set KUBEBUILDER_ASSETS"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
-    return found
+    return require_kube_assets()
 
 
 @pytest.fixture

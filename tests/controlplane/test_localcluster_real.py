@@ -3,13 +3,12 @@ a real kube-apiserver, in a namespace the cluster creates, and nothing survives 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from shardlease.controlplane import find_assets
 from shardlease.localcluster import LocalCluster, Timings, runtime_missing
+from shardlease.testing import require_kube_assets
 
 from .helpers import wait_gone
 
@@ -18,12 +17,7 @@ def test_replicas_settle_on_the_real_server(tmp_path: Path) -> None:
     missing = runtime_missing()
     if missing:
         pytest.skip(missing)
-    assets = find_assets()
-    if assets is None:
-        why = "no kube assets: build them with scripts/build-kube-assets and set KUBEBUILDER_ASSETS"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
+    assets = require_kube_assets()
     cluster = LocalCluster(devserver="real", assets=assets, group="cpreal", shards=4,
                            namespace="cp-real", work_dir=tmp_path / "lc",
                            timings=Timings(lease_duration=4, renew_deadline=2.4, retry_period=0.5))
