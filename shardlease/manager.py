@@ -57,10 +57,11 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .api import ApiError, LeaseClient
+from .api import LeaseClient
 from .cache import LeaseCache, LeaseWatcher
 from .clock import Clock, SystemClock
 from .elector import Timing
+from .errors import ApiError, RequestTimeout, UnexpectedApiError
 from .handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from .logs import get_logger
 from .metrics import ManagerMetrics
@@ -400,7 +401,7 @@ class ShardManager:
             self._executor.submit(self._do_write, write)
         except RuntimeError:  # executor shut down during teardown
             self._events.put(WriteDone(write, self._clock.monotonic(),
-                                       error=ApiError("other", "manager is shutting down")))
+                                       error=UnexpectedApiError("manager is shutting down")))
 
     def _do_write(self, write: Write) -> None:
         store = self._store
@@ -413,7 +414,7 @@ class ShardManager:
             if write.deadline is not None:
                 remaining = write.deadline - started
                 if remaining <= 0.01:
-                    raise ApiError("timeout", "no time left before the renew deadline")
+                    raise RequestTimeout("no time left before the renew deadline")
                 timeout = min(timeout, remaining)
             call = write.kind.store_call
             if call == "create":
@@ -427,7 +428,7 @@ class ShardManager:
         except ApiError as err:
             error = err
         except Exception as exc:  # defensive: a bug in a request must surface as a failed write
-            error = ApiError("other", f"{type(exc).__name__}: {exc}")
+            error = UnexpectedApiError(f"{type(exc).__name__}: {exc}")
         self._events.put(WriteDone(write, started, obj, error))
         self._wake.set()
 

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .api import ApiError
 from .assignment import assign
 from .bodies import Writer
 from .cache import LeaseCache
@@ -49,6 +48,7 @@ from .elector import (
     member_expiry,
     rv_of,
 )
+from .errors import ApiError, ConflictError, NotFound, Throttled
 from .membership import compute_membership
 from .records import (
     ANNOTATION_REFUSED,
@@ -212,7 +212,7 @@ def backoff(failures: int, err: ApiError, timing: Timing, *, held: bool,
     (client-go does, and :func:`elector.held_retry_at` tightens it near the deadline); otherwise back off
     exponentially from the retry period up to the lease duration. Jittered to spread a fleet's retries.
     """
-    if err.kind == "throttled" and err.retry_after is not None:
+    if isinstance(err, Throttled) and err.retry_after is not None:
         return float(err.retry_after)
     base = timing.retry_period
     if held:
@@ -731,15 +731,15 @@ class Reactor:
         err = done.error
         self.metrics.api_error(err.kind)
         if kind is WriteKind.MEMBER_DELETE:
-            if err.kind == "not_found":
+            if isinstance(err, NotFound):
                 ms.deleted = True
                 self._cache.delete(self._member_name, "")
                 return
             ms.retry_at = now + 0.1
-            if err.kind in ("conflict", "already_exists"):
+            if isinstance(err, ConflictError):
                 self._refresh_member()
             return
-        if err.kind in ("conflict", "already_exists"):
+        if isinstance(err, ConflictError):
             if ms.renew_started is not None:
                 self._log.warning("member Lease %s was changed by someone else; is another replica running "
                                   "with identity %r?", self._member_name, self.identity)
@@ -875,14 +875,14 @@ class Reactor:
                 record = LeaseRecord.from_object(done.obj)
                 if record is not None:
                     self._cache.apply(record)
-            elif err is not None and err.kind not in ("conflict", "not_found"):
+            elif err is not None and not isinstance(err, (ConflictError, NotFound)):
                 self.metrics.api_error(err.kind)
             return
         if write.kind is WriteKind.COLLECT:
             # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
             # next membership pass retries whatever is still dead.
             self._gc_pending.discard(write.name)
-            if err is not None and err.kind not in ("not_found", "conflict"):
+            if err is not None and not isinstance(err, (ConflictError, NotFound)):
                 self.metrics.api_error(err.kind)
                 self._log.warning("could not delete member Lease %s: %s", write.name, err)
             return
@@ -974,7 +974,7 @@ class Reactor:
             st.conflict_at = now
             st.failures += 1
             return
-        if err.kind in ("conflict", "already_exists"):
+        if isinstance(err, ConflictError):
             st.conflict_rv = done.write.sent_rv
             st.conflict_at = now
             self._log.debug("%s conflicted at resourceVersion %r", kind.value, done.write.sent_rv,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from shardlease.api import ApiError
 from shardlease.cache import LeaseCache
 from shardlease.clock import FakeClock
 from shardlease.elector import Timing
+from shardlease.errors import ApiError, Conflict, RequestTimeout, ServerError
 from shardlease.reactor import (
     CRASH_LOOP_ERRORS,
     Command,
@@ -144,7 +144,7 @@ def test_a_renew_interval_spaces_renewals_while_failures_are_retried_every_retry
     assert t.writes(t.step(), WriteKind.RENEW) == []               # not due before the interval
     t.clock.advance(0.1)
     (renew,) = t.writes(t.step(), WriteKind.RENEW)
-    t.fail(renew, ApiError("server", "HTTP 503", status=503))
+    t.fail(renew, ServerError("HTTP 503", status=503))
     t.clock.advance(0.2)
     assert t.writes(t.step(), WriteKind.RENEW) == []
     t.clock.advance(0.1)                                          # a retry period after the failure
@@ -161,7 +161,7 @@ def test_failed_renewals_until_the_deadline_lose_the_shard_stop_the_handler_and_
         commands = t.step()
         seen += commands
         for write in t.writes(commands, WriteKind.RENEW):
-            t.fail(write, ApiError("server", "HTTP 500", status=500))
+            t.fail(write, ServerError("HTTP 500", status=500))
         if t.reactor.owned() == frozenset():
             break
     assert t.now >= acquired_at + 1.2                             # never given up before the deadline
@@ -180,7 +180,7 @@ def test_a_conflict_waits_for_the_watch_then_reads_the_lease_once() -> None:
     t.join()
     t.clock.advance(0.3)
     (renew,) = t.writes(t.step(), WriteKind.RENEW)
-    t.fail(renew, ApiError("conflict", "HTTP 409", status=409, reason="Conflict"))
+    t.fail(renew, Conflict("HTTP 409", status=409, reason="Conflict"))
     assert t.writes(t.step()) == []                               # the watch may explain it: wait
     t.clock.advance(0.3)
     (refresh,) = t.writes(t.step(), WriteKind.REFRESH)
@@ -318,7 +318,7 @@ def test_member_lease_renewals_failing_past_the_deadline_make_the_replica_not_re
         t.clock.advance(0.1)
         commands = t.step()
         for write in t.writes(commands, WriteKind.MEMBER_RENEW):
-            t.fail(write, ApiError("timeout", "read timed out"))
+            t.fail(write, RequestTimeout("read timed out"))
         for write in t.writes(commands, WriteKind.RENEW):
             t.succeed(write)
     health = t.reactor.health(t.now)
