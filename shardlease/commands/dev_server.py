@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -144,8 +145,7 @@ def run_real(args: argparse.Namespace, assets: Path, gates: dict[str, bool]) -> 
                   flush=True)
             plane.start()
         except _Interrupted:
-            print(f"{PROG} stopped while starting", flush=True)
-            return 0
+            return 0  # the finally below stops what had started and says so
         except ControlPlaneError as exc:
             print(f"{PROG}: {exc}", file=sys.stderr)
             return 1
@@ -155,8 +155,8 @@ def run_real(args: argparse.Namespace, assets: Path, gates: dict[str, bool]) -> 
         print(f"shardlease dev-server (real kube-apiserver {plane.version}) listening on {plane.url}",
               flush=True)
         print(f"kubeconfig written to {path}", flush=True)
-        print(f"ready in {plane.ready_seconds:.1f} s; logs: {plane.apiserver_log}, {plane.etcd_log}",
-              flush=True)
+        print(f"ready in {plane.ready_seconds:.1f} s; logs (removed after a clean stop): "
+              f"{plane.apiserver_log}, {plane.etcd_log}", flush=True)
         print(f"try: KUBECONFIG={path} kubectl get leases -A", flush=True)
         while not stop.wait(0.5):
             if not plane.running:
@@ -167,7 +167,10 @@ def run_real(args: argparse.Namespace, assets: Path, gates: dict[str, bool]) -> 
     finally:
         if plane is not None:
             plane.stop()
-            if stop.is_set():
+            if stop.is_set():  # asked to stop: a clean end, so its temporary work dir can go
                 print("shardlease dev-server stopped", flush=True)
+                shutil.rmtree(plane.work_dir, ignore_errors=True)
+            else:
+                print(f"{PROG}: logs kept in {plane.work_dir}", file=sys.stderr)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -118,6 +118,8 @@ def test_cli_serves_until_sigterm_then_leaves_nothing(assets: Path, tmp_path: Pa
             process.wait()
     assert process.returncode == 0, err
     assert "shardlease dev-server stopped" in out
+    work_dir = Path(lines[0].split("(logs in ")[1].rstrip(")\n"))
+    assert not work_dir.exists()  # a clean stop leaves no temporary files either
     assert wait_gone(children, 5) == []
 
 
