@@ -106,14 +106,17 @@ def test_backoff_restarts_after_a_stream_that_worked(tmp_path) -> None:  # type:
     failure, so after a few cuts the watcher waited seconds (up to its cap) before reconnecting, and
     the replica stopped seeing member renewals for longer than a lease."""
     with running_watcher(tmp_path, read_timeout=5.0, max_backoff=5.0) as (srv, writer, cache, _):
+        def cached(name: str) -> Callable[[], bool]:
+            return lambda: cache.get(name) is not None
+
         gaps = []
         for round_ in range(5):
             make(writer, f"before-{round_}")
-            wait_for(lambda: cache.get(f"before-{round_}") is not None, 10)
+            wait_for(cached(f"before-{round_}"), 10)
             srv.faults.cut_watches()
             cut = time.monotonic()
             make(writer, f"after-{round_}")
-            wait_for(lambda: cache.get(f"after-{round_}") is not None, 10)
+            wait_for(cached(f"after-{round_}"), 10)
             gaps.append(time.monotonic() - cut)
         # First-failure back-off is at most 0.4 s; without the reset the 5th cut waits >= 2.5 s.
         assert max(gaps) < 1.5, gaps
