@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
     from shardlease.localcluster import LocalCluster, Snapshot
@@ -279,6 +279,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from shardlease.controlplane import ControlPlaneError
     from shardlease.journal import find_overlaps
     from shardlease.localcluster import LocalCluster, Timings
 
@@ -298,13 +299,18 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     timings = Timings(lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
                       retry_period=args.retry_period)
+    server: dict[str, Any] = {"devserver": "real", "assets": args.kube_assets} if args.kube_assets else {}
     cluster = LocalCluster(group="demo", shards=args.shards, timings=timings,
-                           work_dir=args.work_dir, faults=False)
+                           work_dir=args.work_dir, faults=False, **server)
     demo = Demo(cluster, sys.stdout, interactive=interactive, colour=interactive and not args.no_color)
     out = None if interactive else sys.stdout
     try:
         with cluster:
-            cluster.start(replicas=0)
+            try:
+                cluster.start(replicas=0)
+            except ControlPlaneError as exc:
+                print(f"shardlease demo: {exc}", file=sys.stderr)
+                return 1
             demo.state.kubectl_hint = f"KUBECONFIG={cluster.kubeconfig} kubectl get leases"
             demo.state.note(f"API server at {cluster.url}; kubeconfig {cluster.kubeconfig} "
                             f"(try: {demo.state.kubectl_hint})", out)
@@ -350,4 +356,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument("--retry-period", type=float, default=0.5, help="seconds (default 0.5)")
     parser.add_argument("--work-dir", default=None, help="where logs and the journal go (default: a temp dir)")
     parser.add_argument("--no-color", action="store_true", help="plain text view")
+    parser.add_argument("--kube-assets", metavar="DIR", default=None,
+                        help="run the demo on a real etcd + kube-apiserver built into DIR by "
+                             "scripts/build-kube-assets (default: the embedded dev-server)")
     parser.set_defaults(func=_run)
