@@ -35,25 +35,27 @@ class Server:
     kubeconfig: str
     #: The DevServer object (dev only): compaction and other test hooks.
     dev: Any = None
+    #: The RealControlPlane (real only, None with SHARDLEASE_REAL_KUBECONFIG): etcd URL, restarts.
+    control_plane: Any = None
 
     @property
     def is_real(self) -> bool:
         return self.kind == "real"
 
 
-def _real_kubeconfig(request: pytest.FixtureRequest) -> str:
+def _real_server(request: pytest.FixtureRequest) -> Server:
     override = os.environ.get("SHARDLEASE_REAL_KUBECONFIG")
     if override:
-        return override
+        return Server("real", override)
     try:
-        request.getfixturevalue("kube_apiserver")
+        plane = request.getfixturevalue("kube_apiserver")
     except pytest.FixtureLookupError:
         why = ("the real kube-apiserver fixture (shardlease.controlplane / kube_apiserver) is not "
                "available in this checkout; set SHARDLEASE_REAL_KUBECONFIG or build the assets")
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
-    return str(request.getfixturevalue("kube_apiserver_kubeconfig"))
+    return Server("real", str(request.getfixturevalue("kube_apiserver_kubeconfig")), control_plane=plane)
 
 
 @pytest.fixture(scope="session", params=["dev", "real"])
@@ -61,7 +63,7 @@ def server(request: pytest.FixtureRequest) -> Server:
     if request.param == "dev":
         return Server("dev", str(request.getfixturevalue("kubeconfig")),
                       request.getfixturevalue("kube_devserver"))
-    return Server("real", _real_kubeconfig(request))
+    return _real_server(request)
 
 
 @pytest.fixture(scope="session")
