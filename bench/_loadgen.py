@@ -357,7 +357,7 @@ async def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=window.measure_end - time.monotonic() + 30)
     for conn in conns:
         conn.close()
-    result = {k: v for k, v in stats.__dict__.items()}
+    result = dict(stats.__dict__)
     result["cpu_s"] = marks.get("end", 0.0) - marks.get("start", 0.0)
     result["connects"] = sum(c.connects for c in conns)
     return result

@@ -34,7 +34,7 @@ REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 sys.path.insert(0, str(REPO_ROOT))
 
-from shardlease.chaos import (  # noqa: E402
+from shardlease.harness.chaos import (  # noqa: E402
     ENV_SEED,
     ChaosConfig,
     ChaosReport,
@@ -44,7 +44,7 @@ from shardlease.chaos import (  # noqa: E402
     plan_faults,
     seed_from_env,
 )
-from shardlease.localcluster import Timings  # noqa: E402
+from shardlease.harness.localcluster import Timings  # noqa: E402
 
 
 def _git_revision() -> str:

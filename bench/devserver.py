@@ -441,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = datetime.now(timezone.utc).strftime("%H%M%S")
     report: dict[str, Any] = {
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python bench/devserver.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)),
+        "command": "python bench/devserver.py"
+                   + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)),
         "git_revision": git_revision(),
         "machine": machine_info(),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "max_loadgen_processes": args.workers,

@@ -23,8 +23,8 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-from shardlease.journal import check_tokens, find_overlaps  # noqa: E402
-from shardlease.localcluster import LocalCluster, Timings  # noqa: E402
+from shardlease.harness.journal import check_tokens, find_overlaps  # noqa: E402
+from shardlease.harness.localcluster import LocalCluster, Timings  # noqa: E402
 
 
 def main() -> int:

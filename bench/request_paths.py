@@ -8,7 +8,7 @@ library; this script is where the others are measured, so the choice can be re-c
 Paths, all sending the same JSON renewal (``renewTime`` bumped, conditional on the last
 resourceVersion) to the same Lease name pattern:
 
-* ``lease_client``: ``shardlease.api.LeaseClient.replace`` (the library: ``PoolManager.urlopen`` of the
+* ``lease_client``: ``shardlease.client.leases.LeaseClient.replace`` (the library: ``PoolManager.urlopen`` of the
   client's REST object, body serialised once, JSON parsed once);
 * ``rest_request``: ``kubernetes.client.rest.RESTClientObject.request`` (adds its own JSON encoding and
   response wrapper on top of the same ``urlopen``);
@@ -48,8 +48,8 @@ from devserver import git_revision, machine_info, start_server  # noqa: E402
 from kubernetes.client import ApiClient, CoordinationV1Api  # noqa: E402
 from kubernetes.client import rest as k8s_rest  # noqa: E402
 
-from shardlease.api import LeaseClient  # noqa: E402
-from shardlease.kube import load_api_client  # noqa: E402
+from shardlease.client.connect import load_api_client  # noqa: E402
+from shardlease.client.leases import LeaseClient  # noqa: E402
 
 NAMESPACE = "default"
 #: One renewal: given the Lease name and the last resourceVersion, send the PUT and return the new one.

@@ -24,11 +24,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ConfigError": "shardlease.errors",
-    "Shard": "shardlease.handlers",
+    "Shard": "shardlease.runtime.handlers",
     "ShardConfig": "shardlease.config",
-    "ShardManager": "shardlease.manager",
+    "ShardManager": "shardlease.runtime.manager",
     "ShardleaseError": "shardlease.errors",
-    "shard_for_key": "shardlease.keys",
+    "shard_for_key": "shardlease.core.keys",
 }
 
 __all__ = [
@@ -43,11 +43,11 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-exports
     from shardlease.config import ShardConfig as ShardConfig
+    from shardlease.core.keys import shard_for_key as shard_for_key
     from shardlease.errors import ConfigError as ConfigError
     from shardlease.errors import ShardleaseError as ShardleaseError
-    from shardlease.handlers import Shard as Shard
-    from shardlease.keys import shard_for_key as shard_for_key
-    from shardlease.manager import ShardManager as ShardManager
+    from shardlease.runtime.handlers import Shard as Shard
+    from shardlease.runtime.manager import ShardManager as ShardManager
 
 
 def __getattr__(name: str) -> Any:

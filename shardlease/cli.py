@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The process's own entry (not an in-process call from a test or an embedding program, whose
         # signal handling is its own): before the sub-commands' heavy imports, so that a SIGTERM during
         # start-up ends in a clean exit.
-        from shardlease.signals import catch_early
+        from shardlease.runtime.signals import catch_early
 
         catch_early()
     parser = build_parser()

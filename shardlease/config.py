@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .records import member_lease_name
+from shardlease.core.records import member_lease_name
 
 __all__ = [
     "CONFIG_SOURCES",

@@ -16,8 +16,8 @@ import pytest
 
 from shardlease.commands.demo import DemoState, Step, parse_script, render
 from shardlease.commands.status import GroupView
-from shardlease.localcluster import Snapshot, child_processes
-from shardlease.records import format_microtime, member_labels, member_lease_name, shard_labels
+from shardlease.core.records import format_microtime, member_labels, member_lease_name, shard_labels
+from shardlease.harness.localcluster import Snapshot, child_processes
 
 
 def _demo(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:

@@ -11,19 +11,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shardlease.client.connect import load_api_client
 from shardlease.config import ShardConfig
+from shardlease.core.records import shard_lease_name
 from shardlease.devserver import DevServer
-from shardlease.handlers import Shard
-from shardlease.kube import load_api_client
-from shardlease.manager import ShardManager
-from shardlease.records import shard_lease_name
+from shardlease.runtime.handlers import Shard
+from shardlease.runtime.manager import ShardManager
 
-FAST = dict(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, drain_timeout=3.0)
+FAST = {"lease_duration": 2.0, "renew_deadline": 1.2, "retry_period": 0.3, "drain_timeout": 3.0}
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import os
 import subprocess
@@ -14,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from shardlease.assignment import assign
 from shardlease.commands.status import FLAG_EXPIRED, FLAG_MISPLACED, FLAG_UNOWNED, GroupView
-from shardlease.records import format_microtime, member_labels, member_lease_name, shard_labels
+from shardlease.core.assignment import assign
+from shardlease.core.records import format_microtime, member_labels, member_lease_name, shard_labels
 
 NOW = _dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=_dt.timezone.utc)
 GROUP = "g"
@@ -150,7 +149,7 @@ def test_broken_and_foreign_leases_are_tolerated() -> None:
 
 @pytest.fixture
 def devserver(tmp_path: Path) -> Any:
-    pytest.importorskip("shardlease.kube", reason="shardlease.kube (load_api_client) not available yet")
+    pytest.importorskip("shardlease.client.connect", reason="shardlease.client.connect (load_api_client) not available yet")
     from shardlease.devserver import DevServer
 
     with DevServer(port=0) as srv:
@@ -212,7 +211,7 @@ def test_cli_on_an_empty_group(devserver: Any, tmp_path: Path, capsys: pytest.Ca
 
 
 def test_unreachable_cluster_exits_nonzero_naming_what_was_tried(tmp_path: Path) -> None:
-    pytest.importorskip("shardlease.kube", reason="shardlease.kube (load_api_client) not available yet")
+    pytest.importorskip("shardlease.client.connect", reason="shardlease.client.connect (load_api_client) not available yet")
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on

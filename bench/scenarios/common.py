@@ -36,8 +36,8 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from shardlease.assignment import assign  # noqa: E402
-from shardlease.localcluster import LocalCluster, Replica, Timings  # noqa: E402
+from shardlease.core.assignment import assign  # noqa: E402
+from shardlease.harness.localcluster import LocalCluster, Replica, Timings  # noqa: E402
 
 OURS = "shardlease"
 BASELINE = "baseline"

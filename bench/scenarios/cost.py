@@ -20,8 +20,9 @@ Replica cost (scenario 7): one replica holding all S (1,024) shards. Over a wind
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .common import (
     OURS,

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from shardlease.assignment import assign, moved_shards
+from shardlease.core.assignment import assign, moved_shards
 
 from .common import BASELINE, OURS, Group, Profile, first_time, latency_summary, load_summary
 

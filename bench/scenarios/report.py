@@ -378,7 +378,7 @@ def reading(suite: dict[str, Any]) -> list[str]:
     """What the figures say, one bullet per scenario and profile, numbers taken from this run."""
     out: list[str] = []
     for profile in PROFILE_ORDER:
-        def pair(scenario: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        def pair(scenario: str, profile: str = profile) -> tuple[dict[str, Any], dict[str, Any]]:
             return (_result(suite, scenario, profile, OURS) or {}, _result(suite, scenario, profile, BASELINE) or {})
 
         ours, base = pair("handoff")

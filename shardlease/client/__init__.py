@@ -1,5 +1,6 @@
-"""Kubernetes I/O: the ``LeaseStore`` protocol the runtime depends on, and (after the issue 8 move)
-the real client, the watch cache and kubeconfig loading.
+"""Kubernetes I/O: the ``LeaseStore`` protocol the runtime depends on (``store``), the real client
+(``leases.LeaseClient``), the list+watch that keeps the core's cache current (``watch.LeaseWatcher``)
+and kubeconfig loading like kubectl's (``connect``).
 
 Only the protocol is imported here, so importing the package costs nothing and pulls in neither the
 ``kubernetes`` client nor the test harness.
@@ -7,6 +8,6 @@ Only the protocol is imported here, so importing the package costs nothing and p
 
 from __future__ import annotations
 
-from .store import LeaseStore
+from shardlease.client.store import LeaseStore
 
 __all__ = ["LeaseStore"]

@@ -1,7 +1,7 @@
 """``shardlease demo``: a whole group on this machine, with a live view of who holds which shard.
 
 It starts the embedded API server and N replica processes of ``shardlease run`` (through
-:class:`~shardlease.localcluster.LocalCluster`), then lets a newcomer add a replica, SIGTERM one or
+:class:`~shardlease.harness.localcluster.LocalCluster`), then lets a newcomer add a replica, SIGTERM one or
 SIGKILL one and watch the shard map rebalance, hand off and fail over, with the measured timings.
 
 Keys (on a terminal): ``a`` add a replica, ``t`` SIGTERM one, ``k`` SIGKILL one, ``q`` quit.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
-    from shardlease.localcluster import LocalCluster, Snapshot
+    from shardlease.harness.localcluster import LocalCluster, Snapshot
 
 DEFAULT_SCRIPT = "settle; add; settle; term; settle; kill; settle"
 
@@ -280,8 +280,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from shardlease.controlplane import ControlPlaneError
-    from shardlease.journal import find_overlaps
-    from shardlease.localcluster import LocalCluster, Timings
+    from shardlease.harness.journal import find_overlaps
+    from shardlease.harness.localcluster import LocalCluster, Timings
 
     try:
         steps = parse_script(args.script) if args.script is not None else None
@@ -335,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if not overlaps else 1
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run a local group (API server + replicas) with a live shard map",

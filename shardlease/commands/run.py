@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 # Re-exported: it lived here before moving into the one error hierarchy.
-from ..errors import HandlerImportError as HandlerImportError
+from shardlease.errors import HandlerImportError as HandlerImportError
 
 #: Exit status when handlers were still running after the drain timeout at shutdown.
 EXIT_ABANDONED = 3
@@ -110,8 +110,8 @@ def load_handler(target: str) -> Callable[..., Any]:
     Every mistake found here would otherwise surface only once shards are held (a ``TypeError`` per
     shard, restarted with back-off forever), or as a crash loop of the pod; here it is one message.
     """
-    from ..errors import HandlerSignatureError
-    from ..handlers import check_handler_signature
+    from shardlease.errors import HandlerSignatureError
+    from shardlease.runtime.handlers import check_handler_signature
 
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
@@ -163,10 +163,10 @@ def _short_repr(obj: object, limit: int = 60) -> str:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from ..config import ShardConfig, format_config_error
-    from ..errors import ShardleaseError
-    from ..logs import configure
-    from ..manager import ShardManager
+    from shardlease.config import ShardConfig, format_config_error
+    from shardlease.errors import ShardleaseError
+    from shardlease.runtime.logs import configure
+    from shardlease.runtime.manager import ShardManager
 
     given = {name: getattr(args, name) for name in _FIELDS if hasattr(args, name)}
     try:

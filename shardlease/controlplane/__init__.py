@@ -10,7 +10,7 @@ envtest-style directory named by ``$KUBEBUILDER_ASSETS``::
         ...                                              # kubectl, the Python client, shardlease run
 
 This package imports nothing from the shardlease runtime (manager, elector, cache...), so the
-dev-server command, the pytest plugin and :mod:`shardlease.localcluster` can use it without
+dev-server command, the pytest plugin and :mod:`shardlease.harness.localcluster` can use it without
 pulling the runtime in, and ``cryptography`` is only imported when certificates are generated.
 """
 

@@ -5,7 +5,7 @@ a Ctrl-C in the terminal reaches only us, who then stop it in order) and asks th
 when its parent dies (``PR_SET_PDEATHSIG``, Linux), which covers a test process that is itself
 SIGKILLed. The request is made by a tiny Python trampoline that then ``exec``s the binary in place
 (same PID; the setting survives ``execve``), rather than in a ``preexec_fn``, which is unsafe in a
-process with threads. As with :mod:`shardlease.localcluster`, the kernel fires the hook when the
+process with threads. As with :mod:`shardlease.harness.localcluster`, the kernel fires the hook when the
 *thread* that started the child exits, so start control planes from a long-lived thread.
 """
 

@@ -13,7 +13,8 @@ Usage::
 
 Module map: ``server`` (lifecycle), ``httpserver`` (HTTP/1.1 on asyncio), ``api`` (routing and
 verbs), ``store`` (objects, resourceVersion, event log), ``watch``, ``validation`` and ``microtime``
-(400 vs 422), ``selectors``, ``patch``, ``fieldmanager`` (managedFields, server-side apply), ``namespaces``, ``tables``, ``discovery``, ``openapi``, ``protobuf``
+(400 vs 422), ``selectors``, ``patch``, ``fieldmanager`` (managedFields, server-side apply), ``namespaces``,
+``tables``, ``discovery``, ``openapi``, ``protobuf``
 (request bodies from typed client-go clients), ``faults`` and ``admin`` (fault injection),
 ``counters``, ``kubeconfig``, ``cli``.
 

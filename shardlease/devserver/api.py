@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import admin, discovery, fieldmanager, namespaces, openapi, protobuf, tables
 from .counters import RequestCounter
@@ -236,9 +237,11 @@ class Api:
         if resource is None:
             return self._events(name)
         if verb == "watch":
-            return await self._watch(request, stream, resource, namespace or None, name)
+            await self._watch(request, stream, resource, namespace or None, name)
+            return None
         handler = getattr(self, "_" + verb)
-        return handler(request, resource, namespace or None if verb == "list" else namespace, name)
+        response: Response | None = handler(request, resource, namespace or None if verb == "list" else namespace, name)
+        return response
 
     # ------------------------------------------------------------------ reads
 
@@ -303,7 +306,7 @@ class Api:
                                    ", ".join(f'unknown field "{f}"' for f in unknown))
             if mode == "Warn":
                 headers["Warning"] = ", ".join(
-                    '299 - "unknown field \\"%s\\""' % f for f in unknown)
+                    f'299 - "unknown field \\"{f}\\""' for f in unknown)
         return obj, headers
 
     def _check_namespace(self, resource: Resource, namespace: str, obj: dict[str, Any]) -> None:
@@ -337,9 +340,9 @@ class Api:
     def _check_content_type(request: Request, resource: Resource) -> None:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in ("", "application/json", "application/yaml", "*/*", PROTOBUF):
-            raise ApiError(415, f'the body of the request was in an unknown format - accepted media '
-                                f'types include: application/json, application/yaml, '
-                                f'application/vnd.kubernetes.protobuf', "UnsupportedMediaType")
+            raise ApiError(415, 'the body of the request was in an unknown format - accepted media '
+                                'types include: application/json, application/yaml, '
+                                'application/vnd.kubernetes.protobuf', "UnsupportedMediaType")
 
     def _create(self, request: Request, resource: Resource, namespace: str, _: None) -> Response:
         self._check_content_type(request, resource)

@@ -14,8 +14,9 @@ import http
 import json
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 log = logging.getLogger("shardlease.devserver")

@@ -106,7 +106,10 @@ def _remove(doc: Any, parts: list[str]) -> Any:
         raise PatchError(f"Unable to remove nonexistent key: {last}: missing value")
     if not isinstance(parent, (dict, list)):
         raise _missing(parts)
-    del parent[last if isinstance(parent, dict) else _index(parent, last, False)]
+    if isinstance(parent, dict):
+        del parent[last]
+    else:
+        del parent[_index(parent, last, False)]
     return doc
 
 

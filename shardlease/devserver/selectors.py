@@ -6,8 +6,8 @@ which matters because every watch event is matched against every watcher's selec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .status import bad_request
 from .validation import label_value_problems, qualified_name_problems

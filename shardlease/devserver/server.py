@@ -14,9 +14,10 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from . import kubeconfig, namespaces
 from .api import Api
@@ -81,7 +82,7 @@ class DevServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> "DevServer":
+    def start(self) -> DevServer:
         """Bind, start the serving thread, and return once requests are being accepted."""
         if self._thread is not None:
             return self
@@ -146,7 +147,7 @@ class DevServer:
         while not self._stopped.wait(0.5):
             pass
 
-    def __enter__(self) -> "DevServer":
+    def __enter__(self) -> DevServer:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

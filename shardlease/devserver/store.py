@@ -14,19 +14,21 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import builtins
 import json
 import random
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from . import microtime
 from .resources import ALL, Resource
 from .selectors import FieldSelector, LabelSelector
-from .status import ApiError, STALE_OBJECT, already_exists, bad_request, conflict, invalid, not_found
+from .status import STALE_OBJECT, ApiError, already_exists, bad_request, conflict, invalid, not_found
 from .validation import validate
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -107,7 +109,7 @@ class Store:
         self.history_limit = history_limit
         self.history_seconds = history_seconds
         self._objects: dict[Resource, dict[tuple[str, str], Stored]] = {r: {} for r in ALL}
-        self._sorted: dict[Resource, list[tuple[str, str]] | None] = {r: None for r in ALL}
+        self._sorted: dict[Resource, list[tuple[str, str]] | None] = dict.fromkeys(ALL)
         self._log: deque[Event] = deque()
         #: Every event with rv <= floor has been dropped from the log.
         self._floor = 0
@@ -181,7 +183,7 @@ class Store:
                 return
             yield key
 
-    def _sorted_keys(self, resource: Resource) -> list[tuple[str, str]]:
+    def _sorted_keys(self, resource: Resource) -> builtins.list[tuple[str, str]]:
         keys = self._sorted[resource]
         if keys is None:
             keys = sorted(self._objects[resource])
@@ -323,7 +325,7 @@ class Store:
                 f"{name}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: {detail}")
 
     def delete_collection(self, resource: Resource, namespace: str | None, labels: LabelSelector,
-                          fields: FieldSelector, dry_run: bool = False) -> list[Stored]:
+                          fields: FieldSelector, dry_run: bool = False) -> builtins.list[Stored]:
         with self.lock:
             doomed, _, _, _ = self.list(resource, namespace, labels, fields)
             if dry_run:
@@ -383,7 +385,7 @@ class Store:
             self._floor = self.rv
 
     def subscribe(self, subscriber: Subscriber, since: int | None, namespace: str | None,
-                  fields: FieldSelector) -> list[Event]:
+                  fields: FieldSelector) -> builtins.list[Event]:
         """Register ``subscriber`` and return what it must see first, atomically.
 
         ``since=None`` (watch without resourceVersion, or "0") yields a synthetic ADDED per current

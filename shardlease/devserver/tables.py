@@ -7,7 +7,8 @@ kubectl prints the server's columns verbatim and takes NAMESPACE (``-A``) and LA
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .resources import CONFIGMAPS, LEASES, NAMESPACES, Resource
 from .store import Stored

@@ -155,7 +155,7 @@ class Watcher:
                 self.wakeup.clear()
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=max(wait, 0.0) if not frozen else 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         except (ConnectionError, RuntimeError):
             self.stream.closed = self.stream.aborted = True

@@ -1,9 +1,11 @@
-"""Test harness: in-memory Kubernetes stand-ins and (after the issue 8 move) the local cluster, the
-work journal and the chaos engine. The runtime never imports this package; tests and tools do.
+"""Test harness: an in-memory LeaseStore (``memstore``), a local group of real replica processes
+(``localcluster``), the work journal that proves exclusivity (``journal``) and the chaos engine
+(``chaos``). The runtime never imports this package (import-linter checks it); tests, benchmarks and
+``shardlease demo`` do.
 """
 
 from __future__ import annotations
 
-from .memstore import MemoryLeaseStore, Operation
+from shardlease.harness.memstore import MemoryLeaseStore, Operation
 
 __all__ = ["MemoryLeaseStore", "Operation"]

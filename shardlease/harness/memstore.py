@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ..errors import (
+from shardlease.errors import (
     ApiError,
     Expired,
     InvalidArgument,

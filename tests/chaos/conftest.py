@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shardlease.chaos import ENV_SEED, seed_from_env
-from shardlease.localcluster import child_processes
+from shardlease.harness.chaos import ENV_SEED, seed_from_env
+from shardlease.harness.localcluster import child_processes
 
 #: Lines for the terminal summary ("shardlease chaos").
 SUMMARY: list[str] = []
@@ -18,7 +18,7 @@ SUMMARY: list[str] = []
 
 def missing_runtime() -> str | None:
     """Why replica processes cannot run yet (the chaos run needs ``shardlease run``), or ``None``."""
-    for module in ("shardlease.commands.run", "shardlease.manager", "shardlease.devserver"):
+    for module in ("shardlease.commands.run", "shardlease.runtime.manager", "shardlease.devserver"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not available yet"
     from shardlease.cli import COMMAND_MODULES

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from shardlease import journal
+from shardlease.harness import journal
 
 LAG = 1.5
 

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardlease.chaos import (
+from shardlease.harness.chaos import (
     FAULT_KINDS,
     RESTART_DELAY,
     ChaosConfig,
@@ -42,7 +42,7 @@ from shardlease.chaos import (
     scan_log,
     work_coverage,
 )
-from shardlease.journal import Entry
+from shardlease.harness.journal import Entry
 
 from .conftest import SUMMARY, missing_runtime
 

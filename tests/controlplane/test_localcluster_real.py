@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shardlease.localcluster import LocalCluster, Timings, runtime_missing
+from shardlease.harness.localcluster import LocalCluster, Timings, runtime_missing
 from shardlease.testing import require_kube_assets
 
 from .helpers import wait_gone

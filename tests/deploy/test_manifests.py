@@ -44,7 +44,7 @@ NO_KUBECTL = (
 #: Each entry: verb -> (module under shardlease/, regex that must still match the call, why it is rare).
 RARE_LEASE_VERBS: dict[str, tuple[str, str, str]] = {
     "get": (
-        "manager.py",
+        "runtime/manager.py",
         r"store\.get\(",
         "after a 409 Conflict the manager re-reads that one Lease if the watch has not yet delivered "
         "the newer version (REFRESH); an uncontended run may never conflict",
@@ -360,9 +360,8 @@ def test_role_grants_exactly_the_lease_verbs_replicas_send(tmp_path: Path) -> No
     In-process managers rather than processes, so that nothing but the replicas talks to the
     dev-server while it counts (progress is read from the managers, not from the API).
     """
-    from shardlease import ShardConfig
+    from shardlease import ShardConfig, ShardManager
     from shardlease.devserver import DevServer
-    from shardlease import ShardManager
 
     granted = lease_verbs(raw(BASE / "role.yaml"))
     for verb, (module, pattern, _reason) in RARE_LEASE_VERBS.items():
@@ -423,9 +422,8 @@ def test_probe_and_scrape_paths_answer_on_a_running_replica(tmp_path: Path) -> N
     Uses the base Deployment as written (no kustomize needed): the kubelet would GET exactly these
     paths on the metrics port, so each must answer 200 once the replica holds its member Lease.
     """
-    from shardlease import ShardConfig
+    from shardlease import ShardConfig, ShardManager
     from shardlease.devserver import DevServer
-    from shardlease import ShardManager
 
     deployment = raw(BASE / "deployment.yaml")
     c = container(deployment)
@@ -458,7 +456,7 @@ def test_container_command_runs_and_stops_within_the_grace_period(
     kubelet's SIGKILL. Only the metrics port is moved to a free one, and the kubeconfig replaces the
     in-cluster service account.
     """
-    from shardlease.localcluster import LocalCluster
+    from shardlease.harness.localcluster import LocalCluster
 
     deployment = one(rendered, "Deployment")
     c = container(deployment)

@@ -10,6 +10,7 @@ from kubernetes.client import ApiException, CoordinationV1Api, CoreV1Api, V1Dele
 
 from .helpers import lease_body, status_of
 
+
 def raw(call, *args, **kwargs) -> dict:  # type: ignore[no-untyped-def]
     """Call a client method and return the JSON body as a dict (no model conversion)."""
     return json.loads(call(*args, _preload_content=False, **kwargs).data)

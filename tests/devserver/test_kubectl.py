@@ -7,8 +7,8 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from kubernetes.client import CoordinationV1Api, CoreV1Api

@@ -57,7 +57,7 @@ def test_bad_microtime_is_400_like_go_time_parse(devserver: DevServer, ns: str, 
                                                  detail: str) -> None:
     code, _, status = post_lease(devserver, ns, lease_body("a", renewTime=value))
     assert code == 400 and status["reason"] == "BadRequest" and status["code"] == 400
-    prefix = 'Lease in version "v1" cannot be handled as a Lease: parsing time "%s"' % value
+    prefix = f'Lease in version "v1" cannot be handled as a Lease: parsing time "{value}"'
     assert status["message"].startswith(prefix) and status["message"].endswith(detail)
 
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from shardlease import shard_for_key
-from shardlease.localcluster import LocalCluster, Timings, child_processes
+from shardlease.harness.localcluster import LocalCluster, Timings, child_processes
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = Timings(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3)

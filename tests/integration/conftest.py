@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from shardlease.journal import Entry, Overlap
-from shardlease.localcluster import LocalCluster, Timings, child_processes, runtime_missing
+from shardlease.harness.journal import Entry, Overlap
+from shardlease.harness.localcluster import LocalCluster, Timings, child_processes, runtime_missing
 
 TIMINGS = Timings(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3)
 GROUP = "it"

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from shardlease.journal import Overlap, handler_starts, last_work_end, takeovers
-from shardlease.localcluster import LocalCluster, Replica, Snapshot, Timings
+from shardlease.harness.journal import Overlap, handler_starts, last_work_end, takeovers
+from shardlease.harness.localcluster import LocalCluster, Replica, Snapshot, Timings
 
 from .conftest import SETTLE_TIMEOUT, SHARDS, TIMINGS, balanced_cap, dump, finish, record_figure
 

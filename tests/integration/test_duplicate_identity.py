@@ -18,8 +18,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from shardlease.journal import running_handlers
-from shardlease.localcluster import LocalCluster, Replica
+from shardlease.harness.journal import running_handlers
+from shardlease.harness.localcluster import LocalCluster, Replica
 
 from .conftest import SETTLE_TIMEOUT, SHARDS, finish
 

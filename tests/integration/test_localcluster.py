@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from shardlease.localcluster import LocalCluster, RemoteFaults, Timings, _process_groups
+from shardlease.harness.localcluster import LocalCluster, RemoteFaults, Timings, _process_groups
 
-pytest.importorskip("shardlease.kube", reason="shardlease.kube (load_api_client) not available yet")
+pytest.importorskip("shardlease.client.connect", reason="shardlease.client.connect (load_api_client) not available yet")
 
 
 def trivial_argv(tmp_path: Path, name: str) -> list[str]:
@@ -87,7 +87,7 @@ def test_nothing_survives_the_parent(tmp_path: Path, how: str) -> None:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from shardlease.localcluster import LocalCluster
+        from shardlease.harness.localcluster import LocalCluster
         tmp = Path({str(tmp_path)!r})
         cluster = LocalCluster(group="h", shards=1, work_dir=tmp / "c", devserver="process").start()
         replica = cluster.add_replica("orphan", argv=["dev-server", "--port", "0",

@@ -72,7 +72,7 @@ def test_signal_during_start_up_exits_cleanly_and_releases_everything(
     env = {**os.environ, "KUBECONFIG": kubeconfig, "SHARDLEASE_JOURNAL_DIR": str(tmp_path)}
     log = open(tmp_path / "replica.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shardlease", "run", "shardlease.journal:handle", "--group", group,
+        [sys.executable, "-m", "shardlease", "run", "shardlease.harness.journal:handle", "--group", group,
          "--shards", str(SHARDS), "--identity", "r", "--lease-duration", "3", "--renew-deadline", "2",
          "--retry-period", "0.3", "--drain-timeout", "2"],
         env=env, stdout=log, stderr=subprocess.STDOUT)

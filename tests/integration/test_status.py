@@ -10,8 +10,8 @@ import sys
 from kubernetes.client import CoordinationV1Api
 
 from shardlease.commands.status import FLAG_MISPLACED, FLAG_UNOWNED
-from shardlease.localcluster import LocalCluster, Snapshot
-from shardlease.records import format_microtime, member_labels, member_lease_name
+from shardlease.core.records import format_microtime, member_labels, member_lease_name
+from shardlease.harness.localcluster import LocalCluster, Snapshot
 
 from .conftest import GROUP, SETTLE_TIMEOUT, SHARDS, finish
 

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from shardlease.api import ApiError, LeaseClient, error_kind
 from shardlease.client import LeaseStore
+from shardlease.client.connect import load_api_client
+from shardlease.client.leases import ApiError, LeaseClient, error_kind
 from shardlease.devserver import DevServer
 from shardlease.errors import AlreadyExists, Conflict, Expired, NetworkError, RequestTimeout, Throttled
-from shardlease.kube import load_api_client
 
 
 @pytest.fixture(scope="module")

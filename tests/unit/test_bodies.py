@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from shardlease.bodies import Writer
-from shardlease.records import ANNOTATION_INCARNATION, ANNOTATION_PROBLEMS, ANNOTATION_SHARDS, LeaseRecord
+from shardlease.core.bodies import Writer
+from shardlease.core.records import ANNOTATION_INCARNATION, ANNOTATION_PROBLEMS, ANNOTATION_SHARDS, LeaseRecord
 
 WALL = dt.datetime(2026, 11, 28, 10, 0, 0, tzinfo=dt.timezone.utc)
 W = Writer("g", "ns", "me", "inc1", 15, 8)

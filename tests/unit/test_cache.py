@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardlease.cache import LeaseCache, rv_newer
-from shardlease.clock import FakeClock
-from shardlease.records import LeaseRecord
+from shardlease.core.cache import LeaseCache, rv_newer
+from shardlease.core.clock import FakeClock
+from shardlease.core.records import LeaseRecord
 
 
 def rec(name: str = "g-shard-0", rv: str = "5", holder: str = "a", renew: str = "2026-01-01T00:00:00.000000Z",

@@ -1,4 +1,4 @@
-"""The per-shard decision table (``shardlease.elector.decide``), driven by a fake clock."""
+"""The per-shard decision table (``shardlease.core.elector.decide``), driven by a fake clock."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardlease.clock import FakeClock
-from shardlease.elector import Action, HandlerPhase, ShardView, Timing, decide, expiry_of, held_retry_at, member_expiry
-from shardlease.records import LeaseRecord, format_microtime, shard_labels
+from shardlease.core.clock import FakeClock
+from shardlease.core.elector import (
+    Action,
+    HandlerPhase,
+    ShardView,
+    Timing,
+    decide,
+    expiry_of,
+    held_retry_at,
+    member_expiry,
+)
+from shardlease.core.records import LeaseRecord, format_microtime, shard_labels
 
 ME = "me"
 PEER = "peer"
@@ -372,7 +381,7 @@ def test_member_without_a_readable_renew_time_keeps_client_gos_rule() -> None:
 
 def test_after_a_loss_reacquisition_waits_but_releasing_a_stale_lease_does_not() -> None:
     ours = lease(ME)
-    paused = dict(acquire_after=1005.0)
+    paused = {"acquire_after": 1005.0}
     waiting = decide(view(ours, **paused), 1001.0, T)
     assert waiting.action is Action.WAIT and waiting.at == 1005.0
     assert decide(view(ours, **paused), 1005.0, T).action is Action.ACQUIRE

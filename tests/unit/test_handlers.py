@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from shardlease.clock import FakeClock
+from shardlease.core.clock import FakeClock
 from shardlease.errors import ConfigError, HandlerSignatureError
-from shardlease.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature, is_async_handler
+from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature, is_async_handler
 
 LOG = logging.getLogger("test-handlers")
 

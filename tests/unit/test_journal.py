@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shardlease import journal
-from shardlease.journal import (
+from shardlease.harness import journal
+from shardlease.harness.journal import (
     Entry,
     JournalError,
     assert_no_overlaps,

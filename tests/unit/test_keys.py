@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import shardlease
-from shardlease.keys import jump_hash, shard_for_key
+from shardlease.core.keys import jump_hash, shard_for_key
 
 PACKAGE_ROOT = str(Path(shardlease.__file__).resolve().parent.parent)
 SHARD_COUNTS = (1, 2, 7, 16, 1000, 16384)
@@ -92,7 +92,7 @@ def test_same_result_under_another_hash_seed() -> None:
     keys = ["a", "tenant-1", "orders/eu-west-1", "x" * 1000]
     here = [shard_for_key(k, 997) for k in keys]
     code = (
-        "import json, sys; from shardlease.keys import shard_for_key; "
+        "import json, sys; from shardlease.core.keys import shard_for_key; "
         "print(json.dumps([shard_for_key(k, 997) for k in json.loads(sys.argv[1])]))"
     )
     for seed in ("0", "12345"):

@@ -13,8 +13,8 @@ import pytest
 from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 
+from shardlease.client.connect import CLIENT_ID_HEADER, default_user_agent, load_api_client
 from shardlease.errors import ConfigError, ShardleaseError
-from shardlease.kube import CLIENT_ID_HEADER, default_user_agent, load_api_client
 
 
 def write_kubeconfig(path: Path, clusters: dict[str, str], current: str | None = None) -> Path:
@@ -154,7 +154,7 @@ def test_pool_size(tmp_path: Path) -> None:
 class _Recorder(BaseHTTPRequestHandler):
     seen: list[dict[str, str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.seen.append({k.lower(): v for k, v in self.headers.items()})
         body = json.dumps({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1", "metadata": {}, "items": []})
         self.send_response(200)

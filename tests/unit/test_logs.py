@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shardlease.handlers import HandlerRunner, Shard
-from shardlease.logs import configure, get_logger, log_context
+from shardlease.runtime.handlers import HandlerRunner, Shard
+from shardlease.runtime.logs import configure, get_logger, log_context
 
 
 def _capture(fmt: str) -> tuple[io.StringIO, logging.Handler]:

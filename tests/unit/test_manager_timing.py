@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from shardlease.config import ShardConfig
-from shardlease.elector import Timing, held_retry_at
+from shardlease.core.elector import Timing, held_retry_at
+from shardlease.core.reactor import backoff
 from shardlease.errors import ServerError, Throttled
-from shardlease.manager import ShardManager
-from shardlease.reactor import backoff
+from shardlease.runtime.manager import ShardManager
 
 
 @pytest.fixture()

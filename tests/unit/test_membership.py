@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from shardlease.elector import Timing
-from shardlease.membership import compute_membership
-from shardlease.records import LeaseRecord
+from shardlease.core.elector import Timing
+from shardlease.core.membership import compute_membership
+from shardlease.core.records import LeaseRecord
 
 T = Timing(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
 

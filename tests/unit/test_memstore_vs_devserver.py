@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shardlease.api import LeaseClient
 from shardlease.client import LeaseStore
+from shardlease.client.leases import LeaseClient
 from shardlease.errors import ApiError
 from shardlease.harness import MemoryLeaseStore
 

@@ -12,9 +12,9 @@ import shardlease
 def test_public_names_resolve_to_the_real_objects() -> None:
     from shardlease import Shard, ShardConfig, ShardManager, shard_for_key
     from shardlease.config import ShardConfig as ConfigClass
-    from shardlease.handlers import Shard as ShardClass
-    from shardlease.keys import shard_for_key as key_function
-    from shardlease.manager import ShardManager as ManagerClass
+    from shardlease.core.keys import shard_for_key as key_function
+    from shardlease.runtime.handlers import Shard as ShardClass
+    from shardlease.runtime.manager import ShardManager as ManagerClass
 
     assert (ShardConfig, ShardManager, Shard, shard_for_key) == (
         ConfigClass, ManagerClass, ShardClass, key_function)

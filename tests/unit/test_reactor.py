@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from shardlease.cache import LeaseCache
-from shardlease.clock import FakeClock
-from shardlease.elector import Timing
-from shardlease.errors import ApiError, Conflict, RequestTimeout, ServerError
-from shardlease.reactor import (
+from shardlease.core.cache import LeaseCache
+from shardlease.core.clock import FakeClock
+from shardlease.core.elector import Timing
+from shardlease.core.reactor import (
     CRASH_LOOP_ERRORS,
     Command,
     ExtendHandler,
@@ -30,7 +29,8 @@ from shardlease.reactor import (
     WriteDone,
     WriteKind,
 )
-from shardlease.records import ANNOTATION_INCARNATION, LeaseRecord
+from shardlease.core.records import ANNOTATION_INCARNATION, LeaseRecord
+from shardlease.errors import ApiError, Conflict, RequestTimeout, ServerError
 
 TIMING = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handoff_grace=0.6, drain_timeout=1.0)
 

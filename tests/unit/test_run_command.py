@@ -159,7 +159,7 @@ def test_handler_log_lines_carry_identity_group_and_shard(kubeconfig: str, tmp_p
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         assert process.stderr is not None
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda stream=process.stderr: [lines.put(x) for x in stream],
+        threading.Thread(target=lambda stream=process.stderr, lines=lines: [lines.put(x) for x in stream],
                          daemon=True).start()
         mine: list[str] = []
         deadline = time.monotonic() + 30

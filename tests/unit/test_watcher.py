@@ -10,11 +10,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from shardlease.api import LeaseClient
-from shardlease.cache import LeaseCache, LeaseWatcher
-from shardlease.clock import SystemClock
+from shardlease.client.connect import load_api_client
+from shardlease.client.leases import LeaseClient
+from shardlease.client.watch import LeaseWatcher
+from shardlease.core.cache import LeaseCache
+from shardlease.core.clock import SystemClock
 from shardlease.devserver import DevServer
-from shardlease.kube import load_api_client
 
 SELECTOR = "shardlease.io/group=wt"
 

@@ -8,7 +8,7 @@ wall time, needed only for the ``renewTime`` written into Leases, comes from the
 The vocabulary:
 
 * events the shell feeds in: :class:`WriteDone` (a request finished), :class:`HandlerExited`,
-  :class:`HandlerRaised`, plus changes of the watch-fed :class:`~shardlease.cache.LeaseCache` that the
+  :class:`HandlerRaised`, plus changes of the watch-fed :class:`~shardlease.core.cache.LeaseCache` that the
   reactor reads, and :meth:`Reactor.request_stop`;
 * commands it returns from :meth:`Reactor.step`: :class:`Write` (one conditional request),
   :class:`StartHandler`, :class:`StopHandler`, :class:`ExtendHandler` (a renewal pushed
@@ -18,8 +18,8 @@ A shell runs ``handle`` for each event, then ``step``, carries out the commands,
 ``next_wakeup`` or the next event. Because nothing here waits, the same reactor runs in table tests and
 deterministic simulations with a fake clock and an in-memory store (tests/unit/test_reactor.py).
 
-Per-shard timing decisions are :func:`shardlease.elector.decide`'s; membership is
-:func:`shardlease.membership.compute_membership`'s; Lease bodies are :class:`shardlease.bodies.Writer`'s.
+Per-shard timing decisions are :func:`shardlease.core.elector.decide`'s; membership is
+:func:`shardlease.core.membership.compute_membership`'s; Lease bodies are :class:`shardlease.core.bodies.Writer`'s.
 This module decides when to ask them and keeps the state they are asked about.
 """
 
@@ -33,11 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .assignment import assign
-from .bodies import Writer
-from .cache import LeaseCache
-from .clock import Clock
-from .elector import (
+from shardlease.core.assignment import assign
+from shardlease.core.bodies import Writer
+from shardlease.core.cache import LeaseCache
+from shardlease.core.clock import Clock
+from shardlease.core.elector import (
     Action,
     HandlerPhase,
     ShardView,
@@ -48,15 +48,15 @@ from .elector import (
     member_expiry,
     rv_of,
 )
-from .errors import ApiError, ConflictError, NotFound, Throttled
-from .membership import compute_membership
-from .records import (
+from shardlease.core.membership import compute_membership
+from shardlease.core.records import (
     ANNOTATION_REFUSED,
     LeaseRecord,
     format_microtime,
     member_lease_name,
     shard_lease_name,
 )
+from shardlease.errors import ApiError, ConflictError, NotFound, Throttled
 
 __all__ = [
     "CRASH_LOOP_ERRORS",

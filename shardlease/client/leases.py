@@ -36,7 +36,7 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client import rest as _rest
 
-from .errors import (
+from shardlease.errors import (
     ApiError,
     Expired,
     NetworkError,
@@ -301,7 +301,31 @@ class LeaseClient:
 
 
 if TYPE_CHECKING:  # LeaseClient must satisfy the protocol the runtime depends on; mypy checks it here.
-    from .client.store import LeaseStore
+    from shardlease.client.store import LeaseStore
 
     def _satisfies_protocol(client: LeaseClient) -> LeaseStore:
         return client
+
+
+
+
+#: How long ``list_group_leases`` waits for the list (a human is waiting for the answer).
+_LIST_TIMEOUT = 10.0
+
+
+def list_group_leases(api: ApiClient, namespace: str, selector: str) -> tuple[list[dict[str, Any]], str]:
+    """List Leases by label selector as plain dicts, plus the list's resourceVersion.
+
+    ``_preload_content=False`` skips the client's model deserialisation: we only need the JSON.
+    """
+    from kubernetes.client import CoordinationV1Api
+
+    # With _preload_content=False the client returns the raw urllib3 response, not the V1LeaseList
+    # its annotations promise.
+    response: Any = CoordinationV1Api(api).list_namespaced_lease(
+        namespace, label_selector=selector, _preload_content=False,
+        _request_timeout=_LIST_TIMEOUT)
+    body = json.loads(response.data)
+    items = body.get("items") or []
+    return [item for item in items if isinstance(item, dict)], str(
+        (body.get("metadata") or {}).get("resourceVersion") or "")

@@ -1,6 +1,6 @@
 """A journaling test handler and the checkers that read its journals back.
 
-``shardlease run shardlease.journal:handle ...`` makes a replica "work" on each shard it holds in
+``shardlease run shardlease.harness.journal:handle ...`` makes a replica "work" on each shard it holds in
 small units and write down, for every unit, when it began and when it ended. Afterwards the journals of
 all replicas are merged and checked for the two properties shardlease promises:
 
@@ -149,7 +149,7 @@ def _get_writer(shard: object) -> _Writer:
         if _writer is None or _writer.pid != os.getpid():
             directory = os.environ.get(ENV_DIR)
             if not directory:
-                raise RuntimeError(f"shardlease.journal needs {ENV_DIR} to name a directory")
+                raise RuntimeError(f"shardlease.harness.journal needs {ENV_DIR} to name a directory")
             _writer = _Writer(Path(directory), _identity_of(shard))
         return _writer
 
@@ -291,7 +291,7 @@ def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as exc:
             if number == len(lines):
                 return  # torn by SIGKILL while writing: tolerated
-            raise JournalError(f"{path}:{number}: unreadable journal line ({exc}): {line[:120]!r}")
+            raise JournalError(f"{path}:{number}: unreadable journal line ({exc}): {line[:120]!r}") from None
         if not isinstance(record, dict):
             raise JournalError(f"{path}:{number}: not a JSON object: {line[:120]!r}")
         yield number, record

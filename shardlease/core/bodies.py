@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .records import (
+from shardlease.core.records import (
     ANNOTATION_INCARNATION,
     ANNOTATION_PROBLEMS,
     ANNOTATION_SHARDS,

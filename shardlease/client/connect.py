@@ -24,7 +24,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
 
-from .errors import ConfigError
+from shardlease.errors import ConfigError
 
 __all__ = [
     "CLIENT_ID_HEADER",
@@ -46,7 +46,7 @@ _HOME_KUBECONFIG = Path("~/.kube/config")
 
 def default_user_agent(identity: str | None = None) -> str:
     """``shardlease/<version>``, plus ``(<identity>)`` so API server audit logs name the replica."""
-    from . import __version__
+    from shardlease import __version__
 
     return f"shardlease/{__version__}" + (f" ({identity})" if identity else "")
 

@@ -1,4 +1,4 @@
-"""``ShardManager``: the thin threaded shell around the :class:`~shardlease.reactor.Reactor`.
+"""``ShardManager``: the thin threaded shell around the :class:`~shardlease.core.reactor.Reactor`.
 
 Every rule and every piece of ownership state lives in the reactor, which is deterministic and never
 waits. This shell connects it to the world: a ``LeaseStore`` (the real ``LeaseClient``, or an in-memory
@@ -57,15 +57,12 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .api import LeaseClient
-from .cache import LeaseCache, LeaseWatcher
-from .clock import Clock, SystemClock
-from .elector import Timing
-from .errors import ApiError, RequestTimeout, UnexpectedApiError
-from .handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
-from .logs import get_logger
-from .metrics import ManagerMetrics
-from .reactor import (
+from shardlease.client.leases import LeaseClient
+from shardlease.client.watch import LeaseWatcher
+from shardlease.core.cache import LeaseCache
+from shardlease.core.clock import Clock, SystemClock
+from shardlease.core.elector import Timing
+from shardlease.core.reactor import (
     CRASH_LOOP_ERRORS,
     CRASH_LOOP_WINDOW,
     Command,
@@ -80,14 +77,18 @@ from .reactor import (
     Write,
     WriteDone,
 )
-from .records import group_selector
-from .signals import STOP_SIGNALS, take_early
+from shardlease.core.records import group_selector
+from shardlease.errors import ApiError, RequestTimeout, UnexpectedApiError
+from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
+from shardlease.runtime.logs import get_logger
+from shardlease.runtime.metrics import ManagerMetrics
+from shardlease.runtime.signals import STOP_SIGNALS, take_early
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from .client.store import LeaseStore
-    from .config import ShardConfig
+    from shardlease.client.store import LeaseStore
+    from shardlease.config import ShardConfig
 
 __all__ = ["CRASH_LOOP_ERRORS", "CRASH_LOOP_WINDOW", "ShardManager"]
 
@@ -178,13 +179,13 @@ class ShardManager:
                 return self
         try:
             if self._store is None and self._api_client is None:
-                from .kube import load_api_client
+                from shardlease.client.connect import load_api_client
 
                 self._api_client = load_api_client(self.config.kubeconfig, self.config.context,
                                                    client_id=self.identity, pool_size=self._workers + 4)
             port = getattr(self.config, "metrics_port", None)
             if port is not None:
-                from .health import HealthServer
+                from shardlease.runtime.health import HealthServer
 
                 self._health = HealthServer(self, port)
         except BaseException:
@@ -198,7 +199,7 @@ class ShardManager:
                                      clock=self._clock, name=f"shardlease-{self.identity}",
                                      on_error=self._handler_raised)
         read_timeout = max(2 * self._timing.retry_period, self._timing.lease_duration / 2)
-        self._watcher = LeaseWatcher(self._store, self._cache, group_selector(self.group),  # type: ignore[arg-type]
+        self._watcher = LeaseWatcher(self._store, self._cache, group_selector(self.group),
                                      read_timeout=read_timeout, logger=self._log, on_error=self.metrics.api_error)
         self._watcher.start()
         if self._health is not None:
@@ -235,7 +236,7 @@ class ShardManager:
         """Start, block until stopped, return. SIGTERM/SIGINT call ``stop()`` when run on the main thread.
 
         The handlers are installed before anything is started, and a stop signal recorded earlier by
-        :func:`shardlease.signals.catch_early` (as ``shardlease run`` does from its first line) stops the
+        :func:`shardlease.runtime.signals.catch_early` (as ``shardlease run`` does from its first line) stops the
         manager before it starts: a replica terminated during start-up exits cleanly with nothing taken.
         Raises :class:`~shardlease.errors.ControlLoopCrashed` if the control loop failed for good.
         """
@@ -260,7 +261,7 @@ class ShardManager:
                 except (ValueError, OSError, TypeError):
                     pass
         if self._crashed is not None:
-            from .errors import ControlLoopCrashed
+            from shardlease.errors import ControlLoopCrashed
 
             raise ControlLoopCrashed(f"shardlease control loop crashed: {self._crashed!r}") from self._crashed
 

@@ -63,7 +63,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .records import LeaseRecord
+from shardlease.core.records import LeaseRecord
 
 __all__ = [
     "Action",

@@ -3,7 +3,7 @@
 Used by the integration tests, ``shardlease demo``, the benchmark and the chaos suite, so that each of
 them drives real ``python -m shardlease run`` processes the same way::
 
-    from shardlease.localcluster import LocalCluster, Timings
+    from shardlease.harness.localcluster import LocalCluster, Timings
 
     with LocalCluster(group="orders", shards=12, timings=Timings(lease_duration=2)) as cluster:
         cluster.start(replicas=3)
@@ -37,7 +37,7 @@ With ``devserver="real"`` the replicas talk to a real etcd + kube-apiserver inst
 :attr:`LocalCluster.faults` is ``None`` there (put toxiproxy in front of it for network faults).
 
 Replica output (stdout and stderr) goes to ``<work_dir>/logs/<identity>.log``; the journal of the
-default handler (:mod:`shardlease.journal`) goes to ``<work_dir>/journal``. Failed waits raise
+default handler (:mod:`shardlease.harness.journal`) goes to ``<work_dir>/journal``. Failed waits raise
 :class:`ClusterTimeout` with the last snapshot and the tail of every replica's log in the message.
 """
 
@@ -58,13 +58,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .commands.status import GroupView, list_group_leases
-from .records import group_selector
+from shardlease.client.leases import list_group_leases
+from shardlease.core.groupview import GroupView
+from shardlease.core.records import group_selector
 
 if TYPE_CHECKING:  # pragma: no cover
     from kubernetes.client import ApiClient
 
-    from .journal import Entry, Overlap
+    from shardlease.harness.journal import Entry, Overlap
 
 __all__ = [
     "ClusterTimeout",
@@ -77,7 +78,7 @@ __all__ = [
     "runtime_missing",
 ]
 
-DEFAULT_HANDLER = "shardlease.journal:handle"
+DEFAULT_HANDLER = "shardlease.harness.journal:handle"
 OBSERVER_CLIENT_ID = "shardlease-localcluster"
 
 # Run by every replica before the real CLI: die with the parent (Linux), then hand over to
@@ -292,7 +293,7 @@ class Snapshot:
     ``view`` is the same model ``shardlease status`` prints (members with liveness, shard rows with
     holder, desired holder and flags); the helpers below answer the questions tests ask most.
     ``taken`` is the local ``time.monotonic()`` right after the list returned, comparable with
-    journal timestamps (see :mod:`shardlease.journal` for the single-machine assumption).
+    journal timestamps (see :mod:`shardlease.harness.journal` for the single-machine assumption).
     """
 
     taken: float
@@ -469,7 +470,7 @@ class LocalCluster:
             self._start_real_control_plane()
             return
         if self.devserver_mode == "thread":
-            from .devserver import DevServer
+            from shardlease.devserver import DevServer
 
             self.server = DevServer(host="127.0.0.1", port=0, faults=self.faults_enabled)
             self.server.__enter__()
@@ -490,7 +491,7 @@ class LocalCluster:
         self.url = self._await_kubeconfig(timeout=30)
 
     def _start_real_control_plane(self) -> None:
-        from .controlplane import ControlPlaneError, RealControlPlane, find_assets
+        from shardlease.controlplane import ControlPlaneError, RealControlPlane, find_assets
 
         assets = find_assets(self.assets)
         if assets is None:
@@ -734,7 +735,7 @@ class LocalCluster:
         """A Kubernetes client for the dev-server, identified as the observer (never partitioned
         unless a test partitions ``OBSERVER_CLIENT_ID`` on purpose)."""
         if self._api is None:
-            from .kube import load_api_client
+            from shardlease.client.connect import load_api_client
 
             self._api = load_api_client(
                 kubeconfig=str(self.kubeconfig), user_agent=OBSERVER_CLIENT_ID,
@@ -757,7 +758,7 @@ class LocalCluster:
 
     def desired(self, members: Iterable[str] | None = None) -> dict[int, str]:
         """Who should own each shard if ``members`` (default: the running replicas) are live."""
-        from .assignment import assign
+        from shardlease.core.assignment import assign
 
         chosen = self.running_identities() if members is None else list(members)
         return assign(self.group, self.shard_count, chosen)
@@ -807,7 +808,7 @@ class LocalCluster:
         return self._wait_placed(timeout, members, handlers=True)
 
     def _wait_placed(self, timeout: float, members: Iterable[str] | None, handlers: bool) -> Snapshot:
-        from .journal import running_handlers
+        from shardlease.harness.journal import running_handlers
 
         expected = sorted(self.running_identities() if members is None else members)
         desired = self.desired(expected)
@@ -831,8 +832,8 @@ class LocalCluster:
     # ---------------------------------------------------------------- journal and reports
 
     def journal(self) -> list[Entry]:
-        """Every entry the journaling handler wrote so far (see :mod:`shardlease.journal`)."""
-        from .journal import load_journal
+        """Every entry the journaling handler wrote so far (see :mod:`shardlease.harness.journal`)."""
+        from shardlease.harness.journal import load_journal
 
         return load_journal(self.journal_dir)
 
@@ -842,9 +843,9 @@ class LocalCluster:
 
         Returns the entries so callers can measure more. ``require_work`` guards against a vacuous
         pass (e.g. handlers that never ran because the journal directory was not passed on);
-        ``excuse`` is passed to :func:`~shardlease.journal.assert_no_overlaps`.
+        ``excuse`` is passed to :func:`~shardlease.harness.journal.assert_no_overlaps`.
         """
-        from .journal import assert_no_overlaps, assert_tokens_increase
+        from shardlease.harness.journal import assert_no_overlaps, assert_tokens_increase
 
         entries = self.journal()
         if require_work and not any(e.kind == "work" for e in entries):
@@ -905,14 +906,10 @@ def runtime_missing() -> str | None:
     """
     import importlib.util
 
-    for module in ("shardlease.commands.run", "shardlease.manager", "shardlease.kube",
+    for module in ("shardlease.commands.run", "shardlease.runtime.manager", "shardlease.client.connect",
                    "shardlease.devserver"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not available"
-    from .cli import COMMAND_MODULES
-
-    if "shardlease.commands.run" not in COMMAND_MODULES:
-        return "`shardlease run` is not registered in shardlease.cli.COMMAND_MODULES"
     return None
 
 

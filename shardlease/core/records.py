@@ -12,8 +12,9 @@ never crash a replica. Decisions then treat unknown values conservatively.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 LABEL_GROUP = "shardlease.io/group"
 LABEL_ROLE = "shardlease.io/role"

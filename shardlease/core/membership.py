@@ -19,8 +19,8 @@ import datetime as _dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .elector import Timing, member_expiry
-from .records import ROLE_MEMBER, LeaseRecord, member_lease_name
+from shardlease.core.elector import Timing, member_expiry
+from shardlease.core.records import ROLE_MEMBER, LeaseRecord, member_lease_name
 
 __all__ = ["Member", "Membership", "age_key", "compute_membership"]
 

@@ -1,8 +1,8 @@
 """Chaos engine: a seeded fault schedule run against a real group, and the checks that judge it.
 
 Used by the default test suite (``tests/chaos``, about two minutes) and by the long benchmark run
-(``bench/chaos.py``). It lives in the package, next to :mod:`shardlease.localcluster` and
-:mod:`shardlease.journal` that it is built from, so both entry points import one engine without path
+(``bench/chaos.py``). It lives in the package, next to :mod:`shardlease.harness.localcluster` and
+:mod:`shardlease.harness.journal` that it is built from, so both entry points import one engine without path
 tricks; nothing in the runtime imports it. ``docs/chaos.md`` explains the rules in prose.
 
 Three parts:
@@ -12,7 +12,7 @@ Three parts:
   who is paused, partitioned, dead) so every fault is valid when it fires and the replica count stays
   within bounds. The same seed and settings always give the same plan; only the runtime's reactions
   vary between runs of one seed (they depend on thread scheduling).
-* :class:`ChaosRun` -- starts a :class:`~shardlease.localcluster.LocalCluster` whose replicas run
+* :class:`ChaosRun` -- starts a :class:`~shardlease.harness.localcluster.LocalCluster` whose replicas run
   the journaling handler, applies the plan in real time while writing a fault log
   (``<work_dir>/faults.jsonl``, next to the ``journal`` directory), then stops the faults and measures
   how the group recovers.
@@ -57,8 +57,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .journal import Entry, check_tokens, find_overlaps, load_journal, shard_history
-from .localcluster import DEFAULT_HANDLER, LocalCluster, Replica, Snapshot, Timings, child_processes
+from shardlease.harness.journal import Entry, check_tokens, find_overlaps, load_journal, shard_history
+from shardlease.harness.localcluster import DEFAULT_HANDLER, LocalCluster, Replica, Snapshot, Timings, child_processes
 
 __all__ = [
     "ChaosConfig",
@@ -122,7 +122,7 @@ def seed_from_env(default: int | None = None) -> int:
 
 
 ENV_DRAIN = "SHARDLEASE_CHAOS_DRAIN"
-DRAINING_HANDLER = "shardlease.chaos:draining_handle"
+DRAINING_HANDLER = "shardlease.harness.chaos:draining_handle"
 
 
 def draining_handle(shard: Any) -> None:
@@ -131,7 +131,7 @@ def draining_handle(shard: Any) -> None:
     ``drain_timeout`` exists for. No unit of work is journaled during the clean-up (the journal's
     ``handler_stop`` is written before it), so it cannot show up as overlapping work; what it does
     is keep the Lease held by a replica that no longer works on the shard for that long."""
-    from .journal import handle
+    from shardlease.harness.journal import handle
 
     try:
         handle(shard)

@@ -34,7 +34,7 @@ from functools import lru_cache
 
 from uhashring import HashRing  # type: ignore[import-untyped]  # ships no type information
 
-from .records import shard_lease_name
+from shardlease.core.records import shard_lease_name
 
 __all__ = [
     "VNODES",

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clock import Clock, SystemClock
-from .errors import HandlerSignatureError
-from .logs import set_log_context
+from shardlease.core.clock import Clock, SystemClock
+from shardlease.errors import HandlerSignatureError
+from shardlease.runtime.logs import set_log_context
 
 __all__ = ["HandlerRun", "HandlerRunner", "Shard", "check_handler_signature", "is_async_handler"]
 
@@ -66,7 +66,8 @@ class Shard:
 def is_async_handler(handler: Callable[..., Any]) -> bool:
     if inspect.iscoroutinefunction(handler):
         return True
-    call = getattr(handler, "__call__", None)
+    # An instance whose __call__ is ``async def``: callable() says nothing about that.
+    call = getattr(handler, "__call__", None)  # noqa: B004
     return call is not None and inspect.iscoroutinefunction(call)
 
 

@@ -1,0 +1,137 @@
+"""Keeping the local picture of one group's Leases (``shardlease.core.cache.LeaseCache``) current.
+
+``LeaseWatcher`` is the one thread per replica that talks to the watch endpoint: list, then watch from
+the list's resourceVersion with bookmarks; on a clean end of stream it resumes from the last version it
+saw; on ``Expired`` (410) it relists; a silent connection is cut by a client-side read timeout. In steady state
+this is the only read traffic: no polling GETs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from shardlease.core.cache import LeaseCache
+from shardlease.core.records import LeaseRecord
+from shardlease.errors import ApiError, Expired, RequestTimeout, Throttled
+
+if TYPE_CHECKING:
+    from shardlease.client.store import LeaseStore
+
+__all__ = ["LeaseWatcher"]
+
+
+class LeaseWatcher:
+    """List+watch thread feeding a ``LeaseCache``.
+
+    ``read_timeout`` should be shorter than the lease duration: in a live group some member Lease is
+    renewed every retry period, so a stream silent for that long is a dead connection, and noticing it
+    before peers' Leases would look expired keeps membership honest.
+    """
+
+    def __init__(self, client: LeaseStore, cache: LeaseCache, selector: str, *, read_timeout: float,
+                 logger: logging.LoggerAdapter[Any] | logging.Logger,
+                 on_error: Callable[[str], None] | None = None, max_backoff: float = 5.0) -> None:
+        self._client = client
+        self._cache = cache
+        self._selector = selector
+        self._read_timeout = read_timeout
+        self._log = logger
+        self._on_error = on_error
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shardlease-watch", daemon=True)
+        self.resource_version = ""
+        self.relists = 0
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._client.close_watch()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            delivered = self.events
+            try:
+                if not self.resource_version:
+                    self._relist()
+                self._watch_once()
+                failures = 0
+            except Expired as err:
+                if self._stop.is_set():
+                    return
+                self._log.info("watch history expired (%s); relisting", err)
+                self.resource_version = ""
+                continue
+            except ApiError as err:
+                if self._stop.is_set():
+                    return
+                if self.events > delivered:
+                    # The stream worked before it broke: this is a first failure, not one more in a row.
+                    # Backing off as if the server had been down all along left replicas blind to
+                    # member renewals for longer than a lease (found by the chaos suite, seed 5).
+                    failures = 0
+                failures += 1
+                if self._on_error is not None:
+                    self._on_error(err.kind)
+                if isinstance(err, Throttled):  # the server's wait, not ours: no jitter
+                    delay = err.retry_after or min(self._max_backoff, 0.2 * 2 ** min(failures, 6))
+                else:
+                    delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                level = logging.DEBUG if isinstance(err, RequestTimeout) and failures == 1 else logging.WARNING
+                self._log.log(level, "watch failed (%s); retrying in %.2fs", err, delay)
+                self._stop.wait(delay)
+            except Exception:  # never let the watch thread die
+                failures += 1
+                self._log.exception("unexpected error in the watch loop")
+                self._stop.wait(min(self._max_backoff, 0.2 * 2 ** min(failures, 6)))
+
+    def _relist(self) -> None:
+        items, rv = self._client.list(self._selector, timeout=max(5.0, self._read_timeout))
+        records = [r for r in (LeaseRecord.from_object(i) for i in items) if r is not None]
+        self._cache.replace_all(records, rv)
+        self.resource_version = rv
+        self.relists += 1
+
+    #: Watch events received so far (bookmarks included): tells a stream that worked from one that never did.
+    events = 0
+
+    def _watch_once(self) -> None:
+        self.restarts += 1
+        stream = self._client.watch(self._selector, self.resource_version,
+                                    timeout_seconds=random.randint(240, 360), read_timeout=self._read_timeout)
+        for event in stream:
+            if self._stop.is_set():
+                return
+            self.events += 1
+            kind = event.get("type")
+            obj = event.get("object")
+            if not isinstance(obj, dict):
+                continue
+            meta = obj.get("metadata")
+            rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+            if kind == "BOOKMARK":
+                if isinstance(rv, str) and rv:
+                    self.resource_version = rv
+                continue
+            if kind == "MODIFIED" and isinstance(rv, str) and isinstance(meta, dict) \
+                    and self._cache.has_version(str(meta.get("name")), rv):
+                self.resource_version = rv
+                continue
+            record = LeaseRecord.from_object(obj)
+            if record is None:
+                continue
+            if kind == "DELETED":
+                self._cache.delete(record.name, record.resource_version)
+            elif kind in ("ADDED", "MODIFIED"):
+                self._cache.apply(record)
+            if isinstance(rv, str) and rv:
+                self.resource_version = rv
