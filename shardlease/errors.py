@@ -12,12 +12,14 @@ Everything shardlease raises deliberately derives from ``ShardleaseError``:
 - ``ControlLoopCrashed``: ``ShardManager.run()`` stopped because its control loop failed for good.
 
 Not covered, on purpose: errors raised by the user's own handler (they stay the handler's), the
-pydantic ``ValidationError`` of building a ``ShardConfig`` directly, and bugs.
+pydantic ``ValidationError`` of building a ``ShardConfig`` directly (``shardlease run`` turns it into
+a message naming the field and the fix), ``TypeError`` for an argument of the wrong type (e.g. a key
+for ``shard_for_key`` that is neither ``str`` nor ``bytes``), the test harness's own errors, and bugs.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NoReturn, overload
+from typing import ClassVar
 
 __all__ = [
     "AlreadyExists",
@@ -81,63 +83,19 @@ class ControlLoopCrashed(ShardleaseError):
 # Kubernetes API errors
 
 
-class _LegacyKind:
-    """The failure kind as the string the manager compared before the typed classes existed.
-
-    Readable on the class and on instances, never assignable: it is derived from the class, so an
-    error cannot claim to be a ``conflict`` while being a ``NotFound``. Goes away once the manager is
-    rewritten to branch on the classes (issue 8).
-    """
-
-    def __get__(self, obj: ApiError | None, owner: type[ApiError] | None = None) -> str:
-        cls = owner if owner is not None else type(obj)
-        return cls._kind if issubclass(cls, ApiError) else "other"
-
-    def __set__(self, obj: object, value: object) -> NoReturn:
-        raise AttributeError("ApiError.kind is read-only: it follows from the error's class")
-
-    def __delete__(self, obj: object) -> NoReturn:
-        raise AttributeError("ApiError.kind is read-only: it follows from the error's class")
-
-
 class ApiError(ShardleaseError):
     """A failed Kubernetes API request; catch a subclass to handle one kind of failure.
 
     ``status`` is the HTTP status (``None`` when no response arrived), ``reason`` the ``reason`` of the
     Kubernetes ``Status`` body (``"Conflict"``, ``"AlreadyExists"``, ...), ``retry_after`` the seconds
-    the server asked us to wait (429 and some 5xx), if any.
-
-    Transition: ``ApiError(kind, message, ...)`` with one of the legacy kind strings still builds the
-    matching subclass, and ``.kind`` still returns that string. Both go away with the manager rewrite
-    (issue 8); new code raises and catches the subclasses.
+    the server asked us to wait (429 and some 5xx), if any. ``label`` (per class) is the value of the
+    ``kind`` label on ``shardlease_api_errors_total``.
     """
 
-    _kind: ClassVar[str] = "other"
-    kind = _LegacyKind()
+    label: ClassVar[str] = "other"
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> ApiError:
-        target: type[ApiError] = cls
-        if cls is ApiError and len(args) == 2:
-            target = _BY_KIND.get(str(args[0]), UnexpectedApiError)
-        return super().__new__(target)
-
-    @overload
     def __init__(self, message: str, /, *, status: int | None = None, reason: str = "",
-                 retry_after: float | None = None) -> None: ...
-
-    @overload
-    def __init__(self, kind: str, message: str, /, *, status: int | None = None, reason: str = "",
-                 retry_after: float | None = None) -> None: ...
-
-    def __init__(self, first: str, second: str | None = None, /, *, status: int | None = None,
-                 reason: str = "", retry_after: float | None = None) -> None:
-        if second is None:
-            message = first
-        else:  # legacy ApiError(kind, message): __new__ already picked the class from the kind
-            if first not in _BY_KIND:
-                raise InvalidArgument(f"unknown ApiError kind {first!r}; use one of {sorted(_BY_KIND)} "
-                                      "or, better, raise the matching subclass")
-            message = second
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
@@ -152,80 +110,74 @@ class ConflictError(ApiError):
     """409: the write lost against another writer. Base of ``Conflict`` and ``AlreadyExists``, which
     lease code usually treats alike (someone else got there first: re-read and decide again)."""
 
-    _kind = "conflict"
+    label = "conflict"
 
 
 class Conflict(ConflictError):
     """409 Conflict: the resourceVersion (or a delete precondition) no longer matches the object."""
 
-    _kind = "conflict"
+    label = "conflict"
 
 
 class AlreadyExists(ConflictError):
     """409 AlreadyExists: a create found the object already there."""
 
-    _kind = "already_exists"
+    label = "already_exists"
 
 
 class NotFound(ApiError):
     """404: the object (or the namespace) does not exist."""
 
-    _kind = "not_found"
+    label = "not_found"
 
 
 class Expired(ApiError):
     """410 Gone / Expired: the resourceVersion a watch or list continues from is older than the
     server's history; relist."""
 
-    _kind = "expired"
+    label = "expired"
 
 
 class Throttled(ApiError):
     """429 Too Many Requests; ``retry_after`` says how long the server asked us to wait."""
 
-    _kind = "throttled"
+    label = "throttled"
 
 
 class ServerError(ApiError):
     """5xx: the server (or something in front of it) failed; the write may or may not have happened."""
 
-    _kind = "server"
+    label = "server"
 
 
 class RequestTimeout(ApiError):
     """No complete answer within the client's timeout; the write may or may not have happened."""
 
-    _kind = "timeout"
+    label = "timeout"
 
 
 class NetworkError(ApiError):
     """The connection failed (refused, reset, DNS); no HTTP status was received."""
 
-    _kind = "network"
+    label = "network"
 
 
 class Invalid(ApiError):
     """400 BadRequest or 422 Invalid: the request itself is wrong; retrying it unchanged cannot help."""
 
-    _kind = "invalid"
+    label = "invalid"
 
 
 class Forbidden(ApiError):
     """401 Unauthorized or 403 Forbidden: the credentials (or RBAC) do not allow the request."""
 
-    _kind = "forbidden"
+    label = "forbidden"
 
 
 class UnexpectedApiError(ApiError):
     """Any other failure: an unexpected status code or a response that is not a JSON object."""
 
-    _kind = "other"
-
-
-_BY_KIND: dict[str, type[ApiError]] = {
-    c._kind: c for c in (Conflict, AlreadyExists, NotFound, Expired, Throttled, ServerError,
-                         RequestTimeout, NetworkError, Invalid, Forbidden, UnexpectedApiError)
-}
+    label = "other"
 
 
 def api_error_class(status: int, reason: str = "") -> type[ApiError]:

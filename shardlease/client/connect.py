@@ -24,7 +24,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
 
-from shardlease.errors import ConfigError
+from shardlease.errors import ConfigError, InvalidArgument
 
 __all__ = [
     "CLIENT_ID_HEADER",
@@ -148,7 +148,7 @@ def load_api_client(
     Raises ``ConfigError`` when no configuration applies or the one found is unusable.
     """
     if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-        raise ValueError(f"pool_size must be an integer >= 1, got {pool_size!r}")
+        raise InvalidArgument(f"pool_size must be an integer >= 1, got {pool_size!r}")
     configuration = load_configuration(kubeconfig, context)
     # Read by the REST client when the ApiClient is built, so it must be set before.
     configuration.connection_pool_maxsize = pool_size

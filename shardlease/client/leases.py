@@ -44,21 +44,11 @@ from shardlease.errors import (
     RequestTimeout,
     UnexpectedApiError,
     api_error,
-    api_error_class,
 )
 
-__all__ = ["ApiError", "LeaseClient", "error_kind"]
+__all__ = ["ApiError", "LeaseClient", "list_group_leases"]
 
 _GROUP_PATH = "/apis/coordination.k8s.io/v1"
-
-
-def error_kind(status: int, reason: str) -> str:
-    """The legacy kind string for an HTTP error (``"conflict"``, ``"not_found"``, ...).
-
-    Kept while the manager still compares strings; goes away with its rewrite (issue 8). New code
-    uses :func:`shardlease.errors.api_error_class` and catches the classes.
-    """
-    return api_error_class(status, reason).kind
 
 
 def _retry_after(headers: Mapping[str, str] | None, status_obj: Mapping[str, Any] | None) -> float | None:

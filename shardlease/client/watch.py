@@ -81,7 +81,7 @@ class LeaseWatcher:
                     failures = 0
                 failures += 1
                 if self._on_error is not None:
-                    self._on_error(err.kind)
+                    self._on_error(err.label)
                 if isinstance(err, Throttled):  # the server's wait, not ours: no jitter
                     delay = err.retry_after or min(self._max_backoff, 0.2 * 2 ** min(failures, 6))
                 else:

@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow binding a non-loopback --host (the embedded server has NO "
                              "authentication)")
+    parser.add_argument("--strict-namespaces", action="store_true",
+                        help="embedded server only: answer 404 for writes into a namespace that was "
+                             "not created first, as kube-apiserver does (default: create it)")
     parser.add_argument("--kube-assets", metavar="DIR", default=None,
                         help=f"run a real etcd + kube-apiserver from the binaries in DIR instead of "
                              f"the embedded server (default: ${ASSETS_ENV} if set); build them with "

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from shardlease.config import ShardConfig, format_config_error
-    from shardlease.errors import ShardleaseError
+    from shardlease.errors import ConfigError, ShardleaseError
     from shardlease.runtime.logs import configure
     from shardlease.runtime.manager import ShardManager
 
@@ -183,9 +183,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         manager = ShardManager(config, handler)
         manager.run()
-    except ShardleaseError as exc:  # e.g. no usable kubeconfig: a setup problem, like a config error
+    except ConfigError as exc:  # e.g. no usable kubeconfig: a setup problem, like a config error
         print(f"shardlease run: {exc}", file=sys.stderr)
         return 2
+    except ShardleaseError as exc:  # e.g. the control loop crashed: a failure, not a setup problem
+        print(f"shardlease run: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         import logging
 

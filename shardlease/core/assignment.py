@@ -35,6 +35,7 @@ from functools import lru_cache
 from uhashring import HashRing  # type: ignore[import-untyped]  # ships no type information
 
 from shardlease.core.records import shard_lease_name
+from shardlease.errors import InvalidArgument
 
 __all__ = [
     "VNODES",
@@ -55,16 +56,16 @@ _CACHE_SIZE = 64
 
 def _check_shards(shards: object) -> int:
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise ValueError(f"shards must be an integer >= 1, got {shards!r}; pass the group's shard count")
+        raise InvalidArgument(f"shards must be an integer >= 1, got {shards!r}; pass the group's shard count")
     return shards
 
 
 def _check_load_factor(load_factor: object) -> float:
     if isinstance(load_factor, bool) or not isinstance(load_factor, (int, float)):
-        raise ValueError(f"load_factor must be a number >= 1.0, got {load_factor!r}")
+        raise InvalidArgument(f"load_factor must be a number >= 1.0, got {load_factor!r}")
     value = float(load_factor)
     if not (value >= 1.0 and math.isfinite(value)):
-        raise ValueError(
+        raise InvalidArgument(
             f"load_factor must be a finite number >= 1.0, got {load_factor!r}; "
             "1.0 gives the tightest balance, larger values trade balance for fewer moves"
         )
@@ -76,7 +77,7 @@ def normalize_members(members: Iterable[str]) -> tuple[str, ...]:
     unique = set(members)
     for member in unique:
         if not isinstance(member, str) or not member:
-            raise ValueError(f"members must be non-empty strings, got {member!r}")
+            raise InvalidArgument(f"members must be non-empty strings, got {member!r}")
     return tuple(sorted(unique))
 
 
@@ -87,7 +88,7 @@ def capacity(shards: int, members: int, load_factor: float = 1.0) -> int:
     quotient (e.g. 1024 / 32) into one more than intended.
     """
     if members < 1:
-        raise ValueError(f"members must be >= 1, got {members}")
+        raise InvalidArgument(f"members must be >= 1, got {members}")
     if load_factor == 1.0:
         return -(-shards // members)
     return max(1, math.ceil(load_factor * shards / members - 1e-9))
@@ -188,7 +189,7 @@ def assign(group: str, shards: int, members: Iterable[str], load_factor: float =
     shards = _check_shards(shards)
     load_factor = _check_load_factor(load_factor)
     if not isinstance(group, str):
-        raise ValueError(f"group must be a string, got {group!r}")
+        raise InvalidArgument(f"group must be a string, got {group!r}")
     canonical = normalize_members(members)
     if not canonical:
         return {}
@@ -200,7 +201,7 @@ def desired_owner(
 ) -> str | None:
     """The member that should own one shard, or ``None`` when there are no members."""
     if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < shards:
-        raise ValueError(f"shard must be an integer in 0..{shards - 1}, got {shard!r}")
+        raise InvalidArgument(f"shard must be an integer in 0..{shards - 1}, got {shard!r}")
     return assign(group, shards, members, load_factor).get(shard)
 
 

@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Protocol
 
+from shardlease.errors import InvalidArgument
+
 
 class Clock(Protocol):
     def monotonic(self) -> float: ...
@@ -46,7 +48,7 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
-            raise ValueError("a clock does not go backwards")
+            raise InvalidArgument("a clock does not go backwards")
         with self._lock:
             self._mono += seconds
             self._wall += _dt.timedelta(seconds=seconds)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
+from shardlease.errors import InvalidArgument
+
 __all__ = ["shard_for_key", "jump_hash"]
 
 
@@ -49,12 +51,12 @@ def shard_for_key(key: str | bytes, shards: int) -> int:
     """
     # bool is an int subclass, but shard_for_key(k, True) is a bug, not a shard count of 1.
     if type(shards) is not int and (isinstance(shards, bool) or not isinstance(shards, int)):
-        raise ValueError(
+        raise InvalidArgument(
             f"shards must be an integer >= 1, got {shards!r} ({type(shards).__name__}); "
             "pass the group's shard count, e.g. ShardConfig.shards"
         )
     if shards < 1:
-        raise ValueError(
+        raise InvalidArgument(
             f"shards must be an integer >= 1, got {shards!r}; "
             "pass the group's shard count, e.g. ShardConfig.shards"
         )

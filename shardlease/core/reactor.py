@@ -729,7 +729,7 @@ class Reactor:
             ms.renew_started = done.started
             return
         err = done.error
-        self.metrics.api_error(err.kind)
+        self.metrics.api_error(err.label)
         if kind is WriteKind.MEMBER_DELETE:
             if isinstance(err, NotFound):
                 ms.deleted = True
@@ -876,14 +876,14 @@ class Reactor:
                 if record is not None:
                     self._cache.apply(record)
             elif err is not None and not isinstance(err, (ConflictError, NotFound)):
-                self.metrics.api_error(err.kind)
+                self.metrics.api_error(err.label)
             return
         if write.kind is WriteKind.COLLECT:
             # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
             # next membership pass retries whatever is still dead.
             self._gc_pending.discard(write.name)
             if err is not None and not isinstance(err, (ConflictError, NotFound)):
-                self.metrics.api_error(err.kind)
+                self.metrics.api_error(err.label)
                 self._log.warning("could not delete member Lease %s: %s", write.name, err)
             return
         if write.shard is None:
@@ -969,7 +969,7 @@ class Reactor:
         err = done.error
         assert err is not None
         kind = done.write.kind
-        self.metrics.api_error(err.kind)
+        self.metrics.api_error(err.label)
         if kind is WriteKind.REFRESH:
             st.conflict_at = now
             st.failures += 1

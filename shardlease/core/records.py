@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardlease.errors import InvalidArgument
+
 LABEL_GROUP = "shardlease.io/group"
 LABEL_ROLE = "shardlease.io/role"
 LABEL_SHARD = "shardlease.io/shard"
@@ -64,7 +66,7 @@ def format_microtime(moment: _dt.datetime) -> str:
     ``datetime.isoformat()`` drops the fraction when it is zero, which kube-apiserver rejects.
     """
     if moment.tzinfo is None:
-        raise ValueError("MicroTime needs an aware datetime")
+        raise InvalidArgument("MicroTime needs an aware datetime")
     return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
               f"the server has no authentication; add --allow-remote to bind it anyway",
               file=sys.stderr)
         return 2
-    server = DevServer(args.host, args.port, faults=args.faults, allow_remote=args.allow_remote)
+    server = DevServer(args.host, args.port, faults=args.faults, allow_remote=args.allow_remote,
+                       strict_namespaces=getattr(args, "strict_namespaces", False))
     try:
         server.start()
     except OSError as exc:

@@ -78,7 +78,7 @@ from shardlease.core.reactor import (
     WriteDone,
 )
 from shardlease.core.records import group_selector
-from shardlease.errors import ApiError, RequestTimeout, UnexpectedApiError
+from shardlease.errors import ApiError, HandlerSignatureError, RequestTimeout, UnexpectedApiError
 from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from shardlease.runtime.logs import get_logger
 from shardlease.runtime.metrics import ManagerMetrics
@@ -110,7 +110,8 @@ class ShardManager:
                  api_client: ApiClient | None = None, clock: Clock | None = None,
                  store: LeaseStore | None = None) -> None:
         if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
+            raise HandlerSignatureError(f"handler must be callable, got {handler!r}: pass a function that "
+                                        "takes one argument, the Shard, e.g. def handle(shard): ...")
         check_handler_signature(handler)
         self.config = config
         self._handler = handler

@@ -8,9 +8,9 @@ import pytest
 
 from shardlease.client import LeaseStore
 from shardlease.client.connect import load_api_client
-from shardlease.client.leases import ApiError, LeaseClient, error_kind
+from shardlease.client.leases import LeaseClient
 from shardlease.devserver import DevServer
-from shardlease.errors import AlreadyExists, Conflict, Expired, NetworkError, RequestTimeout, Throttled
+from shardlease.errors import AlreadyExists, Conflict, Expired, NetworkError, RequestTimeout, Throttled, api_error_class
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +104,15 @@ def test_watch_from_a_compacted_version_raises_expired(client: tuple[DevServer, 
     srv.compact()
     with pytest.raises(Expired) as info:
         next(lc.watch("shardlease.io/group=x", rv, timeout_seconds=2, read_timeout=3))
-    assert info.value.status == 410 and info.value.kind == "expired"
+    assert info.value.status == 410 and info.value.label == "expired"
 
 
-def test_error_kind_table_of_the_transition() -> None:
-    """``error_kind`` and ``.kind`` still give the strings the manager compares until its rewrite."""
-    assert error_kind(409, "Conflict") == "conflict"
-    assert error_kind(409, "AlreadyExists") == "already_exists"
-    assert error_kind(410, "Expired") == "expired"
-    assert error_kind(503, "") == "server"
-    assert error_kind(422, "Invalid") == "invalid"
-    assert error_kind(403, "Forbidden") == "forbidden"
-    legacy = ApiError("conflict", "HTTP 409", status=409, reason="Conflict")
-    assert isinstance(legacy, Conflict) and legacy.kind == "conflict"
+def test_error_classes_carry_the_metric_label_of_their_kind() -> None:
+    """``shardlease_api_errors_total{kind}`` keeps the label values it always had."""
+    assert api_error_class(409, "Conflict").label == "conflict"
+    assert api_error_class(409, "AlreadyExists").label == "already_exists"
+    assert api_error_class(410, "Expired").label == "expired"
+    assert api_error_class(503, "").label == "server"
+    assert api_error_class(422, "Invalid").label == "invalid"
+    assert api_error_class(403, "Forbidden").label == "forbidden"
+    assert api_error_class(429, "TooManyRequests").label == "throttled"

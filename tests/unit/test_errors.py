@@ -1,8 +1,8 @@
 """The error hierarchy: one class per API failure kind, all of them ``ShardleaseError``.
 
 Users write ``except Conflict`` / ``except ShardleaseError``; these tests pin the mapping from HTTP
-status and ``Status.reason`` to classes, the fields every error keeps, and the transition aids
-(``ApiError(kind, message)`` and ``.kind``) that the manager still uses.
+status and ``Status.reason`` to classes, the fields every error keeps, and the label each class gives
+``shardlease_api_errors_total{kind}``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from shardlease.errors import (
 def test_status_and_reason_map_to_one_class(status: int, reason: str, cls: type[ApiError], kind: str) -> None:
     assert api_error_class(status, reason) is cls
     err = api_error(status, reason, "boom")
-    assert type(err) is cls and err.kind == kind and cls.kind == kind
+    assert type(err) is cls and err.label == kind and cls.label == kind
     assert (err.status, err.reason, err.retry_after) == (status, reason, None)
     assert str(err) == f"HTTP {status} {reason}: boom".replace("  ", " ")
 
@@ -79,22 +79,6 @@ def test_handler_import_error_is_still_importable_from_the_run_command() -> None
     from shardlease.commands.run import HandlerImportError as from_run
 
     assert from_run is HandlerImportError
-
-
-def test_kind_is_read_only() -> None:
-    err = Conflict("x", status=409, reason="Conflict")
-    with pytest.raises(AttributeError, match="read-only"):
-        err.kind = "not_found"
-    assert err.kind == "conflict"
-
-
-def test_legacy_constructor_builds_the_subclass() -> None:
-    """``ApiError(kind, message)`` as the manager writes it until its rewrite."""
-    err = ApiError("throttled", "429", status=429, retry_after=3.0)
-    assert isinstance(err, Throttled) and str(err) == "429" and err.retry_after == 3.0
-    assert isinstance(ApiError("conflict", "x"), Conflict)
-    with pytest.raises(InvalidArgument, match="unknown ApiError kind 'confict'"):
-        ApiError("confict", "typo")
 
 
 def test_errors_survive_pickling_with_their_fields() -> None:

@@ -59,7 +59,7 @@ class Recorder:
         try:
             result = action()
         except ApiError as err:
-            self.outcomes.append((label, ("error", type(err).__name__, err.status, err.kind)))
+            self.outcomes.append((label, ("error", type(err).__name__, err.status, err.label)))
             return None
         self.outcomes.append((label, self.normalise(result)))
         return result
