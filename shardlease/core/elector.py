@@ -60,10 +60,13 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shardlease.core.records import LeaseRecord
+from shardlease.errors import ApiError, Throttled
 
 __all__ = [
     "Action",
@@ -73,6 +76,7 @@ __all__ = [
     "Timing",
     "decide",
     "expiry_of",
+    "backoff",
     "held_retry_at",
     "is_ours",
     "member_expiry",
@@ -389,3 +393,19 @@ def member_expiry(record: LeaseRecord, observed: float, timing: Timing, *,
     if age > timing.renew_deadline:
         return min(expires, observed)
     return expires
+
+
+def backoff(failures: int, err: ApiError, timing: Timing, *, held: bool,
+            jitter: Callable[[float, float], float] = random.uniform) -> float:
+    """The one retry policy: how long to wait after the ``failures``-th failure in a row.
+
+    A 429's Retry-After is honoured as given. While we hold what failed, retry about every retry period
+    (client-go does, and :func:`held_retry_at` tightens it near the deadline); otherwise back off
+    exponentially from the retry period up to the lease duration. Jittered to spread a fleet's retries.
+    """
+    if isinstance(err, Throttled) and err.retry_after is not None:
+        return float(err.retry_after)
+    base = timing.retry_period
+    if held:
+        return base * jitter(0.5, 1.0)
+    return min(base * 2.0 ** min(failures - 1, 4), max(base, timing.lease_duration)) * jitter(0.5, 1.0)

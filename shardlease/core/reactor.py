@@ -25,7 +25,6 @@ This module decides when to ask them and keeps the state they are asked about.
 
 from __future__ import annotations
 
-import enum
 import heapq
 import logging
 import random
@@ -37,26 +36,24 @@ from shardlease.core.assignment import assign
 from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
-from shardlease.core.elector import (
-    Action,
-    HandlerPhase,
-    ShardView,
-    Timing,
-    decide,
-    held_retry_at,
-    is_ours,
-    member_expiry,
-    rv_of,
-)
+from shardlease.core.elector import Action, HandlerPhase, ShardView, Timing, backoff, decide, held_retry_at, rv_of
+from shardlease.core.member import MemberLease
 from shardlease.core.membership import compute_membership
-from shardlease.core.records import (
-    ANNOTATION_REFUSED,
-    LeaseRecord,
-    format_microtime,
-    member_lease_name,
-    shard_lease_name,
+from shardlease.core.messages import (
+    Command,
+    Event,
+    ExtendHandler,
+    HandlerExited,
+    HandlerRaised,
+    PublishOwned,
+    StartHandler,
+    StopHandler,
+    Write,
+    WriteDone,
+    WriteKind,
 )
-from shardlease.errors import ApiError, ConflictError, NotFound, Throttled
+from shardlease.core.records import LeaseRecord, member_lease_name, shard_lease_name
+from shardlease.errors import ConflictError, NotFound
 
 __all__ = [
     "CRASH_LOOP_ERRORS",
@@ -86,138 +83,6 @@ STUCK_CATCH_UP = 0.25
 CRASH_LOOP_ERRORS = 3
 CRASH_LOOP_WINDOW = 90.0  # seconds; the runner's restart back-off caps at 30 s
 
-
-class WriteKind(enum.Enum):
-    """What a :class:`Write` does, and so which ``LeaseStore`` call carries it out."""
-
-    CREATE = "create"                  # a shard Lease that did not exist (store.create)
-    ACQUIRE = "acquire"                # a new tenure of an existing shard Lease (store.replace)
-    RENEW = "renew"                    # store.replace
-    RELEASE = "release"                # store.replace
-    REFRESH = "refresh"                # re-read a shard Lease after a conflict the watch did not explain (store.get)
-    MEMBER_CREATE = "member_create"    # store.create
-    MEMBER_RENEW = "member_renew"      # store.replace
-    MEMBER_REFRESH = "member_refresh"  # store.get
-    MEMBER_DELETE = "member_delete"    # store.delete, conditional on the resourceVersion
-    MEMBER_MARK = "member_mark"        # store.replace: annotate the live member Lease of our identity
-    COLLECT = "collect"                # store.delete of a dead member's Lease (garbage collection)
-
-    @property
-    def shard_write(self) -> bool:
-        return self in _SHARD_WRITES
-
-    @property
-    def store_call(self) -> str:
-        """``create`` / ``replace`` / ``get`` / ``delete``."""
-        return _STORE_CALL[self]
-
-
-_SHARD_WRITES = frozenset({WriteKind.CREATE, WriteKind.ACQUIRE, WriteKind.RENEW, WriteKind.RELEASE, WriteKind.REFRESH})
-_STORE_CALL = {
-    WriteKind.CREATE: "create", WriteKind.MEMBER_CREATE: "create",
-    WriteKind.ACQUIRE: "replace", WriteKind.RENEW: "replace", WriteKind.RELEASE: "replace",
-    WriteKind.MEMBER_RENEW: "replace", WriteKind.MEMBER_MARK: "replace",
-    WriteKind.REFRESH: "get", WriteKind.MEMBER_REFRESH: "get",
-    WriteKind.MEMBER_DELETE: "delete", WriteKind.COLLECT: "delete",
-}
-
-
-# ---------------------------------------------------------------------------------------- commands
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One request. ``name`` is the Lease, ``shard`` its index for shard writes (else ``None``),
-    ``sent_rv`` the resourceVersion it is conditional on (``""``: none), ``body`` the object for
-    create/replace, ``deadline`` the monotonic time after which the answer is useless (the renew
-    deadline of what we hold), ``fallback`` whether an acquisition takes a shard desired elsewhere."""
-
-    kind: WriteKind
-    name: str
-    shard: int | None = None
-    sent_rv: str = ""
-    body: dict[str, Any] | None = None
-    deadline: float | None = None
-    fallback: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StartHandler:
-    """Start the handler for ``shard``: a new run, numbered ``run``, with fencing token ``token``;
-    ``shard.valid()`` is true until ``valid_until`` unless extended."""
-
-    shard: int
-    run: int
-    token: int
-    count: int
-    valid_until: float
-
-
-@dataclass(frozen=True, slots=True)
-class StopHandler:
-    shard: int
-    run: int
-
-
-@dataclass(frozen=True, slots=True)
-class ExtendHandler:
-    shard: int
-    run: int
-    valid_until: float
-
-
-@dataclass(frozen=True, slots=True)
-class PublishOwned:
-    owned: frozenset[int]
-
-
-Command = Write | StartHandler | StopHandler | ExtendHandler | PublishOwned
-
-
-# ------------------------------------------------------------------------------------------ events
-
-
-@dataclass(frozen=True, slots=True)
-class WriteDone:
-    """A :class:`Write` finished: ``started`` is when its request left (monotonic), ``obj`` the object
-    the server returned (``None`` for deletes and for a get that found nothing), ``error`` the
-    failure."""
-
-    write: Write
-    started: float
-    obj: dict[str, Any] | None = None
-    error: ApiError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerExited:
-    shard: int
-    run: int
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerRaised:
-    shard: int
-    run: int
-
-
-Event = WriteDone | HandlerExited | HandlerRaised
-
-
-def backoff(failures: int, err: ApiError, timing: Timing, *, held: bool,
-            jitter: Callable[[float, float], float] = random.uniform) -> float:
-    """The one retry policy: how long to wait after the ``failures``-th failure in a row.
-
-    A 429's Retry-After is honoured as given. While we hold what failed, retry about every retry period
-    (client-go does, and :func:`elector.held_retry_at` tightens it near the deadline); otherwise back off
-    exponentially from the retry period up to the lease duration. Jittered to spread a fleet's retries.
-    """
-    if isinstance(err, Throttled) and err.retry_after is not None:
-        return float(err.retry_after)
-    base = timing.retry_period
-    if held:
-        return base * jitter(0.5, 1.0)
-    return min(base * 2.0 ** min(failures - 1, 4), max(base, timing.lease_duration)) * jitter(0.5, 1.0)
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -260,16 +125,6 @@ class _ShardState:
     last_error_at: float = float("-inf")
 
 
-@dataclass(slots=True)
-class _MemberState:
-    in_flight: bool = False
-    renew_started: float | None = None
-    retry_at: float = 0.0
-    failures: int = 0
-    deleted: bool = False
-    delete_tries: int = 0
-
-
 class _NoMetrics:
     """Stands in for ``ManagerMetrics`` when a caller (a simulation) does not want any."""
 
@@ -302,18 +157,14 @@ class Reactor:
 
         self._states = [_ShardState(i, shard_lease_name(group, i)) for i in range(shards)]
         self._index_of = {st.name: st.index for st in self._states}
-        self._member_name = member_lease_name(group, identity)
         self._member_prefix = member_lease_name(group, "")
         #: How long a member Lease must have been expired before the oldest member deletes it.
         self._member_gc_after = 5 * timing.lease_duration
         self._gc_pending: set[str] = set()
-        self._member = _MemberState()
         self._writer = Writer(group, namespace, identity, incarnation, timing.lease_duration_seconds, shards)
-        #: Incarnation of another live process holding our identity's member Lease, if any.
-        self._conflict: str | None = None
-        self._conflict_logged_at = float("-inf")
-        self._conflict_flagged_at = float("-inf")
-        self._refused_seen: str | None = None
+        self._member = MemberLease(group=group, identity=identity, incarnation=incarnation, timing=timing,
+                                   cache=cache, clock=clock, writer=self._writer, log=self._log,
+                                   metrics=self.metrics, jitter=jitter)
 
         self._timers: list[tuple[float, int, int]] = []
         self._timer_seq = 0
@@ -329,7 +180,6 @@ class Reactor:
         self._group_count: int | None = None
         self._count_ok = True
         self._member_recheck_at = float("inf")
-        self._member_due = float("inf")
         self._owned: frozenset[int] = frozenset()
         self._held: set[int] = set()
         self._owned_dirty = False
@@ -378,8 +228,8 @@ class Reactor:
         count that differs from the group's is reported but keeps the pod ready: during a rolling update
         that changes the count, the new pods must count as ready or the rollout would never finish.
         """
-        started = self._member.renew_started
-        member_ok = started is not None and now < started + self.timing.renew_deadline
+        member_ok = self._member.held(now)
+        conflict = self._member.conflict
         stuck = sorted(self.stuck_shards())
         crashing = self.crashing_shards(now)
         failures: list[str] = []
@@ -387,8 +237,8 @@ class Reactor:
             failures.append("stopping")
         elif not self._cache.synced.is_set():
             failures.append("watch not synced yet")
-        if self._conflict is not None:
-            failures.append(f"identity conflict: another live process (incarnation {self._conflict}) holds the "
+        if conflict is not None:
+            failures.append(f"identity conflict: another live process (incarnation {conflict}) holds the "
                             f"member Lease of identity {self.identity!r}; give every replica a unique "
                             f"--identity / POD_NAME")
         elif not member_ok and not self.stopping:
@@ -400,7 +250,7 @@ class Reactor:
         mismatch = None if self._count_ok or self._group_count is None else \
             {"configured": self.shards, "group": self._group_count}
         return {"ready": not failures, "failures": failures, "identity": self.identity,
-                "incarnation": self.incarnation, "identity_conflict": self._conflict,
+                "incarnation": self.incarnation, "identity_conflict": conflict,
                 "member_lease_held": member_ok, "count_mismatch": mismatch, "stuck_shards": stuck,
                 "crashing_shards": crashing, "shards_held": sorted(self._owned)}
 
@@ -416,7 +266,7 @@ class Reactor:
     def next_wakeup(self, now: float) -> float:
         """When :meth:`step` must run again if no event arrives first."""
         next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
-                      self._member_recheck_at, self._member_due)
+                      self._member_recheck_at, self._member.due)
         if self.stopping:
             next_at = min(next_at, now + 0.1)
         return next_at
@@ -453,7 +303,11 @@ class Reactor:
             return
         if self._synced_at == float("inf"):
             self._synced_at = now  # records observed up to now came from the initial list
-        self._member_step(now)
+        writes, conflict_changed = self._member.step(now, stopping=self.stopping, synced_at=self._synced_at,
+                                                     problems=self._problems(now))
+        self._out.extend(writes)
+        if conflict_changed:
+            self._dirty.update(range(self.shards))
         changed = self._cache.take_changed()
         self._update_membership(now, changed)
         for name in changed:
@@ -542,7 +396,7 @@ class Reactor:
         membership = compute_membership(
             self.group, ((cached.record, cached.observed) for cached in snapshot.values()), now, self.timing,
             wall_now=self._clock.now(), seen_change_after=self._synced_at, collect_after=self._member_gc_after,
-            exclude_dead=self._member_name)
+            exclude_dead=self._member.name)
         live, dead = membership.live, membership.dead
         self._member_recheck_at = membership.recheck_at
         if live and live[0].identity == self.identity and not self.stopping:
@@ -605,91 +459,8 @@ class Reactor:
             self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
 
     def _eligible(self) -> bool:
-        return (self._count_ok and self._conflict is None and self.identity in self._members
+        return (self._count_ok and self._member.conflict is None and self.identity in self._members
                 and not self.stopping)
-
-    # ------------------------------------------------------------------ member Lease
-
-    def _member_step(self, now: float) -> None:
-        ms = self._member
-        if ms.in_flight or ms.deleted:
-            return
-        cached = self._cache.get(self._member_name)
-        if self.stopping:
-            if cached is None or ms.delete_tries >= 5 \
-                    or not is_ours(cached.record, self.identity, self.incarnation):
-                ms.deleted = True  # nothing of ours to delete (never another process's member Lease)
-                return
-            if now < ms.retry_at:
-                return
-            ms.in_flight = True
-            ms.delete_tries += 1
-            self._submit(Write(WriteKind.MEMBER_DELETE, self._member_name, sent_rv=cached.record.resource_version))
-            return
-        record = cached.record if cached is not None else None
-        if record is not None and cached is not None and self._other_process_holds(record, cached.observed, now):
-            return
-        if record is not None and is_ours(record, self.identity, self.incarnation):
-            refused = record.annotations.get(ANNOTATION_REFUSED)
-            if refused and refused != self._refused_seen:
-                self._refused_seen = refused
-                self._log.warning("another process with identity %r tried to join and was refused (%s); "
-                                  "give every replica a unique --identity / POD_NAME", self.identity, refused)
-        due = max(ms.retry_at, (ms.renew_started + self.timing.renew_every) if ms.renew_started else now)
-        if now < due:
-            self._member_due = due
-            return
-        self._member_due = float("inf")
-        held = record is not None and is_ours(record, self.identity, self.incarnation) \
-            and ms.renew_started is not None
-        body = self._writer.member(record, self._clock.now(), held=held, problems=self._problems(now))
-        kind = WriteKind.MEMBER_CREATE if record is None else WriteKind.MEMBER_RENEW
-        ms.in_flight = True
-        # Bound the request by the member's own renew deadline while it is still ahead of us.
-        deadline = ms.renew_started + self.timing.renew_deadline if ms.renew_started is not None else None
-        self._submit(Write(kind, self._member_name, sent_rv=rv_of(record), body=body,
-                           deadline=deadline if deadline is not None and deadline > now + 0.05 else None))
-
-    def _other_process_holds(self, record: LeaseRecord, observed: float, now: float) -> bool:
-        """Refuse to take part while another live process holds our identity's member Lease.
-
-        True (and everything arranged: readiness fails, held shards are handed back, an error is logged
-        and the live Lease marked at most once per lease duration) while the member Lease names our
-        identity with another incarnation and has not expired. Once it expires or is deleted, the next
-        conditional write of the member Lease decides who goes on, so two processes never both win.
-        """
-        other = record.incarnation
-        if record.holder != self.identity or other is None or other == self.incarnation:
-            if self._conflict is not None:
-                self._log.info("no other live process holds identity %r any more; taking part again", self.identity)
-                self._conflict = None
-                self.metrics.identity_conflict.set(0)
-                self._dirty.update(range(self.shards))
-            return False
-        expires = member_expiry(record, observed, self.timing, wall_now=self._clock.now(),
-                                seen_change=observed > self._synced_at)
-        if expires <= now:
-            return False
-        if self._conflict != other:
-            self._conflict = other
-            self._conflict_logged_at = float("-inf")
-            self._member.renew_started = None  # if this was ours, it is not any more
-            self.metrics.identity_conflict.set(1)
-            self._dirty.update(range(self.shards))
-        if now - self._conflict_logged_at >= self.timing.lease_duration:
-            self._conflict_logged_at = now
-            self._log.error(
-                "another live process (incarnation %s) holds the member Lease %s of identity %r: refusing to "
-                "take shards until it is gone; every replica needs a unique identity (set --identity or "
-                "SHARDLEASE_IDENTITY per replica, or POD_NAME from the downward API)",
-                other, self._member_name, self.identity)
-        if now - self._conflict_flagged_at >= self.timing.lease_duration and not self.stopping:
-            self._conflict_flagged_at = now
-            wall = format_microtime(self._clock.now())
-            body = self._writer.mark(record, {ANNOTATION_REFUSED: f"{self.incarnation} {wall}"})
-            self._submit(Write(WriteKind.MEMBER_MARK, self._member_name, sent_rv=record.resource_version, body=body))
-        self._member_due = min(expires, now + self.timing.lease_duration)
-        return True
 
     def _problems(self, now: float) -> str:
         """This replica's health summary for its member Lease (``records.ANNOTATION_PROBLEMS``)."""
@@ -703,56 +474,6 @@ class Reactor:
         if not self._count_ok and self._group_count is not None:
             parts.append(f"count-mismatch={self.shards}/{self._group_count}")
         return ";".join(parts)
-
-    def _on_member_result(self, done: WriteDone, now: float) -> None:
-        ms = self._member
-        ms.in_flight = False
-        kind = done.write.kind
-        if done.error is None:
-            ms.failures = 0
-            ms.retry_at = 0.0
-            if kind is WriteKind.MEMBER_DELETE:
-                ms.deleted = True
-                self._cache.delete(self._member_name, "")
-                self._log.info("member Lease deleted")
-                return
-            if kind is WriteKind.MEMBER_REFRESH and done.obj is None:
-                self._cache.delete(self._member_name, "")  # gone: the next step creates it again
-                return
-            record = LeaseRecord.from_object(done.obj or {})
-            if record is not None:
-                self._cache.apply(record)
-            if kind is WriteKind.MEMBER_REFRESH:
-                return
-            if ms.renew_started is None:
-                self._log.info("member Lease %s held", self._member_name)
-            ms.renew_started = done.started
-            return
-        err = done.error
-        self.metrics.api_error(err.label)
-        if kind is WriteKind.MEMBER_DELETE:
-            if isinstance(err, NotFound):
-                ms.deleted = True
-                self._cache.delete(self._member_name, "")
-                return
-            ms.retry_at = now + 0.1
-            if isinstance(err, ConflictError):
-                self._refresh_member()
-            return
-        if isinstance(err, ConflictError):
-            if ms.renew_started is not None:
-                self._log.warning("member Lease %s was changed by someone else; is another replica running "
-                                  "with identity %r?", self._member_name, self.identity)
-            self._refresh_member()
-            return
-        ms.failures += 1
-        # Like a held shard: keep trying about every retry period, the member Lease must not lapse.
-        ms.retry_at = held_retry_at(now, ms.renew_started, self._backoff(ms.failures, err, held=True), self.timing)
-        self._log.warning("member Lease %s failed: %s", kind.value.replace("member_", ""), err)
-
-    def _refresh_member(self) -> None:
-        self._member.in_flight = True
-        self._submit(Write(WriteKind.MEMBER_REFRESH, self._member_name))
 
     # ------------------------------------------------------------------ per-shard steps
 
@@ -769,7 +490,7 @@ class Reactor:
             renew_started=st.renew_started, handler=st.phase, in_flight=st.in_flight, retry_at=st.retry_at,
             conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
             own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
-            incarnation=self.incarnation, identity_conflict=self._conflict is not None,
+            incarnation=self.incarnation, identity_conflict=self._member.conflict is not None,
             acquire_after=st.acquire_after)
 
     def _shard_step(self, st: _ShardState, now: float) -> None:
@@ -865,19 +586,8 @@ class Reactor:
 
     # ------------------------------------------------------------------ write results
 
-    def _backoff(self, failures: int, err: ApiError, held: bool = False) -> float:
-        return backoff(failures, err, self.timing, held=held, jitter=self._jitter)
-
     def _on_write(self, done: WriteDone, now: float) -> None:
         write, err = done.write, done.error
-        if write.kind is WriteKind.MEMBER_MARK:
-            if err is None and done.obj is not None:
-                record = LeaseRecord.from_object(done.obj)
-                if record is not None:
-                    self._cache.apply(record)
-            elif err is not None and not isinstance(err, (ConflictError, NotFound)):
-                self.metrics.api_error(err.label)
-            return
         if write.kind is WriteKind.COLLECT:
             # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
             # next membership pass retries whatever is still dead.
@@ -887,7 +597,7 @@ class Reactor:
                 self._log.warning("could not delete member Lease %s: %s", write.name, err)
             return
         if write.shard is None:
-            self._on_member_result(done, now)
+            self._out.extend(self._member.on_result(done, now))
             return
         st = self._states[write.shard]
         st.in_flight = False
@@ -981,7 +691,7 @@ class Reactor:
                             extra={"shard": st.index})
             return
         st.failures += 1
-        delay = self._backoff(st.failures, err, held=st.held)
+        delay = backoff(st.failures, err, self.timing, held=st.held, jitter=self._jitter)
         st.retry_at = held_retry_at(now, st.renew_started, delay, self.timing) if st.held else now + delay
         level = logging.DEBUG if kind is WriteKind.ACQUIRE and st.failures < 3 else logging.WARNING
         self._log.log(level, "%s failed: %s", kind.value, err, extra={"shard": st.index})
@@ -1015,7 +725,7 @@ class Reactor:
             self._log.warning("giving up on shutdown after %.1fs; shards still held: %s", now - stop_at,
                               sorted(st.index for st in self._states if st.held))
             return True
-        if self._member.in_flight or not self._member.deleted:
+        if not self._member.settled:
             return False
         for st in self._states:
             if st.in_flight:

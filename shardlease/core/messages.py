@@ -1,0 +1,145 @@
+"""The reactor's vocabulary: the events a shell feeds it and the commands it returns.
+
+Small frozen dataclasses and one enum, so that what passes between the pure core and the threaded shell
+is typed and printable (no strings, no sentinel indexes), and table tests can compare commands with
+``==``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from shardlease.errors import ApiError
+
+__all__ = [
+    "Command",
+    "Event",
+    "ExtendHandler",
+    "HandlerExited",
+    "HandlerRaised",
+    "PublishOwned",
+    "StartHandler",
+    "StopHandler",
+    "Write",
+    "WriteDone",
+    "WriteKind",
+]
+
+
+class WriteKind(enum.Enum):
+    """What a :class:`Write` does, and so which ``LeaseStore`` call carries it out."""
+
+    CREATE = "create"                  # a shard Lease that did not exist (store.create)
+    ACQUIRE = "acquire"                # a new tenure of an existing shard Lease (store.replace)
+    RENEW = "renew"                    # store.replace
+    RELEASE = "release"                # store.replace
+    REFRESH = "refresh"                # re-read a shard Lease after a conflict the watch did not explain (store.get)
+    MEMBER_CREATE = "member_create"    # store.create
+    MEMBER_RENEW = "member_renew"      # store.replace
+    MEMBER_REFRESH = "member_refresh"  # store.get
+    MEMBER_DELETE = "member_delete"    # store.delete, conditional on the resourceVersion
+    MEMBER_MARK = "member_mark"        # store.replace: annotate the live member Lease of our identity
+    COLLECT = "collect"                # store.delete of a dead member's Lease (garbage collection)
+
+    @property
+    def shard_write(self) -> bool:
+        return self in _SHARD_WRITES
+
+    @property
+    def store_call(self) -> str:
+        """``create`` / ``replace`` / ``get`` / ``delete``."""
+        return _STORE_CALL[self]
+
+
+_SHARD_WRITES = frozenset({WriteKind.CREATE, WriteKind.ACQUIRE, WriteKind.RENEW, WriteKind.RELEASE, WriteKind.REFRESH})
+_STORE_CALL = {
+    WriteKind.CREATE: "create", WriteKind.MEMBER_CREATE: "create",
+    WriteKind.ACQUIRE: "replace", WriteKind.RENEW: "replace", WriteKind.RELEASE: "replace",
+    WriteKind.MEMBER_RENEW: "replace", WriteKind.MEMBER_MARK: "replace",
+    WriteKind.REFRESH: "get", WriteKind.MEMBER_REFRESH: "get",
+    WriteKind.MEMBER_DELETE: "delete", WriteKind.COLLECT: "delete",
+}
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One request. ``name`` is the Lease, ``shard`` its index for shard writes (else ``None``),
+    ``sent_rv`` the resourceVersion it is conditional on (``""``: none), ``body`` the object for
+    create/replace, ``deadline`` the monotonic time after which the answer is useless (the renew
+    deadline of what we hold), ``fallback`` whether an acquisition takes a shard desired elsewhere."""
+
+    kind: WriteKind
+    name: str
+    shard: int | None = None
+    sent_rv: str = ""
+    body: dict[str, Any] | None = None
+    deadline: float | None = None
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartHandler:
+    """Start the handler for ``shard``: a new run, numbered ``run``, with fencing token ``token``;
+    ``shard.valid()`` is true until ``valid_until`` unless extended."""
+
+    shard: int
+    run: int
+    token: int
+    count: int
+    valid_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopHandler:
+    shard: int
+    run: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendHandler:
+    shard: int
+    run: int
+    valid_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOwned:
+    owned: frozenset[int]
+
+
+Command = Write | StartHandler | StopHandler | ExtendHandler | PublishOwned
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class WriteDone:
+    """A :class:`Write` finished: ``started`` is when its request left (monotonic), ``obj`` the object
+    the server returned (``None`` for deletes and for a get that found nothing), ``error`` the
+    failure."""
+
+    write: Write
+    started: float
+    obj: dict[str, Any] | None = None
+    error: ApiError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerExited:
+    shard: int
+    run: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerRaised:
+    shard: int
+    run: int
+
+
+Event = WriteDone | HandlerExited | HandlerRaised
