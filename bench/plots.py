@@ -36,7 +36,7 @@ def _result(suite: dict[str, Any], scenario: str, profile: str, impl: str) -> di
     return value if isinstance(value, dict) else {}
 
 
-def draw_reheld(suite: dict[str, Any], out: Path) -> Path | None:
+def draw_reheld(suite: dict[str, Any], out: Path, prefix: str = "suite") -> Path | None:
     """Per-shard time until re-held after SIGTERM and SIGKILL, every sample, in lease durations."""
     plt = _plt()
     series = []
@@ -63,13 +63,13 @@ def draw_reheld(suite: dict[str, Any], out: Path) -> Path | None:
     ax.set_title("Per-shard time until a surviving replica holds the shard (every shard of every round)")
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    path = out / "suite_reheld.png"
+    path = out / f"{prefix}_reheld.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def draw_timings(suite: dict[str, Any], out: Path) -> Path | None:
+def draw_timings(suite: dict[str, Any], out: Path, prefix: str = "suite") -> Path | None:
     """Cold start and scale-up, in lease durations; the baseline never rebalances (drawn as absent)."""
     plt = _plt()
     bars: list[tuple[str, str, float | None, float | None]] = []
@@ -103,13 +103,13 @@ def draw_timings(suite: dict[str, Any], out: Path) -> Path | None:
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    path = out / "suite_timings.png"
+    path = out / f"{prefix}_timings.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def draw_costs(suite: dict[str, Any], out: Path) -> Path | None:
+def draw_costs(suite: dict[str, Any], out: Path, prefix: str = "suite") -> Path | None:
     """API requests per second by verb (S=256, N=5) and the per-replica CPU and memory."""
     plt = _plt()
     api = [(p, i, _result(suite, "api-cost", p, i)) for p in PROFILES for i in (OURS, BASELINE)]
@@ -149,17 +149,18 @@ def draw_costs(suite: dict[str, Any], out: Path) -> Path | None:
     for ax in axes:
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    path = out / "suite_costs.png"
+    path = out / f"{prefix}_costs.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def draw(suite: dict[str, Any], out: Path) -> list[Path]:
-    """Every figure the stored results allow; returns the files written."""
+def draw(suite: dict[str, Any], out: Path, prefix: str = "suite") -> list[Path]:
+    """Every figure the stored results allow; returns the files written (``{prefix}_*.png``:
+    ``suite`` for the dev-server's results, ``suite_real`` for the real kube-apiserver's)."""
     written = []
     for fn in (draw_reheld, draw_timings, draw_costs):
-        path = fn(suite, out)
+        path = fn(suite, out, prefix)
         if path is not None:
             written.append(path)
     return written

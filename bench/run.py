@@ -10,11 +10,20 @@ directory (default ``bench/results``). A full run also rewrites ``docs/benchmark
     python bench/run.py handoff failover     # only these (the lifecycle scenarios share one run)
     python bench/run.py --quick              # smoke-sized, scaled timings only, < 1 min
     python bench/run.py api-cost --profiles default
+    python bench/run.py --server real        # lifecycle + API cost on a real etcd + kube-apiserver
 
 Scenarios: balance, cold-start, handoff, failover, scale-up (these four run together on one group
 per implementation and profile, see ``bench/scenarios/lifecycle.py``), api-cost, replica-cost.
 Running a subset merges its results into an existing ``suite.json`` in the output directory, so a
 scenario that could not run in one go can be completed later.
+
+``--server real`` runs the same scenarios against a real etcd + kube-apiserver built by
+``scripts/build-kube-assets`` (``--kube-assets DIR``, else ``$KUBEBUILDER_ASSETS``, else the build
+cache), one fresh control plane per group, the baseline on the same server. By default it runs the
+lifecycle scenarios and the API cost (balance is pure computation, the same on any server; name
+replica-cost to add it), and writes ``suite_real.json``, ``suite_real.md`` and ``suite_real_*.png``
+beside the dev-server's ``suite.*``, which it never touches. API cost there comes from the
+kube-apiserver's own ``apiserver_request_total`` counters on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -42,10 +51,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.scenarios import cost, lifecycle, report  # noqa: E402
-from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES  # noqa: E402
+from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SERVER_KINDS, Server  # noqa: E402
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
 SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
+#: What ``--server real`` runs when no scenario is named (issue 13, item 6).
+REAL_DEFAULT = (*LIFECYCLE, "api-cost")
+#: Result file stem per server: ``suite.json`` stays the dev-server's.
+SUITE_STEM = {"dev": "suite", "real": "suite_real"}
 RESULTS_DIR = BENCH_DIR / "results"
 DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 
@@ -133,31 +146,75 @@ def run_balance(quick: bool, out: Path, plots: bool) -> dict[str, Any]:
             "elapsed_s": round(time.monotonic() - started, 1)}
 
 
-def _write_outputs(suite: dict[str, Any], out: Path, plots: bool, docs: bool) -> tuple[str, list[str]]:
+def _write_outputs(suite: dict[str, Any], out: Path, plots: bool, docs: bool,
+                   stem: str = "suite") -> tuple[str, list[str]]:
     figures: list[str] = []
     if plots:
         if _have_matplotlib():
             from bench import plots as plotting
 
-            figures = [p.name for p in plotting.draw(suite, out)]
+            figures = [p.name for p in plotting.draw(suite, out, stem)]
         else:
             _log("matplotlib is not installed: no figures (pip install -e '.[bench]')")
     markdown = report.render_suite(suite, figures)
-    (out / "suite.md").write_text(markdown)
+    (out / f"{stem}.md").write_text(markdown)
     if docs:
-        DOCS_PATH.write_text(report.render_docs(suite, figures, out))
+        write_docs(out)
     return markdown, figures
 
 
-def render_only(out: Path, plots: bool, docs: bool) -> int:
+def write_docs(out: Path) -> None:
+    """``docs/benchmarks.md`` from the dev-server's ``suite.json`` in ``out`` (its tables and figures)
+    plus, when ``suite_real.json`` is there too, the dev-server vs kube-apiserver section. Either
+    server's full run calls this, so neither one's figures drop out of the page."""
+    dev = json.loads((out / "suite.json").read_text())
+    real_path = out / f"{SUITE_STEM['real']}.json"
+    real = json.loads(real_path.read_text()) if real_path.exists() else None
+    names = ("reheld", "timings", "costs")
+    figures = [f"suite_{n}.png" for n in names if (out / f"suite_{n}.png").exists()]
+    DOCS_PATH.write_text(report.render_docs(dev, figures, out, real=real))
+
+
+def render_only(out: Path, plots: bool, docs: bool, stem: str = "suite") -> int:
     """Re-render the reports from stored results (after editing ``bench/scenarios/notes.py``)."""
-    suite = json.loads((out / "suite.json").read_text())
+    path = out / f"{stem}.json"
+    suite = json.loads(path.read_text())
     suite["comparison"] = report.comparison(suite)
     suite["targets"] = report.targets(suite)
-    (out / "suite.json").write_text(json.dumps(suite, indent=1, default=str) + "\n")
-    markdown, figures = _write_outputs(suite, out, plots, docs)
+    path.write_text(json.dumps(suite, indent=1, default=str) + "\n")
+    markdown, _figures = _write_outputs(suite, out, plots, docs, stem)
     print(markdown)
     return 0
+
+
+def resolve_server(kind: str, assets: Path | None, parser: argparse.ArgumentParser) -> Server:
+    """``--server``/``--kube-assets`` -> a :class:`Server`, or a usage error saying how to get the
+    binaries."""
+    if kind == "dev":
+        if assets is not None:
+            parser.error("--kube-assets is for --server real (the kube-apiserver and etcd binaries)")
+        return Server()
+    from shardlease.controlplane import ControlPlaneError, find_assets
+    from shardlease.controlplane.assets import check_assets
+
+    found = find_assets(assets)
+    if found is None:
+        parser.error("--server real: no kube-apiserver/etcd binaries found; build them with "
+                     "`scripts/build-kube-assets DIR` and pass --kube-assets DIR (or set KUBEBUILDER_ASSETS=DIR)")
+    try:
+        check_assets(found)
+    except ControlPlaneError as exc:
+        parser.error(f"--kube-assets {found}: {exc}")
+    return Server("real", found)
+
+
+def _server_meta(server: Server) -> dict[str, Any]:
+    """What served the API: the dev-server, or the kube-apiserver/etcd versions from the assets."""
+    if not server.real:
+        return {"kind": "dev", "description": "python -m shardlease dev-server (own process)"}
+    return {"kind": "real", "assets": str(server.assets),
+            "description": f"etcd + kube-apiserver from {server.assets.name if server.assets else '?'}"
+                           " (one fresh control plane per group, TLS, token auth, RBAC)"}
 
 
 def _interrupt_on_sigterm() -> None:
@@ -192,12 +249,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true",
                         help="run nothing: re-render suite.md, the figures and (with --docs yes) the docs "
                              "from the suite.json in the output directory")
+    parser.add_argument("--server", choices=SERVER_KINDS, default="dev",
+                        help="dev: shardlease's dev-server (default); real: etcd + kube-apiserver from "
+                             "scripts/build-kube-assets, results in suite_real.*")
+    parser.add_argument("--kube-assets", type=Path, default=None, metavar="DIR",
+                        help="with --server real: the kube-apiserver/etcd binaries (default: "
+                             "$KUBEBUILDER_ASSETS, then the build cache)")
     args = parser.parse_args(argv)
+    stem = SUITE_STEM[args.server]
     if args.render:
-        return render_only(args.out or RESULTS_DIR, plots=not args.no_plots, docs=args.docs == "yes")
+        return render_only(args.out or RESULTS_DIR, plots=not args.no_plots, docs=args.docs == "yes", stem=stem)
+    server = resolve_server(args.server, args.kube_assets, parser)
     _interrupt_on_sigterm()
 
-    wanted = [s for s in args.scenarios if s != "all"] or list(SCENARIOS)
+    everything = REAL_DEFAULT if server.real else SCENARIOS
+    wanted = [s for s in args.scenarios if s != "all"] or list(everything)
     unknown = sorted(set(wanted) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {SCENARIOS}")
@@ -207,14 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad := [p for p in profiles if p not in PROFILES] + [i for i in impls if i not in IMPLEMENTATIONS]:
         parser.error(f"unknown profile/implementation {bad}")
     out: Path = args.out or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
+    if server.real and "balance" in wanted:
+        wanted.remove("balance")
+        _log("balance is pure computation, the same on every server: not run with --server real")
     out.mkdir(parents=True, exist_ok=True)
     plots = not args.no_plots
 
     command = "python bench/run.py" + ("" if argv is None and len(sys.argv) <= 1 else
                                        " " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
-    suite_path = out / "suite.json"
+    suite_path = out / f"{stem}.json"
     suite: dict[str, Any] = {}
-    if suite_path.exists() and set(wanted) != set(SCENARIOS):
+    if suite_path.exists() and set(wanted) != set(everything):
         try:
             suite = json.loads(suite_path.read_text())
         except (OSError, ValueError):
@@ -224,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     work_root = Path(tempfile.mkdtemp(prefix="shardlease-bench-"))
+    server_meta = _server_meta(server)
+    load_start = round(os.getloadavg()[0], 2)
     _log(f"{command}: scenarios {wanted}, profiles {profiles}, implementations {impls}; work dir {work_root}")
 
     def checkpoint() -> None:
@@ -236,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "generated": stamp, "command": command, "quick": args.quick, "partial": partial,
             "elapsed_s": round(time.monotonic() - started, 1), "git": _git_revision(), "machine": _machine(),
             "profiles": {p: PROFILES[p].describe() for p in PROFILES}, "sizes": dict(vars(sizes)),
-            "work_dir": str(work_root),
+            "work_dir": str(work_root), "server": server_meta,
+            "load_avg": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
             "implementations": {OURS: "python -m shardlease run bench.scenarios.idle:handle",
                                 BASELINE: "python bench/baseline.py (kubernetes.leaderelection, "
                                           "one elector per shard)"},
@@ -259,8 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for impl in impls:
                 result = lifecycle.run(impl, profile, sizes.lifecycle_shards, sizes.lifecycle_replicas,
                                        sizes.rounds[profile_name], work_root / f"life-{impl}-{profile_name}",
-                                       _log, restore_last=sizes.restore_last)
-                common = {k: result[k] for k in ("shards", "replicas", "rounds", "elapsed_s") if k in result}
+                                       _log, restore_last=sizes.restore_last, server=server)
+                common: dict[str, Any] = {k: result[k] for k in ("shards", "replicas", "rounds", "elapsed_s") if k in result}
                 if "error" in result:
                     common["error"] = result["error"]
                     common["logs"] = result.get("logs", "")[-4000:]
@@ -273,29 +345,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             for impl in impls:
                 record("api-cost", profile_name, impl, cost.api_cost(
                     impl, PROFILES[profile_name], sizes.api_shards, sizes.api_replicas,
-                    sizes.api_window[profile_name], work_root / f"api-{impl}-{profile_name}", _log))
+                    sizes.api_window[profile_name], work_root / f"api-{impl}-{profile_name}", _log,
+                    server=server))
 
     if "replica-cost" in wanted:
         for profile_name in profiles:
             for impl in impls:
                 record("replica-cost", profile_name, impl, cost.replica_cost(
                     impl, PROFILES[profile_name], sizes.replica_shards,
-                    sizes.replica_window[profile_name], work_root / f"replica-{impl}-{profile_name}", _log))
+                    sizes.replica_window[profile_name], work_root / f"replica-{impl}-{profile_name}", _log,
+                    server=server))
 
     elapsed = round(time.monotonic() - started, 1)
     suite["meta"] = meta(partial=False)
     suite["comparison"] = report.comparison(suite)
     suite["targets"] = report.targets(suite)
     suite_path.write_text(json.dumps(suite, indent=1, default=str) + "\n")
-    write_docs = args.docs == "yes" or (args.docs == "auto" and not args.quick and out == RESULTS_DIR)
-    markdown, figures = _write_outputs(suite, out, plots, write_docs)
+    write_docs = args.docs == "yes" or (args.docs == "auto" and not args.quick and out == RESULTS_DIR
+                                        and set(wanted) == set(everything))
+    markdown, figures = _write_outputs(suite, out, plots, write_docs, stem)
     failed = any(isinstance(r, dict) and r.get("error") for name, by_profile in scenarios.items()
                  if name != "balance" for results in by_profile.values() for r in results.values())
     if failed or args.keep:
         _log(f"replica and dev-server logs kept in {work_root}")
     else:
         shutil.rmtree(work_root, ignore_errors=True)
-    _log(f"done in {elapsed} s: {suite_path}, {out / 'suite.md'}"
+    _log(f"done in {elapsed} s: {suite_path}, {out / f'{stem}.md'}"
          + (f", {', '.join(figures)}" if figures else "") + (f", {DOCS_PATH}" if write_docs else ""))
     print()
     print(markdown)

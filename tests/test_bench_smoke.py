@@ -100,3 +100,34 @@ def test_quick_suite_end_to_end(tmp_path: Path) -> None:
     comparison = suite["comparison"]
     assert {"cold-start", "handoff", "failover", "scale-up", "api-cost", "replica-cost"} <= set(comparison)
     assert any(t["target"] == "steady state: zero GETs" and t["met"] for t in suite["targets"])
+
+
+def test_quick_api_cost_on_the_real_kube_apiserver(tmp_path: Path) -> None:
+    """``--server real``: the API-cost scenario on etcd + kube-apiserver, counted by the server's own
+    ``apiserver_request_total`` (the dev-server's counters do not exist there), the baseline on the
+    same server, results in ``suite_real.*`` only, no process left behind. Skips without the
+    assets (fails under CI=true)."""
+    from shardlease.testing import require_kube_assets
+
+    assets = require_kube_assets()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--server", "real", "--kube-assets", str(assets),
+         "--quick", "api-cost", "--out", str(tmp_path), "--docs", "no", "--no-plots"],
+        cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
+    assert not (tmp_path / "suite.json").exists(), "the real-server run must not write the dev-server's suite"
+    suite = json.loads((tmp_path / "suite_real.json").read_text())
+    assert suite["meta"]["server"]["kind"] == "real"
+    assert (tmp_path / "suite_real.md").read_text().startswith("# shardlease benchmark suite on a real kube-apiserver")
+    if os.path.isdir("/proc"):
+        assert not _leftovers(suite["meta"]["work_dir"]), "processes left behind"
+
+    runs = suite["scenarios"]["api-cost"]["scaled"]
+    for impl in ("shardlease", "baseline"):
+        assert "error" not in runs[impl], runs[impl].get("error")
+        assert runs[impl]["server"] == "real"
+        assert runs[impl]["server_cpu_cores"] is not None and runs[impl]["server_cpu_cores"] > 0
+    ours, base = runs["shardlease"], runs["baseline"]
+    assert ours["get_per_s"] == 0  # one watch per replica, no polling, on kube-apiserver too
+    assert 0 < ours["puts_per_held_lease_per_interval"] <= 1.1
+    assert base["get_per_s"] > 0  # every elector polls with a GET

@@ -19,7 +19,9 @@ import http.client
 import json
 import math
 import os
+import re
 import socket
+import ssl
 import statistics
 import sys
 import threading
@@ -46,6 +48,36 @@ IDLE_HANDLER = "bench.scenarios.idle:handle"
 OBSERVER_ID = "shardlease-bench-observer"
 NAMESPACE = "default"
 LEASES_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+#: Where a real kube-apiserver keeps its own Leases (its identity Lease, renewed every 10 s).
+SYSTEM_NAMESPACE = "kube-system"
+
+
+def leases_path(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+@dataclass(frozen=True)
+class Server:
+    """Which API server the replicas talk to: ``"dev"`` (shardlease's dev-server in its own process,
+    the default) or ``"real"`` (etcd + kube-apiserver from ``assets``, see
+    :mod:`shardlease.controlplane`)."""
+
+    kind: str = "dev"
+    assets: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SERVER_KINDS:
+            raise ValueError(f"server kind {self.kind!r}: choose one of {SERVER_KINDS}")
+        if self.kind == "real" and self.assets is None:
+            raise ValueError("server kind 'real' needs the kube-apiserver/etcd assets directory")
+
+    @property
+    def real(self) -> bool:
+        return self.kind == "real"
+
+
+SERVER_KINDS = ("dev", "real")
+DEV_SERVER = Server()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,10 +230,14 @@ class Observer:
     ``stop()`` shuts the socket down, which ends the blocking read at once.
     """
 
-    def __init__(self, url: str, group: str, shards: int) -> None:
+    def __init__(self, url: str, group: str, shards: int, *, namespace: str = NAMESPACE,
+                 tls: ssl.SSLContext | None = None, token: str = "") -> None:
         parsed = urllib.parse.urlsplit(url)
         self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 80
+        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self._tls = tls if parsed.scheme == "https" else None
+        self._token = token
+        self._path = leases_path(namespace)
         self.group = group
         self.shards = shards
         self._shard_prefix = f"{group}-shard-"
@@ -244,9 +280,16 @@ class Observer:
             self._thread.join(5)
 
     def _request(self, path: str, timeout: float) -> http.client.HTTPResponse:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if self._tls is not None:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         self._conn = conn
-        conn.request("GET", path, headers={"X-Shardlease-Client": OBSERVER_ID, "Accept": "application/json"})
+        headers = {"X-Shardlease-Client": OBSERVER_ID, "Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        conn.request("GET", path, headers=headers)
         return conn.getresponse()
 
     def _run(self) -> None:
@@ -269,8 +312,11 @@ class Observer:
                     self._conn.close()
 
     def _list(self) -> None:
-        response = self._request(LEASES_PATH, timeout=30)
-        body = json.loads(response.read())
+        response = self._request(self._path, timeout=30)
+        raw = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"list answered {response.status}: {raw[:300]!r}")
+        body = json.loads(raw)
         now = time.monotonic()
         with self._cond:
             for obj in body.get("items") or []:
@@ -282,7 +328,7 @@ class Observer:
     def _watch(self) -> None:
         query = urllib.parse.urlencode({"watch": "1", "resourceVersion": self._rv,
                                         "allowWatchBookmarks": "true", "timeoutSeconds": "600"})
-        response = self._request(f"{LEASES_PATH}?{query}", timeout=60)
+        response = self._request(f"{self._path}?{query}", timeout=60)
         if response.status != 200:
             response.read()
             raise RuntimeError(f"watch answered {response.status}")
@@ -429,7 +475,13 @@ def first_time(start: float, holders: Mapping[int, str], changes: Iterable[Chang
 
 
 class Group:
-    """A dev-server (own process), an observer, and replicas of ``impl`` for one group.
+    """An API server, an observer, and replicas of ``impl`` for one group.
+
+    The server is the dev-server in its own process, or with ``server=Server("real", assets)`` a
+    real etcd + kube-apiserver (:class:`~shardlease.controlplane.RealControlPlane` via
+    ``LocalCluster(devserver="real")``); the observer then speaks TLS with the admin token, and a
+    second observer on ``kube-system`` counts the writes the kube-apiserver makes to its own
+    identity Lease, so API-cost figures can leave them out (:meth:`server_own_writes`).
 
     ``impl == "shardlease"``: ``python -m shardlease run bench.scenarios.idle:handle`` via
     :class:`LocalCluster`. ``impl == "baseline"``: ``python bench/baseline.py`` processes, started as
@@ -438,7 +490,7 @@ class Group:
     """
 
     def __init__(self, impl: str, shards: int, profile: Profile, work_dir: Path, *,
-                 group: str = "bench", metrics: bool = False) -> None:
+                 group: str = "bench", metrics: bool = False, server: Server = DEV_SERVER) -> None:
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {impl!r}")
         self.impl = impl
@@ -447,10 +499,16 @@ class Group:
         self.group = group
         self.metrics = metrics
         self.metrics_ports: dict[str, int] = {}
+        self.server = server
+        # The dev-server's admin endpoints (request counters) need faults=True; a real server has none.
+        where: dict[str, Any] = ({"devserver": "real", "assets": server.assets, "faults": False} if server.real
+                                 else {"devserver": "process", "faults": True})
         self.cluster = LocalCluster(handler=IDLE_HANDLER, group=group, shards=shards, namespace=NAMESPACE,
-                                    timings=profile.timings(), work_dir=work_dir, devserver="process",
-                                    faults=True, cwd=str(REPO_ROOT))
+                                    timings=profile.timings(), work_dir=work_dir, cwd=str(REPO_ROOT), **where)
         self.observer: Observer | None = None
+        self.system_observer: Observer | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._token = ""
         self._next = 0
 
     def __enter__(self) -> Group:
@@ -461,13 +519,21 @@ class Group:
 
     def start(self) -> Group:
         self.cluster.start(0)
-        self.observer = Observer(self.cluster.url, self.group, self.shards).start()
+        plane = self.cluster.control_plane
+        if plane is not None:
+            self._tls = ssl.create_default_context(cafile=str(plane.ca_file))
+            self._token = str(plane.token)
+            self.system_observer = Observer(self.cluster.url, "kube-apiserver", 0, namespace=SYSTEM_NAMESPACE,
+                                            tls=self._tls, token=self._token).start()
+        self.observer = Observer(self.cluster.url, self.group, self.shards, tls=self._tls,
+                                 token=self._token).start()
         return self
 
     def close(self) -> None:
         try:
-            if self.observer is not None:
-                self.observer.stop()
+            for observer in (self.observer, self.system_observer):
+                if observer is not None:
+                    observer.stop()
         finally:
             self.cluster.stop(grace=5.0)
 
@@ -536,20 +602,66 @@ class Group:
         running = self.running()
         return max(running, key=lambda r: (load.get(r.identity, 0), -r.index))
 
-    def server_pid(self) -> int | None:
-        """The dev-server process (LocalCluster keeps it private; read defensively)."""
-        process = getattr(self.cluster, "_server_process", None)
-        return getattr(process, "pid", None)
+    def server_pids(self) -> list[int]:
+        """The server's processes: the dev-server, or kube-apiserver and etcd."""
+        plane = self.cluster.control_plane
+        if plane is not None:
+            return [pid for pid in (plane.apiserver_pid, plane.etcd_pid) if pid]
+        return [pid for pid in (self.cluster.server_pid,) if pid]
 
     def request_counts(self) -> dict[str, int]:
-        """The dev-server's request counters as ``{"verb resource": count}``."""
-        with urllib.request.urlopen(f"{self.cluster.url}/_shardlease/requests", timeout=10) as response:
-            body = json.loads(response.read())
-        return {f"{r['verb']} {r['resource']}": int(r["count"]) for r in body.get("requests", [])}
+        """Requests served so far as ``{"verb resource": count}``, verbs named as the dev-server
+        names them (get, list, watch, create, update, delete, patch).
+
+        Dev-server: its own counters (``/_shardlease/requests``, not counted themselves). Real
+        server: the sum over codes and scopes of kube-apiserver's ``apiserver_request_total``
+        counter from its ``/metrics`` endpoint (read with the admin token; a scrape is a
+        non-resource request, so it does not count against Leases). A request is counted when it
+        completes, so a watch open across a window is not in it (same as the dev-server)."""
+        if not self.server.real:
+            with urllib.request.urlopen(f"{self.cluster.url}/_shardlease/requests", timeout=10) as response:
+                body = json.loads(response.read())
+            return {f"{r['verb']} {r['resource']}": int(r["count"]) for r in body.get("requests", [])}
+        request = urllib.request.Request(f"{self.cluster.url}/metrics",
+                                         headers={"Authorization": f"Bearer {self._token}"})
+        with urllib.request.urlopen(request, timeout=20, context=self._tls) as response:
+            text = response.read().decode()
+        return apiserver_request_counts(text)
+
+    def server_own_writes(self) -> int:
+        """Writes to ``kube-system`` Leases seen so far (the kube-apiserver's identity Lease): traffic
+        of the server itself, counted by ``apiserver_request_total`` like anyone else's. 0 on the
+        dev-server, which has none."""
+        return self.system_observer.events if self.system_observer is not None else 0
 
     def log_tails(self, lines: int = 15) -> str:
         return "\n".join(f"--- {r.identity} ({'running' if r.running else r.returncode}) ---\n{r.log_tail(lines)}"
                          for r in self.cluster.replicas)
+
+
+#: kube-apiserver's verb label -> the dev-server's verb name.
+_APISERVER_VERBS = {"GET": "get", "LIST": "list", "WATCH": "watch", "WATCHLIST": "watch", "POST": "create",
+                    "PUT": "update", "DELETE": "delete", "DELETECOLLECTION": "deletecollection",
+                    "PATCH": "patch", "APPLY": "patch"}
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def apiserver_request_counts(metrics_text: str) -> dict[str, int]:
+    """``apiserver_request_total`` samples of a kube-apiserver ``/metrics`` text, summed per
+    ``"verb resource"`` (subresources and codes folded in), verbs in the dev-server's names."""
+    out: dict[str, int] = {}
+    for line in metrics_text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_part, _, value = line.rpartition(" ")
+        labels = dict(_LABEL.findall(labels_part))
+        resource = labels.get("resource")
+        if not resource:
+            continue  # non-resource URLs: /metrics, /readyz, /version ...
+        verb = _APISERVER_VERBS.get(labels.get("verb", ""), labels.get("verb", "").lower())
+        key = f"{verb} {resource}"
+        out[key] = out.get(key, 0) + int(float(value))
+    return out
 
 
 def rate_by_verb(before: Mapping[str, int], after: Mapping[str, int], seconds: float,

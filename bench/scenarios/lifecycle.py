@@ -30,7 +30,7 @@ from typing import Any
 
 from shardlease.core.assignment import assign, moved_shards
 
-from .common import BASELINE, OURS, Group, Profile, first_time, latency_summary, load_summary
+from .common import BASELINE, DEV_SERVER, OURS, Group, Profile, Server, first_time, latency_summary, load_summary
 
 Log = Callable[[str], None]
 
@@ -58,6 +58,7 @@ def cold_start(group: Group, replicas: int, log: Log) -> dict[str, Any]:
     t_held = first_time(t0, before, changes, lambda s, h: h in allowed)
     t_bal = first_time(t0, before, changes, group.settled_check(ids)) if group.impl == OURS else None
     first_acquire = min((c.t for c in changes if c.new), default=None)
+    settled_at = t_bal if t_bal is not None else t_held
     result: dict[str, Any] = {
         "replicas": replicas,
         "settled": ok,
@@ -65,8 +66,8 @@ def cold_start(group: Group, replicas: int, log: Log) -> dict[str, Any]:
         "balanced_s": None if t_bal is None else round(t_bal - t0, 3),
         "first_acquire_s": None if first_acquire is None else round(first_acquire - t0, 3),
         # The protocol's part: from the first Lease taken (imports and connection done) to settled.
-        "balanced_after_first_acquire_s": None if (first_acquire is None or (t_bal or t_held) is None)
-        else round((t_bal or t_held) - first_acquire, 3),
+        "balanced_after_first_acquire_s": None if (first_acquire is None or settled_at is None)
+        else round(settled_at - first_acquire, 3),
         "acquisitions": sum(1 for c in changes if c.new),
         "load": load_summary(obs.load(), group.shards, replicas),
     }
@@ -90,7 +91,11 @@ def signal_step(group: Group, how: str, log: Log) -> dict[str, Any]:
     alive = set(survivors)
     mark = obs.mark()
     exited: list[float] = []
-    waiter = threading.Thread(target=lambda: (victim.wait(60), exited.append(time.monotonic())), daemon=True)
+    def wait_exit() -> None:
+        victim.wait(60)
+        exited.append(time.monotonic())
+
+    waiter = threading.Thread(target=wait_exit, daemon=True)
     t_sig = victim.terminate() if how == "terminate" else victim.kill()
     waiter.start()
     timeout = 3 * p.lease_duration + 15
@@ -180,19 +185,20 @@ def scale_up_step(group: Group, log: Log) -> dict[str, Any]:
 
 
 def run(impl: str, profile: Profile, shards: int, replicas: int, rounds: int, work_dir: Path,
-        log: Log, *, restore_last: bool = True) -> dict[str, Any]:
+        log: Log, *, restore_last: bool = True, server: Server = DEV_SERVER) -> dict[str, Any]:
     """Cold start, then ``rounds`` rounds of handoff / scale-up / failover / scale-up.
 
     ``restore_last=False`` skips the last round's second scale-up (nothing follows that needs N
     replicas), which the quick mode uses to stay short."""
-    log(f"lifecycle: {impl}, {profile.name} timings, S={shards}, N={replicas}, {rounds} round(s)")
+    log(f"lifecycle: {impl}, {profile.name} timings, S={shards}, N={replicas}, {rounds} round(s), "
+        f"{server.kind} server")
     started = time.monotonic()
     out: dict[str, Any] = {"impl": impl, "profile": profile.describe(), "shards": shards, "replicas": replicas,
-                           "rounds": rounds}
+                           "rounds": rounds, "server": server.kind}
     handoffs: list[dict[str, Any]] = []
     failovers: list[dict[str, Any]] = []
     scale_ups: list[dict[str, Any]] = []
-    with Group(impl, shards, profile, work_dir).start() as group:
+    with Group(impl, shards, profile, work_dir, server=server).start() as group:
         try:
             out["cold_start"] = cold_start(group, replicas, log)
             for round_no in range(rounds):

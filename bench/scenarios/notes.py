@@ -106,3 +106,41 @@ READING: list[str] = [
 #: Why a target was missed, keyed by a substring of the target (optionally "profile:substring");
 #: shown only for targets the latest results miss.
 TARGET_NOTES: dict[str, str] = {}
+
+#: The dev-server vs kube-apiserver section (``bench/run.py --server real``), before its tables.
+#: Placeholders: command, generated, elapsed, server, load_start, load_end, dev_generated.
+REAL_BEFORE = """\
+## Dev-server and real kube-apiserver side by side
+
+The same lifecycle and API-cost scenarios, sizes and timing profiles, run against a real etcd +
+kube-apiserver by
+
+```
+{command}
+```
+
+on {generated} ({elapsed} s; {server}). The dev-server columns are the results above (run on
+{dev_generated}). Full results: `bench/results/suite_real.json` and `bench/results/suite_real.md`.
+Reproduce with `scripts/build-kube-assets DIR` then `python bench/run.py --server real --kube-assets DIR`.
+
+What differs on the real server, and how it is measured:
+
+* Each group gets a fresh control plane (etcd with `--unsafe-no-fsync`, kube-apiserver with TLS,
+  token auth and RBAC, from `shardlease.controlplane`); replicas, the baseline and the observer all
+  talk TLS with a bearer token, as they would to a cluster.
+* **API cost** comes from the kube-apiserver's own `apiserver_request_total{{verb,resource}}` counters
+  on `/metrics` (read with the admin token before and after the window; a scrape is a non-resource
+  request and does not count against Leases). The counters include the server's own traffic: it
+  renews its identity Lease in `kube-system` with one PUT about every 10 s (no GET). A watch on
+  `kube-system` counts those writes during the window and they are taken out of the PUT rate
+  (`rates_raw` in the JSON keeps the counted figure). Server CPU is kube-apiserver + etcd.
+* The machine was shared: the 1-minute load average was {load_start} when the run started and
+  {load_end} when it ended (2 cores, with other benchmark and chaos runs going on), so compare the
+  shape of the figures more than their last digit; the noise section below gives a repeat.
+"""
+
+#: Bullets on what the two servers' figures say (written from the latest real-server run).
+REAL_READING: list[str] = []
+
+#: After the side-by-side tables.
+REAL_AFTER = ""

@@ -116,6 +116,23 @@ TITLES = {
 }
 
 
+#: On the real kube-apiserver, what the dev-server wording becomes.
+REAL_WORDS = {
+    "dev-server CPU (cores)": "kube-apiserver + etcd CPU (cores)",
+    TITLES["api-cost"]: "API cost in steady state (kube-apiserver's apiserver_request_total; "
+                        "its own identity-Lease PUTs left out)",
+}
+
+
+def is_real(suite: dict[str, Any]) -> bool:
+    """Whether these results were measured on a real kube-apiserver (``--server real``)."""
+    return ((suite.get("meta") or {}).get("server") or {}).get("kind") == "real"
+
+
+def _words(text: str, suite: dict[str, Any]) -> str:
+    return REAL_WORDS.get(text, text) if is_real(suite) else text
+
+
 def _ratio(ours: Any, base: Any) -> float | None:
     if isinstance(ours, (int, float)) and isinstance(base, (int, float)) and base and not math.isnan(base):
         return round(ours / base, 3)
@@ -136,7 +153,7 @@ def comparison(suite: dict[str, Any]) -> dict[str, Any]:
             for label, getter in metrics:
                 a, b = getter(ours), getter(base)
                 ratio = None if label in NO_RATIO else _ratio(a, b)
-                rows.append({"metric": label, OURS: a, BASELINE: b, "ratio": ratio})
+                rows.append({"metric": _words(label, suite), OURS: a, BASELINE: b, "ratio": ratio})
             out.setdefault(scenario, {})[profile] = rows
     return out
 
@@ -211,9 +228,10 @@ def _table(rows_by_profile: dict[str, list[dict[str, Any]]]) -> list[str]:
                 labels.append(row["metric"])
     for label in labels:
         for profile in PROFILE_ORDER:
-            row = next((r for r in rows_by_profile.get(profile, []) if r["metric"] == label), None)
-            if row is None:
+            found = [r for r in rows_by_profile.get(profile, []) if r["metric"] == label]
+            if not found:
                 continue
+            row = found[0]
             lines.append(f"| {label} | {profile} | {_fmt(row[OURS])} | {_fmt(row[BASELINE])} | {_fmt(row['ratio'])} |")
     return lines
 
@@ -277,9 +295,12 @@ def not_run(suite: dict[str, Any]) -> list[str]:
     scenarios = suite.get("scenarios", {})
     quick = bool(suite.get("meta", {}).get("quick"))
     missing: list[str] = []
-    if "balance" not in scenarios:
+    real = is_real(suite)
+    if "balance" not in scenarios and not real:
         missing.append("- balance: `python bench/run.py balance`")
     for scenario in METRICS:
+        if real and scenario == "replica-cost" and scenario not in scenarios:
+            continue  # not part of --server real unless named
         for profile in (("scaled",) if quick else PROFILE_ORDER):
             results = (scenarios.get(scenario) or {}).get(profile) or {}
             for impl in (OURS, BASELINE):
@@ -287,7 +308,8 @@ def not_run(suite: dict[str, Any]) -> list[str]:
                 if not isinstance(r, dict) or r.get("error"):
                     what = "failed" if isinstance(r, dict) else "not run"
                     missing.append(f"- {scenario}, {profile} timings, {impl}: {what}; "
-                                   f"`python bench/run.py {scenario} --profiles {profile} --impls {impl}`")
+                                   f"`python bench/run.py {scenario} --profiles {profile} --impls {impl}"
+                                   f"{' --server real' if real else ''}`")
     if not missing:
         return []
     return ["## Not run / failed", "", *missing, ""]
@@ -296,10 +318,16 @@ def not_run(suite: dict[str, Any]) -> list[str]:
 def render_suite(suite: dict[str, Any], figures: list[str]) -> str:
     meta = suite.get("meta", {})
     machine = meta.get("machine", {})
-    lines = ["# shardlease benchmark suite", "",
+    real = is_real(suite)
+    lines = ["# shardlease benchmark suite" + (" on a real kube-apiserver" if real else ""), "",
              f"Generated {meta.get('generated')} by `{meta.get('command')}` (git {meta.get('git')}, "
              f"{meta.get('elapsed_s')} s). Machine: {machine.get('cpu')}, {machine.get('cpus')} CPUs, "
              f"Python {machine.get('python')}.", ""]
+    if real:
+        load = meta.get("load_avg") or {}
+        lines += [f"Server: {(meta.get('server') or {}).get('description')}. Load average (1 min) at the "
+                  f"start {_fmt(load.get('start'))}, at the end {_fmt(load.get('end'))}, on a machine shared with "
+                  "other runs.", ""]
     if meta.get("partial"):
         lines += ["**Partial results**: the run was interrupted; see \"Not run / failed\" below.", ""]
     runs = suite.get("runs", {})
@@ -315,7 +343,8 @@ def render_suite(suite: dict[str, Any], figures: list[str]) -> str:
     for scenario in METRICS:
         if scenario not in comp:
             continue
-        lines += [f"## {TITLES[scenario]}", "", _setup_line(suite, scenario), "", *_table(comp[scenario]), ""]
+        lines += [f"## {_words(TITLES[scenario], suite)}", "", _setup_line(suite, scenario), "",
+                  *_table(comp[scenario]), ""]
         lines += _errors(suite, scenario)
         if lines[-1] != "":
             lines.append("")
@@ -341,8 +370,65 @@ def _note_matches(key: str, target: dict[str, Any]) -> bool:
     return key in target["target"]
 
 
-def render_docs(suite: dict[str, Any], figures: list[str], out: Path) -> str:
-    """``docs/benchmarks.md``: how to run, what is measured, the latest figures, targets, causes."""
+SERVERS_HEADER = ("| metric | timings | shardlease, dev-server | shardlease, kube-apiserver "
+                  "| baseline, dev-server | baseline, kube-apiserver |")
+
+
+def side_by_side(dev: dict[str, Any], real: dict[str, Any]) -> list[str]:
+    """The same scenarios and timings on both servers, one table per scenario the real run has."""
+    from .notes import REAL_AFTER, REAL_BEFORE, REAL_READING
+
+    meta = real.get("meta", {})
+    load = meta.get("load_avg") or {}
+    lines = [REAL_BEFORE.format(command=meta.get("command"), generated=meta.get("generated"),
+                                elapsed=meta.get("elapsed_s"),
+                                server=(meta.get("server") or {}).get("description"),
+                                load_start=_fmt(load.get("start")), load_end=_fmt(load.get("end")),
+                                dev_generated=(dev.get("meta") or {}).get("generated"))]
+    for scenario, metrics in METRICS.items():
+        measured = (real.get("scenarios") or {}).get(scenario) or {}
+        if not measured:
+            continue
+        lines += [f"### {TITLES[scenario]}", "",
+                  f"Dev-server: {_setup_line(dev, scenario)} Real: {_setup_line(real, scenario)}", "",
+                  SERVERS_HEADER, "|---|---|---:|---:|---:|---:|"]
+        for label, getter in metrics:
+            for profile in PROFILE_ORDER:
+                if profile not in measured:
+                    continue
+                cells = [getter(_result(suite, scenario, profile, impl) or {})
+                         for impl in (OURS, BASELINE) for suite in (dev, real)]
+                if all(c is None for c in cells):
+                    continue
+                name = "server CPU (cores; dev-server / kube-apiserver + etcd)" if label.startswith("dev-server CPU") \
+                    else label
+                lines.append(f"| {name} | {profile} | " + " | ".join(_fmt(c) for c in cells) + " |")
+        lines += [*_errors(real, scenario), ""]
+    real_targets = real.get("targets") or []
+    if real_targets:
+        lines += ["### Targets (shardlease) on both servers", "",
+                  "| target | timings | dev-server | kube-apiserver |", "|---|---|---|---|"]
+        dev_targets = {(t["target"], t["profile"]): t for t in dev.get("targets") or []}
+
+        def verdict(t: dict[str, Any] | None) -> str:
+            if t is None:
+                return "-"
+            return f"{'met' if t['met'] else 'missed' if t['met'] is False else 'not judged'}: {t['figure']}"
+
+        for t in real_targets:
+            lines.append(f"| {t['target']} | {t['profile']} | {verdict(dev_targets.get((t['target'], t['profile'])))} "
+                         f"| {verdict(t)} |")
+        lines.append("")
+    if REAL_READING:
+        lines += ["### Reading the two servers' figures", "", *REAL_READING, ""]
+    lines.append(REAL_AFTER)
+    return lines
+
+
+def render_docs(suite: dict[str, Any], figures: list[str], out: Path,
+                real: dict[str, Any] | None = None) -> str:
+    """``docs/benchmarks.md``: how to run, what is measured, the latest figures, targets, causes, and
+    (given the ``--server real`` results) the dev-server and kube-apiserver figures side by side."""
     from .notes import DOCS_AFTER, DOCS_BEFORE, READING, TARGET_NOTES
 
     meta = suite.get("meta", {})
@@ -363,7 +449,8 @@ def render_docs(suite: dict[str, Any], figures: list[str], out: Path) -> str:
     reading_lines = ["## Reading the results", "", *bullets, ""] if bullets else []
     return "\n".join([DOCS_BEFORE.format(command=meta.get("command"), generated=meta.get("generated"),
                                          elapsed=meta.get("elapsed_s")),
-                      "## Results", "", body, *pictures, "", *reading_lines, *missed, DOCS_AFTER, ""])
+                      "## Results", "", body, *pictures, "", *reading_lines, *missed,
+                      *(side_by_side(suite, real) if real else []), DOCS_AFTER, ""])
 
 
 def _f(value: Any, digits: int = 3) -> str:
