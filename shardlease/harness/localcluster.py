@@ -378,6 +378,14 @@ class LocalCluster:
         assets: with ``devserver="real"``, the directory of the kube-apiserver and etcd binaries
             (default: :func:`~shardlease.controlplane.find_assets`: ``$KUBEBUILDER_ASSETS``, then
             the cache of ``scripts/build-kube-assets``).
+        control_plane: with ``devserver="real"``, an already started
+            :class:`~shardlease.controlplane.RealControlPlane` to use instead of starting one (starting
+            one takes seconds, so a test module shares one between clusters, each with its own group
+            name). It belongs to the caller: :meth:`stop` leaves it running.
+        replica_kubeconfig: the kubeconfig the *replicas* use, when it is not the observer's (e.g. one
+            that goes through a fault proxy, while snapshots read the server directly): a path, or a
+            function from a replica's identity to a path (replicas split between API servers). It
+            can also be set after :meth:`start`, before replicas are added.
         faults: enable the dev-server's fault injection.
         die_with_parent: have the kernel SIGKILL replicas if this process dies (Linux only; see the
             module docstring for the thread caveat).
@@ -398,6 +406,8 @@ class LocalCluster:
         extra_args: Sequence[str] = (),
         devserver: str = "thread",
         assets: str | os.PathLike[str] | None = None,
+        control_plane: Any = None,
+        replica_kubeconfig: str | os.PathLike[str] | Callable[[str], str | os.PathLike[str]] | None = None,
         faults: bool = True,
         die_with_parent: bool = True,
         cwd: str | None = None,
@@ -408,6 +418,14 @@ class LocalCluster:
         if assets is not None and devserver != "real":
             raise ValueError(f"assets= is for devserver='real' (the kube-apiserver binaries), "
                              f"but devserver={devserver!r}")
+        if control_plane is not None and devserver != "real":
+            raise ValueError(f"control_plane= is for devserver='real' (a started RealControlPlane), "
+                             f"but devserver={devserver!r}")
+        if control_plane is not None and assets is not None:
+            raise ValueError("pass either control_plane= (a started RealControlPlane) or assets= "
+                             "(binaries to start one), not both")
+        self._shared_plane = control_plane
+        self.replica_kubeconfig = replica_kubeconfig
         self.assets = assets
         self.handler = handler
         self.group = group
@@ -493,13 +511,20 @@ class LocalCluster:
     def _start_real_control_plane(self) -> None:
         from shardlease.controlplane import ControlPlaneError, RealControlPlane, find_assets
 
-        assets = find_assets(self.assets)
-        if assets is None:
-            raise ControlPlaneError(
-                "LocalCluster(devserver='real') found no kube-apiserver/etcd binaries: pass assets=DIR, "
-                "set KUBEBUILDER_ASSETS, or build them with scripts/build-kube-assets")
-        self.server = RealControlPlane(assets, work_dir=self.work_dir / "controlplane")
-        self.server.start()
+        if self._shared_plane is not None:
+            if not self._shared_plane.running:
+                raise ControlPlaneError(
+                    f"LocalCluster(control_plane=...): {self._shared_plane!r} is not running; start() it "
+                    f"first (or pass assets= to have the cluster start its own)")
+            self.server = self._shared_plane
+        else:
+            assets = find_assets(self.assets)
+            if assets is None:
+                raise ControlPlaneError(
+                    "LocalCluster(devserver='real') found no kube-apiserver/etcd binaries: pass "
+                    "assets=DIR, set KUBEBUILDER_ASSETS, or build them with scripts/build-kube-assets")
+            self.server = RealControlPlane(assets, work_dir=self.work_dir / "controlplane")
+            self.server.start()
         self.url = self.server.url
         self.server.write_kubeconfig(self.kubeconfig)
         if self.namespace != "default":  # kube-apiserver refuses writes into a missing namespace
@@ -619,6 +644,8 @@ class LocalCluster:
             except Exception:
                 pass
             self._api = None
+        if self.server is not None and self._shared_plane is not None:
+            self.server = None  # the caller's control plane: left running, its processes not ours
         if self.server is not None:
             if self.devserver_mode == "real":
                 self._control_plane_pids.update(
@@ -667,12 +694,19 @@ class LocalCluster:
             env["_SHARDLEASE_LOCALCLUSTER_PARENT"] = str(os.getpid())
         return env
 
+    def kubeconfig_of(self, identity: str) -> Path:
+        """The kubeconfig a replica with ``identity`` is given (see ``replica_kubeconfig``)."""
+        chosen = self.replica_kubeconfig
+        if chosen is None:
+            return self.kubeconfig
+        return Path(chosen(identity) if callable(chosen) else chosen)
+
     def replica_argv(self, identity: str, extra_args: Sequence[str] = ()) -> list[str]:
         """The command line of one replica (exposed so reports can show exactly what ran)."""
         return [
             "run", self.handler, "--group", self.group, "--shards", str(self.shard_count),
             "--namespace", self.namespace, "--identity", identity,
-            "--kubeconfig", str(self.kubeconfig), *self.timings.cli_args(),
+            "--kubeconfig", str(self.kubeconfig_of(identity)), *self.timings.cli_args(),
             *self.extra_args, *extra_args,
         ]
 

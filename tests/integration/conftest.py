@@ -1,4 +1,5 @@
-"""Shared set-up for the integration tests: real replica processes against an in-process dev-server.
+"""Shared set-up for the integration tests: real replica processes against an in-process dev-server,
+and (for the tests marked :data:`BOTH_SERVERS`) against a real etcd + kube-apiserver as well.
 
 Timings are scaled down (lease 2 s, renew deadline 1.2 s, retry 0.3 s) so that a failover takes
 seconds, and every bound asserted is generous: the machine is small and shared, and what these tests
@@ -8,10 +9,17 @@ prove is ordering (nobody works on a shard while someone else still may) rather 
 Every test ends with :func:`finish`, which stops the cluster gracefully and then checks, over the
 whole journal, that no two replicas ever worked on one shard at the same time and that fencing tokens
 only grew -- and that no process was left behind.
+
+Servers: a test decorated with :data:`BOTH_SERVERS` runs twice, ids ``dev`` (a fresh in-process
+dev-server per cluster, as every other test) and ``real`` (kube-apiserver 1.36 on etcd, the session's
+``kube_apiserver`` fixture: started once, shared by every such test, each cluster with a group name of
+its own so they cannot see each other's Leases). Without the binaries the ``real`` cases skip saying
+how to build them; under ``CI=true`` they fail.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -31,24 +39,42 @@ WORK_UNIT = "0.05"
 #: Generous bound for a group of fresh processes to start, join and settle on this machine.
 SETTLE_TIMEOUT = 45.0
 
+#: Parametrise a test over both servers; the test must take ``make_cluster`` (or ``server``).
+BOTH_SERVERS = pytest.mark.parametrize("server", ["dev", "real"], indirect=True)
+_GROUP_SERIAL = itertools.count()
+
 #: (test, figure, value) rows for the terminal summary.
 FIGURES: list[tuple[str, str, str]] = []
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
+def server(request: pytest.FixtureRequest) -> str:
+    """Which API server the test's clusters use: ``"dev"`` unless parametrised by
+    :data:`BOTH_SERVERS`."""
+    return str(getattr(request, "param", "dev"))
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, request: pytest.FixtureRequest,
+                 server: str) -> Iterator[Callable[..., LocalCluster]]:
     """A factory of started :class:`LocalCluster` s; all are stopped (and checked for leftover
-    processes) at teardown even when the test failed half-way."""
+    processes) at teardown even when the test failed half-way. On the ``real`` server they share the
+    session's kube-apiserver, each under a group name of its own."""
     reason = runtime_missing()
     if reason:
         pytest.skip(reason)
+    placement: dict[str, Any] = {}
+    if server == "real":
+        # Skips (locally) or fails (CI=true) without the binaries, through the plugin's fixture.
+        placement = {"devserver": "real", "control_plane": request.getfixturevalue("kube_apiserver")}
     clusters: list[LocalCluster] = []
 
     def make(replicas: int = 3, *, shards: int = SHARDS, timings: Timings = TIMINGS,
              env: dict[str, str] | None = None, **kwargs: Any) -> LocalCluster:
+        group = GROUP if server == "dev" else f"{GROUP}{next(_GROUP_SERIAL)}"
         cluster = LocalCluster(
-            group=GROUP, shards=shards, timings=timings, work_dir=tmp_path / f"cluster{len(clusters)}",
-            env={"SHARDLEASE_JOURNAL_WORK": WORK_UNIT, **(env or {})}, **kwargs)
+            group=group, shards=shards, timings=timings, work_dir=tmp_path / f"cluster{len(clusters)}",
+            env={"SHARDLEASE_JOURNAL_WORK": WORK_UNIT, **(env or {})}, **placement, **kwargs)
         clusters.append(cluster)
         cluster.start(replicas=replicas)
         return cluster

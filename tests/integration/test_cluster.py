@@ -1,6 +1,7 @@
 """Several replica processes against the dev-server: placement, rebalancing, handoff, failover,
 partition. Each scenario ends with the journal check in :func:`conftest.finish` (no overlapping work
-on any shard, fencing tokens strictly increasing, no process left behind)."""
+on any shard, fencing tokens strictly increasing, no process left behind). Balance at start, SIGTERM
+handoff and SIGKILL failover run on the real kube-apiserver too (ids ``dev`` / ``real``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from shardlease.harness.journal import Overlap, handler_starts, last_work_end, takeovers
 from shardlease.harness.localcluster import LocalCluster, Replica, Snapshot, Timings
 
-from .conftest import SETTLE_TIMEOUT, SHARDS, TIMINGS, balanced_cap, dump, finish, record_figure
+from .conftest import BOTH_SERVERS, SETTLE_TIMEOUT, SHARDS, TIMINGS, balanced_cap, dump, finish, record_figure
 
 LEASE = TIMINGS.lease_duration
 
@@ -37,6 +38,7 @@ def settled_with_victim(make_cluster, index: int) -> tuple[LocalCluster, Replica
     return cluster, victim, shards
 
 
+@BOTH_SERVERS
 def test_every_shard_held_once_and_balanced(make_cluster, request) -> None:
     cluster = make_cluster(3)
     started = time.monotonic()
@@ -106,6 +108,7 @@ def test_scale_up_and_down_moves_only_what_must_move(make_cluster, request) -> N
     finish(cluster)
 
 
+@BOTH_SERVERS
 def test_sigterm_hands_off_at_once(make_cluster, request) -> None:
     cluster, victim, shards = settled_with_victim(make_cluster, 1)
     others = [r.identity for r in cluster.running() if r is not victim]
@@ -128,6 +131,7 @@ def test_sigterm_hands_off_at_once(make_cluster, request) -> None:
     finish(cluster)
 
 
+@BOTH_SERVERS
 def test_sigkill_fails_over_after_expiry(make_cluster, request) -> None:
     cluster, victim, shards = settled_with_victim(make_cluster, 2)
 

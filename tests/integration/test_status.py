@@ -1,4 +1,5 @@
-"""``shardlease status`` against a running group: all owned, then a constructed misplacement."""
+"""``shardlease status`` against a running group: all owned, then a constructed misplacement (on the
+dev-server and on the real kube-apiserver)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from shardlease.commands.status import FLAG_MISPLACED, FLAG_UNOWNED
 from shardlease.core.records import format_microtime, member_labels, member_lease_name
 from shardlease.harness.localcluster import LocalCluster, Snapshot
 
-from .conftest import GROUP, SETTLE_TIMEOUT, SHARDS, finish
+from .conftest import BOTH_SERVERS, SETTLE_TIMEOUT, SHARDS, finish
 
 
 def status(cluster: LocalCluster, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -23,6 +24,7 @@ def status(cluster: LocalCluster, *extra: str) -> subprocess.CompletedProcess[st
         capture_output=True, text=True, timeout=60, env=cluster.base_env(), cwd=cluster.cwd)
 
 
+@BOTH_SERVERS
 def test_status_shows_a_healthy_group_then_flags_misplaced_shards(make_cluster) -> None:
     cluster = make_cluster(3)
     cluster.wait_settled(timeout=SETTLE_TIMEOUT)
@@ -46,7 +48,7 @@ def test_status_shows_a_healthy_group_then_flags_misplaced_shards(make_cluster) 
     now = format_microtime(_dt.datetime.now(_dt.timezone.utc))
     leases.create_namespaced_lease(cluster.namespace, {
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": member_lease_name(GROUP, "ghost"), "labels": member_labels(GROUP),
+        "metadata": {"name": member_lease_name(cluster.group, "ghost"), "labels": member_labels(cluster.group),
                      "annotations": {"shardlease.io/shards": str(SHARDS)}},
         "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 3600, "acquireTime": now,
                  "renewTime": now},
@@ -67,6 +69,6 @@ def test_status_shows_a_healthy_group_then_flags_misplaced_shards(make_cluster) 
     assert text.strip().splitlines()[-1].startswith("ATTENTION: ")
     assert any(flag in text for flag in (FLAG_MISPLACED, FLAG_UNOWNED))
 
-    leases.delete_namespaced_lease(member_lease_name(GROUP, "ghost"), cluster.namespace)
+    leases.delete_namespaced_lease(member_lease_name(cluster.group, "ghost"), cluster.namespace)
     cluster.wait_settled(timeout=SETTLE_TIMEOUT)
     finish(cluster)
