@@ -4,9 +4,12 @@ Usage::
 
     python bench/chaos.py --duration 600 --seed 4242          # seed optional: a random one is printed
     python bench/chaos.py --duration 600 --seed 4242 --plan   # print the fault plan only, run nothing
+    python bench/chaos.py --server real --duration 300        # kube-apiserver behind toxiproxy
+    python bench/chaos.py --server real --apiservers 2 --duration 120   # two apiservers, one etcd
 
 Prints the seed and the fault counts, then the outcome, and writes ``bench/results/chaos.json`` and
-``bench/results/chaos.md``. The run's work directory (journal, ``faults.jsonl``, ``plan.json``,
+``bench/results/chaos.md`` (``chaos_real.*`` on the real server, ``chaos_real_ha.*`` with two
+apiservers). The run's work directory (journal, ``faults.jsonl``, ``plan.json``,
 replica logs, ``chaos-report.json``) is kept when a check fails or with ``--keep``, otherwise deleted
 (a ten-minute journal is tens of megabytes). Exit status 0 when every check passed, 1 otherwise.
 
@@ -71,15 +74,21 @@ def _config(args: argparse.Namespace, seed: int) -> ChaosConfig:
         min_replicas=args.min, max_replicas=args.max, mean_gap=args.mean_gap,
         timings=Timings(lease_duration=args.lease, renew_deadline=args.renew_deadline,
                         retry_period=args.retry, drain_timeout=5.0),
-        devserver=args.devserver, drain_delay=args.drain)
+        devserver=args.server or args.devserver, apiservers=args.apiservers, assets=args.assets,
+        drain_delay=args.drain)
 
 
 def _markdown(report: ChaosReport, result: dict[str, Any]) -> str:
     c = report.config
     fig = report.figures
     counts = report.counts()
+    server = ("kube-apiserver " + str(fig.get("kube_version", "")) + " on etcd, replicas through toxiproxy"
+              + (" (two kube-apiservers on one etcd; replicas with an odd index use the second directly)"
+                 if c.apiservers == 2 else "")) if c.devserver == "real" else f"dev-server ({c.devserver})"
     lines = [
-        "# Chaos run",
+        "# Chaos run" + (" on the real server" if c.devserver == "real" else ""),
+        "",
+        f"Server: {server}.",
         "",
         f"Generated {result['generated']} by `{result['command']}` (git {result['git']}).",
         "",
@@ -153,7 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry", type=float, default=0.3)
     parser.add_argument("--drain", type=float, default=ChaosConfig.drain_delay,
                         help="seconds each handler spends cleaning up after being stopped")
-    parser.add_argument("--devserver", choices=("thread", "process"), default="thread")
+    parser.add_argument("--devserver", choices=("thread", "process"), default="thread",
+                        help="how the dev-server runs (ignored with --server real)")
+    parser.add_argument("--server", choices=("thread", "process", "real"), default=None,
+                        help="real: kube-apiserver + etcd from the kube assets, replicas through toxiproxy")
+    parser.add_argument("--apiservers", type=int, choices=(1, 2), default=1,
+                        help="kube-apiservers on the one etcd (2: the high-availability variant; --server real)")
+    parser.add_argument("--assets", default=None,
+                        help="kube-apiserver/etcd/toxiproxy-server directory (default: KUBEBUILDER_ASSETS "
+                             "or the scripts/build-kube-assets cache)")
     parser.add_argument("--work-dir", default=None, help="keep the run's files here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory even on success")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where chaos.json / chaos.md go")
@@ -161,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not print every fault as it is applied")
     args = parser.parse_args(argv)
 
+    if args.apiservers == 2 and args.server != "real":
+        parser.error("--apiservers 2 needs --server real")
     seed = args.seed if args.seed is not None else seed_from_env()
-    config = _config(args, seed)
+    try:
+        config = _config(args, seed)
+    except ValueError as exc:
+        parser.error(str(exc))
     plan = plan_faults(config)
     print(f"chaos seed {seed}: {len(plan)} planned events over {config.duration:g} s", flush=True)
     print(f"fault counts: {fault_counts(plan)}", flush=True)
@@ -195,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     # The per-fault log is in the work directory; the results file keeps the counts and the outcome.
     summary = {k: v for k, v in result.items() if k != "applied"}
     summary["applied_events"] = len(report.applied)
-    (out / "chaos.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    (out / "chaos.md").write_text(_markdown(report, result))
+    name = "chaos" if config.devserver != "real" else ("chaos_real_ha" if config.apiservers == 2
+                                                        else "chaos_real")
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    (out / f"{name}.md").write_text(_markdown(report, result))
     print(report.render_failures() if report.failures else report.summary())
-    print(f"wrote {out / 'chaos.json'} and {out / 'chaos.md'}")
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
     if report.ok and not args.keep and not args.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
         print("(work directory removed; pass --keep to keep it)")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from .assets import ASSETS_ENV, find_assets
 from .errors import ControlPlaneError
-from .plane import RealControlPlane
+from .plane import ExtraApiServer, RealControlPlane
+from .toxiproxy import Proxy, Toxiproxy
 
-__all__ = ["ASSETS_ENV", "ControlPlaneError", "RealControlPlane", "find_assets"]
+__all__ = ["ASSETS_ENV", "ControlPlaneError", "ExtraApiServer", "Proxy", "RealControlPlane", "Toxiproxy",
+           "find_assets"]

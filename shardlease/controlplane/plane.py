@@ -145,6 +145,8 @@ class RealControlPlane:
         self._apiserver: Child | None = None
         self._apiserver_argv: list[str] = []
         self._ssl: ssl.SSLContext | None = None
+        #: Further kube-apiservers on the same etcd (:meth:`add_apiserver`), stopped with this one.
+        self.extra_apiservers: list[ExtraApiServer] = []
         self._lock = threading.Lock()
         self._started = False
         self._stopped = False
@@ -251,6 +253,8 @@ class RealControlPlane:
                 return
             self._stopped = True
         try:
+            for extra in self.extra_apiservers:
+                extra.stop(grace)
             for child in (self._apiserver, self._etcd):
                 if child is not None:
                     child.stop(grace)
@@ -278,17 +282,31 @@ class RealControlPlane:
             raise
         self.ready_seconds = time.monotonic() - began
 
+    def add_apiserver(self, timeout: float = 60.0) -> ExtraApiServer:
+        """Start one more kube-apiserver on this control plane's etcd (same flags, certificates,
+        token and service-account keys; its own port, log and watch cache), as a highly available
+        control plane runs several behind a load balancer. Returns once it is ready; stopped with
+        the control plane."""
+        if not self.running:
+            raise ControlPlaneError("add_apiserver: the control plane is not running; start() it")
+        extra = ExtraApiServer(self, len(self.extra_apiservers) + 1)
+        self.extra_apiservers.append(extra)
+        extra.start(timeout)
+        return extra
+
     # ---------------------------------------------------------------- clients
 
-    def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default") -> str:
+    def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default",
+                         *, server: str | None = None) -> str:
         """Write a kubeconfig (CA embedded, bearer token; readable by this user only) and return its
-        path. JSON, which every YAML reader (kubectl, ``load_kube_config``) accepts."""
+        path. JSON, which every YAML reader (kubectl, ``load_kube_config``) accepts. ``server``
+        replaces the URL (another apiserver of this control plane, or a proxy in front of it)."""
         if not self.url:
             raise ControlPlaneError("write_kubeconfig: start() the control plane first")
         config = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": CONTEXT, "cluster": {
-                "server": self.url,
+                "server": server or self.url,
                 "certificate-authority-data": base64.b64encode(self.ca_file.read_bytes()).decode(),
             }}],
             "users": [{"name": CONTEXT, "user": {"token": self.token}}],
@@ -305,8 +323,8 @@ class RealControlPlane:
         os.replace(tmp, target)  # a reader never sees half a file
         return str(target.resolve())
 
-    def _request(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url + path,
+    def _request(self, path: str, timeout: float = 5.0, url: str | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request((url or self.url) + path,
                                          headers={"Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=self._ssl) as response:
@@ -342,13 +360,13 @@ class RealControlPlane:
             body = response.read()
         return json.loads(body).get("health") == "true", body.decode(errors="replace")
 
-    def _apiserver_ready(self) -> tuple[bool, str]:
+    def _apiserver_ready(self, url: str | None = None) -> tuple[bool, str]:
         """``/readyz`` ok and the ``default`` namespace there (kube-apiserver creates it in the
         background a moment after it first reports ready; writes into it would 404 before)."""
-        code, body = self._request("/readyz")
+        code, body = self._request("/readyz", url=url)
         if code != 200:
             return False, f"/readyz {code}: {body.decode(errors='replace')[-400:]}"
-        code, body = self._request("/api/v1/namespaces/default")
+        code, body = self._request("/api/v1/namespaces/default", url=url)
         return code == 200, f"/api/v1/namespaces/default {code}"
 
     def _await(self, child: Child, probe: Callable[[], tuple[bool, str]], deadline: float,
@@ -373,3 +391,64 @@ class RealControlPlane:
             f"{child.name} did not become ready within {timeout:g} s (last answer: {last}); "
             f"log: {child.log_path}\n--- last lines ---\n{child.log_tail()}\n"
             f"--- fix: see the log; on a busy machine pass a longer timeout to start()")
+
+
+class ExtraApiServer:
+    """A further kube-apiserver of a :class:`RealControlPlane`, on the same etcd (see
+    :meth:`RealControlPlane.add_apiserver`). Its watch cache is its own, filled from etcd, so it may
+    lag the first apiserver's by a moment: what clients of a highly available control plane see.
+
+    ``kill()`` is a crash (SIGKILL), ``start()`` brings it back on the same port."""
+
+    def __init__(self, plane: RealControlPlane, index: int) -> None:
+        self.plane = plane
+        self.index = index
+        self.port = _free_port(plane.host)
+        host_in_url = f"[{plane.host}]" if ":" in plane.host else plane.host
+        self.url = f"https://{host_in_url}:{self.port}"
+        self.log_path = plane.work_dir / f"kube-apiserver-{index + 1}.log"
+        self._child: Child | None = None
+
+    def __repr__(self) -> str:
+        return f"<ExtraApiServer {self.url} {'running' if self.running else 'stopped'}>"
+
+    @property
+    def running(self) -> bool:
+        return bool(self._child and self._child.running)
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.process.pid if self._child else None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start (or start again) and return once ``/readyz`` answers ok."""
+        if self.running:
+            raise ControlPlaneError(f"{self!r} is already running")
+        if _port_in_use(self.plane.host, self.port):
+            raise ControlPlaneError(f"kube-apiserver #{self.index + 1}: port {self.port} is in use")
+        argv = [a for a in self.plane._apiserver_argv if not a.startswith("--secure-port=")]
+        argv.append(f"--secure-port={self.port}")
+        if self._child is not None:
+            with open(self.log_path, "ab") as log:
+                log.write(b"\n----- shardlease: kube-apiserver started again -----\n")
+        self._child = Child(f"kube-apiserver #{self.index + 1}", argv, self.log_path)
+        began = time.monotonic()
+        try:
+            self.plane._await(self._child, lambda: self.plane._apiserver_ready(self.url),
+                              began + timeout, timeout)
+        except BaseException:
+            self._child.stop(grace=2.0)
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL, like a crashed apiserver (its clients' connections break)."""
+        if self._child is not None:
+            self._child.stop(grace=0.0, sig=signal.SIGKILL)
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self._child is not None:
+            self._child.stop(grace)
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default") -> str:
+        """A kubeconfig for this apiserver (same CA and token as the control plane's)."""
+        return self.plane.write_kubeconfig(path, namespace, server=self.url)

@@ -37,6 +37,15 @@ Any other overlap fails. The same rule applies to the token check: an entry with
 one already used on the shard is fenced only if its process was resumed at most ``resume_tolerance``
 before it and it ended within that tolerance (the handler checked ``valid()`` before the freeze and the
 timestamp was taken after it).
+
+Two servers. With ``devserver="thread"``/``"process"`` the faults are the dev-server's own knobs. With
+``devserver="real"`` the group runs on a real etcd + kube-apiserver and the replicas reach it through
+``toxiproxy`` (:class:`ProxyFaults`): latency, connection resets, black-holed connections that time out
+and a total outage are toxics on that relay, and restarting kube-apiserver (etcd kept) is a fault of
+its own. ``apiservers=2`` (the high-availability variant) adds a second kube-apiserver on the same etcd
+that half the replicas use directly, and a fault that kills it for a while. The dev-server-only kinds
+(injected HTTP errors, watch cuts and freezes, per-client partitions) are refused there: toxiproxy works
+on TCP, below HTTP, and there is one relay for every replica (see docs/chaos.md, "Real-server mode").
 """
 
 from __future__ import annotations
@@ -66,7 +75,13 @@ __all__ = [
     "ChaosRun",
     "DRAINING_HANDLER",
     "ENV_SEED",
+    "ALL_FAULT_KINDS",
+    "DEV_ONLY_KINDS",
     "FAULT_KINDS",
+    "HA_WEIGHTS",
+    "ProxyFaults",
+    "REAL_FAULT_KINDS",
+    "REAL_WEIGHTS",
     "Fault",
     "FencedEvent",
     "HandlerTracker",
@@ -100,6 +115,22 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "kill": 1.0, "terminate": 1.0, "pause": 1.2, "restart": 1.0, "scale_up": 1.0, "latency": 1.0,
     "errors": 1.0, "cut_watches": 0.8, "freeze_watches": 0.5, "partition": 1.0,
 }
+
+#: Faults only the real-server mode injects: toxics on the relay in front of kube-apiserver
+#: (``resets``: connections reset by peer; ``timeouts``: connections black-holed, then closed;
+#: ``outage``: the relay disabled, longer than the lease), a kube-apiserver crash and restart with etcd
+#: kept, and (``apiservers=2``) the second kube-apiserver killed for a while.
+REAL_FAULT_KINDS = ("resets", "timeouts", "outage", "apiserver_restart", "apiserver_kill")
+REAL_END_KINDS = ("resets_end", "timeouts_end", "outage_end", "apiserver_start")
+#: The dev-server's own knobs, which have no equivalent on a real kube-apiserver behind one relay.
+DEV_ONLY_KINDS = ("errors", "cut_watches", "freeze_watches", "partition")
+ALL_FAULT_KINDS = FAULT_KINDS + REAL_FAULT_KINDS
+
+REAL_WEIGHTS: Mapping[str, float] = {
+    "kill": 1.0, "terminate": 1.0, "pause": 1.2, "restart": 1.0, "scale_up": 1.0, "latency": 1.0,
+    "resets": 0.8, "timeouts": 0.6, "outage": 0.35, "apiserver_restart": 0.35,
+}
+HA_WEIGHTS: Mapping[str, float] = {**REAL_WEIGHTS, "apiserver_kill": 0.6}
 
 #: A dead replica's identity is reused (a container restart keeps the pod name) no sooner than this
 #: after it was killed or terminated; the runner also waits for the old process to be gone, since two
@@ -173,7 +204,13 @@ class ChaosConfig:
     noise_allowance: float = 6.0
     stability: float | None = None
     group: str = "chaos"
+    #: ``"thread"`` / ``"process"``: the dev-server; ``"real"``: kube-apiserver behind toxiproxy
+    #: (the default weights then become :data:`REAL_WEIGHTS`, or :data:`HA_WEIGHTS` with two apiservers).
     devserver: str = "thread"
+    #: kube-apiservers on the one etcd (``"real"`` only): 2 is the high-availability variant.
+    apiservers: int = 1
+    #: The kube-apiserver/etcd/toxiproxy binaries (``"real"`` only; default ``find_assets()``).
+    assets: str | None = None
     handler: str = DEFAULT_HANDLER
     #: Seconds each handler spends cleaning up after the runtime stops it (0: return at once). The
     #: runtime keeps the Lease until the handler has returned, so this keeps every handoff window
@@ -183,9 +220,29 @@ class ChaosConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
             raise ValueError("need 1 <= min_replicas <= initial_replicas <= max_replicas")
-        unknown = set(self.weights) - set(FAULT_KINDS)
+        if self.devserver not in ("thread", "process", "real"):
+            raise ValueError(f"devserver: {self.devserver!r} is not 'thread', 'process' or 'real'")
+        if self.apiservers not in (1, 2) or (self.apiservers == 2 and self.devserver != "real"):
+            raise ValueError(f"apiservers: {self.apiservers!r}; 1, or 2 with devserver='real' (the "
+                             f"high-availability variant)")
+        if self.devserver == "real" and dict(self.weights) == dict(DEFAULT_WEIGHTS):
+            object.__setattr__(self, "weights",
+                               dict(HA_WEIGHTS if self.apiservers == 2 else REAL_WEIGHTS))
+        unknown = set(self.weights) - set(ALL_FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds in weights: {sorted(unknown)}")
+        active = {k for k, w in self.weights.items() if w > 0}
+        if self.devserver == "real":
+            refused = sorted(active & set(DEV_ONLY_KINDS))
+            if refused:
+                raise ValueError(f"weights: {refused} need the dev-server's fault injection; on the "
+                                 f"real server use resets / timeouts / outage (see REAL_WEIGHTS)")
+            if "apiserver_kill" in active and self.apiservers != 2:
+                raise ValueError("weights: apiserver_kill needs a second kube-apiserver (apiservers=2)")
+        else:
+            refused = sorted(active & set(REAL_FAULT_KINDS))
+            if refused:
+                raise ValueError(f"weights: {refused} are real-server faults; pass devserver='real'")
         margin = self.timings.lease_duration - self.timings.renew_deadline
         if self.work_unit >= margin / 2:
             raise ValueError(f"work unit {self.work_unit}s is not well below lease - renew deadline "
@@ -253,6 +310,8 @@ class _Model:
     latency_until: float = -1.0
     errors_until: float = -1.0
     frozen_until: float = -1.0
+    network_until: float = -1.0   # resets / timeouts / outage: one at a time (real server)
+    apiserver_until: float = -1.0  # a restart or kill of a kube-apiserver, plus time to settle
 
 
 def plan_faults(config: ChaosConfig) -> list[Fault]:
@@ -320,6 +379,11 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
                 "cut_watches": True,
                 "freeze_watches": t >= model.frozen_until,
                 "partition": bool(usable) and not model.partitioned,
+                "resets": t >= model.network_until,
+                "timeouts": t >= model.network_until,
+                "outage": t >= model.network_until,
+                "apiserver_restart": t >= model.apiserver_until,
+                "apiserver_kill": t >= model.apiserver_until,
             }[kind]
             if ok and weight > 0:
                 feasible[kind] = weight
@@ -385,6 +449,31 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
             model.partitioned.add(target)
             plan.append(Fault(at, "partition", target, {"mode": mode, "for": length}))
             schedule_end(t + length, Fault(end_at(t + length), "heal", target))
+        elif kind == "resets":
+            length = r3(rng.uniform(0.5, lease))
+            fraction = r3(rng.uniform(0.3, 1.0))
+            model.network_until = t + length
+            plan.append(Fault(at, "resets", None, {"fraction": fraction, "for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "resets_end"))
+        elif kind == "timeouts":
+            length = r3(rng.uniform(1.0, 1.5 * lease))
+            after_ms = int(rng.uniform(500, 2000))
+            model.network_until = t + length
+            plan.append(Fault(at, "timeouts", None, {"close_after_ms": after_ms, "for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "timeouts_end"))
+        elif kind == "outage":
+            length = r3(rng.uniform(1.25 * lease, 2.5 * lease))
+            model.network_until = t + length
+            plan.append(Fault(at, "outage", None, {"for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "outage_end"))
+        elif kind == "apiserver_restart":
+            model.apiserver_until = t + 6.0
+            plan.append(Fault(at, "apiserver_restart", None, {}))
+        elif kind == "apiserver_kill":
+            length = r3(rng.uniform(1.25 * lease, 3.0 * lease))
+            model.apiserver_until = t + length + 6.0
+            plan.append(Fault(at, "apiserver_kill", "apiserver-2", {"for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "apiserver_start", "apiserver-2"))
     while pending:
         apply_end(heapq.heappop(pending)[2])
     plan.sort(key=lambda f: f.at)  # stable: ties keep the order they were planned in
@@ -396,9 +485,9 @@ def fault_counts(faults: Iterable[Fault | Mapping[str, Any]]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for fault in faults:
         kind = fault.kind if isinstance(fault, Fault) else str(fault.get("fault"))
-        if kind in FAULT_KINDS:
+        if kind in ALL_FAULT_KINDS:
             counts[kind] += 1
-    return {k: counts[k] for k in FAULT_KINDS if counts[k]}
+    return {k: counts[k] for k in ALL_FAULT_KINDS if counts[k]}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -722,7 +811,10 @@ class ChaosReport:
     def reproduce(self) -> str:
         """The bench command that replays this run's plan (every setting the plan depends on)."""
         c, t = self.config, self.config.timings
-        return (f"python bench/chaos.py --seed {c.seed} --duration {c.duration:g} --shards {c.shards} "
+        server = ""
+        if c.devserver == "real":
+            server = " --server real" + (f" --apiservers {c.apiservers}" if c.apiservers != 1 else "")
+        return (f"python bench/chaos.py{server} --seed {c.seed} --duration {c.duration:g} --shards {c.shards} "
                 f"--initial {c.initial_replicas} --min {c.min_replicas} --max {c.max_replicas} "
                 f"--mean-gap {c.mean_gap:g} --lease {t.lease_duration:g} --renew-deadline "
                 f"{t.renew_deadline:g} --retry {t.retry_period:g} --drain {c.drain_delay:g}")
@@ -934,6 +1026,101 @@ class _ErrorCollector(logging.Handler):
         self.messages.append(text)
 
 
+class ProxyFaults:
+    """The real-server mode's fault knobs: toxics on the toxiproxy relay between the replicas and
+    kube-apiserver, and the control plane's own processes. Method names follow the dev-server's
+    (``set_latency``, ``heal``, ``clear``) where they mean the same thing, so the runner applies
+    either. There is one relay for every replica, so there are no per-client partitions: ``heal`` is
+    a no-op and an ``outage`` cuts everyone.
+
+    Toxics are kept as a desired state and never changed on a disabled relay: toxiproxy 2.12 can hang
+    an API call that removes a toxic while the proxy is disabled (seen here: the DELETE never
+    answered). So an outage takes the toxics off, disables, and puts the wanted ones back on enable.
+    """
+
+    def __init__(self, proxy: Any, plane: Any, extra: Any = None) -> None:
+        self.proxy = proxy    # shardlease.controlplane.Proxy
+        self.plane = plane    # shardlease.controlplane.RealControlPlane
+        self.extra = extra    # shardlease.controlplane.ExtraApiServer (apiservers=2) or None
+        self.disabled = False
+        self._wanted: dict[str, tuple[str, dict[str, float]]] = {}
+
+    def _set(self, name: str, toxic: tuple[str, dict[str, float]] | None) -> None:
+        if toxic is None:
+            self._wanted.pop(name, None)
+        else:
+            self._wanted[name] = toxic
+        if self.disabled:
+            return  # applied when the relay comes back
+        self.proxy.remove_toxic(name)
+        if toxic is not None:
+            self._add(name, toxic)
+
+    def _add(self, name: str, toxic: tuple[str, dict[str, float]]) -> None:
+        kind, attributes = toxic
+        attrs = dict(attributes)
+        toxicity = attrs.pop("toxicity", 1.0)
+        self.proxy.add_toxic(name, kind, toxicity=toxicity, **attrs)
+
+    def heal(self, target: str | None = None) -> None:
+        """Nothing to heal: partitions are per client, and this mode has none."""
+
+    def set_latency(self, seconds: float, jitter: float = 0.0) -> None:
+        """Each answer delayed by ``seconds`` plus up to ``jitter`` (toxiproxy's jitter is +-, so the
+        latency is centred): what the dev-server's latency knob does, on the wire."""
+        on = seconds > 0 or jitter > 0
+        self._set("latency", ("latency", {"latency": round(1000 * (seconds + jitter / 2)),
+                                          "jitter": round(1000 * jitter / 2)}) if on else None)
+
+    def resets(self, fraction: float) -> None:
+        """That fraction of connections (new ones and those open) reset by peer as data arrives."""
+        self._set("resets", ("reset_peer", {"timeout": 0, "toxicity": fraction}))
+
+    def timeouts(self, close_after_ms: int) -> None:
+        """Every connection black-holed (nothing gets through) and closed after ``close_after_ms``."""
+        self._set("timeouts", ("timeout", {"timeout": close_after_ms}))
+
+    def end(self, toxic: str) -> None:
+        self._set(toxic, None)
+
+    def outage(self, on: bool) -> None:
+        """The relay disabled (every connection closed, new ones refused) or enabled again."""
+        if on and not self.disabled:
+            for name in self._wanted:
+                self.proxy.remove_toxic(name)
+            self.proxy.disable()
+            self.disabled = True
+        elif not on and self.disabled:
+            self.proxy.enable()
+            self.disabled = False
+            for name, toxic in self._wanted.items():
+                self._add(name, toxic)
+
+    def restart_apiserver(self) -> float:
+        """kube-apiserver SIGKILLed and started again (etcd kept); seconds until it was ready."""
+        began = time.monotonic()
+        self.plane.restart_apiserver()
+        return time.monotonic() - began
+
+    def kill_apiserver(self) -> None:
+        if self.extra is None:
+            raise ValueError("apiserver_kill needs a second kube-apiserver (apiservers=2)")
+        self.extra.kill()
+
+    def start_apiserver(self) -> float:
+        began = time.monotonic()
+        if self.extra is not None and not self.extra.running:
+            self.extra.start()
+        return time.monotonic() - began
+
+    def clear(self) -> None:
+        """Normal service: no toxic, relay enabled, every kube-apiserver running."""
+        self._wanted.clear()
+        self.outage(False)
+        self.proxy.clear()
+        self.start_apiserver()
+
+
 class ChaosRun:
     """Run one :class:`ChaosConfig` end to end and return a :class:`ChaosReport`.
 
@@ -960,6 +1147,20 @@ class ChaosRun:
         self._latency: tuple[float, float, float] = (0.0, -math.inf, 0.0)
         #: Failures noticed while the faults run (reported with the others at the end).
         self.failures: list[str] = []
+        #: Real-server mode: the relay's knobs, the toxiproxy server, and when the last network or
+        #: apiserver fault ended (``inf`` while one is on) for :meth:`latency_calm`.
+        self.proxy_faults: ProxyFaults | None = None
+        self._toxiproxy: Any = None
+        self._network_quiet_since = -math.inf
+        self._network_faults_on: set[str] = set()
+
+    @property
+    def faults(self) -> Any:
+        """The knobs faults are applied with: the dev-server's, or the relay's on the real server."""
+        if self.proxy_faults is not None:
+            return self.proxy_faults
+        assert self.cluster is not None
+        return self.cluster.faults
 
     # ---- time conversions ----
 
@@ -976,6 +1177,11 @@ class ChaosRun:
         current, last_strong_end, strong = self._latency
         threshold = self.config.timings.renew_deadline / 2
         if current >= threshold:
+            return False
+        # Resets, black holes, outages and apiserver crashes (real server) lose answers to writes
+        # that did happen, like a strong latency spike: the same grace after the last one ended.
+        if self._network_faults_on or now - self._network_quiet_since < \
+                self.config.timings.renew_deadline + 2.0:
             return False
         return now - last_strong_end >= self.config.timings.renew_deadline + strong
 
@@ -1005,10 +1211,17 @@ class ChaosRun:
 
     # ---- applying faults ----
 
+    def _network_fault(self, kind: str, on: bool) -> None:
+        if on:
+            self._network_faults_on.add(kind)
+        else:
+            self._network_faults_on.discard(kind)
+            self._network_quiet_since = time.monotonic()
+
     def _apply(self, fault: Fault) -> None:
         cluster = self.cluster
         assert cluster is not None
-        faults = cluster.faults
+        faults = self.faults
         kind, target, params = fault.kind, fault.target, fault.params
         note = ""
         if kind in ("kill", "terminate", "pause", "resume"):
@@ -1071,15 +1284,51 @@ class ChaosRun:
             faults.partition(target, str(params.get("mode", "error")))
         elif kind == "heal":
             faults.heal(target)
+        elif kind in ("resets", "timeouts", "outage", "apiserver_restart", "apiserver_kill") \
+                or kind in REAL_END_KINDS:
+            note = self._apply_real(kind, params)
         else:  # pragma: no cover - the planner only emits the kinds above
             raise ValueError(f"unknown fault {kind!r}")
         self._log_fault(kind, target, params, fault.at, note)
 
+    def _apply_real(self, kind: str, params: Mapping[str, Any]) -> str:
+        """A real-server fault (:class:`ProxyFaults`); returns a note for the fault log."""
+        faults = self.proxy_faults
+        if faults is None:
+            raise ValueError(f"{kind} is a real-server fault; this run uses the dev-server")
+        family = kind.removesuffix("_end")
+        if kind == "resets":
+            faults.resets(float(params["fraction"]))
+        elif kind == "timeouts":
+            faults.timeouts(int(params["close_after_ms"]))
+        elif kind in ("resets_end", "timeouts_end"):
+            faults.end(family)
+        elif kind in ("outage", "outage_end"):
+            faults.outage(kind == "outage")
+        elif kind == "apiserver_restart":
+            self._network_fault(kind, True)
+            took = faults.restart_apiserver()
+            self._network_fault(kind, False)
+            return f"ready again after {took:.2f} s"
+        elif kind == "apiserver_kill":
+            faults.kill_apiserver()
+            family = "apiserver_kill"
+        elif kind == "apiserver_start":
+            took = faults.start_apiserver()
+            self._network_fault("apiserver_kill", False)
+            return f"ready after {took:.2f} s"
+        self._network_fault(family, not kind.endswith("_end"))
+        return ""
+
     def _quiesce(self) -> None:
-        """End every fault: clear the dev-server's knobs, then SIGCONT every frozen replica."""
+        """End every fault: clear the dev-server's (or the relay's) knobs, then SIGCONT every frozen
+        replica."""
         cluster = self.cluster
         assert cluster is not None
-        cluster.faults.clear()
+        self.faults.clear()
+        if self._network_faults_on:
+            self._network_faults_on.clear()
+            self._network_quiet_since = time.monotonic()
         self._log_fault("clear", None, {}, self.config.duration)
         for replica in cluster.running():
             if replica.paused:
@@ -1221,7 +1470,8 @@ class ChaosRun:
         cluster = LocalCluster(
             handler=DRAINING_HANDLER if config.drain_delay > 0 and config.handler == DEFAULT_HANDLER
             else config.handler, group=config.group, shards=config.shards, timings=config.timings,
-            work_dir=self.work_dir, devserver=config.devserver, faults=True,
+            work_dir=self.work_dir, devserver=config.devserver, faults=config.devserver != "real",
+            assets=config.assets if config.devserver == "real" else None,
             env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}"})
         self.cluster = cluster
         collector = _ErrorCollector()
@@ -1236,6 +1486,8 @@ class ChaosRun:
         try:
             started = time.monotonic()
             cluster.start()
+            if config.devserver == "real":
+                self._start_relay(report)
             for i in range(config.initial_replicas):
                 cluster.add_replica(f"replica-{i}")
             cluster.wait_working(timeout=60)
@@ -1285,6 +1537,8 @@ class ChaosRun:
                 cluster.stop(grace=grace)
             finally:
                 report.figures["stop_s"] = round(time.monotonic() - stopped, 3)
+                if self._toxiproxy is not None:
+                    self._toxiproxy.stop()
                 report.applied = self._applied
                 report.failures[:0] = self.failures
                 for logger in watched:
@@ -1293,12 +1547,67 @@ class ChaosRun:
                 server_log = cluster.log_dir / "dev-server.log"
                 if server_log.exists():  # devserver="process": its errors are in its own log
                     report.infrastructure += scan_log(server_log.read_text(errors="replace"))
+        self._check_routes(report)
         self._check_processes(report, before)
         self._check_logs(report)
         self._check_journal(report)
         (self.work_dir / "chaos-report.json").write_text(json.dumps(report.to_json(), indent=1,
                                                                     default=str))
         return report
+
+    def _start_relay(self, report: ChaosReport) -> None:
+        """Real server: toxiproxy in front of kube-apiserver and (``apiservers=2``) a second
+        kube-apiserver on the same etcd; the replicas' kubeconfigs name the relay (replicas with an
+        odd index: the second apiserver, directly), while snapshots read kube-apiserver directly, so
+        the observer never suffers the faults it judges."""
+        from shardlease.controlplane import Toxiproxy
+
+        cluster = self.cluster
+        assert cluster is not None
+        plane = cluster.control_plane
+        self._toxiproxy = Toxiproxy(plane.assets_dir, self.work_dir).start()
+        proxy = self._toxiproxy.proxy("kube-apiserver", upstream=plane.url)
+        proxied = proxy.write_kubeconfig(plane, self.work_dir / "kubeconfig-via-toxiproxy",
+                                         cluster.namespace)
+        extra = None
+        if self.config.apiservers == 2:
+            extra = plane.add_apiserver()
+            second = extra.write_kubeconfig(self.work_dir / "kubeconfig-apiserver-2", cluster.namespace)
+            report.figures["apiserver_2_url"] = extra.url
+
+            def route(identity: str) -> str:
+                suffix = identity.rsplit("-", 1)[-1]
+                return str(second) if suffix.isdigit() and int(suffix) % 2 else str(proxied)
+            cluster.replica_kubeconfig = route
+        else:
+            cluster.replica_kubeconfig = proxied
+        self.proxy_faults = ProxyFaults(proxy, plane, extra)
+        report.figures["apiserver_url"] = plane.url
+        report.figures["proxy_url"] = proxy.url
+        report.figures["kube_version"] = plane.version
+
+    def _check_routes(self, report: ChaosReport) -> None:
+        """Real server: every replica's kubeconfig named the relay (or the second apiserver), never
+        kube-apiserver's own port, or the network faults would have missed it."""
+        cluster = self.cluster
+        if cluster is None or self.proxy_faults is None:
+            return
+        allowed = {self.proxy_faults.proxy.url}
+        if self.proxy_faults.extra is not None:
+            allowed.add(self.proxy_faults.extra.url)
+        routes: dict[str, str] = {}
+        for replica in cluster.replicas:
+            argv = replica.argv
+            path = Path(argv[argv.index("--kubeconfig") + 1])
+            try:
+                server = json.loads(path.read_text())["clusters"][0]["cluster"]["server"]
+            except (OSError, ValueError, KeyError, IndexError) as exc:
+                server = f"unreadable ({exc!r})"
+            routes[replica.identity] = server
+            if server not in allowed:
+                report.failures.append(f"HARNESS: replica {replica.identity}'s kubeconfig {path} points "
+                                       f"at {server}, not at the fault relay {sorted(allowed)}")
+        report.figures["replica_servers"] = routes
 
     # ---- checks after the run ----
 
