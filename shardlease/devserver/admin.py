@@ -3,7 +3,8 @@
 - ``GET /_shardlease/faults``: the current fault settings.
 - ``POST /_shardlease/faults`` with a JSON command (see :meth:`Faults.apply`): change them; answers
   with the new settings. ``{}`` just reads them.
-- ``GET /_shardlease/requests``: request counters ``{"requests": [{"verb", "resource", "count"}]}``;
+- ``GET /_shardlease/requests``: request counters ``{"requests": [{"verb", "resource", "count"}]}`` and
+  watch events delivered per client ``"watchEvents": [{"client", "events"}]``;
   ``DELETE`` resets them.
 - ``POST /_shardlease/compact``: forget the watch event history (older resourceVersions get 410).
 
@@ -37,7 +38,8 @@ def handle(request: Request, path: str, faults: Faults, counter: RequestCounter,
             raise method_not_allowed(method)
         counts = [{"verb": verb, "resource": resource, "count": count}
                   for (verb, resource), count in sorted(counter.snapshot().items())]
-        return json_response(200, {"requests": counts})
+        watch = [{"client": client, "events": events} for client, events in sorted(counter.watch_events().items())]
+        return json_response(200, {"requests": counts, "watchEvents": watch})
     if path == "/_shardlease/compact" and method == "POST":
         store.compact()
         return json_response(200, {"resourceVersion": str(store.rv)})

@@ -495,7 +495,8 @@ class Api:
         table = None
         if tables.wants_table(request.headers.get("accept", "")):
             table = query.get("includeObject", "Metadata")
-        watcher = Watcher(resource, namespace, labels, fields, request.client, stream, table, bookmarks)
+        watcher = Watcher(resource, namespace, labels, fields, request.client, stream, table, bookmarks,
+                          on_delivered=self.counter.add_watch_events)
         try:
             initial = self.store.subscribe(watcher, since, namespace, fields)
         except Expired as exc:

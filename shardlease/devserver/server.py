@@ -163,6 +163,11 @@ class DevServer:
         """API requests served so far by (Kubernetes verb, resource), faulted ones included."""
         return self._counter.snapshot()
 
+    def watch_event_counts(self) -> dict[str, int]:
+        """Watch events (ADDED/MODIFIED/DELETED, not bookmarks) delivered so far, by client: the
+        ``X-Shardlease-Client`` header if sent, else the User-Agent. Reset with the request counts."""
+        return self._counter.watch_events()
+
     def reset_request_counts(self) -> None:
         self._counter.reset()
 

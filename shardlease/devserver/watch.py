@@ -13,6 +13,7 @@ import datetime as _dt
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .faults import Faults
@@ -37,7 +38,7 @@ class Watcher:
 
     def __init__(self, resource: Resource, namespace: str | None, labels: LabelSelector,
                  fields: FieldSelector, client: str, stream: Stream, table_include: str | None,
-                 bookmarks: bool) -> None:
+                 bookmarks: bool, on_delivered: Callable[[str, int], None] | None = None) -> None:
         self.resource = resource
         self.namespace = namespace
         self.labels = labels
@@ -46,6 +47,8 @@ class Watcher:
         self.stream = stream
         self.table_include = table_include
         self.bookmarks = bookmarks
+        #: Told how many object events went to this watch's client (the server's fan-out counter).
+        self.on_delivered = on_delivered
         self.pending: deque[tuple[str, Stored]] = deque()
         self.wakeup = asyncio.Event()
         self.closing = False  # end gracefully at the next wake-up
@@ -135,6 +138,8 @@ class Watcher:
                 if (self.pending or head) and not frozen:
                     chunk = [self._render(k, s) for k, s in self.pending]
                     self.pending.clear()
+                    if chunk and self.on_delivered is not None:
+                        self.on_delivered(self.client, len(chunk))
                     self.stream.send(b"".join(chunk + head))
                     head = []
                     await self.stream.flush()

@@ -7,6 +7,7 @@ import json
 import queue
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -243,3 +244,32 @@ def test_compact_forces_410(devserver: DevServer, coord: CoordinationV1Api, ns: 
     response = coord.list_namespaced_lease(ns, watch=True, _preload_content=False,
                                            resource_version=created.metadata.resource_version)
     assert [e["object"]["code"] for e in raw_lines(response)] == [410]
+
+
+def test_watch_events_delivered_are_counted_per_client() -> None:
+    """Fan-out is measured, not guessed: each watch's object events count for the client that opened it."""
+    with DevServer(port=0) as srv:
+        def request(method: str, path: str, client: str, body: dict[str, object] | None = None) -> Any:
+            req = urllib.request.Request(srv.url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                         headers={"Content-Type": "application/json", "X-Shardlease-Client": client})
+            return urllib.request.urlopen(req, timeout=10)
+
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "x", "labels": {"a": "1"}},
+                 "spec": {"holderIdentity": "h"}}
+        watches = [request("GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases?watch=1&labelSelector=a%3D1"
+                           "&timeoutSeconds=3", client) for client in ("one", "two")]
+        other = request("GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases?watch=1&labelSelector=a%3D2"
+                        "&timeoutSeconds=3", "three")
+        request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases", "writer", lease)
+        for i in range(3):
+            lease["spec"]["holderIdentity"] = f"h{i}"
+            current = json.loads(request("GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases/x", "writer").read())
+            lease["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            request("PUT", "/apis/coordination.k8s.io/v1/namespaces/default/leases/x", "writer", lease)
+        for response in (*watches, other):
+            response.read()                    # until the 3 s timeout ends each watch
+        counts = srv.watch_event_counts()
+        assert counts.get("one") == counts.get("two") == 4      # ADDED + 3 MODIFIED, no bookmarks
+        assert "three" not in counts and "writer" not in counts  # nothing matched its selector
+        srv.reset_request_counts()
+        assert srv.watch_event_counts() == {}
