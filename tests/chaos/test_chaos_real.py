@@ -1,0 +1,180 @@
+"""The chaos engine on the real server: kube-apiserver + etcd, the replicas behind toxiproxy.
+
+The planner's real-server mode is checked on its own first (which faults it may draw, and that the
+dev-server-only ones are refused with a message naming the fix), then the relay itself (each toxic
+really reaches a client of kube-apiserver), then one short seeded run (``test_chaos_run_real``, about
+40 s of faults) that judges the runtime with the same checks as the dev-server run. Its seed is the
+session's (printed in the terminal summary; repeat with ``SHARDLEASE_CHAOS_SEED=<seed> pytest
+tests/chaos``). Without the kube-apiserver binaries the real-server tests skip saying how to build
+them; under ``CI=true`` they fail.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from shardlease.harness.chaos import (
+    DEV_ONLY_KINDS,
+    FAULT_KINDS,
+    REAL_FAULT_KINDS,
+    ChaosConfig,
+    ChaosRun,
+    ProxyFaults,
+    fault_counts,
+    plan_faults,
+)
+from shardlease.testing import require_kube_assets
+
+from .conftest import SUMMARY, missing_runtime
+
+#: Fault window of the default real-server run (the brief allows at most 45 s).
+REAL_WINDOW = 40.0
+PROCESS_KINDS = {"kill", "terminate", "pause", "restart", "scale_up"}
+
+
+# ---------------------------------------------------------------- the planner, real-server mode
+
+
+def test_real_plans_use_only_faults_the_real_server_can_take() -> None:
+    seen: set[str] = set()
+    for seed in range(12):
+        config = ChaosConfig(seed=seed, duration=REAL_WINDOW, devserver="real")
+        counts = fault_counts(plan_faults(config))
+        assert not set(counts) & set(DEV_ONLY_KINDS), counts
+        assert "apiserver_kill" not in counts, "a kill of a second apiserver without one"
+        seen |= set(counts)
+    wanted = (set(FAULT_KINDS) - set(DEV_ONLY_KINDS)) | (set(REAL_FAULT_KINDS) - {"apiserver_kill"})
+    assert seen == wanted, wanted - seen
+    ha = set().union(*(fault_counts(plan_faults(ChaosConfig(seed=s, duration=90.0, devserver="real",
+                                                            apiservers=2))) for s in range(6)))
+    assert "apiserver_kill" in ha
+
+
+def test_real_network_faults_never_overlap_and_always_end() -> None:
+    for seed in range(20):
+        plan = plan_faults(ChaosConfig(seed=seed, duration=120.0, devserver="real", apiservers=2))
+        on: str | None = None
+        killed = False
+        for fault in plan:
+            if fault.kind in ("resets", "timeouts", "outage"):
+                assert on is None, f"seed {seed}: {fault.describe()} while {on} is on"
+                on = fault.kind
+            elif fault.kind in ("resets_end", "timeouts_end", "outage_end"):
+                assert on == fault.kind.removesuffix("_end"), fault.describe()
+                on = None
+            elif fault.kind == "apiserver_kill":
+                assert not killed
+                killed = True
+            elif fault.kind == "apiserver_start":
+                assert killed
+                killed = False
+            if fault.kind == "outage":
+                assert fault.params["for"] > ChaosConfig(seed=1).lease, "an outage shorter than the lease"
+        assert on is None and not killed, f"seed {seed}: a network fault or apiserver kill never ended"
+
+
+def test_dev_plans_are_unchanged_by_the_real_mode() -> None:
+    """The dev-server plan of a seed must not move because real-server kinds exist (published
+    seeds stay reproducible)."""
+    plan = plan_faults(ChaosConfig(seed=20261121, duration=75.0))
+    assert not set(fault_counts(plan)) & set(REAL_FAULT_KINDS)
+    assert plan == plan_faults(ChaosConfig(seed=20261121, duration=75.0, devserver="process"))
+
+
+def test_wrong_fault_mixes_are_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"\['errors', 'partition'\].*resets / timeouts / outage"):
+        ChaosConfig(seed=1, devserver="real", weights={"errors": 1.0, "partition": 1.0, "kill": 1.0})
+    with pytest.raises(ValueError, match="pass devserver='real'"):
+        ChaosConfig(seed=1, weights={"outage": 1.0})
+    with pytest.raises(ValueError, match="apiservers=2"):
+        ChaosConfig(seed=1, devserver="real", weights={"apiserver_kill": 1.0})
+    with pytest.raises(ValueError, match="apiservers"):
+        ChaosConfig(seed=1, apiservers=2)
+
+
+# ---------------------------------------------------------------- the relay
+
+
+def test_relay_toxics_reach_a_kube_apiserver_client(tmp_path: Path) -> None:
+    """Each fault the real mode injects is visible to a client of kube-apiserver going through the
+    relay, and ``clear`` gives normal service back: otherwise the run below would prove nothing."""
+    from kubernetes.client import CoordinationV1Api
+
+    from shardlease.client.connect import load_api_client
+    from shardlease.controlplane import RealControlPlane, Toxiproxy
+
+    assets = require_kube_assets()
+    with RealControlPlane(assets, work_dir=tmp_path / "cp") as plane, \
+            Toxiproxy(assets, tmp_path) as toxi:
+        proxy = toxi.proxy("kube-apiserver", upstream=plane.url)
+        config = proxy.write_kubeconfig(plane, tmp_path / "kubeconfig")
+        assert proxy.url != plane.url and f'"server": "{proxy.url}"' in Path(config).read_text()
+        leases = CoordinationV1Api(load_api_client(kubeconfig=config))
+        faults = ProxyFaults(proxy, plane)
+
+        def takes() -> float:
+            began = time.monotonic()
+            leases.list_namespaced_lease("default", _request_timeout=5)
+            return time.monotonic() - began
+
+        takes()
+        faults.set_latency(0.4)
+        assert takes() >= 0.4
+        faults.set_latency(0.0)
+        assert takes() < 0.4
+        for start, end in ((lambda: faults.resets(1.0), lambda: faults.end("resets")),
+                           (lambda: faults.outage(True), lambda: faults.outage(False))):
+            start()
+            with pytest.raises(Exception):  # noqa: B017 - urllib3 wraps resets and refusals variously
+                leases.list_namespaced_lease("default", _request_timeout=3)
+            end()
+            takes()
+        faults.set_latency(0.3)
+        faults.outage(True)          # toxics are never touched on a disabled relay ...
+        faults.set_latency(0.0)
+        faults.outage(False)         # ... and the wanted state is restored when it comes back
+        assert proxy.toxics() == [] and takes() < 0.3
+        faults.timeouts(300)
+        faults.clear()
+        assert proxy.toxics() == [] and proxy.enabled
+        takes()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def test_chaos_run_real(chaos_seed: int, request: pytest.FixtureRequest) -> None:
+    """REAL_WINDOW seconds of faults against 3..5 replicas on kube-apiserver through toxiproxy:
+    latency, resets, black holes, an outage longer than the lease, kube-apiserver restarts, SIGKILL,
+    SIGTERM, SIGSTOP, restarts and scale-ups. Same checks as ``test_chaos_run``."""
+    reason = missing_runtime()
+    if reason:
+        pytest.skip(reason)
+    assets = require_kube_assets()
+    config = ChaosConfig(seed=chaos_seed, duration=REAL_WINDOW, devserver="real", assets=str(assets))
+    messages: list[str] = []
+    work_dir = Path(tempfile.mkdtemp(prefix=f"shardlease-chaos-real-{chaos_seed}-"))
+    report = ChaosRun(config, work_dir, progress=messages.append).run()
+    SUMMARY.append("real server: " + report.summary())
+    for key, value in report.figures.items():
+        if isinstance(value, (int, float)) and not key.startswith("window_"):
+            request.node.user_properties.append((key, value))
+    print(report.summary())
+    assert report.ok, (f"repeat with: SHARDLEASE_CHAOS_SEED={chaos_seed} pytest tests/chaos -k real\n"
+                       + report.render_failures() + "\n\nprogress:\n" + "\n".join(messages[-80:]))
+    applied = report.counts()
+    assert sum(applied.values()) >= 10, applied
+    assert set(applied) & (set(REAL_FAULT_KINDS) | {"latency"}), f"no network fault applied: {applied}"
+    assert set(applied) & PROCESS_KINDS, f"no process fault applied: {applied}"
+    assert not set(applied) & set(DEV_ONLY_KINDS), applied
+    routes = report.figures["replica_servers"]
+    assert routes and set(routes.values()) == {report.figures["proxy_url"]}, routes
+    assert report.figures["units"] > 500, report.figures
+    assert not math.isnan(report.figures.get("coverage", math.nan))
+    shutil.rmtree(work_dir, ignore_errors=True)
