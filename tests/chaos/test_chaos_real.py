@@ -103,7 +103,8 @@ def test_wrong_fault_mixes_are_refused_with_the_fix() -> None:
 
 def test_relay_toxics_reach_a_kube_apiserver_client(tmp_path: Path) -> None:
     """Each fault the real mode injects is visible to a client of kube-apiserver going through the
-    relay, and ``clear`` gives normal service back: otherwise the run below would prove nothing."""
+    relay, and ``clear`` gives normal service back: otherwise the run below would prove nothing.
+    (A control plane of its own, not the session's: this module checks that it leaves no process.)"""
     from kubernetes.client import CoordinationV1Api
 
     from shardlease.client.connect import load_api_client
@@ -131,7 +132,7 @@ def test_relay_toxics_reach_a_kube_apiserver_client(tmp_path: Path) -> None:
         for start, end in ((lambda: faults.resets(1.0), lambda: faults.end("resets")),
                            (lambda: faults.outage(True), lambda: faults.outage(False))):
             start()
-            with pytest.raises(Exception):  # noqa: B017 - urllib3 wraps resets and refusals variously
+            with pytest.raises(Exception):  # urllib3 wraps resets and refusals variously
                 leases.list_namespaced_lease("default", _request_timeout=3)
             end()
             takes()
