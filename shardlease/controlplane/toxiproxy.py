@@ -79,9 +79,23 @@ class Proxy:
             "name": name, "type": kind, "stream": stream, "toxicity": toxicity,
             "attributes": {k: int(v) for k, v in attributes.items()}})
 
-    def remove_toxic(self, name: str) -> None:
-        """Remove toxic ``name``; removing one that is not there is not an error."""
-        self.server.call("DELETE", f"/proxies/{self.name}/toxics/{name}", allow=(404,))
+    def remove_toxic(self, name: str, attempts: int = 3) -> None:
+        """Remove toxic ``name``; removing one that is not there is not an error.
+
+        toxiproxy flushes each connection's buffered data through the rest of the chain before the
+        toxic goes, waiting up to 5 s per connection, and answers 503 when that times out (a client
+        that does not read, e.g. a SIGSTOPped process, or a toxic behind it that stopped reading).
+        The toxic may be gone anyway, so check, and try again while it is not."""
+        for attempt in range(attempts):
+            try:
+                self.server.call("DELETE", f"/proxies/{self.name}/toxics/{name}", allow=(404,))
+                return
+            except (ControlPlaneError, OSError) as exc:
+                if not any(t.get("name") == name for t in self.toxics()):
+                    return
+                if attempt == attempts - 1:
+                    raise ControlPlaneError(f"toxiproxy: toxic {name!r} of proxy {self.name!r} could "
+                                            f"not be removed in {attempts} attempts: {exc}") from exc
 
     def toxics(self) -> list[dict[str, Any]]:
         result = self.server.call("GET", f"/proxies/{self.name}/toxics")
@@ -164,14 +178,14 @@ class Toxiproxy:
             self._child.stop(grace=3.0)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             allow: tuple[int, ...] = ()) -> Any:
+             allow: tuple[int, ...] = (), timeout: float = 30.0) -> Any:
         """One API request; the decoded JSON answer (``{}`` if empty). Other than 2xx (and ``allow``)
         raises :class:`ControlPlaneError` with toxiproxy's message."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.api + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             if exc.code in allow:
