@@ -86,9 +86,10 @@ class MemberLease:
 
     # ---- steps ----
 
-    def step(self, now: float, *, stopping: bool, synced_at: float, problems: str) -> tuple[list[Write], bool]:
+    def step(self, now: float, *, stopping: bool, synced_at: float,
+             problems: Callable[[], str]) -> tuple[list[Write], bool]:
         """The writes due now, and whether the identity conflict began or ended (every shard must then
-        be looked at again)."""
+        be looked at again). ``problems`` is asked only when the Lease is written: it scans every shard."""
         st = self._state
         if st.in_flight or st.deleted:
             return [], False
@@ -121,7 +122,7 @@ class MemberLease:
             return [], changed
         self.due = float("inf")
         held = record is not None and is_ours(record, self.identity, self.incarnation) and st.renew_started is not None
-        body = self._writer.member(record, self._clock.now(), held=held, problems=problems)
+        body = self._writer.member(record, self._clock.now(), held=held, problems=problems())
         kind = WriteKind.MEMBER_CREATE if record is None else WriteKind.MEMBER_RENEW
         st.in_flight = True
         # Bound the request by the member's own renew deadline while it is still ahead of us.

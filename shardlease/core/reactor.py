@@ -304,7 +304,7 @@ class Reactor:
         if self._synced_at == float("inf"):
             self._synced_at = now  # records observed up to now came from the initial list
         writes, conflict_changed = self._member.step(now, stopping=self.stopping, synced_at=self._synced_at,
-                                                     problems=self._problems(now))
+                                                     problems=lambda: self._problems(now))
         self._out.extend(writes)
         if conflict_changed:
             self._dirty.update(range(self.shards))

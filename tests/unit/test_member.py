@@ -49,19 +49,19 @@ def stored(body: dict[str, Any], rv: str) -> dict[str, Any]:
 
 def test_created_renewed_every_interval_and_retried_while_failing() -> None:
     keeper, _cache, clock, _ = member()
-    (create,), _ = keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems="")
+    (create,), _ = keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str)
     assert create.kind is WriteKind.MEMBER_CREATE and create.body is not None
     keeper.on_result(WriteDone(create, clock.monotonic(), stored(create.body, "2")), clock.monotonic())
     assert keeper.held(clock.monotonic())
-    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems="")[0] == []
+    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str)[0] == []
     clock.advance(0.3)
-    (renew,), _ = keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems="")
+    (renew,), _ = keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str)
     assert renew.kind is WriteKind.MEMBER_RENEW and renew.sent_rv == "2"
     keeper.on_result(WriteDone(renew, clock.monotonic(), error=RequestTimeout("timed out")), clock.monotonic())
     clock.advance(0.2)
-    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems="")[0] == []
+    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str)[0] == []
     clock.advance(0.11)
-    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems="")[0]  # retried
+    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str)[0]  # retried
     clock.advance(1.0)
     assert not keeper.held(clock.monotonic())              # past the renew deadline
 
@@ -72,20 +72,20 @@ def test_a_live_member_lease_of_another_incarnation_is_refused_marked_once_and_r
     record = LeaseRecord.from_object(stored(theirs, "5"))
     assert record is not None
     cache.apply(record)
-    writes, changed = keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems="")
+    writes, changed = keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str)
     assert changed and keeper.conflict == "theirs" and metrics.conflict == [1]
     assert [w.kind for w in writes] == [WriteKind.MEMBER_MARK]
     clock.advance(1.0)
-    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems="") == ([], False)
+    assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str) == ([], False)
     # At shutdown a refused process never deletes the other's member Lease.
-    assert keeper.step(clock.monotonic(), stopping=True, synced_at=0.0, problems="") == ([], False)
+    assert keeper.step(clock.monotonic(), stopping=True, synced_at=0.0, problems=str) == ([], False)
     assert keeper.settled
     # A fresh keeper sees the other Lease expire (2 s without change) and takes part again.
     keeper2, cache2, clock2, metrics2 = member("mine")
     cache2.apply(record)
-    keeper2.step(clock2.monotonic(), stopping=False, synced_at=0.0, problems="")
+    keeper2.step(clock2.monotonic(), stopping=False, synced_at=0.0, problems=str)
     clock2.advance(2.01)
-    writes, changed = keeper2.step(clock2.monotonic(), stopping=False, synced_at=0.0, problems="")
+    writes, changed = keeper2.step(clock2.monotonic(), stopping=False, synced_at=0.0, problems=str)
     assert changed and keeper2.conflict is None and metrics2.conflict == [1, 0]
     assert [w.kind for w in writes] == [WriteKind.MEMBER_RENEW]   # conditional on the expired Lease's version
     assert writes[0].sent_rv == "5"
