@@ -389,7 +389,9 @@ def side_by_side(dev: dict[str, Any], real: dict[str, Any]) -> list[str]:
         measured = (real.get("scenarios") or {}).get(scenario) or {}
         if not measured:
             continue
-        lines += [f"### {TITLES[scenario]}", "",
+        title = ("API cost in steady state (dev-server: its request counters; kube-apiserver: "
+                 "apiserver_request_total)") if scenario == "api-cost" else TITLES[scenario]
+        lines += [f"### {title}", "",
                   f"Dev-server: {_setup_line(dev, scenario)} Real: {_setup_line(real, scenario)}", "",
                   SERVERS_HEADER, "|---|---|---:|---:|---:|---:|"]
         for label, getter in metrics:
