@@ -74,10 +74,11 @@ __all__ = [
     "backoff",
 ]
 
-#: How long after the control loop first runs past a handler's drain deadline it is judged stuck. A
+#: How long after the control loop first sees a handler's drain deadline passed it is judged stuck. A
 #: process that was frozen (SIGSTOP, a VM or GC pause) sees every deadline pass at once, while its
-#: handler threads were frozen too: they get this long to return before they count as stuck.
-STUCK_CATCH_UP = 0.25
+#: handler threads were frozen too: they get this long (of time, not of loop passes: several passes can
+#: run within a millisecond of waking up) to be scheduled and return before they count as stuck.
+STUCK_CATCH_UP = 1.0
 
 #: A handler counts as crash-looping after this many raises in one run, while the last was recent.
 CRASH_LOOP_ERRORS = 3
@@ -104,6 +105,7 @@ class _ShardState:
     token: int | None = None
     run: int | None = None
     stop_requested_at: float | None = None
+    past_drain_seen_at: float | None = None
     phase: HandlerPhase = HandlerPhase.IDLE
     in_flight: bool = False
     retry_at: float = 0.0
@@ -184,8 +186,6 @@ class Reactor:
         self._held: set[int] = set()
         self._owned_dirty = False
         self._stop_at: float | None = None
-        self._step_at = float("-inf")
-        self._prev_step_at = float("-inf")
         self.finished = False
 
     # ------------------------------------------------------------------ queries
@@ -296,7 +296,6 @@ class Reactor:
         return out
 
     def _step(self, now: float) -> None:
-        self._prev_step_at, self._step_at = self._step_at, now
         if not self._cache.synced.is_set():
             if self.stopping:
                 self.finished = True
@@ -350,6 +349,7 @@ class Reactor:
         stop_requested = st.stop_requested_at is not None
         st.run = None
         st.stop_requested_at = None
+        st.past_drain_seen_at = None
         st.phase = HandlerPhase.IDLE
         if st.stuck:
             self._log.warning("stuck handler finally returned", extra={"shard": st.index})
@@ -365,6 +365,7 @@ class Reactor:
         self._runs += 1
         st.run = self._runs
         st.stop_requested_at = None
+        st.past_drain_seen_at = None
         st.phase = HandlerPhase.RUNNING
         st.handler_wanted = True
         st.errors = 0
@@ -530,10 +531,14 @@ class Reactor:
         if st.phase is not HandlerPhase.STOPPING or st.stuck or st.run is None or st.stop_requested_at is None:
             return
         due = st.stop_requested_at + self.timing.drain_timeout
-        if now >= due and self._prev_step_at < due:
-            # First pass past the deadline: had the process been frozen, the handler's exit may be just
-            # behind. Judge again once its thread has had a moment to run and its exit to be drained.
-            self._schedule(st, now + STUCK_CATCH_UP)
+        if now < due:
+            return
+        if st.past_drain_seen_at is None:
+            st.past_drain_seen_at = now
+        if now < st.past_drain_seen_at + STUCK_CATCH_UP:
+            # Had the process been frozen, the handler's exit may be just behind: judge once its thread
+            # has had a moment to run and its exit to be drained.
+            self._schedule(st, st.past_drain_seen_at + STUCK_CATCH_UP)
             return
         if now >= due:
             st.stuck = True
