@@ -15,6 +15,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,8 +130,10 @@ def test_relay_toxics_reach_a_kube_apiserver_client(tmp_path: Path) -> None:
         assert takes() >= 0.4
         faults.set_latency(0.0)
         assert takes() < 0.4
-        for start, end in ((lambda: faults.resets(1.0), lambda: faults.end("resets")),
-                           (lambda: faults.outage(True), lambda: faults.outage(False))):
+        pairs: list[tuple[Callable[[], None], Callable[[], None]]] = [
+            (lambda: faults.resets(1.0), lambda: faults.end("resets")),
+            (lambda: faults.outage(True), lambda: faults.outage(False))]
+        for start, end in pairs:
             start()
             with pytest.raises(Exception):  # urllib3 wraps resets and refusals variously
                 leases.list_namespaced_lease("default", _request_timeout=3)
