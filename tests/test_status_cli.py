@@ -250,9 +250,13 @@ def test_watch_redraws_on_changes_and_exits_0_on_ctrl_c(devserver: Any, tmp_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "shardlease", "status", "--group", GROUP, "--watch", "--output", "json",
          "--kubeconfig", str(tmp_path / "kubeconfig")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), "PYTHONFAULTHANDLER": "1"})
     lines: queue.Queue[str] = queue.Queue()
+    errors: list[str] = []
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    # Drain stderr too: a child whose stderr pipe fills up blocks, and would look like a hang on exit.
+    stderr_reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    stderr_reader.start()
     try:
         first = json.loads(lines.get(timeout=30))
         assert first["summary"]["unowned"] == [0]
@@ -274,7 +278,16 @@ def test_watch_redraws_on_changes_and_exits_0_on_ctrl_c(devserver: Any, tmp_path
                 break
         assert view["summary"]["unowned"] == []
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0, proc.stderr.read()  # type: ignore[union-attr]
+        try:
+            code = proc.wait(60)                 # generous: a loaded CI machine; it takes ~0.3 s here
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)     # faulthandler writes every thread's stack to stderr
+            proc.wait(10)
+            stderr_reader.join(5)
+            raise AssertionError("status --watch did not exit within 60 s of SIGINT; its threads:\n"
+                                 + "".join(errors)) from None
+        stderr_reader.join(5)
+        assert code == 0, "".join(errors)
     finally:
         if proc.poll() is None:
             proc.kill()
