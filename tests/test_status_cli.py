@@ -247,8 +247,13 @@ def test_watch_redraws_on_changes_and_exits_0_on_ctrl_c(devserver: Any, tmp_path
     import threading
 
     constructed(devserver)
+    # The child gets Python's own SIGINT handler explicitly: a runner started as a background job of a
+    # non-interactive shell (as `bash .ci/run &` is) hands its children SIGINT *ignored*, and Python then
+    # installs no KeyboardInterrupt handler, so Ctrl-C would never reach `status --watch` (seen in CI).
+    restore_sigint = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "sys.argv = ['shardlease', *sys.argv[1:]]; runpy.run_module('shardlease', run_name='__main__')")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shardlease", "status", "--group", GROUP, "--watch", "--output", "json",
+        [sys.executable, "-c", restore_sigint, "status", "--group", GROUP, "--watch", "--output", "json",
          "--kubeconfig", str(tmp_path / "kubeconfig")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), "PYTHONFAULTHANDLER": "1"})
     lines: queue.Queue[str] = queue.Queue()
