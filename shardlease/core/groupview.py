@@ -29,7 +29,8 @@ from shardlease.core.records import (
     ROLE_SHARD,
     LeaseRecord,
     member_lease_name,
-    parse_microtime,
+    parse_problems,
+    parse_refused,
 )
 
 __all__ = ["FLAG_EXPIRED", "FLAG_MISPLACED", "FLAG_UNOWNED", "GroupView", "MemberRow", "ShardRow"]
@@ -252,17 +253,14 @@ def _member_problems(members: Mapping[str, LeaseRecord], live: Iterable[LeaseRec
     live_set = {id(rec) for rec in live}
     found: list[str] = []
     for identity, rec in sorted(members.items()):
-        refused = rec.annotations.get(ANNOTATION_REFUSED, "")
-        incarnation, _, stamp = refused.partition(" ")
-        when = parse_microtime(stamp) if stamp else None
+        refused = parse_refused(rec.annotations.get(ANNOTATION_REFUSED, ""))
         duration = rec.lease_duration_seconds or 15
-        if incarnation and when is not None and (now - when).total_seconds() <= 3 * duration:
-            found.append(f"identity {identity}: a second process with this identity (incarnation {incarnation}) "
+        if refused is not None and (now - refused[1]).total_seconds() <= 3 * duration:
+            found.append(f"identity {identity}: a second process with this identity (incarnation {refused[0]}) "
                          f"was refused and takes no shards; give every replica a unique --identity / POD_NAME")
         if id(rec) not in live_set:
             continue
-        for item in filter(None, rec.annotations.get(ANNOTATION_PROBLEMS, "").split(";")):
-            key, _, value = item.partition("=")
+        for key, value in parse_problems(rec.annotations.get(ANNOTATION_PROBLEMS, "")):
             if key == "crashing":
                 found.append(f"member {identity}: handlers of shards {value} keep raising (see its logs and "
                              f"shardlease_handler_errors_total)")
@@ -274,7 +272,7 @@ def _member_problems(members: Mapping[str, LeaseRecord], live: Iterable[LeaseRec
                 found.append(f"member {identity}: configured for {configured} shards, the group uses "
                              f"{group_count}; it takes no shards until every replica runs one count")
             else:
-                found.append(f"member {identity}: {item}")
+                found.append(f"member {identity}: {key}" + (f"={value}" if value else ""))
     return found
 
 

@@ -27,7 +27,7 @@ from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
 from shardlease.core.elector import Timing, backoff, held_retry_at, is_ours, member_expiry, rv_of
 from shardlease.core.messages import Write, WriteDone, WriteKind
-from shardlease.core.records import ANNOTATION_REFUSED, LeaseRecord, format_microtime, member_lease_name
+from shardlease.core.records import ANNOTATION_REFUSED, LeaseRecord, format_refused, member_lease_name
 from shardlease.errors import ConflictError, NotFound
 
 __all__ = ["MemberLease"]
@@ -159,8 +159,7 @@ class MemberLease:
         writes: list[Write] = []
         if now - self._conflict_flagged_at >= self._timing.lease_duration:
             self._conflict_flagged_at = now
-            wall = format_microtime(self._clock.now())
-            body = self._writer.mark(record, {ANNOTATION_REFUSED: f"{self.incarnation} {wall}"})
+            body = self._writer.mark(record, {ANNOTATION_REFUSED: format_refused(self.incarnation, self._clock.now())})
             writes.append(Write(WriteKind.MEMBER_MARK, self.name, sent_rv=record.resource_version, body=body))
         self.due = min(expires, now + self._timing.lease_duration)
         return writes

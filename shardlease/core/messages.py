@@ -44,16 +44,11 @@ class WriteKind(enum.Enum):
     COLLECT = "collect"                # store.delete of a dead member's Lease (garbage collection)
 
     @property
-    def shard_write(self) -> bool:
-        return self in _SHARD_WRITES
-
-    @property
     def store_call(self) -> str:
         """``create`` / ``replace`` / ``get`` / ``delete``."""
         return _STORE_CALL[self]
 
 
-_SHARD_WRITES = frozenset({WriteKind.CREATE, WriteKind.ACQUIRE, WriteKind.RENEW, WriteKind.RELEASE, WriteKind.REFRESH})
 _STORE_CALL = {
     WriteKind.CREATE: "create", WriteKind.MEMBER_CREATE: "create",
     WriteKind.ACQUIRE: "replace", WriteKind.RENEW: "replace", WriteKind.RELEASE: "replace",

@@ -52,7 +52,7 @@ from shardlease.core.messages import (
     WriteDone,
     WriteKind,
 )
-from shardlease.core.records import LeaseRecord, member_lease_name, shard_lease_name
+from shardlease.core.records import LeaseRecord, format_problems, member_lease_name, shard_lease_name
 from shardlease.errors import ConflictError, NotFound
 
 __all__ = [
@@ -465,16 +465,8 @@ class Reactor:
 
     def _problems(self, now: float) -> str:
         """This replica's health summary for its member Lease (``records.ANNOTATION_PROBLEMS``)."""
-        parts = []
-        crashing = self.crashing_shards(now)
-        if crashing:
-            parts.append("crashing=" + ",".join(map(str, crashing)))
-        stuck = sorted(self.stuck_shards())
-        if stuck:
-            parts.append("stuck=" + ",".join(map(str, stuck)))
-        if not self._count_ok and self._group_count is not None:
-            parts.append(f"count-mismatch={self.shards}/{self._group_count}")
-        return ";".join(parts)
+        mismatch = None if self._count_ok or self._group_count is None else (self.shards, self._group_count)
+        return format_problems(crashing=self.crashing_shards(now), stuck=self.stuck_shards(), count_mismatch=mismatch)
 
     # ------------------------------------------------------------------ per-shard steps
 
@@ -540,11 +532,10 @@ class Reactor:
             # has had a moment to run and its exit to be drained.
             self._schedule(st, st.past_drain_seen_at + STUCK_CATCH_UP)
             return
-        if now >= due:
-            st.stuck = True
-            self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
-            self._log.error("handler did not return within drain_timeout (%.1fs); keeping the shard held and "
-                            "reporting not ready", self.timing.drain_timeout, extra={"shard": st.index})
+        st.stuck = True
+        self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
+        self._log.error("handler did not return within drain_timeout (%.1fs); keeping the shard held and "
+                        "reporting not ready", self.timing.drain_timeout, extra={"shard": st.index})
 
     def _lose(self, st: _ShardState, now: float, reason: str) -> None:
         # Rate-limited: whatever made us lose it (a fight over the Lease, an editing tool), taking it back

@@ -12,7 +12,7 @@ never crash a replica. Decisions then treat unknown values conservatively.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,36 @@ def _int_or_none(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value
+
+
+def format_problems(*, crashing: Iterable[int] = (), stuck: Iterable[int] = (),
+                    count_mismatch: tuple[int, int] | None = None) -> str:
+    """The ``shardlease.io/problems`` value: ``crashing=3,5;stuck=2;count-mismatch=8/16`` (configured/group),
+    ``""`` when all is well."""
+    parts = []
+    for key, shards in (("crashing", sorted(crashing)), ("stuck", sorted(stuck))):
+        if shards:
+            parts.append(f"{key}=" + ",".join(map(str, shards)))
+    if count_mismatch is not None:
+        parts.append(f"count-mismatch={count_mismatch[0]}/{count_mismatch[1]}")
+    return ";".join(parts)
+
+
+def parse_problems(value: str) -> list[tuple[str, str]]:
+    """``(key, value)`` pairs of a ``shardlease.io/problems`` value, in order; unknown keys are kept."""
+    return [(key, rest) for key, _, rest in (item.partition("=") for item in value.split(";") if item)]
+
+
+def format_refused(incarnation: str, when: _dt.datetime) -> str:
+    """The ``shardlease.io/refused-duplicate`` value: the refused process's incarnation and when."""
+    return f"{incarnation} {format_microtime(when)}"
+
+
+def parse_refused(value: str) -> tuple[str, _dt.datetime] | None:
+    """``(incarnation, when)`` of a ``shardlease.io/refused-duplicate`` value; ``None`` if unreadable."""
+    incarnation, _, stamp = value.partition(" ")
+    when = parse_microtime(stamp) if stamp else None
+    return (incarnation, when) if incarnation and when is not None else None
 
 
 @dataclass(frozen=True, slots=True)

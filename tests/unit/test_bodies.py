@@ -62,3 +62,15 @@ def test_member_lease_declares_count_incarnation_and_problems() -> None:
     assert renewed["spec"]["leaseTransitions"] == 2 and renewed["spec"]["acquireTime"] == "2026-11-28T09:00:00.000000Z"
     taken = W.member(record({"holderIdentity": "other", "leaseTransitions": 2}, name="g-member-me"), WALL, held=False)
     assert taken["spec"]["leaseTransitions"] == 3 and taken["spec"]["acquireTime"] == "2026-11-28T10:00:00.000000Z"
+
+
+def test_member_annotations_round_trip_through_their_one_format() -> None:
+    """What a replica writes on its member Lease is what `shardlease status` reads back."""
+    from shardlease.core.records import format_problems, format_refused, parse_problems, parse_refused
+
+    text = format_problems(crashing=[5, 3], stuck=[2], count_mismatch=(8, 16))
+    assert text == "crashing=3,5;stuck=2;count-mismatch=8/16"
+    assert parse_problems(text) == [("crashing", "3,5"), ("stuck", "2"), ("count-mismatch", "8/16")]
+    assert format_problems() == "" and parse_problems("") == []
+    assert parse_refused(format_refused("abc123", WALL)) == ("abc123", WALL)
+    assert parse_refused("") is None and parse_refused("abc123 yesterday") is None
