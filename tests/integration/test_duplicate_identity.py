@@ -76,8 +76,7 @@ def test_duplicates_of_one_identity_refuse_and_one_takes_over(make_cluster: Call
     cluster.wait_settled(timeout=SETTLE_TIMEOUT, members=[IDENTITY])
     others = [_start(cluster) for _ in range(2)]          # three processes with one identity
     for replica, port in others:
-        status, body = _wait(lambda p=port: (lambda r: r if r[0] == 503 and "identity conflict" in r[1] else None)(
-            _get(p, "/readyz")) if _port_open(p) else None, SETTLE_TIMEOUT, f"{replica.pid} to report the conflict")
+        status, body = _wait(lambda p=port: _refused_readyz(p), SETTLE_TIMEOUT, f"{replica.pid} to report the conflict")
         assert IDENTITY in body and "--identity" in body, body
         health = json.loads(_get(port, "/health")[1])
         assert health["identity_conflict"] and health["shards_held"] == [], health
@@ -121,6 +120,14 @@ def test_a_restarted_process_with_the_same_name_takes_over_after_a_crash(
     _wait(lambda: restarted.pid in _working_pids(cluster), SETTLE_TIMEOUT, "the restarted process to work")
     assert peer.running
     finish(cluster)
+
+
+def _refused_readyz(port: int) -> tuple[int, str] | None:
+    """``/readyz``'s answer once it reports the identity conflict (503), else ``None``."""
+    if not _port_open(port):
+        return None
+    status, body = _get(port, "/readyz")
+    return (status, body) if status == 503 and "identity conflict" in body else None
 
 
 def _port_open(port: int) -> bool:

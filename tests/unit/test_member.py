@@ -14,27 +14,22 @@ from shardlease.core.member import MemberLease
 from shardlease.core.messages import WriteDone, WriteKind
 from shardlease.core.records import LeaseRecord
 from shardlease.errors import RequestTimeout
+from shardlease.runtime.metrics import ManagerMetrics
 
 T = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handoff_grace=0.6, drain_timeout=1.0)
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        self.conflict: list[float] = []
-        self.identity_conflict = self
-
-    def set(self, value: float) -> None:
-        self.conflict.append(value)
-
-    def api_error(self, _label: str) -> None:
-        pass
+def conflict_gauge(metrics: ManagerMetrics) -> float:
+    value = metrics.registry.get_sample_value("shardlease_identity_conflict", {"group": "g", "identity": "a"})
+    assert value is not None
+    return value
 
 
-def member(incarnation: str = "mine") -> tuple[MemberLease, LeaseCache, FakeClock, _Metrics]:
+def member(incarnation: str = "mine") -> tuple[MemberLease, LeaseCache, FakeClock, ManagerMetrics]:
     clock = FakeClock()
     cache = LeaseCache(clock)
     cache.replace_all([], "1")
-    metrics = _Metrics()
+    metrics = ManagerMetrics("g", "a")
     keeper = MemberLease(group="g", identity="a", incarnation=incarnation, timing=T, cache=cache, clock=clock,
                          writer=Writer("g", "default", "a", incarnation, 2, 4), log=logging.getLogger("test"),
                          metrics=metrics, jitter=lambda low, high: high)
@@ -73,7 +68,7 @@ def test_a_live_member_lease_of_another_incarnation_is_refused_marked_once_and_r
     assert record is not None
     cache.apply(record)
     writes, changed = keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str)
-    assert changed and keeper.conflict == "theirs" and metrics.conflict == [1]
+    assert changed and keeper.conflict == "theirs" and conflict_gauge(metrics) == 1
     assert [w.kind for w in writes] == [WriteKind.MEMBER_MARK]
     clock.advance(1.0)
     assert keeper.step(clock.monotonic(), stopping=False, synced_at=0.0, problems=str) == ([], False)
@@ -84,8 +79,9 @@ def test_a_live_member_lease_of_another_incarnation_is_refused_marked_once_and_r
     keeper2, cache2, clock2, metrics2 = member("mine")
     cache2.apply(record)
     keeper2.step(clock2.monotonic(), stopping=False, synced_at=0.0, problems=str)
+    assert conflict_gauge(metrics2) == 1
     clock2.advance(2.01)
     writes, changed = keeper2.step(clock2.monotonic(), stopping=False, synced_at=0.0, problems=str)
-    assert changed and keeper2.conflict is None and metrics2.conflict == [1, 0]
+    assert changed and keeper2.conflict is None and conflict_gauge(metrics2) == 0
     assert [w.kind for w in writes] == [WriteKind.MEMBER_RENEW]   # conditional on the expired Lease's version
     assert writes[0].sent_rv == "5"
