@@ -71,7 +71,6 @@ __all__ = [
     "Write",
     "WriteDone",
     "WriteKind",
-    "backoff",
 ]
 
 #: How long after the control loop first sees a handler's drain deadline passed it is judged stuck. A

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shardlease.config import ShardConfig
-from shardlease.core.elector import Timing, held_retry_at
-from shardlease.core.reactor import backoff
+from shardlease.core.elector import Timing, backoff, held_retry_at
 from shardlease.errors import ServerError, Throttled
 from shardlease.runtime.manager import ShardManager
 
