@@ -149,7 +149,6 @@ def test_broken_and_foreign_leases_are_tolerated() -> None:
 
 @pytest.fixture
 def devserver(tmp_path: Path) -> Any:
-    pytest.importorskip("shardlease.client.connect", reason="shardlease.client.connect (load_api_client) not available yet")
     from shardlease.devserver import DevServer
 
     with DevServer(port=0) as srv:
@@ -211,7 +210,6 @@ def test_cli_on_an_empty_group(devserver: Any, tmp_path: Path, capsys: pytest.Ca
 
 
 def test_unreachable_cluster_exits_nonzero_naming_what_was_tried(tmp_path: Path) -> None:
-    pytest.importorskip("shardlease.client.connect", reason="shardlease.client.connect (load_api_client) not available yet")
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on

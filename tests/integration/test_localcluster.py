@@ -18,8 +18,6 @@ import pytest
 
 from shardlease.harness.localcluster import LocalCluster, RemoteFaults, Timings, _process_groups
 
-pytest.importorskip("shardlease.client.connect", reason="shardlease.client.connect (load_api_client) not available yet")
-
 
 def trivial_argv(tmp_path: Path, name: str) -> list[str]:
     """A ``shardlease`` command that runs until signalled: another dev-server."""

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 USER_CODE = '''
@@ -55,7 +53,6 @@ def _mypy_strict(tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_readme_imports_are_clean_under_mypy_strict(tmp_path: Path) -> None:
-    pytest.importorskip("mypy")
     (tmp_path / "user.py").write_text(USER_CODE)
     result = _mypy_strict(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,7 +60,6 @@ def test_the_readme_imports_are_clean_under_mypy_strict(tmp_path: Path) -> None:
 
 def test_a_wrong_use_is_caught(tmp_path: Path) -> None:
     """The check above can fail: passing a str where the shard count goes is an error."""
-    pytest.importorskip("mypy")
     (tmp_path / "user.py").write_text("from shardlease import shard_for_key\nshard_for_key('k', '8')\n")
     result = _mypy_strict(tmp_path)
     assert result.returncode == 1 and "incompatible type" in result.stdout, result.stdout

@@ -194,7 +194,8 @@ def test_requests_carry_user_agent_and_client_id(tmp_path: Path, recorder: str) 
 
 def test_dev_server_tells_clients_apart_by_client_id(tmp_path: Path) -> None:
     """One real round trip through the dev-server: a partition of one client id spares the others."""
-    devserver = pytest.importorskip("shardlease.devserver")
+    from shardlease import devserver
+
     with devserver.DevServer(host="127.0.0.1", port=0, faults=True) as server:
         path = tmp_path / "kc"
         server.write_kubeconfig(path)
