@@ -19,7 +19,7 @@ import datetime as _dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shardlease.core.elector import Timing, member_expiry
+from shardlease.core.elector import Timing, expiry_of, member_expiry
 from shardlease.core.records import ROLE_MEMBER, LeaseRecord, member_lease_name
 
 __all__ = ["Member", "Membership", "age_key", "compute_membership"]
@@ -91,7 +91,10 @@ def compute_membership(group: str, observations: Iterable[tuple[LeaseRecord, flo
         if not record.holder or member_lease_name(group, record.holder) != name or expires <= now:
             # Released, expired, or a record whose name and holder disagree: not a member.
             if name != exclude_dead:
-                dead.append((max(expires, observed) + collect_after, record))
+                # Collection counts from client-go's expiry (observed + lease), never the newcomer
+                # shortcut: that one may call a member gone up to a lease before its Lease ran out by
+                # its own terms, and a deletion must never come early.
+                dead.append((max(expiry_of(record, observed, timing), observed) + collect_after, record))
             continue
         live.append(Member(record.holder, name, record.declared_shards, expires, record))
     live.sort(key=lambda m: age_key(m.record))

@@ -56,6 +56,19 @@ def test_a_newcomer_treats_a_stale_renew_time_as_gone_but_never_a_record_seen_to
     assert [x.identity for x in later.live] == ["crashed", "a"]  # seen to change: client-go's rule alone
 
 
+def test_a_member_gone_by_the_newcomer_rule_is_collected_no_earlier_than_by_client_gos() -> None:
+    """A replica that listed a member Lease once (renewTime 1.3 s old, its renew deadline 1.2 s) treats
+    that member as gone at once, but deletes its Lease only after observed + lease + collect_after:
+    the shortcut once let the oldest member delete a just-killed peer's Lease a lease too early."""
+    short = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3)
+    wall = dt.datetime(2026, 11, 28, 10, 0, 1, 300000, tzinfo=dt.timezone.utc)
+    obs = [(member("killed", 8, "2026-11-28T09:00:00Z", duration=2), 100.0),
+           (member("a", 8, "2026-11-28T09:00:01Z", duration=2), 101.0)]
+    m = compute_membership("g", obs, 101.0, short, wall_now=wall, seen_change_after=100.5, collect_after=10.0)
+    assert [x.identity for x in m.live] == ["a"]
+    assert {record.name: at for at, record in m.dead} == {"g-member-killed": 100.0 + 2.0 + 10.0}
+
+
 def test_no_members_no_count() -> None:
     m = compute_membership("g", [], 0.0, T)
     assert m.live == () and m.group_count is None and m.eligible == frozenset() and m.count_matches(5)
