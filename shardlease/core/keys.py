@@ -20,7 +20,23 @@ from hashlib import blake2b
 
 from shardlease.errors import InvalidArgument
 
-__all__ = ["shard_for_key", "jump_hash"]
+__all__ = ["check_shard_count", "jump_hash", "shard_for_key"]
+
+
+def check_shard_count(shards: object, name: str = "shards") -> int:
+    """``shards`` if it is an integer >= 1, else :class:`InvalidArgument` naming ``name`` and the fix."""
+    # bool is an int subclass, but shard_for_key(k, True) is a bug, not a shard count of 1.
+    if isinstance(shards, bool) or not isinstance(shards, int):
+        raise InvalidArgument(
+            f"{name} must be an integer >= 1, got {shards!r} ({type(shards).__name__}); "
+            "pass the group's shard count, e.g. ShardConfig.shards"
+        )
+    if shards < 1:
+        raise InvalidArgument(
+            f"{name} must be an integer >= 1, got {shards!r}; "
+            "pass the group's shard count, e.g. ShardConfig.shards"
+        )
+    return shards
 
 
 def jump_hash(value: int, buckets: int) -> int:
@@ -49,17 +65,7 @@ def shard_for_key(key: str | bytes, shards: int) -> int:
     objects would make the result depend on their ``repr``), and ``ValueError`` when ``shards`` is not
     an integer >= 1.
     """
-    # bool is an int subclass, but shard_for_key(k, True) is a bug, not a shard count of 1.
-    if type(shards) is not int and (isinstance(shards, bool) or not isinstance(shards, int)):
-        raise InvalidArgument(
-            f"shards must be an integer >= 1, got {shards!r} ({type(shards).__name__}); "
-            "pass the group's shard count, e.g. ShardConfig.shards"
-        )
-    if shards < 1:
-        raise InvalidArgument(
-            f"shards must be an integer >= 1, got {shards!r}; "
-            "pass the group's shard count, e.g. ShardConfig.shards"
-        )
+    check_shard_count(shards)
     if isinstance(key, str):
         data = key.encode("utf-8")
     elif isinstance(key, (bytes, bytearray, memoryview)):
