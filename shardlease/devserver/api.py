@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import admin, discovery, fieldmanager, namespaces, openapi, protobuf, tables
+from . import admin, discovery, fieldmanager, namespaces, openapi, protobuf, shardselector, tables
 from .counters import RequestCounter
 from .faults import Faults
 from .httpserver import Request, Response, Stream, json_response, parse_json
@@ -26,6 +26,8 @@ from .validation import decode, decode_error, is_namespace_name
 from .watch import Watcher, error_event
 
 log = logging.getLogger("shardlease.devserver")
+_EVERYTHING_LABELS = parse_label_selector("")
+_EVERYTHING_FIELDS = parse_field_selector("")
 
 _TRUE = frozenset(("1", "t", "T", "true", "TRUE", "True"))
 _FALSE = frozenset(("", "0", "f", "F", "false", "FALSE", "False"))
@@ -98,8 +100,10 @@ class Api:
 
     def __init__(self, store: Store, faults: Faults, counter: RequestCounter, *, admin: bool,
                  bookmark_interval: float, address: Callable[[], str],
-                 strict_namespaces: bool = False) -> None:
+                 strict_namespaces: bool = False, feature_gates: Mapping[str, bool] | None = None) -> None:
         self.store = store
+        #: Effective feature gates (see shardselector.check_feature_gates); read per request.
+        self.feature_gates = dict(feature_gates or {})
         self.strict_namespaces = strict_namespaces
         self.faults = faults
         self.counter = counter
@@ -265,21 +269,46 @@ class Api:
         labels, fields = self._selectors(query)
         limit = _int(query, "limit") or 0
         _int(query, "timeoutSeconds")  # validated like kube-apiserver does, though a list is instant
-        items, rv, token, remaining = self.store.list(resource, namespace, labels, fields, limit,
-                                                      query.get("continue", ""))
+        shard = shardselector.from_query(query, self.feature_gates)
+        if shard is None:
+            items, rv, token, remaining = self.store.list(resource, namespace, labels, fields, limit,
+                                                          query.get("continue", ""))
+        else:
+            items, rv, token, remaining = self._sharded_list(resource, namespace, labels, fields, limit,
+                                                             query.get("continue", ""), shard)
         if tables.wants_table(request.headers.get("accept", "")):
             include = query.get("includeObject", "Metadata")
             return json_response(200, tables.table(resource, items, rv, include, True, token, remaining))
-        return _ok(self._list_bytes(resource.api_version, resource.list_kind, rv, items, token, remaining))
+        return _ok(self._list_bytes(resource.api_version, resource.list_kind, rv, items, token, remaining,
+                                    None if shard is None else str(shard)))
+
+    def _sharded_list(self, resource: Resource, namespace: str | None, labels: LabelSelector,
+                      fields: FieldSelector, limit: int, continue_token: str,
+                      shard: shardselector.ShardSelector) -> tuple[list[Stored], int, str, int | None]:
+        """A list page under a shard selector, paged the way kube-apiserver's watch cache pages it:
+        see :func:`shardselector.page`. ``remainingItemCount`` is reported only without label and
+        field selectors, as for any list."""
+        everything, rv, _, _ = self.store.list(resource, namespace, _EVERYTHING_LABELS, _EVERYTHING_FIELDS,
+                                               0, continue_token)
+        selected, more, remaining = shardselector.page(everything, shard, limit, lambda s: (
+            fields.matches(s.obj["metadata"]["namespace"], s.obj["metadata"]["name"]) and labels.matches(s.labels)))
+        token = ""
+        if more:
+            last = selected[-1].obj["metadata"]
+            # store.py's token format, so a continue from here resumes in store.list as any other
+            token = self.store._encode_continue(rv, last["namespace"], last["name"])
+        return selected, rv, token, remaining if labels.empty and fields.empty else None
 
     @staticmethod
     def _list_bytes(api_version: str, list_kind: str, rv: int, items: list[Stored], token: str = "",
-                    remaining: int | None = None) -> bytes:
+                    remaining: int | None = None, shard_info: str | None = None) -> bytes:
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if token:
             meta["continue"] = token
         if remaining is not None:
             meta["remainingItemCount"] = remaining
+        if shard_info is not None:
+            meta["shardInfo"] = {"selector": shard_info}
         head = dumps({"kind": list_kind, "apiVersion": api_version, "metadata": meta})
         return head[:-1] + b',"items":[' + b",".join(s.item_bytes() for s in items) + b"]}"
 
@@ -495,8 +524,9 @@ class Api:
         table = None
         if tables.wants_table(request.headers.get("accept", "")):
             table = query.get("includeObject", "Metadata")
+        shard = shardselector.from_query(query, self.feature_gates)
         watcher = Watcher(resource, namespace, labels, fields, request.client, stream, table, bookmarks,
-                          on_delivered=self.counter.add_watch_events)
+                          on_delivered=self.counter.add_watch_events, shard=shard)
         try:
             initial = self.store.subscribe(watcher, since, namespace, fields)
         except Expired as exc:

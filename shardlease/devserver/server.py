@@ -14,12 +14,12 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import kubeconfig, namespaces
+from . import kubeconfig, namespaces, shardselector
 from .api import Api
 from .counters import RequestCounter
 from .faults import Faults
@@ -46,16 +46,21 @@ class DevServer:
     watch event log (a watch from an older resourceVersion gets 410 Expired); ``bookmark_interval``
     is how often watches that allow bookmarks get one. ``strict_namespaces=True`` makes a write
     into a namespace that does not exist fail with 404 as on kube-apiserver; by default that
-    namespace is created on the fly (see ``namespaces.py`` for why).
+    namespace is created on the fly (see ``namespaces.py`` for why). ``feature_gates`` turns
+    kube-apiserver feature gates on or off, like its ``--feature-gates``; the one known today is
+    ``ShardedListAndWatch`` (KEP-5866 ``shardSelector``, off by default as on kube-apiserver), and an
+    unknown name is a ``ValueError``, as kube-apiserver refuses to start with one.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: bool = False, *,
                  allow_remote: bool = False, history_limit: int = 10_000,
                  history_seconds: float = 300.0, bookmark_interval: float = 5.0,
-                 seed: int | None = None, strict_namespaces: bool = False) -> None:
+                 seed: int | None = None, strict_namespaces: bool = False,
+                 feature_gates: Mapping[str, bool] | None = None) -> None:
         if not allow_remote and not is_loopback(host):
             raise ValueError(f"refusing to bind non-loopback host {host!r}: the dev-server has no "
                              f"authentication; pass allow_remote=True (--allow-remote) to do it anyway")
+        self.feature_gates = shardselector.check_feature_gates(feature_gates)
         self.host = host
         self.port = port
         self.store = Store(history_limit, history_seconds)
@@ -64,7 +69,7 @@ class DevServer:
         self._counter = RequestCounter()
         self._api = Api(self.store, self.faults, self._counter, admin=faults,
                         bookmark_interval=bookmark_interval, address=lambda: f"{self.host}:{self.port}",
-                        strict_namespaces=strict_namespaces)
+                        strict_namespaces=strict_namespaces, feature_gates=self.feature_gates)
         self._http = HttpServer(self._api.handle)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

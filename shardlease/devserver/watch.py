@@ -20,6 +20,7 @@ from .faults import Faults
 from .httpserver import Stream
 from .resources import LEASES, Resource
 from .selectors import FieldSelector, LabelSelector
+from .shardselector import ShardSelector
 from .store import Event, Store, Stored, dumps
 from .tables import COLUMNS, row
 
@@ -38,7 +39,8 @@ class Watcher:
 
     def __init__(self, resource: Resource, namespace: str | None, labels: LabelSelector,
                  fields: FieldSelector, client: str, stream: Stream, table_include: str | None,
-                 bookmarks: bool, on_delivered: Callable[[str, int], None] | None = None) -> None:
+                 bookmarks: bool, on_delivered: Callable[[str, int], None] | None = None,
+                 shard: ShardSelector | None = None) -> None:
         self.resource = resource
         self.namespace = namespace
         self.labels = labels
@@ -47,6 +49,8 @@ class Watcher:
         self.stream = stream
         self.table_include = table_include
         self.bookmarks = bookmarks
+        #: KEP-5866 shard selector; uid and namespace never change, so an object never moves out.
+        self.shard = shard
         #: Told how many object events went to this watch's client (the server's fan-out counter).
         self.on_delivered = on_delivered
         self.pending: deque[tuple[str, Stored]] = deque()
@@ -62,6 +66,8 @@ class Watcher:
         if self.namespace is not None and event.namespace != self.namespace:
             return
         if not self.fields.empty and not self.fields.matches(event.namespace, event.name):
+            return
+        if self.shard is not None and not self.shard.matches(event.stored.obj):
             return
         kind = event.type
         labels = self.labels
