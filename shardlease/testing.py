@@ -36,7 +36,8 @@ Fixtures:
     ``load_kube_config``, kubectl and subprocesses.
 
 Tests that start their own :class:`~shardlease.controlplane.RealControlPlane` (to restart or kill
-it) get the binaries from :func:`require_kube_assets`, which skips or fails the same way.
+it) get the binaries from :func:`require_kube_assets`, which skips or fails the same way; one that
+needs feature gates (``{"ShardedListAndWatch": True}``) uses :func:`real_control_plane` in a fixture.
 
 Example (``test_my_handler.py``)::
 
@@ -75,9 +76,10 @@ only the tests that use them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,20 +176,32 @@ def require_kube_assets() -> Path:
     return assets
 
 
-@pytest.fixture(scope="session")
-def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane]:
-    """One real etcd + kube-apiserver for the whole session (see :func:`require_kube_assets`)."""
+@contextlib.contextmanager
+def real_control_plane(work_dir: Path, *,
+                       feature_gates: Mapping[str, bool] | None = None) -> Iterator[RealControlPlane]:
+    """A started real etcd + kube-apiserver for a fixture of any scope, stopped on exit; the binaries
+    come from :func:`require_kube_assets` (skip, or fail under ``CI=true``), and a failed start fails
+    the test with the reason. ``feature_gates`` as kube-apiserver's ``--feature-gates``, e.g.
+    ``{"ShardedListAndWatch": True}``: a gate is fixed for a server's life, so a test that needs one
+    on starts its own plane with this (about 3 s) rather than changing the session's."""
     from shardlease.controlplane import ControlPlaneError, RealControlPlane
 
     assets = require_kube_assets()
     try:
-        plane = RealControlPlane(assets, work_dir=tmp_path_factory.mktemp("kube-apiserver")).start()
+        plane = RealControlPlane(assets, work_dir=work_dir, feature_gates=feature_gates).start()
     except ControlPlaneError as exc:
         pytest.fail(f"the real kube-apiserver did not start: {exc}", pytrace=False)
     try:
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane]:
+    """One real etcd + kube-apiserver for the whole session (see :func:`require_kube_assets`)."""
+    with real_control_plane(tmp_path_factory.mktemp("kube-apiserver")) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="session")

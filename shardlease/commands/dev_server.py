@@ -64,8 +64,10 @@ def register(subparsers: Any) -> None:
                              f"the embedded server (default: ${ASSETS_ENV} if set); build them with "
                              f"scripts/build-kube-assets")
     parser.add_argument("--feature-gates", metavar="A=true,B=false", default=None,
-                        help="real server only: kube-apiserver --feature-gates, e.g. "
-                             "ShardedListAndWatch=true")
+                        help="feature gates, as kube-apiserver's --feature-gates, e.g. "
+                             "ShardedListAndWatch=true (KEP-5866 shardSelector on list and watch, off "
+                             "by default). The embedded server knows ShardedListAndWatch only; the real "
+                             "one takes any gate its version has")
     parser.set_defaults(func=dispatch)
 
 
@@ -86,12 +88,20 @@ def parse_feature_gates(text: str) -> dict[str, bool]:
 def dispatch(args: argparse.Namespace) -> int:
     """The real control plane when assets are given, else the embedded server unchanged."""
     assets = args.kube_assets if args.kube_assets is not None else os.environ.get(ASSETS_ENV) or None
+    try:
+        gates = parse_feature_gates(args.feature_gates or "")
+    except ValueError as exc:
+        return _refuse(str(exc))
     if assets is None:
-        if args.feature_gates is not None:
-            return _refuse(f"--feature-gates applies to the real kube-apiserver only; add "
-                           f"--kube-assets DIR (or set {ASSETS_ENV}=DIR)")
         from shardlease.devserver.cli import run
+        from shardlease.devserver.shardselector import KNOWN_GATES
 
+        unknown = sorted(set(gates) - set(KNOWN_GATES))
+        if unknown:
+            return _refuse(f"--feature-gates: the embedded server does not know {', '.join(unknown)} "
+                           f"(it knows {', '.join(sorted(KNOWN_GATES))}); other gates need the real "
+                           f"kube-apiserver: add --kube-assets DIR (or set {ASSETS_ENV}=DIR)")
+        args.feature_gates = gates
         return run(args)
     source = "--kube-assets" if args.kube_assets is not None else f"${ASSETS_ENV}"
     if args.faults:
@@ -99,10 +109,6 @@ def dispatch(args: argparse.Namespace) -> int:
                        f"was chosen by {source}; for faults on the real server put toxiproxy "
                        f"(toxiproxy-server in the assets dir) in front of it, or drop {source} "
                        f"to use the embedded server")
-    try:
-        gates = parse_feature_gates(args.feature_gates or "")
-    except ValueError as exc:
-        return _refuse(str(exc))
     return run_real(args, Path(assets), gates)
 
 

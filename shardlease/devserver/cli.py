@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     server = DevServer(args.host, args.port, faults=args.faults, allow_remote=args.allow_remote,
-                       strict_namespaces=getattr(args, "strict_namespaces", False))
+                       strict_namespaces=getattr(args, "strict_namespaces", False),
+                       feature_gates=getattr(args, "feature_gates", None) or None)
     try:
         server.start()
     except OSError as exc:
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     print(f"shardlease dev-server listening on {server.url}", flush=True)
     print(f"kubeconfig written to {path}", flush=True)
+    enabled = sorted(name for name, on in server.feature_gates.items() if on)
+    if enabled:
+        print(f"feature gates on: {', '.join(enabled)}", flush=True)
     if args.faults:
         print(f"fault injection: {server.url}/_shardlease/faults", flush=True)
     print(f"try: KUBECONFIG={path} kubectl get leases -A", flush=True)

@@ -387,6 +387,10 @@ class LocalCluster:
             function from a replica's identity to a path (replicas split between API servers). It
             can also be set after :meth:`start`, before replicas are added.
         faults: enable the dev-server's fault injection.
+        feature_gates: kube-apiserver feature gates for whichever server is started, e.g.
+            ``{"ShardedListAndWatch": True}`` (KEP-5866 ``shardSelector``): ``DevServer(feature_gates=)``,
+            ``dev-server --feature-gates``, or ``RealControlPlane(feature_gates=)``. With a shared
+            ``control_plane`` they must equal the gates it was started with.
         die_with_parent: have the kernel SIGKILL replicas if this process dies (Linux only; see the
             module docstring for the thread caveat).
         cwd: working directory of the replicas (default: this process's), which ``python -c`` puts
@@ -409,6 +413,7 @@ class LocalCluster:
         control_plane: Any = None,
         replica_kubeconfig: str | os.PathLike[str] | Callable[[str], str | os.PathLike[str]] | None = None,
         faults: bool = True,
+        feature_gates: Mapping[str, bool] | None = None,
         die_with_parent: bool = True,
         cwd: str | None = None,
         python: str = sys.executable,
@@ -424,6 +429,12 @@ class LocalCluster:
         if control_plane is not None and assets is not None:
             raise ValueError("pass either control_plane= (a started RealControlPlane) or assets= "
                              "(binaries to start one), not both")
+        if (control_plane is not None and feature_gates is not None
+                and dict(feature_gates) != dict(control_plane.feature_gates)):
+            raise ValueError(f"feature_gates={dict(feature_gates)!r} differ from the shared control_plane's "
+                             f"{dict(control_plane.feature_gates)!r}; start that plane with these gates, or "
+                             f"leave feature_gates out")
+        self.feature_gates = dict(feature_gates or {})
         self._shared_plane = control_plane
         self.replica_kubeconfig = replica_kubeconfig
         self.assets = assets
@@ -490,7 +501,8 @@ class LocalCluster:
         if self.devserver_mode == "thread":
             from shardlease.devserver import DevServer
 
-            self.server = DevServer(host="127.0.0.1", port=0, faults=self.faults_enabled)
+            self.server = DevServer(host="127.0.0.1", port=0, faults=self.faults_enabled,
+                                    feature_gates=self.feature_gates)
             self.server.__enter__()
             self.url = self.server.url
             self.server.write_kubeconfig(self.kubeconfig)
@@ -499,6 +511,9 @@ class LocalCluster:
                 "--kubeconfig", str(self.kubeconfig)]
         if self.faults_enabled:
             argv.append("--faults")
+        if self.feature_gates:
+            argv += ["--feature-gates", ",".join(f"{name}={str(on).lower()}"
+                                                 for name, on in sorted(self.feature_gates.items()))]
         self.kubeconfig.unlink(missing_ok=True)  # never mistake an old run's file for this one's
         self._server_log = open(self.log_dir / "dev-server.log", "ab", buffering=0)
         self._server_process = subprocess.Popen(
@@ -523,7 +538,8 @@ class LocalCluster:
                 raise ControlPlaneError(
                     "LocalCluster(devserver='real') found no kube-apiserver/etcd binaries: pass "
                     "assets=DIR, set KUBEBUILDER_ASSETS, or build them with scripts/build-kube-assets")
-            self.server = RealControlPlane(assets, work_dir=self.work_dir / "controlplane")
+            self.server = RealControlPlane(assets, work_dir=self.work_dir / "controlplane",
+                                           feature_gates=self.feature_gates)
             self.server.start()
         self.url = self.server.url
         self.server.write_kubeconfig(self.kubeconfig)
