@@ -291,12 +291,12 @@ class Api:
         everything, rv, _, _ = self.store.list(resource, namespace, _EVERYTHING_LABELS, _EVERYTHING_FIELDS,
                                                0, continue_token)
         selected, more, remaining = shardselector.page(everything, shard, limit, lambda s: (
-            fields.matches(s.obj["metadata"]["namespace"], s.obj["metadata"]["name"]) and labels.matches(s.labels)))
+            fields.matches(s.obj["metadata"].get("namespace", ""), s.obj["metadata"]["name"]) and labels.matches(s.labels)))
         token = ""
         if more:
             last = selected[-1].obj["metadata"]
             # store.py's token format, so a continue from here resumes in store.list as any other
-            token = self.store._encode_continue(rv, last["namespace"], last["name"])
+            token = self.store._encode_continue(rv, last.get("namespace", ""), last["name"])
         return selected, rv, token, remaining if labels.empty and fields.empty else None
 
     @staticmethod
