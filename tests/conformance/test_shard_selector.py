@@ -239,3 +239,14 @@ def test_labels_with_a_selector_drop_the_count(sharded: kubernetes.client.ApiCli
     code, body = listed(sharded, CONFIGMAPS.format(ns=ns), term(ZERO, TOP), limit="1", labelSelector="!absent")
     assert code == 200 and len(body["items"]) == 1
     assert "continue" in body["metadata"] and "remainingItemCount" not in body["metadata"]
+
+
+def test_delete_collection_deletes_only_the_shard(sharded: kubernetes.client.ApiClient) -> None:
+    """kube's deletecollection lists through the same path, so the selector limits what is deleted."""
+    ns = namespace(sharded)
+    uids = create(sharded, ns, 8)
+    code, body = call(sharded, "DELETE", CONFIGMAPS.format(ns=ns), query=[("shardSelector", term(ZERO, HALF))])
+    assert code == 200, body
+    code, body = call(sharded, "GET", CONFIGMAPS.format(ns=ns))
+    assert [i["metadata"]["name"] for i in body["items"]] == sorted(
+        n for n, uid in uids.items() if not in_ranges(uid, [(0, 1 << 63)]))
