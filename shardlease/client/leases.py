@@ -94,6 +94,7 @@ class LeaseClient(Transport):
             "timeoutSeconds": str(int(timeout_seconds)),
         }
         response = self._send("GET", self._url(query=query), None, (connect_timeout, read_timeout), stream=True)
+        self.current_watch = response
         return self._events(response)
 
 if TYPE_CHECKING:  # LeaseClient must satisfy the protocol the runtime depends on; mypy checks it here.

@@ -20,11 +20,15 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shardlease.core.clock import Clock, SystemClock
-from shardlease.errors import HandlerSignatureError
+from shardlease.errors import HandlerSignatureError, ShardleaseError
 from shardlease.runtime.logs import set_log_context
+
+if TYPE_CHECKING:
+    from shardlease.core.objects import ShardBy
+    from shardlease.runtime.objects import ObjectFeeds, ObjectStream
 
 __all__ = ["HandlerRun", "HandlerRunner", "Shard", "check_handler_signature", "is_async_handler"]
 
@@ -39,10 +43,12 @@ class Shard:
     the start of the last successful renewal (after which another replica may soon hold the shard).
     """
 
-    __slots__ = ("id", "count", "token", "identity", "group", "stopped", "_clock", "_valid_until")
+    __slots__ = ("id", "count", "token", "identity", "group", "stopped", "_clock", "_valid_until", "_feeds",
+                 "_streams", "_lock")
 
     def __init__(self, id: int, count: int, token: int, *, identity: str = "", group: str = "",
-                 clock: Clock | None = None, valid_until: float = float("inf")) -> None:
+                 clock: Clock | None = None, valid_until: float = float("inf"),
+                 objects: ObjectFeeds | None = None) -> None:
         self.id = id
         self.count = count
         self.token = token
@@ -51,6 +57,44 @@ class Shard:
         self.stopped = threading.Event()
         self._clock = clock or SystemClock()
         self._valid_until = valid_until
+        self._feeds = objects
+        self._streams: list[ObjectStream] = []
+        self._lock = threading.Lock()
+
+    def objects(self, api_version: str, resource: str, *, namespace: str | None = None,
+                label_selector: str | None = None, by: ShardBy = "uid") -> ObjectStream:
+        """The Kubernetes objects of this shard, as events: every current object (``ADDED``), then one
+        ``SYNCED``, then ``ADDED`` / ``MODIFIED`` / ``DELETED`` as they happen, until the shard stops.
+
+        ``for event in shard.objects("v1", "configmaps"): ...`` in a sync handler, ``async for`` in an
+        async one; ``event.object`` is the object as a plain dict. An object belongs to the shard whose
+        hash range holds the FNV-1a hash of its ``metadata.uid`` (``by="namespace"``: of its namespace),
+        see :func:`shardlease.shard_for_object`; the API server does the filtering when its
+        ``ShardedListAndWatch`` gate is on, and this replica does it otherwise. ``resource`` is the plural
+        name (``"configmaps"``, ``"deployments"`` with ``api_version="apps/v1"``); ``namespace=None``
+        watches all namespaces.
+        """
+        if self._feeds is None:
+            raise ShardleaseError("shard.objects() needs the Kubernetes API, but this manager was built with "
+                                  "store= and no api_client=; pass api_client= (or drop store=) to sync objects")
+        stream = self._feeds.stream(self.id, self.count, self.stopped, api_version, resource, namespace=namespace,
+                                    label_selector=label_selector, by=by)
+        with self._lock:
+            self._streams.append(stream)
+        if self.stopped.is_set():  # stopped while we subscribed: end it, as _stop would have
+            self._close_streams()
+        return stream
+
+    def _close_streams(self) -> None:
+        """End every object stream opened on this shard (the shard stopped, or the handler run ended)."""
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()
+
+    def _stop(self) -> None:
+        self.stopped.set()
+        self._close_streams()
 
     def valid(self) -> bool:
         return not self.stopped.is_set() and self._clock.monotonic() < self._valid_until
@@ -197,7 +241,7 @@ class HandlerRunner:
         """Ask a run to end: set ``stopped``; cancel the task of an async handler."""
         if run.stop_requested_at is None:
             run.stop_requested_at = self._clock.monotonic()
-        run.shard.stopped.set()
+        run.shard._stop()
         if run.is_async:
             loop = self._loop
             if loop is not None:
@@ -215,6 +259,7 @@ class HandlerRunner:
         self._finish(run)
 
     def _finish(self, run: HandlerRun) -> None:
+        run.shard._close_streams()
         run.done.set()
         try:
             self._on_exit(run)
@@ -251,6 +296,7 @@ class HandlerRunner:
                     self._handler(shard)
                     break
                 except Exception:
+                    shard._close_streams()  # a restarted handler opens its streams afresh
                     self._log.exception("handler for shard %d raised; restarting in %.1fs", shard.id, delay,
                                         extra={"shard": shard.id})
                     self._count_error(shard)
@@ -272,6 +318,7 @@ class HandlerRunner:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                shard._close_streams()
                 self._log.exception("handler for shard %d raised; restarting in %.1fs", shard.id, delay,
                                     extra={"shard": shard.id})
                 self._count_error(shard)

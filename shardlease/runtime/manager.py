@@ -82,6 +82,7 @@ from shardlease.errors import ApiError, HandlerSignatureError, RequestTimeout, U
 from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from shardlease.runtime.logs import get_logger
 from shardlease.runtime.metrics import ManagerMetrics
+from shardlease.runtime.objects import ObjectFeeds
 from shardlease.runtime.signals import STOP_SIGNALS, take_early
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class ShardManager:
         self._thread: threading.Thread | None = None
         self._health: Any = None
         self._notifier: ThreadPoolExecutor | None = None
+        self._objects: ObjectFeeds | None = None
 
         # Writes are bounded by the renew deadline; a request that hangs is abandoned well before it.
         self._request_timeout = min(self._timing.renew_deadline, max(1.0, 2 * self._timing.retry_period))
@@ -195,6 +197,8 @@ class ShardManager:
         if self._store is None:
             assert self._api_client is not None
             self._store = LeaseClient(self._api_client, self.config.namespace, pool_size=self._workers + 2)
+        if self._api_client is not None:
+            self._objects = ObjectFeeds(self._api_client, logger=self._log, metrics=self.metrics)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"shardlease-write-{self.identity}")
         self._runner = HandlerRunner(self._handler, on_exit=self._handler_exited, logger=self._log,
                                      clock=self._clock, name=f"shardlease-{self.identity}",
@@ -366,7 +370,7 @@ class ShardManager:
             elif isinstance(command, StartHandler):
                 assert self._runner is not None
                 shard = Shard(command.shard, command.count, command.token, identity=self.identity, group=self.group,
-                              clock=self._clock, valid_until=command.valid_until)
+                              clock=self._clock, valid_until=command.valid_until, objects=self._objects)
                 self._run_numbers[shard] = command.run
                 self._runs[command.run] = self._runner.start(shard)
             elif isinstance(command, StopHandler):
@@ -457,6 +461,8 @@ class ShardManager:
             self._log.error("exiting with handlers that did not return: shards %s", stuck)
         if self._watcher is not None:
             self._watcher.stop(timeout=1.0)
+        if self._objects is not None:
+            self._objects.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._runner is not None and not stuck:

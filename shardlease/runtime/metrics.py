@@ -54,6 +54,26 @@ class ManagerMetrics:
                                     "Seconds since the start of the oldest last-successful renewal among held shards",
                                     labels, registry=r).labels(*self._lv)
 
+        # shard.objects(): per resource ("configmaps", "apps/v1 deployments" ...), see runtime/objects.py.
+        self._object_events = Counter(
+            "shardlease_object_events", "Watch and list items received for shard.objects(), by outcome: "
+            "delivered to a held shard's handler, or filtered out on the client (server-side filtering off)",
+            labels + ("resource", "outcome"), registry=r)
+        self._object_lists = Counter("shardlease_object_lists", "Lists made for shard.objects() (start, "
+                                     "re-target after the held shards changed, relist after 410)",
+                                     labels + ("resource",), registry=r)
+        self._object_server_filtered = Gauge(
+            "shardlease_object_server_filtering",
+            "1 if the API server applied the shard selector on the last list (KEP-5866 gate on), else 0",
+            labels + ("resource",), registry=r)
+
+    def object_events(self, resource: str, outcome: str, n: int = 1) -> None:
+        self._object_events.labels(*self._lv, resource, outcome).inc(n)
+
+    def object_list(self, resource: str, server_filtered: bool) -> None:
+        self._object_lists.labels(*self._lv, resource).inc()
+        self._object_server_filtered.labels(*self._lv, resource).set(1 if server_filtered else 0)
+
     def api_error(self, kind: str) -> None:
         self._api_errors.labels(*self._lv, kind).inc()
 

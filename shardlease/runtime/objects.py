@@ -1,0 +1,499 @@
+"""``shard.objects(...)``: the Kubernetes objects of one held shard, as a stream of events.
+
+One feed per resource (api_version, resource, namespace, label selector, hash field) per replica, shared
+by all the shards the replica holds: one LIST + WATCH whose ``shardSelector`` names the hash ranges of
+exactly the shards that have a stream open (adjacent ranges merged), so with the ``ShardedListAndWatch``
+gate on, the API server sends this replica only its own objects (events ~ total / N). When the set of
+streamed shards changes, the feed re-targets: it cuts its watch, lists again with the new selector and
+hands each stream the difference to what it already delivered (informer style), so a shard that stays
+sees no gap and no repeat, and a shard that arrives starts from a fresh list of its objects. On 410 it
+relists the same way; other failures resume the watch from the last resourceVersion after a back-off.
+
+Every item is placed by the client too (:func:`shardlease.core.objects.shard_for_hash`), whatever the
+server did: on a cluster without the feature (no ``shardInfo`` in the list) the server sends everything
+and the feed drops what is not ours, so behaviour is the same everywhere and only the traffic differs.
+
+Exclusivity comes from the shard: a stream delivers only while its shard is held by this process (it
+ends when the shard is stopped, and when the handler run it was opened in ends), and the Lease is
+released only after the handler has returned. A handler that writes should still fence its writes with
+``shard.token`` (see docs/objects.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from shardlease.client.objects import ObjectClient, resource_path
+from shardlease.core.objects import ShardBy, object_hash, selector_for_shards, shard_for_hash
+from shardlease.errors import (
+    ApiError,
+    Expired,
+    Forbidden,
+    Invalid,
+    InvalidArgument,
+    NotFound,
+    RequestTimeout,
+    Throttled,
+)
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from shardlease.runtime.metrics import ManagerMetrics
+
+__all__ = ["ObjectEvent", "ObjectFeeds", "ObjectStream"]
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED", "SYNCED"]
+
+#: Errors a retry will not fix (a wrong resource name, missing RBAC): given to the handler, which raises.
+_FATAL = (NotFound, Forbidden, Invalid)
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    """One change of an object of the shard. ``SYNCED`` (with an empty ``object``) marks the end of the
+    initial list: every object that existed when the stream started has been delivered as ``ADDED``."""
+
+    type: EventType
+    object: dict[str, Any]
+    shard: int
+
+    @property
+    def uid(self) -> str:
+        meta = self.object.get("metadata")
+        return str(meta.get("uid", "")) if isinstance(meta, dict) else ""
+
+
+class ObjectStream:
+    """What ``shard.objects(...)`` returns: iterate with ``for`` (sync handler) or ``async for``.
+
+    Ends (``StopIteration``) when the shard is stopped, or :meth:`close` is called. A failure a retry
+    cannot fix (``NotFound`` for an unknown resource, ``Forbidden`` without RBAC) is raised from the
+    iteration, so the handler fails loudly and is restarted with back-off like any raising handler.
+    """
+
+    def __init__(self, feed: _Feed, shard: int, count: int, stopped: threading.Event) -> None:
+        self._feed = feed
+        self.shard = shard
+        self.count = count
+        self._stopped = stopped
+        self._cond = threading.Condition()
+        self._queue: collections.deque[ObjectEvent | BaseException] = collections.deque()
+        self._closed = False
+        self.synced = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+
+    # ---- fed by the feed thread ----
+
+    def _put(self, item: ObjectEvent | BaseException) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._queue.append(item)
+            self._cond.notify()
+            loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None:
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _end(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None:
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:
+                pass
+
+    # ---- the handler's side ----
+
+    def close(self) -> None:
+        """Stop receiving (also done automatically when the shard stops or the handler run ends)."""
+        self._end()
+        self._feed.unsubscribe(self)
+
+    def __enter__(self) -> ObjectStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _take(self) -> ObjectEvent | BaseException | None:
+        """The next item, or None when the stream is over. Caller holds the condition."""
+        if self._closed or self._stopped.is_set():
+            # A stopped shard gets nothing more, not even what is queued: it may already be held elsewhere.
+            self._closed = True
+            return None
+        if self._queue:
+            return self._queue.popleft()
+        raise LookupError  # nothing yet
+
+    def __iter__(self) -> ObjectStream:
+        return self
+
+    def __next__(self) -> ObjectEvent:
+        with self._cond:
+            while True:
+                try:
+                    item = self._take()
+                except LookupError:
+                    self._cond.wait(0.5)  # the stop callback notifies; the timeout is only a safety net
+                    continue
+                break
+        if item is None:
+            self._feed.unsubscribe(self)
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def __aiter__(self) -> ObjectStream:
+        with self._cond:
+            self._loop = asyncio.get_running_loop()
+            self._wakeup = asyncio.Event()
+        return self
+
+    async def __anext__(self) -> ObjectEvent:
+        wakeup = self._wakeup
+        assert wakeup is not None, "use 'async for' (which calls __aiter__ first)"
+        while True:
+            with self._cond:
+                try:
+                    item = self._take()
+                except LookupError:
+                    wakeup.clear()
+                    item = None
+                    waiting = True
+                else:
+                    waiting = False
+            if not waiting:
+                break
+            await wakeup.wait()
+        if item is None:
+            self._feed.unsubscribe(self)
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+
+FeedKey = tuple[str, str, "str | None", "str | None", str]
+
+
+@dataclass
+class _Known:
+    """The objects of the covered shards as last delivered: uid -> (shard, object)."""
+
+    items: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+
+    def of_shard(self, shard: int) -> list[dict[str, Any]]:
+        return [obj for s, obj in self.items.values() if s == shard]
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("uid") or "") if isinstance(meta, dict) else ""
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("resourceVersion", "")) if isinstance(meta, dict) else ""
+
+
+class _Feed:
+    """One list+watch for one resource, serving every stream of this replica on it."""
+
+    def __init__(self, client: ObjectClient, key: FeedKey, by: ShardBy, count: int, *, name: str,
+                 logger: logging.LoggerAdapter[Any] | logging.Logger, metrics: ManagerMetrics | None,
+                 read_timeout: float, debounce: float) -> None:
+        self._client = client
+        self.key = key
+        self._by = by
+        self._count = count
+        self.name = name
+        self._log = logger
+        self._metrics = metrics
+        self._read_timeout = read_timeout
+        self._debounce = debounce
+        self._lock = threading.RLock()
+        self._streams: dict[int, list[ObjectStream]] = {}
+        self._covered: frozenset[int] = frozenset()
+        self._known = _Known()
+        self._resource_version = ""
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"shardlease-objects-{name}", daemon=True)
+        self._started = False
+        self.server_filtered: bool | None = None
+        self.lists = 0
+
+    # ---- streams ----
+
+    def subscribe(self, stream: ObjectStream) -> None:
+        with self._lock:
+            self._streams.setdefault(stream.shard, []).append(stream)
+            if stream.shard in self._covered:
+                self._start_stream(stream)  # the feed already has this shard's objects: no relist needed
+                return
+            if not self._started and not self._stop.is_set():
+                self._started = True
+                self._thread.start()
+        self._retarget()
+
+    def unsubscribe(self, stream: ObjectStream) -> None:
+        with self._lock:
+            streams = self._streams.get(stream.shard)
+            if streams is None or stream not in streams:
+                return
+            streams.remove(stream)
+            if streams:
+                return
+            del self._streams[stream.shard]
+        # Narrow the selector too (after the debounce, so a rebalance that moves many shards at once
+        # costs one relist): until then, events of the shard are dropped on our side.
+        self._retarget()
+
+    def _start_stream(self, stream: ObjectStream) -> None:
+        for obj in self._known.of_shard(stream.shard):
+            stream._put(ObjectEvent("ADDED", obj, stream.shard))
+        stream._put(ObjectEvent("SYNCED", {}, stream.shard))
+        stream.synced = True
+
+    def _retarget(self) -> None:
+        self._changed.set()
+        self._client.close_watch()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._client.close_watch()
+        with self._lock:
+            streams = [s for group in self._streams.values() for s in group]
+            self._streams.clear()
+        for stream in streams:
+            stream._end()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+        self._client.close()
+
+    # ---- the thread ----
+
+    def _run(self) -> None:
+        failures = 0
+        relist = True
+        while not self._stop.is_set():
+            if self._changed.is_set():
+                self._stop.wait(self._debounce)
+                self._changed.clear()
+                relist = True
+            with self._lock:
+                wanted = frozenset(self._streams)
+            if not wanted:
+                with self._lock:
+                    self._covered = frozenset()
+                    self._known = _Known()
+                self._changed.wait(1.0)
+                relist = True
+                continue
+            try:
+                if relist or wanted != self._covered:
+                    self._relist(wanted)
+                    relist = False
+                self._watch()
+                failures = 0
+            except Expired:
+                self._log.info("objects %s: watch history expired; relisting", self.name)
+                relist = True
+            except _FATAL as err:
+                self._fail(err)
+                relist = True
+            except ApiError as err:
+                if self._stop.is_set() or self._changed.is_set():
+                    continue
+                if isinstance(err, RequestTimeout) and not relist:
+                    continue  # a quiet stream outlived the read timeout: resume, nothing failed
+                failures += 1
+                if self._metrics is not None:
+                    self._metrics.api_error(err.label)
+                delay = (err.retry_after if isinstance(err, Throttled) and err.retry_after else
+                         min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(0.5, 1.0))
+                self._log.warning("objects %s: %s; retrying in %.2fs", self.name, err, delay)
+                self._stop.wait(delay)
+            except Exception:
+                failures += 1
+                self._log.exception("objects %s: unexpected error in the feed", self.name)
+                self._stop.wait(min(5.0, 0.2 * 2 ** min(failures, 5)))
+
+    def _fail(self, err: ApiError) -> None:
+        """A failure no retry fixes: every stream raises it; the feed idles until streams come back."""
+        self._log.error("objects %s: %s", self.name, err)
+        with self._lock:
+            streams = [s for group in self._streams.values() for s in group]
+            self._streams.clear()
+            self._covered = frozenset()
+            self._known = _Known()
+        for stream in streams:
+            stream._put(err)
+
+    def _place(self, obj: dict[str, Any]) -> int | None:
+        """The object's shard; None for something that is not an API object (no uid): never delivered."""
+        if not _uid(obj):
+            return None
+        try:
+            return shard_for_hash(object_hash(obj, self._by), self._count)
+        except InvalidArgument:
+            return None
+
+    def _relist(self, wanted: frozenset[int]) -> None:
+        selector = selector_for_shards(wanted, self._count, self._by)
+        listed = self._client.list(selector, timeout=max(10.0, self._read_timeout))
+        self.lists += 1
+        self.server_filtered = listed.applied_selector is not None
+        fresh: dict[str, tuple[int, dict[str, Any]]] = {}
+        filtered = 0
+        for obj in listed.items:
+            shard = self._place(obj)
+            if shard is None or shard not in wanted:
+                filtered += 1
+                continue
+            fresh[_uid(obj)] = (shard, obj)
+        if self._metrics is not None:
+            self._metrics.object_list(self.name, self.server_filtered)
+            if filtered:
+                self._metrics.object_events(self.name, "filtered", filtered)
+        delivered = 0
+        with self._lock:
+            old_known, old_covered = self._known.items, self._covered
+            for uid, (shard, obj) in fresh.items():
+                previous = old_known.get(uid)
+                if shard in old_covered:
+                    if previous is None:
+                        delivered += self._deliver(ObjectEvent("ADDED", obj, shard))
+                    elif _rv(previous[1]) != _rv(obj):
+                        delivered += self._deliver(ObjectEvent("MODIFIED", obj, shard))
+            for uid, (shard, obj) in old_known.items():
+                if shard in old_covered and shard in wanted and uid not in fresh:
+                    delivered += self._deliver(ObjectEvent("DELETED", obj, shard))
+            self._known = _Known(fresh)
+            self._covered = wanted
+            self._resource_version = listed.resource_version
+            for shard, streams in self._streams.items():
+                for stream in streams:
+                    if not stream.synced and shard in wanted:
+                        self._start_stream(stream)
+                        delivered += len(self._known.of_shard(shard))
+        if self._metrics is not None and delivered:
+            self._metrics.object_events(self.name, "delivered", delivered)
+        self._log.debug("objects %s: listed %d items (%d ours) for %d shards, server filtering %s",
+                        self.name, len(listed.items), len(fresh), len(wanted), self.server_filtered)
+
+    def _deliver(self, event: ObjectEvent) -> int:
+        """To every synced stream of the event's shard; the lock is held. Returns 1 if anyone got it."""
+        streams = [s for s in self._streams.get(event.shard, ()) if s.synced]
+        for stream in streams:
+            stream._put(event)
+        return 1 if streams else 0
+
+    def _watch(self) -> None:
+        selector = selector_for_shards(self._covered, self._count, self._by)
+        stream = self._client.watch(selector, self._resource_version,
+                                    timeout_seconds=random.randint(240, 360), read_timeout=self._read_timeout)
+        if self._changed.is_set() or self._stop.is_set():
+            # Re-targeted while the request was on its way (close_watch had nothing to close yet).
+            self._client.close_watch()
+            return
+        for event in stream:
+            if self._stop.is_set() or self._changed.is_set():
+                return
+            kind = event.get("type")
+            obj = event.get("object")
+            if not isinstance(obj, dict):
+                continue
+            rv = _rv(obj)
+            if kind == "BOOKMARK":
+                if rv:
+                    self._resource_version = rv
+                continue
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                continue
+            shard = self._place(obj)
+            with self._lock:
+                if rv:
+                    self._resource_version = rv
+                if shard is None or shard not in self._covered:
+                    outcome = "filtered"
+                else:
+                    uid = _uid(obj)
+                    if kind == "DELETED":
+                        if self._known.items.pop(uid, None) is None:
+                            continue
+                    else:
+                        kind = "MODIFIED" if uid in self._known.items else "ADDED"
+                        self._known.items[uid] = (shard, obj)
+                    self._deliver(ObjectEvent(kind, obj, shard))  # type: ignore[arg-type]
+                    outcome = "delivered"
+            if self._metrics is not None:
+                self._metrics.object_events(self.name, outcome)
+
+
+class ObjectFeeds:
+    """The feeds of one manager, created on the first ``shard.objects(...)`` for each resource."""
+
+    def __init__(self, api_client: ApiClient, *, logger: logging.LoggerAdapter[Any] | logging.Logger,
+                 metrics: ManagerMetrics | None = None, read_timeout: float = 90.0, debounce: float = 0.05) -> None:
+        self._api_client = api_client
+        self._log = logger
+        self._metrics = metrics
+        self._read_timeout = read_timeout
+        self._debounce = debounce
+        self._lock = threading.Lock()
+        self._feeds: dict[FeedKey, _Feed] = {}
+        self._closed = False
+
+    def stream(self, shard: int, count: int, stopped: threading.Event, api_version: str, resource: str, *,
+               namespace: str | None = None, label_selector: str | None = None,
+               by: ShardBy = "uid") -> ObjectStream:
+        path = resource_path(api_version, resource, namespace)
+        if by not in ("uid", "namespace"):
+            raise InvalidArgument(f"by must be 'uid' or 'namespace', got {by!r}")
+        if label_selector is not None and not isinstance(label_selector, str):
+            raise InvalidArgument(f"label_selector must be a string like 'app=web', got {label_selector!r}")
+        key: FeedKey = (api_version, resource, namespace, label_selector or None, by)
+        with self._lock:
+            if self._closed:
+                raise InvalidArgument("shard.objects(): the manager is stopping; no new streams")
+            feed = self._feeds.get(key)
+            if feed is None:
+                name = resource if api_version == "v1" else f"{api_version.split('/')[0]}/{resource}"
+                feed = _Feed(ObjectClient(self._api_client, path, label_selector=label_selector or None), key, by,
+                             count, name=name, logger=self._log, metrics=self._metrics,
+                             read_timeout=self._read_timeout, debounce=self._debounce)
+                self._feeds[key] = feed
+        stream = ObjectStream(feed, shard, count, stopped)
+        feed.subscribe(stream)
+        return stream
+
+    def feeds(self) -> list[_Feed]:
+        with self._lock:
+            return list(self._feeds.values())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            feeds = list(self._feeds.values())
+            self._feeds.clear()
+        for feed in feeds:
+            feed.stop()
+

@@ -1,0 +1,313 @@
+"""``shard.objects()``: each held shard gets exactly its own objects, first listed then as they change.
+
+In-process managers against a real server (no mocks): the dev-server with the ``ShardedListAndWatch``
+gate off (the replica filters on its side), and with it on, and the real kube-apiserver 1.36 with it on
+(the server filters). Timings are scaled down; bounds are generous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from shardlease import ShardleaseError
+from shardlease.client.connect import load_api_client
+from shardlease.config import ShardConfig
+from shardlease.core.objects import shard_for_object
+from shardlease.devserver import DevServer
+from shardlease.harness.memstore import MemoryLeaseStore
+from shardlease.runtime.handlers import Shard
+from shardlease.runtime.manager import ShardManager
+from shardlease.runtime.objects import ObjectEvent
+from shardlease.testing import real_control_plane
+
+FAST = {"lease_duration": 2.0, "renew_deadline": 1.2, "retry_period": 0.3, "drain_timeout": 3.0}
+SHARDS = 8
+GATE = {"ShardedListAndWatch": True}
+
+
+class Server:
+    def __init__(self, name: str, kubeconfig: str, server_filters: bool, dev: DevServer | None) -> None:
+        self.name, self.kubeconfig, self.server_filters, self.dev = name, kubeconfig, server_filters, dev
+        self.api = load_api_client(kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+
+
+@pytest.fixture(scope="module", params=["dev", "dev-gate", "real-gate"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp(request.param)
+    path = str(work / "kubeconfig")
+    if request.param == "real-gate":
+        with real_control_plane(work / "plane", feature_gates=GATE) as plane:
+            plane.write_kubeconfig(path)
+            yield Server(request.param, path, True, None)
+        return
+    gated = request.param == "dev-gate"
+    with DevServer(port=0, feature_gates=GATE if gated else None) as dev:
+        dev.write_kubeconfig(path)
+        yield Server(request.param, path, gated, dev)
+
+
+_namespaces = iter(range(10_000))
+
+
+@pytest.fixture
+def namespace(server: Server) -> str:
+    name = f"objects-{next(_namespaces)}"
+    server.core.create_namespace({"metadata": {"name": name}})
+    return name
+
+
+class Seen:
+    """Every event each replica's streams delivered: (identity, shard id, event)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, int, ObjectEvent]] = []
+
+    def add(self, identity: str, shard: Shard, event: ObjectEvent) -> None:
+        with self.lock:
+            self.events.append((identity, shard.id, event))
+
+    def synced(self) -> set[tuple[str, int]]:
+        """(identity, shard) of every stream that finished its initial list."""
+        with self.lock:
+            return {(i, s) for i, s, e in self.events if e.type == "SYNCED"}
+
+    def all_synced(self, ms: list[ShardManager]) -> bool:
+        """Every shard held now, and each holder's stream for it has finished its initial list."""
+        held = {(m.identity, s) for m in ms for s in m.owned_shards()}
+        return len(held) == SHARDS and held <= self.synced()
+
+    def by_uid(self) -> dict[str, list[tuple[str, int, ObjectEvent]]]:
+        out: dict[str, list[tuple[str, int, ObjectEvent]]] = collections.defaultdict(list)
+        with self.lock:
+            for entry in self.events:
+                if entry[2].type != "SYNCED":
+                    out[entry[2].uid].append(entry)
+        return out
+
+
+def sync_handler(seen: Seen, identity: str, namespace: str) -> Callable[[Shard], None]:
+    def handle(shard: Shard) -> None:
+        for event in shard.objects("v1", "configmaps", namespace=namespace):
+            seen.add(identity, shard, event)
+    return handle
+
+
+def async_handler(seen: Seen, identity: str, namespace: str) -> Callable[[Shard], Any]:
+    async def handle(shard: Shard) -> None:
+        async for event in shard.objects("v1", "configmaps", namespace=namespace):
+            seen.add(identity, shard, event)
+            await asyncio.sleep(0)
+    return handle
+
+
+def managers(server: Server, group: str, handlers: list[Callable[[Shard], Any]]) -> list[ShardManager]:
+    return [ShardManager(ShardConfig(group=group, shards=SHARDS, namespace="default", identity=f"r{i}",
+                                     kubeconfig=server.kubeconfig, **FAST), h) for i, h in enumerate(handlers)]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_all(ms: list[ShardManager]) -> None:
+    for m in ms:
+        m.stop()
+    for m in ms:
+        assert m.wait(15)
+
+
+def sample(m: ShardManager, outcome: str) -> float:
+    value = m.metrics.registry.get_sample_value(
+        "shardlease_object_events_total",
+        {"group": m.group, "identity": m.identity, "resource": "configmaps", "outcome": outcome})
+    return value or 0.0
+
+
+def create(server: Server, namespace: str, n: int) -> dict[str, dict[str, Any]]:
+    made = {}
+    for i in range(n):
+        obj = server.api.sanitize_for_serialization(server.core.create_namespaced_config_map(
+            namespace, {"metadata": {"name": f"cm-{i}"}, "data": {"v": "0"}}))
+        made[obj["metadata"]["uid"]] = obj
+    return made
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_each_object_goes_to_its_shards_holder_only(server: Server, namespace: str, kind: str) -> None:
+    objects = create(server, namespace, 40)
+    seen = Seen()
+    make = sync_handler if kind == "sync" else async_handler
+    ms = managers(server, f"own-{kind}-{namespace}", [make(seen, f"r{i}", namespace) for i in range(2)])
+    try:
+        for m in ms:
+            m.start()
+        wait_until(lambda: sum(len(m.owned_shards()) for m in ms) == SHARDS
+                   and all(len(m.owned_shards()) == SHARDS // 2 for m in ms), 20, "4 shards each")
+        wait_until(lambda: set(seen.by_uid()) == set(objects), 10, "every object listed")
+        # Every object was listed once, as ADDED, to the holder of its own shard (the one that kept it).
+        for uid, entries in seen.by_uid().items():
+            shard = shard_for_object(objects[uid], SHARDS)
+            assert all(s == shard for _, s, _ in entries), (uid, shard, entries)
+            holder = next(m.identity for m in ms if shard in m.owned_shards())
+            assert [(i, e.type) for i, _, e in entries][-1] == (holder, "ADDED")
+
+        before = {uid: len(entries) for uid, entries in seen.by_uid().items()}
+        for obj in objects.values():
+            server.core.patch_namespaced_config_map(obj["metadata"]["name"], namespace, {"data": {"v": "1"}})
+        gone = next(iter(objects.values()))
+        server.core.delete_namespaced_config_map(gone["metadata"]["name"], namespace)
+        wait_until(lambda: all(len(seen.by_uid()[u]) >= before[u] + (2 if u == gone["metadata"]["uid"] else 1)
+                               for u in objects), 10, "every change delivered")
+        time.sleep(0.3)  # nothing more may come
+        for uid, entries in seen.by_uid().items():
+            tail = [e.type for _, _, e in entries[before[uid]:]]
+            assert tail == (["MODIFIED", "DELETED"] if uid == gone["metadata"]["uid"] else ["MODIFIED"]), tail
+            assert entries[before[uid]][2].object["data"] == {"v": "1"}
+        if server.server_filters:
+            # The server sent each replica only its own objects: nothing to drop on our side.
+            assert all(sample(m, "filtered") == 0 for m in ms), [sample(m, "filtered") for m in ms]
+        else:
+            assert all(sample(m, "filtered") > 0 for m in ms)
+        assert sum(sample(m, "delivered") for m in ms) >= len(objects) * 2 + 1
+    finally:
+        stop_all(ms)
+
+
+def test_a_new_holder_starts_from_a_fresh_list_of_the_shard(server: Server, namespace: str) -> None:
+    objects = create(server, namespace, 24)
+    seen = Seen()
+    ms = managers(server, f"handoff-{namespace}", [sync_handler(seen, f"r{i}", namespace) for i in range(2)])
+    try:
+        for m in ms:
+            m.start()
+        wait_until(lambda: all(len(m.owned_shards()) == SHARDS // 2 for m in ms), 20, "4 shards each")
+        wait_until(lambda: seen.all_synced(ms), 10, "every stream synced")
+        moving = ms[1].owned_shards()
+        # Changed while r1 still holds them, then r1 leaves: r0 must list them afresh, changes included.
+        changed = [o for o in objects.values() if shard_for_object(o, SHARDS) in moving][:3]
+        for obj in changed:
+            server.core.patch_namespaced_config_map(obj["metadata"]["name"], namespace, {"data": {"v": "2"}})
+        ms[1].stop()
+        assert ms[1].wait(15)
+        wait_until(lambda: seen.all_synced(ms[:1]), 10, "r0 to sync the shards it took over")
+        for uid, obj in objects.items():
+            shard = shard_for_object(obj, SHARDS)
+            if shard not in moving:
+                continue
+            r0 = [e for i, _, e in seen.by_uid()[uid] if i == "r0"]
+            assert [e.type for e in r0] == ["ADDED"], (uid, r0)
+            if obj in changed:
+                assert r0[0].object["data"] == {"v": "2"}
+        # The leaver's streams ended with its shards: it received nothing after it stopped.
+        r1_after = [e for i, _, e in seen.events if i == "r1" and e.type == "MODIFIED"]
+        assert len(r1_after) <= len(changed)
+    finally:
+        stop_all(ms)
+
+
+def test_unknown_resource_fails_the_handler_loudly(server: Server, namespace: str) -> None:
+    errors: list[BaseException] = []
+
+    def handle(shard: Shard) -> None:
+        try:
+            for _ in shard.objects("v1", "configmapz", namespace=namespace):
+                pass
+        except ShardleaseError as exc:
+            errors.append(exc)
+            raise
+
+    [m] = managers(server, f"bad-{namespace}", [handle])
+    try:
+        m.start()
+        wait_until(lambda: len(errors) >= SHARDS, 20, "every shard's handler to fail")
+        assert all(type(e).__name__ == "NotFound" for e in errors), errors
+        assert m.metrics.registry.get_sample_value(
+            "shardlease_handler_errors_total", {"group": m.group, "identity": "r0"}) >= SHARDS
+    finally:
+        stop_all([m])
+
+
+def test_bad_arguments_are_refused_with_the_field_named(server: Server) -> None:
+    calls: list[str] = []
+
+    def handle(shard: Shard) -> None:
+        for args, kwargs in [(("apps/v1/x", "deployments"), {}), (("v1", "ConfigMap"), {}),
+                             (("v1", "configmaps"), {"namespace": "Not_A_Name"}),
+                             (("v1", "configmaps"), {"by": "name"})]:
+            try:
+                shard.objects(*args, **kwargs)
+            except ValueError as exc:
+                calls.append(str(exc).split(" ")[0])
+        shard.stopped.wait()
+
+    [m] = managers(server, "badargs", [handle])
+    try:
+        m.start()
+        wait_until(lambda: len(calls) >= 4, 20, "the calls")
+        assert calls[:4] == ["api_version", "resource", "namespace", "by"]
+    finally:
+        stop_all([m])
+
+
+def test_objects_need_an_api_connection() -> None:
+    raised: list[BaseException] = []
+
+    def handle(shard: Shard) -> None:
+        try:
+            shard.objects("v1", "configmaps")
+        except ShardleaseError as exc:
+            raised.append(exc)
+        shard.stopped.wait()
+
+    m = ShardManager(ShardConfig(group="mem", shards=1, identity="r0", **FAST), handle, store=MemoryLeaseStore())
+    try:
+        m.start()
+        wait_until(lambda: bool(raised), 10, "the handler to call shard.objects")
+        assert "needs the Kubernetes API" in str(raised[0]) and "api_client=" in str(raised[0])
+    finally:
+        stop_all([m])
+
+
+def most_received_by_one_replica(dev: DevServer, path: str, gated: bool, creations: int) -> float:
+    """Start 4 replicas (2 shards each), create ``creations`` objects, return the most items one replica
+    received for them (delivered to its handlers or dropped as another's)."""
+    dev.write_kubeconfig(path)
+    server = Server("gated" if gated else "plain", path, gated, dev)
+    seen = Seen()
+    ms = managers(server, "count", [sync_handler(seen, f"r{i}", "default") for i in range(4)])
+    try:
+        for m in ms:
+            m.start()
+        wait_until(lambda: all(len(m.owned_shards()) == 2 for m in ms) and seen.all_synced(ms), 20,
+                   "2 shards each, synced")
+        objects = create(server, "default", creations)
+        wait_until(lambda: len(seen.by_uid()) == len(objects), 10, "every object delivered")
+        return max(sample(m, "delivered") + sample(m, "filtered") for m in ms)
+    finally:
+        stop_all(ms)
+
+
+def test_dev_server_without_the_gate_sends_everything(tmp_path: Path) -> None:
+    """The reason server-side filtering matters, counted by the replicas themselves."""
+    with DevServer(port=0) as plain, DevServer(port=0, feature_gates=GATE) as gated:
+        everything = most_received_by_one_replica(plain, str(tmp_path / "plain"), False, 80)
+        own = most_received_by_one_replica(gated, str(tmp_path / "gated"), True, 80)
+    # Without the gate each replica reads all 80 creations; with it, about a quarter.
+    assert everything >= 80
+    assert own <= 80 / 4 * 2, own
