@@ -24,30 +24,42 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ConfigError": "shardlease.errors",
+    "ObjectEvent": "shardlease.runtime.objects",
+    "ObjectStream": "shardlease.runtime.objects",
     "Shard": "shardlease.runtime.handlers",
     "ShardConfig": "shardlease.config",
     "ShardManager": "shardlease.runtime.manager",
     "ShardleaseError": "shardlease.errors",
     "shard_for_key": "shardlease.core.keys",
+    "shard_for_object": "shardlease.core.objects",
+    "shard_range": "shardlease.core.objects",
 }
 
 __all__ = [
     "ConfigError",
+    "ObjectEvent",
+    "ObjectStream",
     "Shard",
     "ShardConfig",
     "ShardManager",
     "ShardleaseError",
     "__version__",
     "shard_for_key",
+    "shard_for_object",
+    "shard_range",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-exports
     from shardlease.config import ShardConfig as ShardConfig
     from shardlease.core.keys import shard_for_key as shard_for_key
+    from shardlease.core.objects import shard_for_object as shard_for_object
+    from shardlease.core.objects import shard_range as shard_range
     from shardlease.errors import ConfigError as ConfigError
     from shardlease.errors import ShardleaseError as ShardleaseError
     from shardlease.runtime.handlers import Shard as Shard
     from shardlease.runtime.manager import ShardManager as ShardManager
+    from shardlease.runtime.objects import ObjectEvent as ObjectEvent
+    from shardlease.runtime.objects import ObjectStream as ObjectStream
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 USER_CODE = '''
-from shardlease import ConfigError, Shard, ShardConfig, ShardManager, ShardleaseError, shard_for_key
+from typing import Any
+
+from shardlease import (
+    ConfigError,
+    ObjectEvent,
+    Shard,
+    ShardConfig,
+    ShardManager,
+    ShardleaseError,
+    shard_for_key,
+    shard_for_object,
+    shard_range,
+)
 
 
 def handle(shard: Shard) -> None:
@@ -25,7 +37,17 @@ def handle(shard: Shard) -> None:
 
 
 async def handle_async(shard: Shard) -> None:
-    print(shard.id)
+    async for event in shard.objects("v1", "configmaps", namespace="default"):
+        obj: dict[str, Any] = event.object
+        print(event.type, event.shard, shard_for_object(obj, shard.count))
+
+
+def handle_objects(shard: Shard) -> None:
+    start, end = shard_range(shard.id, shard.count)
+    with shard.objects("apps/v1", "deployments", label_selector="app=web", by="namespace") as stream:
+        for event in stream:
+            first: ObjectEvent = event
+            print(first.uid, start < end)
 
 
 def main() -> None:
