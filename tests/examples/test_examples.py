@@ -5,7 +5,8 @@ the bounds on waits are generous because the machine is small and shared.
 
 * The logging handlers (sync and async) must log ``took shard``/``gave up shard`` in step with the
   Leases, through start, a rebalance (a third replica joins) and a graceful stop (SIGTERM).
-* The ConfigMap controller must, across a SIGKILL of one of three replicas, leave every ConfigMap
+* The ConfigMap controller (on ``shard.objects``, with and without server-side filtering) must, across a
+  rebalance, a SIGKILL of one of four replicas and churn, leave every ConfigMap
   annotated by a live replica with its shard's current fencing token, never have two replicas writing
   for one shard at the same time, never let an object's token go backwards, and send only the
   ConfigMap verbs its Role in ``deploy/overlays/example`` grants (and use all of them).
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shardlease import shard_for_key
+from shardlease import shard_for_object
 from shardlease.harness.localcluster import LocalCluster, Timings, child_processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,6 +131,7 @@ class Attempt:
 
     identity: str
     key: str
+    uid: str
     shard: int
     token: int
     start: float
@@ -154,7 +156,7 @@ def load_attempts(journal_dir: Path) -> list[Attempt]:
                 continue
             if rec["event"] == "begin":
                 assert ident not in open_, f"{path}: two open attempts for {ident}"
-                attempt = Attempt(rec["identity"], rec["key"], rec["shard"], rec["token"], rec["at"],
+                attempt = Attempt(rec["identity"], rec["key"], rec["uid"], rec["shard"], rec["token"], rec["at"],
                                   None, None)
                 open_[ident] = attempt
                 attempts.append(attempt)
@@ -189,7 +191,11 @@ def overlay_configmap_verbs() -> set[str]:
     return {v for rule in role["rules"] if "configmaps" in rule["resources"] for v in rule["verbs"]}
 
 
-def test_configmap_controller_survives_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gate", [True, False], ids=["server-filtered", "client-filtered"])
+def test_configmap_controller_survives_rebalance_sigkill_and_churn(tmp_path: Path, gate: bool) -> None:
+    """Three replicas, a fourth joins (rebalance), one is SIGKILLed (failover), then users strip the
+    annotations of some ConfigMaps (churn): every object ends stamped by its shard's holder, and the
+    journal shows no two replicas writing for one shard (so for one object) at once."""
     from kubernetes.client import CoreV1Api
 
     shards, count, namespace = 16, 200, "default"
@@ -198,6 +204,7 @@ def test_configmap_controller_survives_sigkill(tmp_path: Path) -> None:
         handler="examples.configmap_controller:handle", group="cmctl", shards=shards, namespace=namespace,
         timings=FAST, work_dir=tmp_path / "cluster", cwd=str(REPO),
         env={"CONFIGMAP_JOURNAL_DIR": str(journal_dir), "CONFIGMAP_NAMESPACE": namespace},
+        feature_gates={"ShardedListAndWatch": True} if gate else None,
     ) as cluster:
         cluster.start()
         core = CoreV1Api(cluster.api_client())
@@ -222,9 +229,16 @@ def test_configmap_controller_survives_sigkill(tmp_path: Path) -> None:
             return check
 
         cluster.start(replicas=3)
-        everyone = {r.identity for r in cluster.replicas}
-        wait_until(all_written_by(everyone), SETTLE, "every ConfigMap reconciled", report)
+        wait_until(all_written_by({r.identity for r in cluster.replicas}), SETTLE, "every ConfigMap reconciled",
+                   report)
         cluster.wait_settled(SETTLE)
+        # A fourth replica joins: the shards it takes are listed afresh there and re-stamped with its tokens.
+        cluster.start(replicas=1)
+        everyone = {r.identity for r in cluster.replicas}
+        cluster.wait_settled(SETTLE)
+        newcomer = cluster.replicas[-1].identity
+        wait_until(lambda: newcomer in {a.identity for a in latest_writes(load_attempts(journal_dir)).values()},
+                   SETTLE, "the newcomer to reconcile the ConfigMaps of its shards", report)
 
         victim = cluster.replicas[0]
         assert cluster.snapshot().held_by(victim.identity), "the victim holds no shards: a vacuous kill"
@@ -236,6 +250,14 @@ def test_configmap_controller_survives_sigkill(tmp_path: Path) -> None:
 
         # Read before check_final_state lists ConfigMaps itself.
         controller_counts = {v for (v, r) in request_counts(cluster) if r == "configmaps"}
+        # Churn: annotations stripped from 20 ConfigMaps; their holders see the change and stamp again.
+        stripped = sorted(keys)[::10]
+        before = len([a for a in load_attempts(journal_dir) if a.outcome == "written"])
+        for key in stripped:
+            core.patch_namespaced_config_map(key.split("/")[1], namespace, {"metadata": {"annotations": {
+                "shardlease.io/reconciled-by": None, "shardlease.io/token": None}}})
+        wait_until(lambda: len([a for a in load_attempts(journal_dir) if a.outcome == "written"])
+                   >= before + len(stripped), SETTLE, "the stripped ConfigMaps stamped again", report)
         check_final_state(core, namespace, keys, shards, survivors, cluster)
 
     assert_no_replica_left(cluster)
@@ -254,7 +276,8 @@ def test_configmap_controller_survives_sigkill(tmp_path: Path) -> None:
     for key, token in victim_tokens.items():
         assert latest[key].identity in survivors and latest[key].token > token, (key, token, latest[key])
     for a in attempts:
-        assert a.shard == shard_for_key(a.key, shards), f"{a.key} written under the wrong shard {a.shard}"
+        assert a.shard == shard_for_object({"metadata": {"uid": a.uid}}, shards), \
+            f"{a.key} written under the wrong shard {a.shard}"
         if a.end is None:
             assert a.identity == victim.identity, f"unfinished attempt from a live replica: {a}"
             a.end = killed_at  # cut short by the SIGKILL: it lasted at most until then
@@ -308,7 +331,7 @@ def token_regressions(attempts: list[Attempt]) -> list[str]:
 def test_journal_checks_catch_overlaps_and_token_regressions() -> None:
     """The checkers above are what makes the SIGKILL test meaningful, so prove they can fail."""
     def at(identity: str, start: float, end: float, token: int, key: str = "ns/a") -> Attempt:
-        return Attempt(identity, key, 3, token, start, end, "written")
+        return Attempt(identity, key, "uid-" + key, 3, token, start, end, "written")
 
     clean = [at("a", 0.0, 1.0, 1), at("a", 1.5, 2.0, 1), at("b", 2.5, 3.0, 2)]
     assert not find_overlaps(clean) and not token_regressions(clean)
@@ -337,7 +360,7 @@ def check_final_state(core: Any, namespace: str, keys: set[str], shards: int, su
         for item in listing["items"]:
             key = f"{namespace}/{item['metadata']['name']}"
             annotations = item["metadata"].get("annotations") or {}
-            shard = shard_for_key(key, shards)
+            shard = shard_for_object(item, shards)
             by, token = annotations.get("shardlease.io/reconciled-by"), annotations.get("shardlease.io/token")
             if by != holders[shard] or token != str(tokens[shard]) or by not in survivors:
                 wrong.append(f"{key} (shard {shard}): by={by} token={token}; "
