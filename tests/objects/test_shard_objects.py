@@ -311,3 +311,49 @@ def test_dev_server_without_the_gate_sends_everything(tmp_path: Path) -> None:
     # Without the gate each replica reads all 80 creations; with it, about a quarter.
     assert everything >= 80
     assert own <= 80 / 4 * 2, own
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["resume", "relist-after-410"])
+def test_a_broken_watch_loses_and_repeats_nothing(tmp_path: Path, compacted: bool) -> None:
+    """Changes made while the object watch is cut arrive exactly once: by resuming from the last
+    resourceVersion, or, when the server has forgotten that version (410), by a relist diffed against
+    what the stream already delivered."""
+    with DevServer(port=0, faults=True, feature_gates=GATE) as dev:
+        path = str(tmp_path / "kubeconfig")
+        dev.write_kubeconfig(path)
+        server = Server("dev-faults", path, True, dev)
+        objects = create(server, "default", 12)
+        seen = Seen()
+        [m] = managers(server, "cut", [sync_handler(seen, "r0", "default")])
+        try:
+            m.start()
+            wait_until(lambda: seen.all_synced([m]), 20, "all 8 shards held and synced")
+            [a, b, *_] = objects.values()
+
+            def lists() -> float:
+                return m.metrics.registry.get_sample_value(
+                    "shardlease_object_lists_total", {"group": "cut", "identity": "r0", "resource": "configmaps"}) or 0
+
+            time.sleep(0.3)  # past the debounce of the last re-target
+            lists_before = lists()
+            dev.faults.freeze_watches()
+            server.core.patch_namespaced_config_map(a["metadata"]["name"], "default", {"data": {"v": "9"}})
+            server.core.delete_namespaced_config_map(b["metadata"]["name"], "default")
+            c = server.api.sanitize_for_serialization(server.core.create_namespaced_config_map(
+                "default", {"metadata": {"name": "cm-new"}}))
+            if compacted:
+                dev.compact()
+            dev.faults.cut_watches()
+            dev.faults.unfreeze_watches()
+            wait_until(lambda: c["metadata"]["uid"] in seen.by_uid(), 10, "the object created meanwhile")
+            time.sleep(0.5)  # anything repeated would arrive now
+            by_uid = seen.by_uid()
+            assert [e.type for _, _, e in by_uid[a["metadata"]["uid"]]] == ["ADDED", "MODIFIED"]
+            assert by_uid[a["metadata"]["uid"]][-1][2].object["data"] == {"v": "9"}
+            assert [e.type for _, _, e in by_uid[b["metadata"]["uid"]]] == ["ADDED", "DELETED"]
+            assert [e.type for _, _, e in by_uid[c["metadata"]["uid"]]] == ["ADDED"]
+            assert all(len(entries) == 1 for uid, entries in by_uid.items()
+                       if uid not in (a["metadata"]["uid"], b["metadata"]["uid"])), by_uid
+            assert lists() == (lists_before + 1 if compacted else lists_before), (lists(), lists_before)
+        finally:
+            stop_all([m])
