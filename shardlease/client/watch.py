@@ -1,9 +1,13 @@
 """Keeping the local picture of one group's Leases (``shardlease.core.cache.LeaseCache``) current.
 
-``LeaseWatcher`` is the one thread per replica that talks to the watch endpoint: list, then watch from
-the list's resourceVersion with bookmarks; on a clean end of stream it resumes from the last version it
-saw; on ``Expired`` (410) it relists; a silent connection is cut by a client-side read timeout. In steady state
+A ``LeaseWatcher`` is one thread that talks to the watch endpoint: list, then watch from the list's
+resourceVersion with bookmarks; on a clean end of stream it resumes from the last version it saw; on
+``Expired`` (410) it relists; a silent connection is cut by a client-side read timeout. In steady state
 this is the only read traffic: no polling GETs.
+
+A replica runs two: one on the group's member Leases (fixed), and one on the shard Leases that matter to
+it (held, assigned, or inherited if a peer fails), which :meth:`LeaseWatcher.retarget` points at a new
+set when membership changes. Each list speaks only for its own scope of the shared cache.
 """
 
 from __future__ import annotations
@@ -32,18 +36,30 @@ class LeaseWatcher:
     before peers' Leases would look expired keeps membership honest.
     """
 
-    def __init__(self, client: LeaseStore, cache: LeaseCache, selector: str, *, read_timeout: float,
+    def __init__(self, client: LeaseStore, cache: LeaseCache, selector: str | None, *, read_timeout: float,
                  logger: logging.LoggerAdapter[Any] | logging.Logger,
-                 on_error: Callable[[str], None] | None = None, max_backoff: float = 5.0) -> None:
+                 on_error: Callable[[str], None] | None = None, max_backoff: float = 5.0,
+                 scope: Callable[[str], bool] | None = None, sync: bool = True, name: str = "watch",
+                 covers_shards: bool = False) -> None:
         self._client = client
         self._cache = cache
         self._selector = selector
+        self._scope = scope
+        self._covered: frozenset[int] | None = None
+        self._forget: frozenset[str] = frozenset()
+        self._sync = sync
+        #: This watch decides which shards the cache covers (the targeted shard watch).
+        self._covers_shards = covers_shards
+        self._pending: tuple[str | None, Callable[[str], bool] | None, frozenset[int] | None,
+                             frozenset[str]] | None = None
+        self._retargeted = threading.Event()
+        self._lock = threading.Lock()
         self._read_timeout = read_timeout
         self._log = logger
         self._on_error = on_error
         self._max_backoff = max_backoff
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shardlease-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"shardlease-{name}", daemon=True)
         self.resource_version = ""
         self.relists = 0
         self.restarts = 0
@@ -53,13 +69,45 @@ class LeaseWatcher:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        self._retargeted.set()
         self._client.close_watch()
         self._thread.join(timeout)
+
+    def retarget(self, selector: str | None, *, scope: Callable[[str], bool] | None,
+                 covered: frozenset[int] | None, forget: frozenset[str] = frozenset()) -> None:
+        """Watch ``selector`` from now on (``None``: nothing): cut the running watch and list afresh.
+
+        ``scope``: the cache names the new list speaks for; ``covered``: the shards it covers, reported
+        by the cache once listed; ``forget``: names of the old target to drop from the cache.
+        """
+        with self._lock:
+            self._pending = (selector, scope, covered, forget)
+        self._retargeted.set()
+        self._client.close_watch()
+
+    def _take_retarget(self) -> bool:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        self._selector, self._scope, self._covered, forget = pending
+        self._forget = self._forget | forget
+        self.resource_version = ""
+        return True
 
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
             delivered = self.events
+            self._take_retarget()
+            if self._selector is None:
+                if self._forget or self._covered != frozenset():
+                    self._cache.replace_all([], "", scope=lambda _name: False, forget=self._forget,
+                                            covered=frozenset(), sync=self._sync)
+                    self._forget, self._covered = frozenset(), frozenset()
+                self._retargeted.wait()
+                self._retargeted.clear()
+                continue
             try:
                 if not self.resource_version:
                     self._relist()
@@ -74,6 +122,8 @@ class LeaseWatcher:
             except ApiError as err:
                 if self._stop.is_set():
                     return
+                if self._pending is not None:
+                    continue  # our own cut for a re-target, not a failure
                 if self.events > delivered:
                     # The stream worked before it broke: this is a first failure, not one more in a row.
                     # Backing off as if the server had been down all along left replicas blind to
@@ -95,9 +145,17 @@ class LeaseWatcher:
                 self._stop.wait(min(self._max_backoff, 0.2 * 2 ** min(failures, 6)))
 
     def _relist(self) -> None:
+        assert self._selector is not None
         items, rv = self._client.list(self._selector, timeout=max(5.0, self._read_timeout))
+        if self._pending is not None:
+            return  # re-targeted meanwhile: this list answers a question nobody asks any more
         records = [r for r in (LeaseRecord.from_object(i) for i in items) if r is not None]
-        self._cache.replace_all(records, rv)
+        if self._covers_shards:
+            self._cache.replace_all(records, rv, scope=self._scope, forget=self._forget, covered=self._covered,
+                                    sync=self._sync)
+        else:
+            self._cache.replace_all(records, rv, scope=self._scope, forget=self._forget, sync=self._sync)
+        self._forget = frozenset()
         self.resource_version = rv
         self.relists += 1
 
@@ -105,11 +163,15 @@ class LeaseWatcher:
     events = 0
 
     def _watch_once(self) -> None:
+        if not self.resource_version or self._selector is None:
+            return  # the list was for an old target
         self.restarts += 1
         stream = self._client.watch(self._selector, self.resource_version,
                                     timeout_seconds=random.randint(240, 360), read_timeout=self._read_timeout)
+        if self._pending is not None:
+            return  # re-targeted while the request was on its way: close_watch had nothing to cut
         for event in stream:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._pending is not None:
                 return
             self.events += 1
             kind = event.get("type")

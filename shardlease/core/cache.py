@@ -38,6 +38,13 @@ def rv_newer(candidate: str, current: str) -> bool:
     return a > b
 
 
+class _Keep:
+    """``replace_all(covered=...)`` left out: the list says nothing about shard coverage."""
+
+
+_KEEP = _Keep()
+
+
 @dataclass(frozen=True, slots=True)
 class CachedLease:
     record: LeaseRecord
@@ -51,7 +58,8 @@ class LeaseCache:
     ``take_changed()`` hands over the names that changed since the last call.
     """
 
-    def __init__(self, clock: Clock, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, clock: Clock, on_change: Callable[[], None] | None = None, *,
+                 covered: frozenset[int] | None = None) -> None:
         self._clock = clock
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -60,6 +68,7 @@ class LeaseCache:
         self._absent: dict[str, tuple[float, str]] = {}
         self._changed: set[str] = set()
         self._synced_at: float | None = None
+        self._covered: frozenset[int] | None = covered
         self.synced = threading.Event()
 
     # ---- writers ----
@@ -104,8 +113,17 @@ class LeaseCache:
             self._on_change()
         return True
 
-    def replace_all(self, records: Iterable[LeaseRecord], list_rv: str) -> None:
-        """Adopt a fresh list: unchanged specs keep their observation time, vanished Leases become absent."""
+    def replace_all(self, records: Iterable[LeaseRecord], list_rv: str, *,
+                    scope: Callable[[str], bool] | None = None, forget: Iterable[str] = (),
+                    covered: frozenset[int] | None | _Keep = _KEEP, sync: bool = True) -> None:
+        """Adopt a fresh list: unchanged specs keep their observation time, vanished Leases become absent.
+
+        ``scope`` says which names this list speaks for (default: all): a Lease in scope but not listed
+        has vanished; one out of scope is another watch's business and is left alone. ``forget``: names
+        no longer watched at all, dropped without being marked absent (we simply stop knowing them).
+        ``covered``: the shards whose Leases are now watched (``None``: every shard; default: unchanged). ``sync``: this list
+        completes the initial picture (the member list does; a shard list re-targeted later does not).
+        """
         now = self._clock.monotonic()
         with self._lock:
             seen: set[str] = set()
@@ -113,7 +131,7 @@ class LeaseCache:
                 seen.add(record.name)
                 self._apply_locked(record, now)
             for name in list(self._items):
-                if name in seen:
+                if name in seen or (scope is not None and not scope(name)):
                     continue
                 current = self._items[name]
                 if list_rv and not rv_newer(list_rv, current.record.resource_version):
@@ -121,9 +139,16 @@ class LeaseCache:
                 del self._items[name]
                 self._absent[name] = (now, list_rv)
                 self._changed.add(name)
-            if self._synced_at is None:
+            for name in forget:
+                if name not in seen and self._items.pop(name, None) is not None:
+                    self._changed.add(name)
+                self._absent.pop(name, None)
+            if not isinstance(covered, _Keep):
+                self._covered = covered
+            if sync and self._synced_at is None:
                 self._synced_at = now
-        self.synced.set()
+        if sync:
+            self.synced.set()
         if self._on_change is not None:
             self._on_change()
 
@@ -146,6 +171,16 @@ class LeaseCache:
             if tomb is not None:
                 return tomb[0]
             return self._synced_at if self._synced_at is not None else self._clock.monotonic()
+
+    @property
+    def covered(self) -> frozenset[int] | None:
+        """The shards whose Leases are watched and listed (``None``: all of them)."""
+        return self._covered
+
+    def covers(self, shard: int) -> bool:
+        """Whether ``shard``'s Lease is watched and listed, so its cached state (or absence) is true."""
+        covered = self._covered  # one reference read: atomic
+        return covered is None or shard in covered
 
     def snapshot(self) -> dict[str, CachedLease]:
         with self._lock:

@@ -22,6 +22,7 @@ __all__ = [
     "PublishOwned",
     "StartHandler",
     "StopHandler",
+    "WatchShards",
     "Write",
     "WriteDone",
     "WriteKind",
@@ -107,7 +108,16 @@ class PublishOwned:
     owned: frozenset[int]
 
 
-Command = Write | StartHandler | StopHandler | ExtendHandler | PublishOwned
+@dataclass(frozen=True, slots=True)
+class WatchShards:
+    """Watch exactly these shard Leases from now on (held, assigned here, or inherited if one peer
+    fails); the shell re-targets the shard watch. Until the new list is in, the cache does not cover
+    the added shards and the reactor leaves them alone."""
+
+    shards: frozenset[int]
+
+
+Command = Write | StartHandler | StopHandler | ExtendHandler | PublishOwned | WatchShards
 
 
 # ------------------------------------------------------------------------------------------ events

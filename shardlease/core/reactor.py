@@ -12,7 +12,15 @@ The vocabulary:
   reactor reads, and :meth:`Reactor.request_stop`;
 * commands it returns from :meth:`Reactor.step`: :class:`Write` (one conditional request),
   :class:`StartHandler`, :class:`StopHandler`, :class:`ExtendHandler` (a renewal pushed
-  ``shard.valid()`` further out), :class:`PublishOwned` (the held set changed).
+  ``shard.valid()`` further out), :class:`PublishOwned` (the held set changed), and, with ``targeted``,
+  :class:`WatchShards` (the shard Leases worth watching changed).
+
+Targeted watching (issue 9). A replica need not read every renewal of every shard: it watches the
+member Leases plus the shard Leases it holds, is assigned, or would inherit if any one peer failed
+(:func:`~shardlease.core.assignment.inheritable`), so failover still finds the dead holder's Leases
+observed for a whole lease. The set grows at once and shrinks after a lease duration (one relist for a
+whole rebalance, not one per released shard). A shard the cache does not cover yet is left alone
+unless we hold it: its absence from the cache means "not listed yet", not "does not exist".
 
 A shell runs ``handle`` for each event, then ``step``, carries out the commands, and sleeps until
 ``next_wakeup`` or the next event. Because nothing here waits, the same reactor runs in table tests and
@@ -32,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shardlease.core.assignment import assign
+from shardlease.core.assignment import assign, inheritable
 from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
@@ -48,6 +56,7 @@ from shardlease.core.messages import (
     PublishOwned,
     StartHandler,
     StopHandler,
+    WatchShards,
     Write,
     WriteDone,
     WriteKind,
@@ -68,6 +77,7 @@ __all__ = [
     "Reactor",
     "StartHandler",
     "StopHandler",
+    "WatchShards",
     "Write",
     "WriteDone",
     "WriteKind",
@@ -142,8 +152,9 @@ class Reactor:
     def __init__(self, *, group: str, namespace: str, identity: str, incarnation: str, shards: int,
                  timing: Timing, cache: LeaseCache, clock: Clock, load_factor: float = 1.0,
                  log: logging.LoggerAdapter[Any] | logging.Logger | None = None, metrics: Any = None,
-                 jitter: Callable[[float, float], float] = random.uniform) -> None:
+                 jitter: Callable[[float, float], float] = random.uniform, targeted: bool = False) -> None:
         self.group = group
+        self._targeted = targeted
         self.namespace = namespace
         self.identity = identity
         self.incarnation = incarnation
@@ -186,6 +197,12 @@ class Reactor:
         self._owned_dirty = False
         self._stop_at: float | None = None
         self.finished = False
+        self._desired_set: frozenset[int] = frozenset()
+        self._inheritable: frozenset[int] = frozenset()
+        self._watching: frozenset[int] | None = None
+        self._watch_dirty = targeted
+        self._shrink_at = float("inf")
+        self._covered_seen: frozenset[int] | None = frozenset()
 
     # ------------------------------------------------------------------ queries
 
@@ -265,7 +282,7 @@ class Reactor:
     def next_wakeup(self, now: float) -> float:
         """When :meth:`step` must run again if no event arrives first."""
         next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
-                      self._member_recheck_at, self._member.due)
+                      self._member_recheck_at, self._member.due, self._shrink_at)
         if self.stopping:
             next_at = min(next_at, now + 0.1)
         return next_at
@@ -312,6 +329,13 @@ class Reactor:
             index = self._index_of.get(name)
             if index is not None:
                 self._dirty.add(index)
+        if self._targeted:
+            covered = self._cache.covered
+            if covered is not self._covered_seen:
+                # Newly listed shards: their state (or the absence of their Lease) is known now.
+                fresh = range(self.shards) if covered is None else covered - (self._covered_seen or frozenset())
+                self._dirty.update(fresh)
+                self._covered_seen = covered
         while self._timers and self._timers[0][0] <= now:
             at, _seq, index = heapq.heappop(self._timers)
             if self._states[index].scheduled == at:
@@ -323,8 +347,32 @@ class Reactor:
         for index in sorted(dirty):
             self._shard_step(self._states[index], now)
         self._publish_owned()
+        if self._targeted:
+            self._update_watch(now)
         if self.stopping and self._shutdown_complete(now):
             self.finished = True
+
+    def _update_watch(self, now: float) -> None:
+        """Ask for a new shard watch when the set worth watching grew (at once) or shrank (later)."""
+        if self._watch_dirty:
+            self._watch_dirty = False
+            wanted = self._desired_set | self._inheritable | self._held
+            current = self._watching
+            if current is None or not wanted <= current:
+                self._emit_watch(wanted)
+            elif wanted != current:
+                if self._shrink_at == float("inf"):
+                    self._shrink_at = now + self.timing.lease_duration
+            else:
+                self._shrink_at = float("inf")
+        if now >= self._shrink_at:
+            self._emit_watch(self._desired_set | self._inheritable | self._held)
+
+    def _emit_watch(self, shards: frozenset[int]) -> None:
+        self._shrink_at = float("inf")
+        if shards != self._watching:
+            self._watching = shards
+            self._out.append(WatchShards(shards))
 
     def _schedule(self, st: _ShardState, at: float | None) -> None:
         if st.phase is HandlerPhase.STOPPING and not st.stuck and st.stop_requested_at is not None:
@@ -418,7 +466,11 @@ class Reactor:
         if eligible != self._members:
             self._members = eligible
             self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible else {}
-            mine = sum(1 for owner in self._assignment.values() if owner == self.identity)
+            self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
+            mine = len(self._desired_set)
+            if self._targeted:
+                self._inheritable = inheritable(self.group, self.shards, eligible, self.identity, self.load_factor)
+                self._watch_dirty = True
             self._log.info("members now %s; %d of %d shards desired here", sorted(eligible), mine, self.shards)
             self.metrics.members.set(len(eligible))
             self.metrics.shards_desired.set(mine)
@@ -486,6 +538,8 @@ class Reactor:
             acquire_after=st.acquire_after)
 
     def _shard_step(self, st: _ShardState, now: float) -> None:
+        if not st.held and not st.in_flight and st.phase is HandlerPhase.IDLE and not self._cache.covers(st.index):
+            return  # not listed yet: an empty cache entry would wrongly read as "no Lease"
         for _ in range(4):
             view = self._view(st, now)
             decision = decide(view, now, self.timing)
@@ -697,6 +751,7 @@ class Reactor:
         if st.held != held:
             st.held = held
             self._owned_dirty = True
+            self._watch_dirty = self._targeted
             if held:
                 self._held.add(st.index)
             else:

@@ -52,6 +52,19 @@ def group_selector(group: str) -> str:
     return f"{LABEL_GROUP}={group}"
 
 
+def member_selector(group: str) -> str:
+    """Label selector matching the member Leases of one group."""
+    return f"{LABEL_GROUP}={group},{LABEL_ROLE}={ROLE_MEMBER}"
+
+
+def shard_selector(group: str, shards: Iterable[int] | None = None) -> str:
+    """Label selector matching the shard Leases of one group, or only those of ``shards``."""
+    base = f"{LABEL_GROUP}={group},{LABEL_ROLE}={ROLE_SHARD}"
+    if shards is None:
+        return base
+    return f"{base},{LABEL_SHARD} in ({','.join(str(i) for i in sorted(shards))})"
+
+
 def shard_labels(group: str, shard: int) -> dict[str, str]:
     return {LABEL_GROUP: group, LABEL_ROLE: ROLE_SHARD, LABEL_SHARD: str(shard)}
 

@@ -74,10 +74,11 @@ from shardlease.core.reactor import (
     Reactor,
     StartHandler,
     StopHandler,
+    WatchShards,
     Write,
     WriteDone,
 )
-from shardlease.core.records import group_selector
+from shardlease.core.records import member_lease_name, member_selector, shard_lease_name, shard_selector
 from shardlease.errors import ApiError, HandlerSignatureError, RequestTimeout, UnexpectedApiError
 from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from shardlease.runtime.logs import get_logger
@@ -131,11 +132,12 @@ class ShardManager:
 
         self._wake = threading.Event()
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self._cache = LeaseCache(self._clock, on_change=self._wake.set)
+        # Nothing covered until the shard watch has listed what the reactor asks for (WatchShards).
+        self._cache = LeaseCache(self._clock, on_change=self._wake.set, covered=frozenset())
         self._reactor = Reactor(
             group=self.group, namespace=config.namespace, identity=self.identity, incarnation=self.incarnation,
             shards=self._shards, timing=self._timing, cache=self._cache, clock=self._clock,
-            load_factor=config.load_factor, log=self._log, metrics=self.metrics)
+            load_factor=config.load_factor, log=self._log, metrics=self.metrics, targeted=True)
         self.metrics.set_oldest_renewal_source(lambda: self._reactor.oldest_renewal_age(self._clock.monotonic()))
         #: Handler runs by the reactor's run number, and the run number of each Shard object handed to a
         #: handler (registered before the run starts, so an instant exit is never lost). Only the control
@@ -155,6 +157,9 @@ class ShardManager:
         self._executor: ThreadPoolExecutor | None = None
         self._runner: HandlerRunner | None = None
         self._watcher: LeaseWatcher | None = None
+        self._shard_watcher: LeaseWatcher | None = None
+        self._shard_store: LeaseStore | None = None
+        self._watched_names: frozenset[str] = frozenset()
         self._thread: threading.Thread | None = None
         self._health: Any = None
         self._notifier: ThreadPoolExecutor | None = None
@@ -204,9 +209,20 @@ class ShardManager:
                                      clock=self._clock, name=f"shardlease-{self.identity}",
                                      on_error=self._handler_raised)
         read_timeout = max(2 * self._timing.retry_period, self._timing.lease_duration / 2)
-        self._watcher = LeaseWatcher(self._store, self._cache, group_selector(self.group),
-                                     read_timeout=read_timeout, logger=self._log, on_error=self.metrics.api_error)
+        member_prefix = member_lease_name(self.group, "")
+        self._watcher = LeaseWatcher(self._store, self._cache, member_selector(self.group),
+                                     read_timeout=read_timeout, logger=self._log, on_error=self.metrics.api_error,
+                                     scope=lambda name: name.startswith(member_prefix), name="watch-members")
+        # The shard watch gets a connection pool of its own, so re-targeting it never cuts the member
+        # watch (an injected store is shared: its close_watch ends both, and both resume).
+        if self._api_client is not None and isinstance(self._store, LeaseClient):
+            self._shard_store = LeaseClient(self._api_client, self.config.namespace, pool_size=2)
+        self._shard_watcher = LeaseWatcher(self._shard_store or self._store, self._cache, None,
+                                           read_timeout=read_timeout, logger=self._log,
+                                           on_error=self.metrics.api_error, sync=False, name="watch-shards",
+                                           covers_shards=True)
         self._watcher.start()
+        self._shard_watcher.start()
         if self._health is not None:
             self._health.start()
         self._thread = threading.Thread(target=self._loop, name=f"shardlease-control-{self.identity}", daemon=True)
@@ -383,6 +399,23 @@ class ShardManager:
                     run.shard._extend(command.valid_until)
             elif isinstance(command, PublishOwned):
                 self._publish(command.owned)
+            elif isinstance(command, WatchShards):
+                self._watch_shards(command.shards)
+
+    def _watch_shards(self, shards: frozenset[int]) -> None:
+        """Point the shard watch at ``shards``; past half the group, at all of them (one simple selector,
+        and the saving would be under 2x)."""
+        assert self._shard_watcher is not None
+        everything = 2 * len(shards) > self._shards
+        wanted = range(self._shards) if everything else shards
+        names = frozenset(shard_lease_name(self.group, i) for i in wanted)
+        forget, self._watched_names = self._watched_names - names, names
+        if not shards:
+            self._shard_watcher.retarget(None, scope=None, covered=frozenset(), forget=forget)
+            return
+        self._shard_watcher.retarget(shard_selector(self.group, None if everything else shards),
+                                     scope=names.__contains__, covered=None if everything else shards,
+                                     forget=forget)
 
     # ------------------------------------------------------------------ events from other threads
 
@@ -461,6 +494,10 @@ class ShardManager:
             self._log.error("exiting with handlers that did not return: shards %s", stuck)
         if self._watcher is not None:
             self._watcher.stop(timeout=1.0)
+        if self._shard_watcher is not None:
+            self._shard_watcher.stop(timeout=1.0)
+        if self._shard_store is not None:
+            self._shard_store.close()
         if self._objects is not None:
             self._objects.close()
         if self._executor is not None:

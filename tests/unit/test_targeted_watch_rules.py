@@ -1,0 +1,184 @@
+"""Targeted watching as rules: what to watch (``inheritable``), what the cache then covers, and how the
+reactor asks for a new watch and leaves uncovered shards alone. No server, no threads, a FakeClock."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_reactor import TIMING, Table
+
+from shardlease.core import assignment
+from shardlease.core.assignment import assign, inheritable
+from shardlease.core.cache import LeaseCache
+from shardlease.core.clock import FakeClock
+from shardlease.core.reactor import HandlerExited, Reactor, StopHandler, WatchShards, WriteKind
+from shardlease.core.records import LeaseRecord, member_lease_name, shard_lease_name
+
+
+@settings(max_examples=25, deadline=None)
+@given(members=st.sets(st.integers(0, 999), min_size=2, max_size=12), shards=st.sampled_from([16, 100, 256]),
+       data=st.data())
+def test_inheritable_holds_every_shard_a_single_failure_would_move_here(members: set[int], shards: int,
+                                                                        data: st.DataObject) -> None:
+    names = sorted(f"m{i}" for i in members)
+    me = data.draw(st.sampled_from(names))
+    before = assign("g", shards, names)
+    watched = inheritable("g", shards, names, me)
+    for leaving in names:
+        if leaving == me:
+            continue
+        after = assign("g", shards, [m for m in names if m != leaving])
+        gained = {s for s, owner in after.items() if owner == me and before[s] != me}
+        assert gained <= watched, (leaving, sorted(gained - watched))
+    assert not watched & {s for s, owner in before.items() if owner == me}
+
+
+def test_inheritable_estimate_for_large_groups_is_the_ring_successor(monkeypatch: pytest.MonkeyPatch) -> None:
+    members = [f"m{i}" for i in range(8)]
+    exact = inheritable("g", 1024, members, "m3")
+    monkeypatch.setattr(assignment, "EXACT_INHERITABLE_LIMIT", 0)
+    estimate = inheritable("g", 1024, members, "m3")
+    # Most of what a failure moves here is where m3 comes second on the ring; not all (cascades).
+    assert len(exact & estimate) >= 0.9 * len(exact)
+    assert inheritable("g", 8, ["solo"], "solo") == frozenset()
+    assert inheritable("g", 8, ["a", "b"], "stranger") == frozenset()
+
+
+def record(name: str, holder: str, rv: str, **labels: str) -> LeaseRecord:
+    obj = {"metadata": {"name": name, "resourceVersion": rv, "labels": labels},
+           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 2}}
+    parsed = LeaseRecord.from_object(obj)
+    assert parsed is not None
+    return parsed
+
+
+def test_a_scoped_list_speaks_only_for_its_scope_and_forgets_what_is_no_longer_watched() -> None:
+    clock = FakeClock()
+    cache = LeaseCache(clock, covered=frozenset())
+    assert not cache.covers(0)
+    members = {member_lease_name("g", "a")}
+    cache.replace_all([record("g-member-a", "a", "5")], "5", scope=lambda n: n in members or n.startswith("g-member-"))
+    assert cache.synced.is_set() and cache.covered == frozenset()
+    shard_names = {shard_lease_name("g", i) for i in (0, 1)}
+    cache.replace_all([record("g-shard-0", "a", "6")], "6", scope=shard_names.__contains__,
+                      covered=frozenset({0, 1}), sync=False)
+    assert cache.covers(0) and cache.covers(1) and not cache.covers(2)
+    assert cache.get("g-member-a") is not None, "a shard list must not mark members absent"
+    assert cache.get("g-shard-1") is None
+    cache.take_changed()
+    # Re-targeted to shard 1 only: shard 0 is forgotten (not tombstoned), shard 1 listed.
+    cache.replace_all([record("g-shard-1", "b", "7")], "7", scope={"g-shard-1"}.__contains__,
+                      forget={"g-shard-0"}, covered=frozenset({1}), sync=False)
+    assert cache.get("g-shard-0") is None and cache.get("g-shard-1") is not None
+    assert {"g-shard-0", "g-shard-1"} <= cache.take_changed()
+    assert cache.covered == frozenset({1})
+    # A member list leaves coverage alone.
+    cache.replace_all([record("g-member-a", "a", "8")], "8", scope=lambda n: n.startswith("g-member-"))
+    assert cache.covered == frozenset({1})
+
+
+class TargetedTable(Table):
+    def __init__(self, shards: int) -> None:
+        self.clock = FakeClock()
+        self.cache = LeaseCache(self.clock, covered=frozenset())
+        self.reactor = Reactor(group="g", namespace="default", identity="a", incarnation="inc-a", shards=shards,
+                               timing=TIMING, cache=self.cache, clock=self.clock, jitter=lambda low, high: high,
+                               targeted=True)
+        self.rv = 100
+        self.objects = {}
+        self.cache.replace_all([], "100", scope=lambda n: n.startswith("g-member-"))
+
+    def cover(self, shards: frozenset[int]) -> None:
+        names = {shard_lease_name("g", i) for i in shards}
+        self.cache.replace_all([r for r in (LeaseRecord.from_object(o) for n, o in self.objects.items() if n in names)
+                                if r is not None], str(self.rv), scope=names.__contains__, covered=shards, sync=False)
+
+
+def test_the_reactor_asks_for_its_shards_and_takes_none_before_they_are_listed() -> None:
+    t = TargetedTable(shards=4)
+    (member,) = t.writes(t.step(), WriteKind.MEMBER_CREATE)
+    t.succeed(member)
+    commands = t.step()
+    assert WatchShards(frozenset(range(4))) in commands           # alone: everything is ours
+    assert t.writes(commands, WriteKind.CREATE) == []             # not listed yet: no "missing Lease" acquire
+    t.cover(frozenset(range(4)))
+    assert {w.shard for w in t.writes(t.step(), WriteKind.CREATE)} == {0, 1, 2, 3}
+
+
+def test_the_watch_grows_at_once_and_shrinks_one_lease_later() -> None:
+    """Peers come and go while "a" renews what it holds: a set that grows is asked for in the same
+    step; one that only shrinks waits a lease duration, so a rebalance costs one relist, not several."""
+    t = TargetedTable(shards=24)
+    peers = dict.fromkeys("bcdef")
+
+    def peer_heartbeat(name: str) -> None:
+        obj = copy.deepcopy(t.objects["g-member-a"])
+        obj["metadata"]["name"] = f"g-member-{name}"
+        obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:09Z"
+        obj["metadata"].pop("resourceVersion", None)
+        obj["spec"]["holderIdentity"] = name
+        obj["spec"]["renewTime"] = f"2026-01-01T00:00:{t.now:09.6f}Z"
+        t.put_foreign(obj)
+
+    def peer_shards() -> None:
+        """Peers hold the shards assigned to them, once "a" has let go (as real peers would)."""
+        for shard, owner in assign("g", 24, ["a", *peers]).items():
+            name = shard_lease_name("g", shard)
+            current = t.objects.get(name)
+            if owner == "a" or (current is not None and current["spec"].get("holderIdentity") not in ("", owner)):
+                continue
+            obj = {"metadata": {"name": name, "labels": {"shardlease.io/group": "g", "shardlease.io/role": "shard",
+                                                        "shardlease.io/shard": str(shard)}},
+                   "spec": {"holderIdentity": owner, "leaseDurationSeconds": 2,
+                            "renewTime": f"2026-01-01T00:00:{t.now:09.6f}Z"}}
+            t.put_foreign(obj)
+
+    def tick(seconds: float) -> list[WatchShards]:
+        """Advance in small steps: every write succeeds, every stopped handler returns, peers renew."""
+        asked: list[WatchShards] = []
+        for _ in range(round(seconds / 0.1)):
+            t.clock.advance(0.1)
+            for name in peers:
+                peer_heartbeat(name)
+            peer_shards()
+            for command in t.step():
+                if isinstance(command, WatchShards):
+                    asked.append(command)
+                    t.cover(command.shards)
+                elif isinstance(command, StopHandler):
+                    t.reactor.handle(HandlerExited(command.shard, command.run), t.now)
+                elif hasattr(command, "kind"):
+                    t.succeed(command)  # type: ignore[arg-type]
+        return asked
+
+    (member,) = t.writes(t.step(), WriteKind.MEMBER_CREATE)
+    t.succeed(member)
+    for name in peers:
+        peer_heartbeat(name)
+    tick(1.0)
+    members = ["a", *peers]
+    expected = frozenset(s for s, o in assign("g", 24, members).items() if o == "a") | \
+        inheritable("g", 24, members, "a")
+    assert t.reactor._watching == expected and len(expected) < 12
+    assert t.reactor.owned() == frozenset(s for s, o in assign("g", 24, members).items() if o == "a")
+
+    # "f" leaves: whatever moves here must be watched in the very next step.
+    del peers["f"]
+    t.cache.delete("g-member-f", "")
+    t.objects.pop("g-member-f")
+    asked = tick(0.1)
+    members = ["a", *peers]
+    grown = frozenset(s for s, o in assign("g", 24, members).items() if o == "a") | inheritable("g", 24, members, "a")
+    assert asked and asked[-1].shards >= grown
+
+    # A set that only shrinks (here: one inheritable shard fewer, as a membership change can give) is
+    # asked for one lease duration later, so a rebalance that frees shards one by one costs one relist.
+    reactor = t.reactor
+    smaller = reactor._inheritable - {min(reactor._inheritable)}
+    reactor._inheritable, reactor._watch_dirty = smaller, True
+    assert not tick(TIMING.lease_duration - 0.2)
+    asked = tick(0.4)
+    assert asked and asked[-1].shards == reactor.desired() | smaller | reactor.owned()
