@@ -131,3 +131,37 @@ def test_quick_api_cost_on_the_real_kube_apiserver(tmp_path: Path) -> None:
     assert ours["get_per_s"] == 0  # one watch per replica, no polling, on kube-apiserver too
     assert 0 < ours["puts_per_held_lease_per_interval"] <= 1.1
     assert base["get_per_s"] > 0  # every elector polls with a GET
+
+
+def test_object_events_bench_server_filtering_sends_each_replica_less(tmp_path: Path) -> None:
+    """``bench/object_events.py`` at tiny sizes, as a user runs it: it writes the JSON and Markdown it
+    promises, and with 2 replicas the server-filtered replicas receive less of the churn than the
+    client-filtered ones (about half against all of it), every update reaching its shard's holder once."""
+    out = tmp_path / "object_events"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "object_events.py"), "--objects", "40", "--replicas", "2",
+         "--modes", "server,client", "--churn", "20", "--duration", "1.5", "--shards", "8", "--seed", "7",
+         "--out", str(out), "--docs", "no"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
+    assert "reproduce: python bench/object_events.py --objects 40" in proc.stdout
+    assert elapsed < 45, f"the tiny object_events run took {elapsed:.0f} s"
+
+    doc = json.loads(out.with_name("object_events.json").read_text())
+    assert out.with_name("object_events.md").read_text().startswith("# Items received per replica")
+    assert doc["meta"]["seed"] == 7 and doc["meta"]["objects"] == 40
+    cells = {r["mode"]: r for r in doc["results"]}
+    assert set(cells) == {"server", "client"}, doc["results"]
+    for r in cells.values():
+        assert "error" not in r, r
+        for key in ("updates", "received", "received_stats", "share_stats", "initial_list_items",
+                    "lists_before_churn", "lists_in_window", "delivery", "cpu_s_whole_process", "server_filtering"):
+            assert key in r, (r["mode"], key)
+        assert r["replicas"] == 2 and r["updates"] > 0
+        assert r["delivery"]["to_holder_exactly_once"] == r["updates"], r["delivery"]
+    server, client = cells["server"], cells["client"]
+    assert all(server["server_filtering"].values()) and not any(client["server_filtering"].values())
+    assert server["received_stats"]["max"] < client["received_stats"]["min"], (server["received"], client["received"])
+    assert client["share_stats"]["min"] == 1.0  # without the gate every replica reads the whole churn
