@@ -434,7 +434,16 @@ class Run:
         cpu_before, wall_before = _cpu_s(), time.monotonic()
         updates = self.churn()
         churn_s = time.monotonic() - wall_before
-        drained = _wait(lambda: self.all_reached(updates), DRAIN_TIMEOUT)
+        def arrived() -> bool:
+            if not self.all_reached(updates):
+                return False
+            if self.mode != "client":
+                return True
+            # Each replica also reads the others' updates; the last of those may still be on its way.
+            now = self.received()
+            return all(now[i] - received_before.get(i, 0.0) >= len(updates) for i in now)
+
+        drained = _wait(arrived, DRAIN_TIMEOUT)
         cpu_s, window_s = _cpu_s() - cpu_before, time.monotonic() - wall_before
         received_after = self.received()
         lists_after = self.lists()
@@ -475,20 +484,27 @@ class Run:
             result["delivery"] = {"checked": total, "to_every_replica_once": everyone}
         return result
 
-    def _delivery(self, updates: list[Update]) -> dict[str, int]:
-        """Each update reached exactly one replica, once: the holder of the object's shard."""
-        out = {"checked": len(updates), "to_holder_exactly_once": 0, "missed": 0, "repeated": 0, "elsewhere": 0}
+    def _delivery(self, updates: list[Update]) -> dict[str, Any]:
+        """Each update reached exactly one replica, once: the holder of the object's shard. Misses are
+        also counted per holder and shard, since a stream that stopped delivering shows up as one."""
+        out: dict[str, Any] = {"checked": len(updates), "to_holder_exactly_once": 0, "missed": 0, "repeated": 0,
+                               "elsewhere": 0}
+        missed_at: dict[str, int] = {}
         with self.tally.lock:
             for u in updates:
                 got = self.tally.reached.get((u.uid, u.rv), [])
                 if not got:
                     out["missed"] += 1
+                    where = f"{u.holder}/shard {u.shard}"
+                    missed_at[where] = missed_at.get(where, 0) + 1
                 elif got == [u.holder]:
                     out["to_holder_exactly_once"] += 1
                 elif any(i != u.holder for i in got):
                     out["elsewhere"] += 1
                 else:
                     out["repeated"] += 1
+        if missed_at:
+            out["missed_at"] = missed_at
         return out
 
 
@@ -562,7 +578,9 @@ def _delivery_text(r: dict[str, Any]) -> str:
     if "to_holder_exactly_once" in d:
         bad = d["missed"] + d["repeated"] + d["elsewhere"]
         text = f"{d['to_holder_exactly_once']}/{d['checked']} to the holder once"
-        return text + (f" ({d['missed']} missed, {d['repeated']} repeated, {d['elsewhere']} elsewhere)" if bad else "")
+        where = ", ".join(f"{n} at {k}" for k, n in sorted(d.get("missed_at", {}).items()))
+        return text + (f" ({d['missed']} missed{': ' + where if where else ''}, {d['repeated']} repeated, "
+                       f"{d['elsewhere']} elsewhere)" if bad else "")
     if "to_every_replica_once" in d:
         return f"{d['to_every_replica_once']}/{d['checked']} to every replica"
     return "-"
