@@ -13,7 +13,9 @@ directory (default ``bench/results``). A full run also rewrites ``docs/benchmark
     python bench/run.py --server real        # lifecycle + API cost on a real etcd + kube-apiserver
 
 Scenarios: balance, cold-start, handoff, failover, scale-up (these four run together on one group
-per implementation and profile, see ``bench/scenarios/lifecycle.py``), api-cost, replica-cost.
+per implementation and profile, see ``bench/scenarios/lifecycle.py``), api-cost, replica-cost, and,
+only when named, scale (``bench/scenarios/scale.py``: 1 to 8 replicas, up to 8,192 shards; ~10 min;
+writes ``scale.json``/``scale.md`` as well).
 Running a subset merges its results into an existing ``suite.json`` in the output directory, so a
 scenario that could not run in one go can be completed later.
 
@@ -50,13 +52,15 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.scenarios import cost, lifecycle, report  # noqa: E402
+from bench.scenarios import cost, lifecycle, report, scale  # noqa: E402
 from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SERVER_KINDS, Server  # noqa: E402
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
 SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
 #: What ``--server real`` runs when no scenario is named (issue 13, item 6).
 REAL_DEFAULT = (*LIFECYCLE, "api-cost")
+#: Run only when named (minutes long; own scale.json/scale.md, see bench/scenarios/scale.py).
+ON_REQUEST = ("scale",)
 #: Result file stem per server: ``suite.json`` stays the dev-server's.
 SUITE_STEM = {"dev": "suite", "real": "suite_real"}
 RESULTS_DIR = BENCH_DIR / "results"
@@ -264,9 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     everything = REAL_DEFAULT if server.real else SCENARIOS
     wanted = [s for s in args.scenarios if s != "all"] or list(everything)
-    unknown = sorted(set(wanted) - set(SCENARIOS))
+    unknown = sorted(set(wanted) - set(SCENARIOS) - set(ON_REQUEST))
     if unknown:
-        parser.error(f"unknown scenario(s) {unknown}; choose from {SCENARIOS}")
+        parser.error(f"unknown scenario(s) {unknown}; choose from {SCENARIOS + ON_REQUEST}")
     sizes = QUICK if args.quick else FULL
     profiles = tuple(p.strip() for p in args.profiles.split(",")) if args.profiles else sizes.profiles
     impls = tuple(i.strip() for i in args.impls.split(","))
@@ -355,6 +359,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     impl, PROFILES[profile_name], sizes.replica_shards,
                     sizes.replica_window[profile_name], work_root / f"replica-{impl}-{profile_name}", _log,
                     server=server))
+
+    if "scale" in wanted and not server.real:
+        plan = scale.QUICK if args.quick else scale.FULL
+        revision = _git_revision()
+        results = scale.run(plan, work_root, _log, impls)
+        scale.write(out, results, plan, {"generated": stamp, "command": command, "git": revision,
+                                         "elapsed_s": round(time.monotonic() - started, 1),
+                                         "machine": f"{_machine()['cpu']}, {_machine()['cpus']} CPUs"},
+                    full=not args.quick)
+        for impl in impls:
+            mine = [r for r in results if r["impl"] == impl]
+            failed = [f"{r['case']}: {r['error']}" for r in mine if "error" in r]
+            record("scale", plan.profile.name, impl,
+                   {"cases": mine, "details": "scale.json, scale.md", **({"error": "; ".join(failed)} if failed else {})})
+    elif "scale" in wanted:
+        _log("scale runs on the dev-server only (it reads the dev-server's per-client watch counters)")
 
     elapsed = round(time.monotonic() - started, 1)
     suite["meta"] = meta(partial=False)
