@@ -231,6 +231,8 @@ class _Feed:
         self._lock = threading.RLock()
         self._streams: dict[int, list[ObjectStream]] = {}
         self._covered: frozenset[int] = frozenset()
+        #: The shards of the list in flight, if any (see subscribe).
+        self._listing: frozenset[int] | None = None
         self._known = _Known()
         self._resource_version = ""
         self._changed = threading.Event()
@@ -245,7 +247,7 @@ class _Feed:
     def subscribe(self, stream: ObjectStream) -> None:
         with self._lock:
             self._streams.setdefault(stream.shard, []).append(stream)
-            if stream.shard in self._covered:
+            if stream.shard in self._covered and (self._listing is None or stream.shard in self._listing):
                 self._start_stream(stream)  # the feed already has this shard's objects: no relist needed
                 return
             if not self._started and not self._stop.is_set():
@@ -300,16 +302,24 @@ class _Feed:
                 relist = True
             with self._lock:
                 wanted = frozenset(self._streams)
-            if not wanted:
-                with self._lock:
+                if not wanted:
                     self._covered = frozenset()
                     self._known = _Known()
+                elif relist or wanted != self._covered:
+                    # From here until the list is adopted, a stream for a shard outside ``wanted`` must
+                    # wait for the next list, even if the shard is covered now: this list drops it.
+                    self._listing = wanted
+            if not wanted:
                 self._changed.wait(1.0)
                 relist = True
                 continue
             try:
-                if relist or wanted != self._covered:
-                    self._relist(wanted)
+                if self._listing is not None:
+                    try:
+                        self._relist(wanted)
+                    finally:
+                        with self._lock:
+                            self._listing = None
                     relist = False
                 self._watch()
                 failures = 0
@@ -442,8 +452,8 @@ class _Feed:
                     else:
                         kind = "MODIFIED" if uid in self._known.items else "ADDED"
                         self._known.items[uid] = (shard, obj)
-                    self._deliver(ObjectEvent(kind, obj, shard))  # type: ignore[arg-type]
-                    outcome = "delivered"
+                    # Covered but with no stream (closed a moment ago): read, but nobody's.
+                    outcome = "delivered" if self._deliver(ObjectEvent(kind, obj, shard)) else "filtered"  # type: ignore[arg-type]
             if self._metrics is not None:
                 self._metrics.object_events(self.name, outcome)
 

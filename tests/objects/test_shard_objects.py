@@ -357,3 +357,56 @@ def test_a_broken_watch_loses_and_repeats_nothing(tmp_path: Path, compacted: boo
             assert lists() == (lists_before + 1 if compacted else lists_before), (lists(), lists_before)
         finally:
             stop_all([m])
+
+
+def test_a_stream_opened_while_a_list_drops_its_shard_is_served_by_the_next_list(tmp_path: Path) -> None:
+    """Regression (found by bench/object_events.py): shard 0's last stream closes, the feed starts a list
+    without it, and a new stream for shard 0 opens while that (slow) list is in flight. The new stream
+    must not be served from the old picture and then left outside the watch: it waits for a list that
+    includes its shard, and receives later changes."""
+    import logging
+
+    from shardlease.runtime.objects import ObjectFeeds
+
+    with DevServer(port=0, faults=True) as dev:
+        path = str(tmp_path / "kubeconfig")
+        dev.write_kubeconfig(path)
+        server = Server("dev-race", path, False, dev)
+        objects = create(server, "default", 16)
+        by_shard: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+        for obj in objects.values():
+            by_shard[shard_for_object(obj, 2)].append(obj)
+        feeds = ObjectFeeds(server.api, logger=logging.getLogger("test"))
+        stopped = [threading.Event() for _ in range(3)]
+        try:
+            first = feeds.stream(0, 2, stopped[0], "v1", "configmaps", namespace="default")
+            other = feeds.stream(1, 2, stopped[1], "v1", "configmaps", namespace="default")
+            got: dict[str, list[ObjectEvent]] = {"first": [], "other": []}
+
+            def drain(name: str, stream: Any) -> None:
+                for event in stream:
+                    got[name].append(event)
+
+            threads = [threading.Thread(target=drain, args=("first", first), daemon=True),
+                       threading.Thread(target=drain, args=("other", other), daemon=True)]
+            for t in threads:
+                t.start()
+            wait_until(lambda: any(e.type == "SYNCED" for e in got["first"])
+                       and any(e.type == "SYNCED" for e in got["other"]), 10, "both streams synced")
+            dev.faults.set_latency(0.6)
+            first.close()                       # shard 0 has no stream: the feed lists shard 1 only...
+            time.sleep(0.3)                     # ...and that list is now in flight (0.6 s)
+            second = feeds.stream(0, 2, stopped[2], "v1", "configmaps", namespace="default")
+            got["second"] = []
+            threading.Thread(target=drain, args=("second", second), daemon=True).start()
+            dev.faults.set_latency(0)
+            wait_until(lambda: any(e.type == "SYNCED" for e in got["second"]), 10, "the new stream synced")
+            target = by_shard[0][0]
+            server.core.patch_namespaced_config_map(target["metadata"]["name"], "default", {"data": {"v": "7"}})
+            wait_until(lambda: any(e.type == "MODIFIED" for e in got["second"]), 10,
+                       "the change to reach the new stream")
+            assert {e.uid for e in got["second"] if e.type == "ADDED"} == {o["metadata"]["uid"] for o in by_shard[0]}
+        finally:
+            for event in stopped:
+                event.set()
+            feeds.close()
