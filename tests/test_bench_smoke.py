@@ -37,13 +37,17 @@ def _leftovers(marker: str) -> list[str]:
     return found
 
 
-def test_quick_suite_end_to_end(tmp_path: Path) -> None:
+def _bench(*args: str, timeout: float) -> float:
+    """Run ``bench/run.py ARGS`` as a user would; assert it succeeded and return how long it took."""
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path), "--docs", "no"],
-        cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    elapsed = time.monotonic() - started
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
+    return time.monotonic() - started
+
+
+def test_quick_suite_end_to_end(tmp_path: Path) -> None:
+    elapsed = _bench("--quick", "--out", str(tmp_path), "--docs", "no", timeout=240)
     assert elapsed < 120, f"the quick suite took {elapsed:.0f} s"
 
     suite = json.loads((tmp_path / "suite.json").read_text())
@@ -110,11 +114,8 @@ def test_quick_api_cost_on_the_real_kube_apiserver(tmp_path: Path) -> None:
     from shardlease.testing import require_kube_assets
 
     assets = require_kube_assets()
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--server", "real", "--kube-assets", str(assets),
-         "--quick", "api-cost", "--out", str(tmp_path), "--docs", "no", "--no-plots"],
-        cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]
+    _bench("--server", "real", "--kube-assets", str(assets), "--quick", "api-cost", "--out", str(tmp_path),
+           "--docs", "no", "--no-plots", timeout=180)
     assert not (tmp_path / "suite.json").exists(), "the real-server run must not write the dev-server's suite"
     suite = json.loads((tmp_path / "suite_real.json").read_text())
     assert suite["meta"]["server"]["kind"] == "real"
@@ -165,3 +166,40 @@ def test_object_events_bench_server_filtering_sends_each_replica_less(tmp_path: 
     assert all(server["server_filtering"].values()) and not any(client["server_filtering"].values())
     assert server["received_stats"]["max"] < client["received_stats"]["min"], (server["received"], client["received"])
     assert client["share_stats"]["min"] == 1.0  # without the gate every replica reads the whole churn
+
+
+def test_quick_scale_scenario(tmp_path: Path) -> None:
+    """``bench/run.py scale --quick``: the scale scenario's figures exist and are sane, and the watch
+    events each replica receives follow the targeted-watch model (N + W) / interval rather than every
+    renewal of the group; the baseline polls, shardlease does not; nothing is left running."""
+    elapsed = _bench("scale", "--quick", "--out", str(tmp_path), "--docs", "no", "--no-plots", timeout=180)
+    assert elapsed < 120, f"the quick scale scenario took {elapsed:.0f} s"
+    data = json.loads((tmp_path / "scale.json").read_text())
+    assert (tmp_path / "scale.md").read_text().startswith("# Scale: cost as shards and replicas grow")
+    suite = json.loads((tmp_path / "suite.json").read_text())
+    assert "scale" in suite["scenarios"]
+    if os.path.isdir("/proc"):
+        assert not _leftovers(suite["meta"]["work_dir"]), "processes left behind"
+
+    cases = {(c["impl"], c["replicas"], c["shards"]): c for c in data["cases"]}
+    for case in cases.values():
+        assert "error" not in case, case.get("error")
+        assert case["held"] == case["shards"]
+        assert case["holder_changes"] == 0
+        assert case["missed_renewals"] == 0
+        # a loaded CI machine may fall behind the schedule, but not by half, nor exceed it
+        assert 0.5 * case["api_writes_per_s_asked"] <= case["api_writes_per_s"] <= 1.2 * case["api_writes_per_s_asked"]
+        assert case["cpu_ms_per_renewal"] > 0
+    ours = [c for (impl, _, _), c in cases.items() if impl == "shardlease"]
+    assert ours and all(c["api_gets_per_s"] == 0 and c["losses"] == 0 for c in ours)
+    assert all(c["api_gets_per_s"] > 0 for (impl, _, _), c in cases.items() if impl == "baseline")
+
+    group = max(ours, key=lambda c: c["replicas"])
+    interval = group["renew_interval_s"]
+    narrow = [r for r in group["per_replica"] if r["watched_shards_model"] < group["shards"]]
+    assert narrow, "the quick plan should have a case where a replica watches only part of the shards"
+    for r in group["per_replica"]:
+        assert r["watch_events_per_s"] <= 1.25 * r["watch_events_per_s_model"] + 5, r
+        assert r["watch_events_per_s"] >= 0.4 * r["watch_events_per_s_model"], r
+    for r in narrow:  # targeted: far fewer events than one per renewal of every shard
+        assert r["watch_events_per_s"] < 0.8 * (group["shards"] + group["replicas"]) / interval, r

@@ -438,7 +438,9 @@ def write(out: Path, results: list[dict[str, Any]], plan: Plan, meta: dict[str, 
         if (old.get("meta") or {}).get("profile") == plan.profile.describe():
             fresh = {(r["impl"], r["case"]) for r in results}
             kept = [c for c in old.get("cases", []) if (c["impl"], c["case"]) not in fresh]
-            runs = [r for r in old["meta"].get("runs", []) if set(r.get("cases", [])) & {c["case_id"] for c in kept}]
+            kept_ids = {c["case_id"] for c in kept}
+            runs = [r | {"cases": [c for c in r.get("cases", []) if c in kept_ids]}
+                    for r in old["meta"].get("runs", []) if set(r.get("cases", [])) & kept_ids]
     for r in results:
         r["case_id"] = f"{r['impl']} {r['case']}"
     runs.append({k: meta[k] for k in ("command", "generated", "git", "elapsed_s") if k in meta}
