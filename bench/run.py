@@ -176,7 +176,8 @@ def write_docs(out: Path) -> None:
     real = json.loads(real_path.read_text()) if real_path.exists() else None
     names = ("reheld", "timings", "costs")
     figures = [f"suite_{n}.png" for n in names if (out / f"suite_{n}.png").exists()]
-    DOCS_PATH.write_text(report.render_docs(dev, figures, out, real=real))
+    previous = DOCS_PATH.read_text() if DOCS_PATH.exists() else ""
+    DOCS_PATH.write_text(report.render_docs(dev, figures, out, real=real) + report.kept_sections(previous))
 
 
 def render_only(out: Path, plots: bool, docs: bool, stem: str = "suite") -> int:

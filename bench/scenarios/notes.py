@@ -67,6 +67,9 @@ watch costs one request for the whole run.
 """
 
 DOCS_AFTER = """\
+Scaling (one process up to 8,192 shards, N = 2..8 replicas at 1,024 shards, the model of writes and
+watch events per replica): `python bench/run.py scale`, reported in [scaling.md](scaling.md).
+
 ## How the baseline's design shapes its figures
 
 `kubernetes.leaderelection` (kubernetes 37.0.2) elects one leader per Lease; `bench/baseline.py`

@@ -455,6 +455,17 @@ def render_docs(suite: dict[str, Any], figures: list[str], out: Path,
                       *(side_by_side(suite, real) if real else []), DOCS_AFTER, ""])
 
 
+#: Sections of docs/benchmarks.md that other scripts own (each rewrites its own, between markers):
+#: a suite run keeps them, from the first marker to the end of the page.
+KEPT_MARKERS = ("<!-- object_events:begin",)
+
+
+def kept_sections(previous: str) -> str:
+    """The tail of the old page that belongs to other benchmark scripts (``""`` if none)."""
+    starts = [previous.find(marker) for marker in KEPT_MARKERS if marker in previous]
+    return "\n" + previous[min(starts):] if starts else ""
+
+
 def _f(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
