@@ -268,7 +268,8 @@ class Reactor:
         return {"ready": not failures, "failures": failures, "identity": self.identity,
                 "incarnation": self.incarnation, "identity_conflict": conflict,
                 "member_lease_held": member_ok, "count_mismatch": mismatch, "stuck_shards": stuck,
-                "crashing_shards": crashing, "shards_held": sorted(self._owned)}
+                "crashing_shards": crashing, "shards_held": sorted(self._owned),
+                "shards_watched": None if self._watching is None else len(self._watching)}
 
     def check_invariants(self) -> None:
         """Raise ``AssertionError`` if the state contradicts itself (tests call this after every step)."""
@@ -372,6 +373,7 @@ class Reactor:
         self._shrink_at = float("inf")
         if shards != self._watching:
             self._watching = shards
+            self.metrics.shards_watched.set(len(shards))
             self._out.append(WatchShards(shards))
 
     def _schedule(self, st: _ShardState, at: float | None) -> None:

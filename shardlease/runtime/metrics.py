@@ -23,6 +23,9 @@ class ManagerMetrics:
         r = self.registry
         self._lv = (group, identity)
         self.shards_held = Gauge("shardlease_shards_held", "Shards this replica holds", labels, registry=r).labels(*self._lv)
+        self.shards_watched = Gauge("shardlease_shards_watched",
+                                    "Shard Leases this replica needs to watch: held, assigned, or inherited if one "
+                                    "peer failed (past half the group it watches them all)", labels, registry=r).labels(*self._lv)
         self.shards_desired = Gauge("shardlease_shards_desired", "Shards the assignment gives this replica",
                                     labels, registry=r).labels(*self._lv)
         self.members = Gauge("shardlease_members", "Live members of the group with a matching shard count",
