@@ -67,6 +67,7 @@ from shardlease.errors import ConflictError, NotFound
 __all__ = [
     "CRASH_LOOP_ERRORS",
     "CRASH_LOOP_WINDOW",
+    "FALLBACK_HOLD_MAX_DOUBLINGS",
     "STUCK_CATCH_UP",
     "Command",
     "Event",
@@ -82,6 +83,12 @@ __all__ = [
     "WriteDone",
     "WriteKind",
 ]
+
+#: A shard taken as a grace fallback is kept a lease, doubled each time the same owner fails again, at
+#: most this many times (4 leases: a minute at the defaults). An owner blinded by a passing fault counts
+#: as failing too, and the hold then delays recovery after the fault: 6 doublings (64 leases) once held a
+#: chaos run's shard away from its recovered owner for 16 s at a 2 s lease.
+FALLBACK_HOLD_MAX_DOUBLINGS = 2
 
 #: How long after the control loop first sees a handler's drain deadline passed it is judged stuck. A
 #: process that was frozen (SIGSTOP, a VM or GC pause) sees every deadline pass at once, while its
@@ -708,7 +715,8 @@ class Reactor:
             owner = self._assignment.get(st.index)
             st.fallback_streak = st.fallback_streak + 1 if owner == st.fallback_owner else 1
             st.fallback_owner = owner
-            st.hold_until = done.started + self.timing.lease_duration * 2 ** min(st.fallback_streak - 1, 6)
+            doublings = min(st.fallback_streak - 1, FALLBACK_HOLD_MAX_DOUBLINGS)
+            st.hold_until = done.started + self.timing.lease_duration * 2 ** doublings
         else:
             st.fallback_streak = 0
             st.fallback_owner = None

@@ -66,6 +66,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shardlease.core.reactor import FALLBACK_HOLD_MAX_DOUBLINGS
 from shardlease.harness.journal import Entry, check_tokens, find_overlaps, load_journal, shard_history
 from shardlease.harness.localcluster import DEFAULT_HANDLER, LocalCluster, Replica, Snapshot, Timings, child_processes
 
@@ -286,14 +287,17 @@ def convergence_bound(config: ChaosConfig) -> dict[str, float]:
     * every watcher is listening again after at most ``WATCH_MAX_BACKOFF`` (its capped backoff), while
       Leases of dead replicas (shards and members) expire ``lease`` after they were last seen to
       change; after ``max(watch, lease)`` every replica agrees on the members;
-    * a shard taken as a grace fallback before that is kept at most ``lease`` longer, then released;
+    * a shard taken as a grace fallback before that is kept at most ``lease`` x 2 ** the reactor's
+      ``FALLBACK_HOLD_MAX_DOUBLINGS`` longer (the hold doubles while its owner keeps failing, and an
+      owner blinded by the faults counts as failing), then released;
     * a free shard waits at most ``handoff_grace`` for its desired owner;
     * moving a shard is a handler stop (plus ``drain_delay`` of clean-up) and two writes: a few
       retry periods.
     """
     t = config.timings
     watch = WATCH_MAX_BACKOFF
-    derived = (max(watch, config.lease) + config.lease + config.handoff_grace + 3 * t.retry_period
+    hold = config.lease * 2 ** FALLBACK_HOLD_MAX_DOUBLINGS
+    derived = (max(watch, config.lease) + hold + config.handoff_grace + 3 * t.retry_period
                + config.drain_delay)
     return {"derived": derived, "noise_allowance": config.noise_allowance,
             "asserted": derived + config.noise_allowance}

@@ -123,8 +123,8 @@ def test_plans_differ_by_seed_and_cover_every_fault_kind() -> None:
 def test_convergence_bound_is_derived_from_the_timings() -> None:
     config = ChaosConfig(seed=1)
     bound = convergence_bound(config)
-    # max(watch backoff 5, lease 2) + lease 2 + grace 0.6 + 3 retries 0.9 + handler clean-up 0.25
-    assert bound["derived"] == pytest.approx(5.0 + 2.0 + 0.6 + 0.9 + 0.25)
+    # max(watch backoff 5, lease 2) + fallback hold 4 x lease + grace 0.6 + 3 retries 0.9 + clean-up 0.25
+    assert bound["derived"] == pytest.approx(5.0 + 4 * 2.0 + 0.6 + 0.9 + 0.25)
     assert bound["asserted"] == pytest.approx(bound["derived"] + config.noise_allowance)
 
 

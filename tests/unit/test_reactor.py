@@ -359,3 +359,31 @@ def test_a_free_shard_desired_elsewhere_is_taken_only_after_the_handoff_grace() 
     taken = t.writes(t.step(), WriteKind.ACQUIRE)
     assert {w.shard for w in taken} == moving and all(w.fallback for w in taken)
     assert t.now >= freed_at + TIMING.handoff_grace
+
+
+def test_a_fallback_hold_doubles_while_the_same_owner_fails_but_at_most_twice() -> None:
+    """Each time the same desired owner fails to take a shard again, the fallback holder keeps it twice
+    as long, up to 4 leases: long enough to spare a broken owner churn, short enough that an owner that
+    was only blinded by a passing fault gets its shard back soon after (a 64-lease cap once kept a
+    chaos run's shard away from its recovered owner for 16 s)."""
+    t = Table(identity="a", shards=4)
+    runs = starts(t.join())
+    peer = copy.deepcopy(t.objects["g-member-a"])
+    peer["metadata"]["name"] = "g-member-b"
+    peer["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
+    peer["spec"]["holderIdentity"] = "b"
+    t.put_foreign(peer)
+    moving = {c.shard for c in t.step() if isinstance(c, StopHandler)}
+    shard = min(moving)
+    t.reactor.handle(HandlerExited(shard, runs[shard].run), t.now)
+    for write in t.writes(t.step(), WriteKind.RELEASE):
+        t.succeed(write)
+    t.clock.advance(TIMING.handoff_grace + 0.1)
+    (take,) = [w for w in t.writes(t.step(), WriteKind.ACQUIRE) if w.shard == shard]
+    assert take.fallback
+    holds = []
+    for _ in range(5):   # the same owner failing again and again: each fallback take counts
+        started = t.now
+        t.succeed(take, started=started)
+        holds.append(round(t.reactor._states[shard].hold_until - started, 6))
+    assert holds == [TIMING.lease_duration * k for k in (1, 2, 4, 4, 4)]
