@@ -154,6 +154,10 @@ class ObjectStream:
         if item is None:
             self._feed.unsubscribe(self)
             raise StopIteration
+        return self._deliverable(item)
+
+    def _deliverable(self, item: ObjectEvent | BaseException) -> ObjectEvent:
+        """The event to hand out; a failure the feed passed on is raised instead (and ends the stream)."""
         if isinstance(item, BaseException):
             self.close()
             raise item
@@ -184,10 +188,7 @@ class ObjectStream:
         if item is None:
             self._feed.unsubscribe(self)
             raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        return item
+        return self._deliverable(item)
 
 
 FeedKey = tuple[str, str, "str | None", "str | None", str]

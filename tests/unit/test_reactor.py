@@ -331,15 +331,20 @@ def test_member_lease_renewals_failing_past_the_deadline_make_the_replica_not_re
     assert not health["member_lease_held"] and "member Lease not held" in health["failures"]
 
 
+def join_peer(t: Table, identity: str) -> None:
+    """A peer's member Lease (a copy of ours, younger) arrives through the watch."""
+    peer = copy.deepcopy(t.objects["g-member-a"])
+    peer["metadata"]["name"] = f"g-member-{identity}"
+    peer["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
+    peer["spec"]["holderIdentity"] = identity
+    t.put_foreign(peer)
+
+
 def test_a_free_shard_desired_elsewhere_is_taken_only_after_the_handoff_grace() -> None:
     t = Table(identity="a", shards=4)
     runs = starts(t.join())
     # Member "b" joins: some shards are now desired there; "a" hands them over.
-    peer = copy.deepcopy(t.objects["g-member-a"])
-    peer["metadata"]["name"] = "g-member-b"
-    peer["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
-    peer["spec"]["holderIdentity"] = "b"
-    t.put_foreign(peer)
+    join_peer(t, "b")
     moving = {c.shard for c in t.step() if isinstance(c, StopHandler)}
     assert moving and t.reactor.desired() == frozenset(range(4)) - moving
     for shard in moving:
@@ -368,11 +373,7 @@ def test_a_fallback_hold_doubles_while_the_same_owner_fails_but_at_most_twice() 
     chaos run's shard away from its recovered owner for 16 s)."""
     t = Table(identity="a", shards=4)
     runs = starts(t.join())
-    peer = copy.deepcopy(t.objects["g-member-a"])
-    peer["metadata"]["name"] = "g-member-b"
-    peer["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
-    peer["spec"]["holderIdentity"] = "b"
-    t.put_foreign(peer)
+    join_peer(t, "b")
     moving = {c.shard for c in t.step() if isinstance(c, StopHandler)}
     shard = min(moving)
     t.reactor.handle(HandlerExited(shard, runs[shard].run), t.now)
