@@ -93,9 +93,7 @@ class LeaseClient(Transport):
             "resourceVersion": resource_version,
             "timeoutSeconds": str(int(timeout_seconds)),
         }
-        response = self._send("GET", self._url(query=query), None, (connect_timeout, read_timeout), stream=True)
-        self.current_watch = response
-        return self._events(response)
+        return self._watch(self._url(query=query), connect_timeout, read_timeout)
 
 if TYPE_CHECKING:  # LeaseClient must satisfy the protocol the runtime depends on; mypy checks it here.
     from shardlease.client.store import LeaseStore

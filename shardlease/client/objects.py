@@ -89,6 +89,4 @@ class ObjectClient(Transport):
         url = self._query(shard_selector, {"watch": "true", "allowWatchBookmarks": "true",
                                            "resourceVersion": resource_version,
                                            "timeoutSeconds": str(int(timeout_seconds))})
-        response = self._send("GET", url, None, (connect_timeout, read_timeout), stream=True)
-        self.current_watch = response
-        return self._events(response)
+        return self._watch(url, connect_timeout, read_timeout)

@@ -163,10 +163,16 @@ class Transport:
             raise UnexpectedApiError("response is not a JSON object", status=response.status)
         return value
 
+    def _watch(self, url: str, connect_timeout: float, read_timeout: float) -> Generator[dict[str, Any], None, None]:
+        """Open a watch (its request goes out now, so errors such as 410 raise here) and return its events;
+        it becomes ``current_watch`` at once, so :meth:`close_watch` can cut it before the first event."""
+        response = self._send("GET", url, None, (connect_timeout, read_timeout), stream=True)
+        self.current_watch = response
+        return self._events(response)
+
     def _events(self, response: urllib3.BaseHTTPResponse) -> Generator[dict[str, Any], None, None]:
         """Decode a watch response line by line. An ``ERROR`` event is raised as its error (``Expired``
         for 410), never yielded; a broken or silent connection raises the typed transport error."""
-        self.current_watch = response
         buffer = b""
         try:
             try:

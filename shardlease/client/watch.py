@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from shardlease.core.cache import LeaseCache
+from shardlease.core.cache import COVERAGE_UNCHANGED, CoverageUnchanged, LeaseCache
 from shardlease.core.records import LeaseRecord
 from shardlease.errors import ApiError, Expired, RequestTimeout, Throttled
 
@@ -39,17 +39,16 @@ class LeaseWatcher:
     def __init__(self, client: LeaseStore, cache: LeaseCache, selector: str | None, *, read_timeout: float,
                  logger: logging.LoggerAdapter[Any] | logging.Logger,
                  on_error: Callable[[str], None] | None = None, max_backoff: float = 5.0,
-                 scope: Callable[[str], bool] | None = None, sync: bool = True, name: str = "watch",
-                 covers_shards: bool = False) -> None:
+                 scope: Callable[[str], bool] | None = None, sync: bool = True, name: str = "watch") -> None:
         self._client = client
         self._cache = cache
         self._selector = selector
         self._scope = scope
-        self._covered: frozenset[int] | None = None
+        #: The shards this watch covers, as the cache is told with each list; a watch that is never
+        #: re-targeted (the member watch) leaves coverage alone.
+        self._covered: frozenset[int] | None | CoverageUnchanged = COVERAGE_UNCHANGED
         self._forget: frozenset[str] = frozenset()
         self._sync = sync
-        #: This watch decides which shards the cache covers (the targeted shard watch).
-        self._covers_shards = covers_shards
         self._pending: tuple[str | None, Callable[[str], bool] | None, frozenset[int] | None,
                              frozenset[str]] | None = None
         self._retargeted = threading.Event()
@@ -85,15 +84,14 @@ class LeaseWatcher:
         self._retargeted.set()
         self._client.close_watch()
 
-    def _take_retarget(self) -> bool:
+    def _take_retarget(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is None:
-            return False
+            return
         self._selector, self._scope, self._covered, forget = pending
         self._forget = self._forget | forget
         self.resource_version = ""
-        return True
 
     def _run(self) -> None:
         failures = 0
@@ -150,11 +148,8 @@ class LeaseWatcher:
         if self._pending is not None:
             return  # re-targeted meanwhile: this list answers a question nobody asks any more
         records = [r for r in (LeaseRecord.from_object(i) for i in items) if r is not None]
-        if self._covers_shards:
-            self._cache.replace_all(records, rv, scope=self._scope, forget=self._forget, covered=self._covered,
-                                    sync=self._sync)
-        else:
-            self._cache.replace_all(records, rv, scope=self._scope, forget=self._forget, sync=self._sync)
+        self._cache.replace_all(records, rv, scope=self._scope, forget=self._forget, covered=self._covered,
+                                sync=self._sync)
         self._forget = frozenset()
         self.resource_version = rv
         self.relists += 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from shardlease.core.clock import Clock
 from shardlease.core.records import LeaseRecord
 
-__all__ = ["CachedLease", "LeaseCache", "rv_newer"]
+__all__ = ["COVERAGE_UNCHANGED", "CachedLease", "CoverageUnchanged", "LeaseCache", "rv_newer"]
 
 
 def _rv_int(rv: str) -> int | None:
@@ -38,11 +38,13 @@ def rv_newer(candidate: str, current: str) -> bool:
     return a > b
 
 
-class _Keep:
-    """``replace_all(covered=...)`` left out: the list says nothing about shard coverage."""
+class CoverageUnchanged:
+    """The type of :data:`COVERAGE_UNCHANGED`."""
 
 
-_KEEP = _Keep()
+#: ``replace_all(covered=COVERAGE_UNCHANGED)`` (the default): the list says nothing about which shards
+#: are covered, as the member watch's lists do.
+COVERAGE_UNCHANGED = CoverageUnchanged()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class LeaseCache:
 
     def replace_all(self, records: Iterable[LeaseRecord], list_rv: str, *,
                     scope: Callable[[str], bool] | None = None, forget: Iterable[str] = (),
-                    covered: frozenset[int] | None | _Keep = _KEEP, sync: bool = True) -> None:
+                    covered: frozenset[int] | None | CoverageUnchanged = COVERAGE_UNCHANGED, sync: bool = True) -> None:
         """Adopt a fresh list: unchanged specs keep their observation time, vanished Leases become absent.
 
         ``scope`` says which names this list speaks for (default: all): a Lease in scope but not listed
@@ -143,7 +145,7 @@ class LeaseCache:
                 if name not in seen and self._items.pop(name, None) is not None:
                     self._changed.add(name)
                 self._absent.pop(name, None)
-            if not isinstance(covered, _Keep):
+            if not isinstance(covered, CoverageUnchanged):
                 self._covered = covered
             if sync and self._synced_at is None:
                 self._synced_at = now

@@ -219,8 +219,7 @@ class ShardManager:
             self._shard_store = LeaseClient(self._api_client, self.config.namespace, pool_size=2)
         self._shard_watcher = LeaseWatcher(self._shard_store or self._store, self._cache, None,
                                            read_timeout=read_timeout, logger=self._log,
-                                           on_error=self.metrics.api_error, sync=False, name="watch-shards",
-                                           covers_shards=True)
+                                           on_error=self.metrics.api_error, sync=False, name="watch-shards")
         self._watcher.start()
         self._shard_watcher.start()
         if self._health is not None:
