@@ -221,7 +221,7 @@ class Reactor:
         return self._owned
 
     def desired(self) -> frozenset[int]:
-        return frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
+        return self._desired_set
 
     def members(self) -> frozenset[str]:
         return self._members
@@ -364,7 +364,7 @@ class Reactor:
         """Ask for a new shard watch when the set worth watching grew (at once) or shrank (later)."""
         if self._watch_dirty:
             self._watch_dirty = False
-            wanted = self._desired_set | self._inheritable | self._held
+            wanted = self._watch_wanted()
             current = self._watching
             if current is None or not wanted <= current:
                 self._emit_watch(wanted)
@@ -374,7 +374,11 @@ class Reactor:
             else:
                 self._shrink_at = float("inf")
         if now >= self._shrink_at:
-            self._emit_watch(self._desired_set | self._inheritable | self._held)
+            self._emit_watch(self._watch_wanted())
+
+    def _watch_wanted(self) -> frozenset[int]:
+        """The shard Leases worth watching: held, assigned here, or ours if any one peer failed."""
+        return self._desired_set | self._inheritable | self._held
 
     def _emit_watch(self, shards: frozenset[int]) -> None:
         self._shrink_at = float("inf")

@@ -98,22 +98,22 @@ class ObjectStream:
                 return
             self._queue.append(item)
             self._cond.notify()
-            loop, wakeup = self._loop, self._wakeup
-        if loop is not None and wakeup is not None:
-            try:
-                loop.call_soon_threadsafe(wakeup.set)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
+        self._wake_async()
 
     def _end(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._wake_async()
+
+    def _wake_async(self) -> None:
+        """Wake an ``async for`` waiting on this stream (its loop's event is only set from that loop)."""
+        with self._cond:
             loop, wakeup = self._loop, self._wakeup
         if loop is not None and wakeup is not None:
             try:
                 loop.call_soon_threadsafe(wakeup.set)
-            except RuntimeError:
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
 
     # ---- the handler's side ----
@@ -269,11 +269,14 @@ class _Feed:
         # costs one relist): until then, events of the shard are dropped on our side.
         self._retarget()
 
-    def _start_stream(self, stream: ObjectStream) -> None:
-        for obj in self._known.of_shard(stream.shard):
+    def _start_stream(self, stream: ObjectStream) -> int:
+        """Give a new stream the shard's current objects and the SYNCED marker; returns how many objects."""
+        objects = self._known.of_shard(stream.shard)
+        for obj in objects:
             stream._put(ObjectEvent("ADDED", obj, stream.shard))
         stream._put(ObjectEvent("SYNCED", {}, stream.shard))
         stream.synced = True
+        return len(objects)
 
     def _retarget(self) -> None:
         self._changed.set()
@@ -403,8 +406,7 @@ class _Feed:
             for shard, streams in self._streams.items():
                 for stream in streams:
                     if not stream.synced and shard in wanted:
-                        self._start_stream(stream)
-                        delivered += len(self._known.of_shard(shard))
+                        delivered += self._start_stream(stream)
         if self._metrics is not None and delivered:
             self._metrics.object_events(self.name, "delivered", delivered)
         self._log.debug("objects %s: listed %d items (%d ours) for %d shards, server filtering %s",
