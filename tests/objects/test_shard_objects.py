@@ -35,8 +35,10 @@ GATE = {"ShardedListAndWatch": True}
 
 
 class Server:
-    def __init__(self, name: str, kubeconfig: str, server_filters: bool, dev: DevServer | None) -> None:
-        self.name, self.kubeconfig, self.server_filters, self.dev = name, kubeconfig, server_filters, dev
+    """A server the tests talk to: its kubeconfig, whether it filters by shard, and a client for it."""
+
+    def __init__(self, name: str, kubeconfig: str, server_filters: bool) -> None:
+        self.name, self.kubeconfig, self.server_filters = name, kubeconfig, server_filters
         self.api = load_api_client(kubeconfig)
         self.core = client.CoreV1Api(self.api)
 
@@ -48,12 +50,12 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "real-gate":
         with real_control_plane(work / "plane", feature_gates=GATE) as plane:
             plane.write_kubeconfig(path)
-            yield Server(request.param, path, True, None)
+            yield Server(request.param, path, True)
         return
     gated = request.param == "dev-gate"
     with DevServer(port=0, feature_gates=GATE if gated else None) as dev:
         dev.write_kubeconfig(path)
-        yield Server(request.param, path, gated, dev)
+        yield Server(request.param, path, gated)
 
 
 _namespaces = iter(range(10_000))
@@ -293,7 +295,7 @@ def most_received_by_one_replica(dev: DevServer, path: str, gated: bool, creatio
     """Start 4 replicas (2 shards each), create ``creations`` objects, return the most items one replica
     received for them (delivered to its handlers or dropped as another's)."""
     dev.write_kubeconfig(path)
-    server = Server("gated" if gated else "plain", path, gated, dev)
+    server = Server("gated" if gated else "plain", path, gated)
     seen = Seen()
     ms = managers(server, "count", [sync_handler(seen, f"r{i}", "default") for i in range(4)])
     try:
@@ -326,7 +328,7 @@ def test_a_broken_watch_loses_and_repeats_nothing(tmp_path: Path, compacted: boo
     with DevServer(port=0, faults=True, feature_gates=GATE) as dev:
         path = str(tmp_path / "kubeconfig")
         dev.write_kubeconfig(path)
-        server = Server("dev-faults", path, True, dev)
+        server = Server("dev-faults", path, True)
         objects = create(server, "default", 12)
         seen = Seen()
         [m] = managers(server, "cut", [sync_handler(seen, "r0", "default")])
@@ -376,7 +378,7 @@ def test_a_stream_opened_while_a_list_drops_its_shard_is_served_by_the_next_list
     with DevServer(port=0, faults=True) as dev:
         path = str(tmp_path / "kubeconfig")
         dev.write_kubeconfig(path)
-        server = Server("dev-race", path, False, dev)
+        server = Server("dev-race", path, False)
         objects = create(server, "default", 16)
         by_shard: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
         for obj in objects.values():
