@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardlease.core.records import (
+    ANNOTATION_GENERATION,
     ANNOTATION_INCARNATION,
     ANNOTATION_PROBLEMS,
     ANNOTATION_SHARDS,
@@ -64,47 +65,62 @@ class Writer:
     lease_duration_seconds: int
     shards: int
 
-    def _stamp(self) -> dict[str, str]:
-        return {ANNOTATION_INCARNATION: self.incarnation}
+    def _stamp(self, generation: int | None = None) -> dict[str, str]:
+        if generation is None:
+            return {ANNOTATION_INCARNATION: self.incarnation}
+        return {ANNOTATION_INCARNATION: self.incarnation, ANNOTATION_GENERATION: str(generation)}
 
-    def acquire(self, shard: int, record: LeaseRecord | None, wall: _dt.datetime) -> tuple[dict[str, Any], int]:
-        """A new tenure of ``shard`` and its fencing token: a create when absent, else a conditional PUT
-        with ``leaseTransitions`` one higher (even when the record already names us: every tenure gets a
-        larger token)."""
+    def acquire(self, shard: int, record: LeaseRecord | None, wall: _dt.datetime,
+                generation: int = 1) -> tuple[dict[str, Any], int]:
+        """A new tenure of ``shard`` under ``generation`` and its fencing token: a create when absent,
+        else a conditional PUT with ``leaseTransitions`` one higher (even when the record already names
+        us: every tenure gets a larger token)."""
         now = format_microtime(wall)
         if record is None:
-            return {
-                "apiVersion": LEASE_API_VERSION, "kind": "Lease",
-                "metadata": {"name": shard_lease_name(self.group, shard), "namespace": self.namespace,
-                             "labels": shard_labels(self.group, shard), "annotations": self._stamp()},
-                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
-                         "acquireTime": now, "renewTime": now, "leaseTransitions": 0}}, 0
+            return self._created(shard, generation, {
+                "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
+                "acquireTime": now, "renewTime": now, "leaseTransitions": 0}), 0
         transitions = (record.transitions or 0) + 1
         return put_body(record, {
             "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
             "acquireTime": now, "renewTime": now, "leaseTransitions": transitions},
-            shard_labels(self.group, shard), self._stamp()), transitions
+            shard_labels(self.group, shard), self._stamp(generation)), transitions
+
+    def _created(self, shard: int, generation: int, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": LEASE_API_VERSION, "kind": "Lease",
+                "metadata": {"name": shard_lease_name(self.group, shard), "namespace": self.namespace,
+                             "labels": shard_labels(self.group, shard), "annotations": self._stamp(generation)},
+                "spec": spec}
+
+    def retire(self, shard: int, record: LeaseRecord | None, wall: _dt.datetime, generation: int) -> dict[str, Any]:
+        """Stamp a shard Lease nobody holds any more with ``generation`` (released, transitions kept), so
+        no replica of an older generation can take it again: a create when absent."""
+        now = format_microtime(wall)
+        spec: dict[str, Any] = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now}
+        if record is None:
+            return self._created(shard, generation, {**spec, "leaseTransitions": 0})
+        if record.transitions is not None:
+            spec["leaseTransitions"] = record.transitions
+        return put_body(record, spec, shard_labels(self.group, shard), self._stamp(generation))
 
     def renew(self, shard: int, record: LeaseRecord, wall: _dt.datetime) -> dict[str, Any]:
         return put_body(record, {
             "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
             "renewTime": format_microtime(wall)}, shard_labels(self.group, shard), self._stamp())
 
-    def release(self, shard: int, record: LeaseRecord, wall: _dt.datetime) -> dict[str, Any]:
+    def release(self, shard: int, record: LeaseRecord, wall: _dt.datetime, generation: int = 1) -> dict[str, Any]:
         """Hand the shard back as client-go does: no holder, ``leaseDurationSeconds: 1``, transitions
-        kept, so the next owner takes it at once and its token is still larger than ours."""
-        now = format_microtime(wall)
-        spec: dict[str, Any] = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now}
-        if record.transitions is not None:
-            spec["leaseTransitions"] = record.transitions
-        return put_body(record, spec, shard_labels(self.group, shard), self._stamp())
+        kept, so the next owner takes it at once and its token is still larger than ours. Stamped with
+        the generation we run: a release during a switch is what lets the new generation start."""
+        return self.retire(shard, record, wall, generation)
 
     def member(self, record: LeaseRecord | None, wall: _dt.datetime, *, held: bool,
-               problems: str = "") -> dict[str, Any]:
-        """Create or renew our member Lease. ``held``: our last write of it succeeded, so this is a
-        renewal that keeps ``acquireTime`` and ``leaseTransitions``; otherwise it is a (re)acquisition."""
+               problems: str = "", generation: int = 0) -> dict[str, Any]:
+        """Create or renew our member Lease: our configured count, the generation we run (``0``: none
+        yet) and our problems. ``held``: our last write of it succeeded, so this is a renewal that keeps
+        ``acquireTime`` and ``leaseTransitions``; otherwise it is a (re)acquisition."""
         now = format_microtime(wall)
-        annotations = {ANNOTATION_SHARDS: str(self.shards), **self._stamp(), ANNOTATION_PROBLEMS: problems}
+        annotations = {ANNOTATION_SHARDS: str(self.shards), **self._stamp(generation), ANNOTATION_PROBLEMS: problems}
         common = {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
                   "renewTime": now}
         if record is None:

@@ -28,19 +28,27 @@ yes   cached record is not the version our last write produced,
       and its writer is unknown (no incarnation to compare)        LOST (written by someone else)
 any   a write for this Lease is in flight                          WAIT (until the deadline if held)
 any   our last write hit 409 and the cache still shows that RV     WAIT, then REFRESH after retry_period
+yes   held under an older generation (the group resharded) and
+      the handler is running / draining / has returned             STOP_HANDLER / RENEW or WAIT /
+                                                                   ACQUIRE in place if desired here
+                                                                   under the new count, else RELEASE
 yes   not desired here, but taken as a grace fallback and its
       minimum hold (lease_duration, doubling per repeat) not over   RENEW when due, else WAIT
 yes   leaving (not desired here, shutting down, or another live
       process owns our identity) and the handler is running       STOP_HANDLER
 yes   leaving and the handler has returned                         RELEASE
-yes   desired here, handler returned after a stop (not by itself)  START_HANDLER (same tenure)
+yes   desired here, handler returned after a stop (not by itself),
+      and the switch to our generation is complete                 START_HANDLER (same tenure)
 yes   otherwise (desired here, or handler still draining/stuck)    RENEW when due, else WAIT
 no    a handler from an earlier tenure has not returned yet        WAIT (never two handlers)
 no    error backoff not over                                       WAIT until retry time
 no    record is ours (stale tenure), desired here and eligible     ACQUIRE at once (new token), unless
                                                                    paused after a loss (WAIT)
 no    record is ours (stale tenure) and we may not keep it         RELEASE (so the owner need not wait)
+no    record stamped with a newer generation than ours             WAIT (we follow the group Lease)
 no    record held by someone else and not expired                  WAIT until expiry
+no    retired index (>= the running count), free, stamped older,
+      during a switch                                              RETIRE if we are the sweeper, else WAIT
 no    we may not take shards (not a live member, count mismatch,
       shutting down)                                               WAIT
 no    paused after losing the shard (``acquire_after``)            WAIT (never a tight re-take loop)
@@ -93,6 +101,7 @@ class Action(enum.Enum):
     START_HANDLER = "start_handler"
     LOST = "lost"
     REFRESH = "refresh"
+    RETIRE = "retire"
 
 
 class HandlerPhase(enum.Enum):
@@ -147,7 +156,7 @@ class ShardView:
     ``observed`` is the monotonic time the record was last seen to change (for an absent record: since
     when it has been known to be absent). ``desired`` is the owner the assignment names, ``None`` when
     no member is live. ``eligible`` is False when this replica must not take shards at all (its member
-    Lease is not live, its shard count differs from the group's, or it is shutting down).
+    Lease is not live, it has not joined a generation of the group yet, or it is shutting down).
     ``incarnation`` is this process's id (``None`` in callers that predate it: identity alone then
     decides what is ours). ``identity_conflict`` is True while another live process holds the member
     Lease of our identity: we then hand back whatever we hold and take nothing. ``acquire_after``
@@ -173,6 +182,14 @@ class ShardView:
     incarnation: str | None = None
     identity_conflict: bool = False
     acquire_after: float = 0.0
+    generation: int = 1
+    """The group generation this replica runs; a Lease stamped lower was last written under an older one."""
+    retired: bool = False
+    """The shard's index is not below the running count: only an earlier generation used it."""
+    may_start: bool = True
+    """The switch to our generation is complete (no shard Lease below the span is stamped lower)."""
+    sweeper: bool = False
+    """We stamp retired Leases nobody holds (the oldest live member does, one writer not N)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +285,17 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
             return conflict
         must_leave = view.shutting_down or view.identity_conflict
         leaving = must_leave or view.desired != view.identity
+        if record is not None and record.generation < view.generation:
+            # Held under the generation before a reshard: its keys are not this shard's any more. Stop
+            # the old run, then stamp the Lease with our generation: in place when the new count keeps
+            # the shard here (a new tenure and token), else by releasing it.
+            if view.handler is HandlerPhase.RUNNING:
+                return Decision(Action.STOP_HANDLER, reason=f"the group switched to generation {view.generation}")
+            if view.handler is HandlerPhase.STOPPING:
+                return _renew_or_wait(view, now, timing, deadline, "handler draining before a reshard")
+            if leaving:
+                return Decision(Action.RELEASE, reason=f"hand it over under generation {view.generation}")
+            return Decision(Action.ACQUIRE, reason=f"take it again under generation {view.generation}")
         if leaving and not must_leave and now < view.hold_until:
             # Taken as a grace fallback: keep it a little while so a slow owner does not cause churn.
             decision = _renew_or_wait(view, now, timing, deadline, "fallback hold")
@@ -285,7 +313,7 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
                 return Decision(Action.RELEASE, reason="handler returned; hand the shard over")
             # Handler still draining (or stuck past drain_timeout): keep the Lease so nobody else runs it.
             return _renew_or_wait(view, now, timing, deadline, "handler draining")
-        if view.handler is HandlerPhase.IDLE and view.handler_wanted:
+        if view.handler is HandlerPhase.IDLE and view.handler_wanted and view.may_start:
             # Desired here again after a stop (a short membership flap): the old run has returned, so a
             # new one may start within the same tenure (same token: the holder did not change).
             return Decision(Action.START_HANDLER, reason="desired here again after its handler stopped")
@@ -302,6 +330,8 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
     if now < view.retry_at:
         return Decision(Action.WAIT, at=view.retry_at, reason="backoff after an error")
 
+    if record is not None and record.generation > view.generation:
+        return Decision(Action.WAIT, reason=f"written under generation {record.generation}, newer than ours")
     if record is None:
         free_at = view.observed
     else:
@@ -322,6 +352,11 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
                 return Decision(Action.WAIT, at=expires, reason=f"held by {record.holder!r}")
             free_at = expires
 
+    if view.retired:
+        if view.sweeper and not view.may_start and not view.shutting_down \
+                and (record is None or record.generation < view.generation):
+            return Decision(Action.RETIRE, reason=f"retired by generation {view.generation}; nobody holds it")
+        return Decision(Action.WAIT, reason="retired shard")
     if not view.eligible or view.shutting_down:
         return Decision(Action.WAIT, reason="not taking shards")
     if now < view.acquire_after:

@@ -67,6 +67,8 @@ class MemberLease:
         self._refused_seen: str | None = None
         #: When :meth:`step` must run again without any new event.
         self.due = float("inf")
+        #: The group generation this replica runs, published on the member Lease (0: none yet).
+        self.generation = 0
 
     # ---- queries ----
 
@@ -122,7 +124,8 @@ class MemberLease:
             return [], changed
         self.due = float("inf")
         held = record is not None and is_ours(record, self.identity, self.incarnation) and st.renew_started is not None
-        body = self._writer.member(record, self._clock.now(), held=held, problems=problems())
+        body = self._writer.member(record, self._clock.now(), held=held, problems=problems(),
+                                   generation=self.generation)
         kind = WriteKind.MEMBER_CREATE if record is None else WriteKind.MEMBER_RENEW
         st.in_flight = True
         # Bound the request by the member's own renew deadline while it is still ahead of us.

@@ -1,11 +1,11 @@
 """Who is in the group: the membership rule, once, for the replicas and for ``shardlease status``.
 
 A member is live while its member Lease is held by the identity its name carries and has not expired
-(client-go's rule: observed change + ``leaseDurationSeconds``, see :func:`elector.member_expiry`). The
-group's shard count is the count declared by the oldest live member (server ``creationTimestamp``, then
-``acquireTime``, then name) that declares a readable one, so a rolling update that changes the count
-cannot flip-flop: the count changes only when the last member with the old count is gone. Members that
-declare another count are live but not eligible: they are left out of the ring.
+(client-go's rule: observed change + ``leaseDurationSeconds``, see :func:`elector.member_expiry`). Every
+live member is eligible: the shards are assigned over all of them, and each runs the count of the
+group's current generation whatever it was configured with (``core/resharding.py``). Members are
+ordered oldest first (server ``creationTimestamp``, then ``acquireTime``, then name): the oldest one
+does the group's chores (creating and switching the group Lease, collecting dead members' Leases).
 
 Pure: records and the times they were observed in, a ``now`` on the same clock, out comes a
 :class:`Membership`. The replicas pass monotonic observation times; ``shardlease status``, which has no
@@ -41,9 +41,10 @@ class Membership:
     live: tuple[Member, ...]
     """Live members, oldest first."""
     group_count: int | None
-    """The shard count of the oldest live member that declares one; ``None`` without any."""
+    """The configured count of the oldest live member that declares one (how groups without a group
+    Lease, from before resharding, chose their count); ``None`` without any."""
     eligible: frozenset[str]
-    """Live members declaring the group's count: the identities the shards are assigned over."""
+    """The live members: the identities the shards are assigned over."""
     dead: tuple[tuple[float, LeaseRecord], ...]
     """Member Leases that are not live, with the time from which they may be collected."""
     recheck_at: float
@@ -99,6 +100,6 @@ def compute_membership(group: str, observations: Iterable[tuple[LeaseRecord, flo
         live.append(Member(record.holder, name, record.declared_shards, expires, record))
     live.sort(key=lambda m: age_key(m.record))
     group_count = next((m.declared for m in live if m.declared is not None), None)
-    eligible = frozenset(m.identity for m in live if m.declared is not None and m.declared == group_count)
+    eligible = frozenset(m.identity for m in live)
     return Membership(tuple(live), group_count, eligible, tuple(dead),
                       min((m.expires for m in live), default=float("inf")))

@@ -42,7 +42,11 @@ class WriteKind(enum.Enum):
     MEMBER_REFRESH = "member_refresh"  # store.get
     MEMBER_DELETE = "member_delete"    # store.delete, conditional on the resourceVersion
     MEMBER_MARK = "member_mark"        # store.replace: annotate the live member Lease of our identity
-    COLLECT = "collect"                # store.delete of a dead member's Lease (garbage collection)
+    COLLECT = "collect"                # store.delete of a dead member's Lease or a retired shard's (clean-up)
+    RETIRE = "retire"                  # store.replace: stamp a retired shard's Lease with our generation
+    RETIRE_CREATE = "retire_create"    # store.create: the same for a retired shard without a Lease
+    GROUP_CREATE = "group_create"      # store.create of the group Lease (count and generation)
+    GROUP_UPDATE = "group_update"      # store.replace of the group Lease: a switch, or its span lowered
 
     @property
     def store_call(self) -> str:
@@ -52,6 +56,8 @@ class WriteKind(enum.Enum):
 
 _STORE_CALL = {
     WriteKind.CREATE: "create", WriteKind.MEMBER_CREATE: "create",
+    WriteKind.RETIRE_CREATE: "create", WriteKind.GROUP_CREATE: "create",
+    WriteKind.RETIRE: "replace", WriteKind.GROUP_UPDATE: "replace",
     WriteKind.ACQUIRE: "replace", WriteKind.RENEW: "replace", WriteKind.RELEASE: "replace",
     WriteKind.MEMBER_RENEW: "replace", WriteKind.MEMBER_MARK: "replace",
     WriteKind.REFRESH: "get", WriteKind.MEMBER_REFRESH: "get",
@@ -80,14 +86,15 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class StartHandler:
-    """Start the handler for ``shard``: a new run, numbered ``run``, with fencing token ``token``;
-    ``shard.valid()`` is true until ``valid_until`` unless extended."""
+    """Start the handler for ``shard`` of ``count`` under ``generation``: a new run, numbered ``run``,
+    with fencing token ``token``; ``shard.valid()`` is true until ``valid_until`` unless extended."""
 
     shard: int
     run: int
     token: int
     count: int
     valid_until: float
+    generation: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,8 @@ class WatchShards:
     the added shards and the reactor leaves them alone."""
 
     shards: frozenset[int]
+    total: int = 0
+    """The span (shard Leases that may exist): the shell watches them all when asked for most of them."""
 
 
 Command = Write | StartHandler | StopHandler | ExtendHandler | PublishOwned | WatchShards

@@ -37,7 +37,7 @@ import heapq
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shardlease.core.assignment import assign, inheritable
@@ -61,7 +61,21 @@ from shardlease.core.messages import (
     WriteDone,
     WriteKind,
 )
-from shardlease.core.records import LeaseRecord, format_problems, member_lease_name, shard_lease_name
+from shardlease.core.records import (
+    LeaseRecord,
+    format_problems,
+    group_lease_name,
+    member_lease_name,
+    shard_lease_name,
+)
+from shardlease.core.resharding import (
+    GroupState,
+    fleet_count,
+    group_lease_body,
+    initial_state,
+    pending_shards,
+    rollout_state,
+)
 from shardlease.errors import ConflictError, NotFound
 
 __all__ = [
@@ -165,7 +179,26 @@ class Reactor:
         self.namespace = namespace
         self.identity = identity
         self.incarnation = incarnation
-        self.shards = shards
+        #: The count this replica was started with: its vote on the group's count (docs/resharding.md).
+        self.configured = shards
+        #: The count of the generation this replica runs (0 until it has read the group Lease).
+        self.shards = 0
+        self.generation = 0
+        self._span = 0
+        self._group: GroupState | None = None
+        self._group_name = group_lease_name(group)
+        self._group_in_flight = False
+        self._group_retry_at = 0.0
+        #: Since when the members' majority has asked for another count (the oldest member's clock).
+        self._rollout_since: float | None = None
+        self._switch_started: float | None = None
+        self._adopted_at = float("-inf")
+        self._may_start = False
+        self._oldest = False
+        self._member_generations: dict[str, int | None] = {}
+        self._configured_counts: list[int | None] = []
+        self._fleet: int | None = None
+        self._cleanup_after = float("inf")
         self.timing = timing
         self.load_factor = load_factor
         self._cache = cache
@@ -174,8 +207,8 @@ class Reactor:
         self.metrics = metrics if metrics is not None else _NoMetrics()
         self._jitter = jitter
 
-        self._states = [_ShardState(i, shard_lease_name(group, i)) for i in range(shards)]
-        self._index_of = {st.name: st.index for st in self._states}
+        self._states: list[_ShardState] = []
+        self._index_of: dict[str, int] = {}
         self._member_prefix = member_lease_name(group, "")
         #: How long a member Lease must have been expired before the oldest member deletes it.
         self._member_gc_after = 5 * timing.lease_duration
@@ -196,8 +229,6 @@ class Reactor:
         #: Monotonic time of the first completed list: a record observed no later has not been seen to change.
         self._synced_at = float("inf")
         self._assignment: dict[int, str] = {}
-        self._group_count: int | None = None
-        self._count_ok = True
         self._member_recheck_at = float("inf")
         self._owned: frozenset[int] = frozenset()
         self._held: set[int] = set()
@@ -247,9 +278,9 @@ class Reactor:
 
         Not ready: not synced or stopping; the member Lease not held and renewed; another live process
         owns our identity; a handler stuck past the drain timeout; a handler crash-looping (it raised
-        ``CRASH_LOOP_ERRORS`` times in its current run, the last within ``CRASH_LOOP_WINDOW``). A shard
-        count that differs from the group's is reported but keeps the pod ready: during a rolling update
-        that changes the count, the new pods must count as ready or the rollout would never finish.
+        ``CRASH_LOOP_ERRORS`` times in its current run, the last within ``CRASH_LOOP_WINDOW``). A
+        configured count other than the group's is normal during a rolling update that changes it (every
+        member runs the group's count, docs/resharding.md): reported, never a reason to be unready.
         """
         member_ok = self._member.held(now)
         conflict = self._member.conflict
@@ -270,11 +301,11 @@ class Reactor:
             failures.append(f"handlers stuck past drain_timeout: shards {stuck}")
         if crashing:
             failures.append(f"handlers crash-looping: shards {crashing}")
-        mismatch = None if self._count_ok or self._group_count is None else \
-            {"configured": self.shards, "group": self._group_count}
         return {"ready": not failures, "failures": failures, "identity": self.identity,
                 "incarnation": self.incarnation, "identity_conflict": conflict,
-                "member_lease_held": member_ok, "count_mismatch": mismatch, "stuck_shards": stuck,
+                "member_lease_held": member_ok, "configured_shards": self.configured,
+                "shards": self.shards, "generation": self.generation,
+                "switching": self.generation > 0 and not self._may_start, "stuck_shards": stuck,
                 "crashing_shards": crashing, "shards_held": sorted(self._owned),
                 "shards_watched": None if self._watching is None else len(self._watching)}
 
@@ -291,6 +322,8 @@ class Reactor:
         """When :meth:`step` must run again if no event arrives first."""
         next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
                       self._member_recheck_at, self._member.due, self._shrink_at)
+        if self._rollout_since is not None:
+            next_at = min(next_at, self._rollout_since + self.timing.lease_duration)
         if self.stopping:
             next_at = min(next_at, now + 0.1)
         return next_at
@@ -330,9 +363,10 @@ class Reactor:
                                                      problems=lambda: self._problems(now))
         self._out.extend(writes)
         if conflict_changed:
-            self._dirty.update(range(self.shards))
+            self._dirty.update(range(len(self._states)))
         changed = self._cache.take_changed()
         self._update_membership(now, changed)
+        self._follow_group(now)
         for name in changed:
             index = self._index_of.get(name)
             if index is not None:
@@ -341,7 +375,8 @@ class Reactor:
             covered = self._cache.covered
             if covered is not self._covered_seen:
                 # Newly listed shards: their state (or the absence of their Lease) is known now.
-                fresh = range(self.shards) if covered is None else covered - (self._covered_seen or frozenset())
+                fresh = range(len(self._states)) if covered is None else \
+                    {i for i in covered - (self._covered_seen or frozenset()) if i < len(self._states)}
                 self._dirty.update(fresh)
                 self._covered_seen = covered
         while self._timers and self._timers[0][0] <= now:
@@ -350,15 +385,148 @@ class Reactor:
                 self._states[index].scheduled = float("inf")
                 self._dirty.add(index)
         if self.stopping:
-            self._dirty.update(range(self.shards))
+            self._dirty.update(range(len(self._states)))
+        if not self._may_start and self._group is not None:
+            self._check_barrier(now)
         dirty, self._dirty = self._dirty, set()
         for index in sorted(dirty):
             self._shard_step(self._states[index], now)
         self._publish_owned()
         if self._targeted:
             self._update_watch(now)
+        if self._oldest and self._may_start and now >= self._cleanup_after and not self.stopping:
+            self._clean_up_retired(now)
         if self.stopping and self._shutdown_complete(now):
             self.finished = True
+
+    # ------------------------------------------------------------------ the group's count and generation
+
+    def _follow_group(self, now: float) -> None:
+        """Run the generation the group Lease names; as the oldest member, create it or switch it when
+        the members' majority asks for another count (docs/resharding.md)."""
+        cached = self._cache.get(self._group_name)
+        state = GroupState.from_record(cached.record) if cached is not None else None
+        if state is not None and state.generation > self.generation:
+            self._adopt(state, now)
+        elif state is not None and state.generation == self.generation:
+            self._group = state
+            if state.span != self._span:
+                self._span = state.span  # lowered once the retired Leases were deleted
+        if not self._oldest or self.stopping or self._group_in_flight or now < self._group_retry_at:
+            self._rollout_since = None if not self._oldest else self._rollout_since
+            return
+        if cached is None:
+            first = initial_state(self._configured_counts, oldest=self.configured)
+            self._log.info("creating group Lease %s: %d shards, generation 1", self._group_name, first.count)
+            self._write_group(first, None)
+            return
+        if state is None:
+            return  # unreadable (edited by hand): keep running what we run; status reports it
+        target = rollout_state(state, self._fleet)
+        if target is None:
+            self._rollout_since = None
+            return
+        if target.generation == state.generation:
+            self._write_group(target, cached.record)  # only the basis moves: no switch, no pause
+            return
+        if self._rollout_since is None:
+            self._rollout_since = now
+            self._log.info("most members are configured with %d shards, the group runs %d: switching in %.1fs "
+                           "unless that changes", target.count, state.count, self.timing.lease_duration)
+        if now >= self._rollout_since + self.timing.lease_duration:
+            self._rollout_since = None
+            self._log.info("rollout: switching the group from %d to %d shards (generation %d)", state.count,
+                           target.count, target.generation)
+            self._write_group(target, cached.record)
+
+    def _write_group(self, state: GroupState, record: LeaseRecord | None) -> None:
+        self._group_in_flight = True
+        body = group_lease_body(self.group, self.namespace, state, self._clock.now(), record)
+        kind = WriteKind.GROUP_CREATE if record is None else WriteKind.GROUP_UPDATE
+        self._submit(Write(kind, self._group_name, sent_rv=rv_of(record), body=body))
+
+    def _adopt(self, state: GroupState, now: float) -> None:
+        """Start following generation ``state.generation``: new count, new assignment, and no handler
+        starts until the barrier has passed (:meth:`_check_barrier`)."""
+        before, before_count = self.generation, self.shards
+        self._group = state
+        self.generation = state.generation
+        self.shards = state.count
+        self._span = state.span
+        self._member.generation = state.generation
+        self._adopted_at = now
+        self._ensure_states(max(state.span, state.count))
+        self._may_start = state.generation <= 1
+        self.metrics.generation.set(state.generation)
+        self.metrics.shard_count.set(state.count)
+        self.metrics.count_mismatch.set(int(self.configured != state.count))
+        if before == 0:
+            self._log.info("group %r runs %d shards (generation %d)", self.group, state.count, state.generation)
+        else:
+            self._switch_started = now
+            self.metrics.reshards.inc()
+            self._log.info("group resharded: generation %d -> %d, %d -> %d shards (%s); handlers of the new "
+                           "generation start once every old one has stopped", before, state.generation,
+                           before_count, state.count, state.changed_by or "unknown")
+        self._reassign()
+        self._dirty.update(range(len(self._states)))
+        self._watch_dirty = self._targeted
+
+    def _ensure_states(self, n: int) -> None:
+        for i in range(len(self._states), n):
+            st = _ShardState(i, shard_lease_name(self.group, i))
+            self._states.append(st)
+            self._index_of[st.name] = i
+
+    def _check_barrier(self, now: float) -> None:
+        """Let handlers of our generation start once no shard Lease below the span is stamped lower."""
+        state = self._group
+        assert state is not None
+
+        def lease_of(index: int) -> LeaseRecord | None:
+            cached = self._cache.get(self._states[index].name)
+            return cached.record if cached is not None else None
+
+        if pending_shards(state, lease_of, self._cache.covers):
+            return
+        self._may_start = True
+        self._cleanup_after = now + self.timing.lease_duration
+        if self._switch_started is not None:
+            pause = max(0.0, now - self._switch_started)
+            self.metrics.reshard_pause.observe(pause)
+            self._log.info("switch to generation %d complete after %.3fs: starting its handlers", state.generation,
+                           pause)
+            self._switch_started = None
+        self._dirty.update(range(len(self._states)))
+        self._watch_dirty = self._targeted
+
+    def _clean_up_retired(self, now: float) -> None:
+        """As the oldest member, once every live member runs our generation: delete the Leases of shards
+        the count no longer has, then lower the span on the group Lease."""
+        state = self._group
+        if state is None or state.span <= state.count or self._group_in_flight:
+            return
+        if any(gen != self.generation for gen in self._member_generations.values()):
+            return
+        present = False
+        for index in state.retired():
+            if not self._cache.covers(index):
+                return
+            cached = self._cache.get(self._states[index].name)
+            if cached is None:
+                continue
+            present = True
+            record = cached.record
+            if record.is_held or record.generation < self.generation or record.name in self._gc_pending:
+                continue
+            self._gc_pending.add(record.name)
+            self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
+        if not present:
+            group = self._cache.get(self._group_name)
+            if group is not None:
+                self._log.info("retired shard Leases %d..%d deleted; span now %d", state.count, state.span - 1,
+                               state.count)
+                self._write_group(replace(state, span=state.count), group.record)
 
     def _update_watch(self, now: float) -> None:
         """Ask for a new shard watch when the set worth watching grew (at once) or shrank (later)."""
@@ -377,15 +545,22 @@ class Reactor:
             self._emit_watch(self._watch_wanted())
 
     def _watch_wanted(self) -> frozenset[int]:
-        """The shard Leases worth watching: held, assigned here, or ours if any one peer failed."""
-        return self._desired_set | self._inheritable | self._held
+        """The shard Leases worth watching: held, assigned here, or ours if any one peer failed; every
+        one below the span during a switch (the barrier reads them all), and the retired ones for the
+        oldest member until it has deleted them."""
+        if self._group is not None and not self._may_start:
+            return frozenset(range(self._span))
+        wanted = self._desired_set | self._inheritable | self._held
+        if self._oldest and self._span > self.shards:
+            wanted |= frozenset(range(self.shards, self._span))
+        return wanted
 
     def _emit_watch(self, shards: frozenset[int]) -> None:
         self._shrink_at = float("inf")
         if shards != self._watching:
             self._watching = shards
             self.metrics.shards_watched.set(len(shards))
-            self._out.append(WatchShards(shards))
+            self._out.append(WatchShards(shards, self._span))
 
     def _schedule(self, st: _ShardState, at: float | None) -> None:
         if st.phase is HandlerPhase.STOPPING and not st.stuck and st.stop_requested_at is not None:
@@ -431,7 +606,7 @@ class Reactor:
         st.errors = 0
         st.last_error_at = float("-inf")
         self._out.append(StartHandler(st.index, st.run, st.token or 0, self.shards,
-                                      st.renew_started + self.timing.renew_deadline))
+                                      st.renew_started + self.timing.renew_deadline, self.generation))
 
     def _stop_handler(self, st: _ShardState, now: float, reason: str) -> None:
         if st.run is None:
@@ -463,48 +638,30 @@ class Reactor:
         if live and live[0].identity == self.identity and not self.stopping:
             self._member_recheck_at = min([self._member_recheck_at, *(at for at, _ in dead if at > now)])
             self._collect_dead_members([record for at, record in dead if at <= now])
-        group_count, eligible = membership.group_count, membership.eligible
-        count_ok = group_count is None or group_count == self.shards
-        if count_ok != self._count_ok or group_count != self._group_count:
-            if not count_ok:
-                assert group_count is not None
-                oldest = membership.oldest
-                assert oldest is not None
-                self._log.error("%s", self._count_mismatch_message(group_count, oldest.identity))
-            elif not self._count_ok:
-                self._log.info("shard count now matches the group's (%d); taking shards again", self.shards)
-        self._count_ok = count_ok
-        self._group_count = group_count
-        self.metrics.count_mismatch.set(0 if count_ok else 1)
+        eligible = membership.eligible
+        self._configured_counts = [m.declared for m in live]
+        self._fleet = fleet_count(self._configured_counts)
+        self._member_generations = {m.identity: m.record.member_generation for m in live}
+        steward = next((m for m in live if m.record.member_generation is not None), None)
+        self._oldest = steward is not None and steward.identity == self.identity and self._member.conflict is None
         if eligible != self._members:
             self._members = eligible
-            self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible else {}
-            self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
-            mine = len(self._desired_set)
-            if self._targeted:
-                self._inheritable = inheritable(self.group, self.shards, eligible, self.identity, self.load_factor)
-                self._watch_dirty = True
-            self._log.info("members now %s; %d of %d shards desired here", sorted(eligible), mine, self.shards)
+            self._reassign()
+            self._log.info("members now %s; %d of %d shards desired here", sorted(eligible), len(self._desired_set),
+                           self.shards)
             self.metrics.members.set(len(eligible))
-            self.metrics.shards_desired.set(mine)
-            self._dirty.update(range(self.shards))
+            self._dirty.update(range(len(self._states)))
 
-    def _count_mismatch_message(self, group_count: int, oldest: str) -> str:
-        """What is wrong and how to fix it, including the clean-up after a count went down."""
-        message = (
-            f"shard count mismatch: this replica is configured with {self.shards} shards but group {self.group!r} "
-            f"uses {group_count} (declared by its oldest live member {oldest}); this replica takes no shards "
-            f"until the counts agree. Fix: give every replica of the group the same --shards / SHARDLEASE_SHARDS "
-            f"and roll them all; the group's count is its oldest live member's, so it changes once the last "
-            f"replica with the old count has stopped.")
-        if self.shards < group_count:
-            last = group_count - 1
-            message += (
-                f" If {self.shards} is the new count, shards {self.shards}..{last} will no longer exist: once no "
-                f"replica runs with {group_count} shards, delete their Leases with `kubectl delete lease -n "
-                f"{self.namespace} {self.group}-shard-{{{self.shards}..{last}}}` (bash/zsh brace "
-                f"expansion; no replica with {self.shards} shards uses them).")
-        return message
+    def _reassign(self) -> None:
+        """The assignment of the running count over the eligible members, and what follows from it."""
+        eligible = self._members
+        self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible and self.shards else {}
+        self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
+        if self._targeted:
+            self._inheritable = inheritable(self.group, self.shards, eligible, self.identity, self.load_factor) \
+                if eligible and self.shards else frozenset()
+            self._watch_dirty = True
+        self.metrics.shards_desired.set(len(self._desired_set))
 
     def _collect_dead_members(self, records: list[LeaseRecord]) -> None:
         """Delete member Leases of replicas that died without cleaning up (SIGKILL, node loss).
@@ -524,20 +681,21 @@ class Reactor:
             self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
 
     def _eligible(self) -> bool:
-        return (self._count_ok and self._member.conflict is None and self.identity in self._members
+        return (self.generation > 0 and self._member.conflict is None and self.identity in self._members
                 and not self.stopping)
 
     def _problems(self, now: float) -> str:
         """This replica's health summary for its member Lease (``records.ANNOTATION_PROBLEMS``)."""
-        mismatch = None if self._count_ok or self._group_count is None else (self.shards, self._group_count)
-        return format_problems(crashing=self.crashing_shards(now), stuck=self.stuck_shards(), count_mismatch=mismatch)
+        return format_problems(crashing=self.crashing_shards(now), stuck=self.stuck_shards())
 
     # ------------------------------------------------------------------ per-shard steps
 
     def _view(self, st: _ShardState, now: float) -> ShardView:
         cached = self._cache.get(st.name)
         record = cached.record if cached is not None else None
-        observed = cached.observed if cached is not None else self._cache.absent_since(st.name)
+        # A Lease a new generation adds has been "absent" since our first list: its grace before a
+        # fallback acquisition counts from when we adopted the generation, so its owner gets first go.
+        observed = cached.observed if cached is not None else max(self._cache.absent_since(st.name), self._adopted_at)
         if st.conflict_rv is not None and rv_of(record) != st.conflict_rv:
             st.conflict_rv = None
             st.conflict_at = None
@@ -548,7 +706,8 @@ class Reactor:
             conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
             own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
             incarnation=self.incarnation, identity_conflict=self._member.conflict is not None,
-            acquire_after=st.acquire_after)
+            acquire_after=st.acquire_after, generation=self.generation, retired=st.index >= self.shards,
+            may_start=self._may_start, sweeper=self._oldest)
 
     def _shard_step(self, st: _ShardState, now: float) -> None:
         if not st.held and not st.in_flight and st.phase is HandlerPhase.IDLE and not self._cache.covers(st.index):
@@ -577,6 +736,8 @@ class Reactor:
                 self._renew(st, view)
             elif action is Action.RELEASE:
                 self._release(st, view)
+            elif action is Action.RETIRE:
+                self._retire(st, view)
             elif action is Action.REFRESH:
                 st.in_flight = True
                 self._submit(Write(WriteKind.REFRESH, st.name, shard=st.index, sent_rv=st.conflict_rv or ""))
@@ -621,7 +782,7 @@ class Reactor:
 
     def _acquire(self, st: _ShardState, view: ShardView, reason: str) -> None:
         record = view.record
-        body, _token = self._writer.acquire(st.index, record, self._clock.now())
+        body, _token = self._writer.acquire(st.index, record, self._clock.now(), self.generation)
         self._log.debug("acquiring (%s)", reason, extra={"shard": st.index})
         st.in_flight = True
         self._submit(Write(WriteKind.CREATE if record is None else WriteKind.ACQUIRE, st.name, shard=st.index,
@@ -640,11 +801,19 @@ class Reactor:
         if record is None:
             self._set_held(st, False)
             return
-        body = self._writer.release(st.index, record, self._clock.now())
+        body = self._writer.release(st.index, record, self._clock.now(), self.generation)
         st.in_flight = True
         deadline = st.renew_started + self.timing.renew_deadline if st.held and st.renew_started else None
         self._submit(Write(WriteKind.RELEASE, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
                            deadline=deadline))
+
+    def _retire(self, st: _ShardState, view: ShardView) -> None:
+        record = view.record
+        st.in_flight = True
+        self._log.info("retiring the Lease of a shard the group no longer has", extra={"shard": st.index})
+        self._submit(Write(WriteKind.RETIRE_CREATE if record is None else WriteKind.RETIRE, st.name, shard=st.index,
+                           sent_rv=rv_of(record), body=self._writer.retire(st.index, record, self._clock.now(),
+                                                                           self.generation)))
 
     # ------------------------------------------------------------------ write results
 
@@ -657,6 +826,19 @@ class Reactor:
             if err is not None and not isinstance(err, (ConflictError, NotFound)):
                 self.metrics.api_error(err.label)
                 self._log.warning("could not delete member Lease %s: %s", write.name, err)
+            return
+        if write.kind in (WriteKind.GROUP_CREATE, WriteKind.GROUP_UPDATE):
+            self._group_in_flight = False
+            if err is None and done.obj is not None:
+                record = LeaseRecord.from_object(done.obj)
+                if record is not None:
+                    self._cache.apply(record)
+            elif err is not None:
+                # 409/AlreadyExists: another writer won; the watch brings its state. Else retry later.
+                self._group_retry_at = now + self.timing.retry_period
+                if not isinstance(err, ConflictError):
+                    self.metrics.api_error(err.label)
+                    self._log.warning("could not write the group Lease: %s", err)
             return
         if write.shard is None:
             self._out.extend(self._member.on_result(done, now))
@@ -671,6 +853,11 @@ class Reactor:
         st.retry_at = 0.0
         st.conflict_rv = None
         st.conflict_at = None
+        if write.kind in (WriteKind.RETIRE, WriteKind.RETIRE_CREATE):
+            record = LeaseRecord.from_object(done.obj or {})
+            if record is not None:
+                self._cache.apply(record)
+            return
         if write.kind is WriteKind.REFRESH:
             if done.obj is None:
                 self._cache.delete(st.name, "")
@@ -733,6 +920,11 @@ class Reactor:
             return
         if self.stopping:
             st.handler_wanted = False  # acquired as we began to stop: hand it straight back
+            return
+        if not self._may_start:
+            st.handler_wanted = True  # started once the switch to our generation is complete
+            self._log.info("acquired (token %d, generation %d); its handler waits for the switch to complete",
+                           st.token, self.generation, extra={"shard": st.index})
             return
         self._log.info("acquired (token %d%s)", st.token, ", grace fallback" if done.write.fallback else "",
                        extra={"shard": st.index})

@@ -32,9 +32,22 @@ ANNOTATION_REFUSED = "shardlease.io/refused-duplicate"
 #: A member's own health summary, renewed with its member Lease: ``;``-separated ``key=value`` pairs
 #: (``crashing=3,5`` for handlers that keep raising, ``count-mismatch=8/16`` configured/group).
 ANNOTATION_PROBLEMS = "shardlease.io/problems"
+#: The generation a Lease was last written under (issue 11, docs/resharding.md). On a shard Lease: the
+#: group generation of the write that acquired, converted, released or retired it (absent: 1, the
+#: generation of every Lease written before resharding existed). On a member Lease: the generation
+#: that member runs (``0``: it has not joined one yet). On the group Lease: the current generation.
+ANNOTATION_GENERATION = "shardlease.io/generation"
+#: On the group Lease: one past the highest shard index any generation may still hold a Lease for.
+ANNOTATION_SPAN = "shardlease.io/span"
+#: On the group Lease: the count most members were configured with when the group last changed.
+ANNOTATION_BASIS = "shardlease.io/basis"
+#: On the group Lease: the count of the generation before, and what made the last change.
+ANNOTATION_PREVIOUS = "shardlease.io/previous-shards"
+ANNOTATION_CHANGED_BY = "shardlease.io/changed-by"
 
 ROLE_SHARD = "shard"
 ROLE_MEMBER = "member"
+ROLE_GROUP = "group"
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
@@ -47,6 +60,11 @@ def member_lease_name(group: str, identity: str) -> str:
     return f"{group}-member-{identity}"
 
 
+def group_lease_name(group: str) -> str:
+    """The one Lease that holds the group's shard count and generation (docs/resharding.md)."""
+    return f"{group}-group"
+
+
 def group_selector(group: str) -> str:
     """Label selector matching every Lease (shards and members) of one group."""
     return f"{LABEL_GROUP}={group}"
@@ -55,6 +73,11 @@ def group_selector(group: str) -> str:
 def member_selector(group: str) -> str:
     """Label selector matching the member Leases of one group."""
     return f"{LABEL_GROUP}={group},{LABEL_ROLE}={ROLE_MEMBER}"
+
+
+def members_and_group_selector(group: str) -> str:
+    """Label selector matching the member Leases and the group Lease: what every replica watches whole."""
+    return f"{LABEL_GROUP}={group},{LABEL_ROLE} in ({ROLE_GROUP},{ROLE_MEMBER})"
 
 
 def shard_selector(group: str, shards: Iterable[int] | None = None) -> str:
@@ -71,6 +94,10 @@ def shard_labels(group: str, shard: int) -> dict[str, str]:
 
 def member_labels(group: str) -> dict[str, str]:
     return {LABEL_GROUP: group, LABEL_ROLE: ROLE_MEMBER}
+
+
+def group_labels(group: str) -> dict[str, str]:
+    return {LABEL_GROUP: group, LABEL_ROLE: ROLE_GROUP}
 
 
 def format_microtime(moment: _dt.datetime) -> str:
@@ -181,6 +208,20 @@ class LeaseRecord:
         if value is None or not value.isdigit():
             return None
         return int(value)
+
+    @property
+    def generation(self) -> int:
+        """The generation this Lease was written under; 1 when absent or unreadable (a Lease written
+        before resharding existed belongs to the first generation)."""
+        value = self.annotations.get(ANNOTATION_GENERATION)
+        return int(value) if value is not None and value.isdigit() and int(value) > 0 else 1
+
+    @property
+    def member_generation(self) -> int | None:
+        """On a member Lease: the generation that member runs (``0``: none yet); ``None`` when the
+        annotation is absent, i.e. the member runs a version that does not know generations."""
+        value = self.annotations.get(ANNOTATION_GENERATION)
+        return int(value) if value is not None and value.isdigit() else None
 
     @property
     def incarnation(self) -> str | None:

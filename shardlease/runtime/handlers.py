@@ -38,20 +38,24 @@ class Shard:
 
     ``token`` is the fencing token: the Lease's ``leaseTransitions`` after our acquisition, which grows
     with every change of holder, so a store that remembers the highest token it has seen can reject a
-    write from a holder that was paused past its lease. ``valid()`` lets code that may have been paused
+    write from a holder that was paused past its lease. ``count`` and ``generation`` are the group's
+    shard count and generation this run belongs to: after a reshard a key may belong to another shard
+    id, so a store compares ``fence`` (``(generation, token)``), which only grows for every key across
+    switches (docs/resharding.md). ``valid()`` lets code that may have been paused
     check before acting: it is False once ``stopped`` is set or once ``renew_deadline`` has passed since
     the start of the last successful renewal (after which another replica may soon hold the shard).
     """
 
-    __slots__ = ("id", "count", "token", "identity", "group", "stopped", "_clock", "_valid_until", "_feeds",
-                 "_streams", "_lock")
+    __slots__ = ("id", "count", "token", "generation", "identity", "group", "stopped", "_clock", "_valid_until",
+                 "_feeds", "_streams", "_lock")
 
     def __init__(self, id: int, count: int, token: int, *, identity: str = "", group: str = "",
                  clock: Clock | None = None, valid_until: float = float("inf"),
-                 objects: ObjectFeeds | None = None) -> None:
+                 objects: ObjectFeeds | None = None, generation: int = 1) -> None:
         self.id = id
         self.count = count
         self.token = token
+        self.generation = generation
         self.identity = identity
         self.group = group
         self.stopped = threading.Event()
@@ -103,8 +107,14 @@ class Shard:
         """Called by the manager after each successful renewal (a float store is atomic)."""
         self._valid_until = valid_until
 
+    @property
+    def fence(self) -> tuple[int, int]:
+        """``(generation, token)``: compare these, not ``token`` alone, when the count may change."""
+        return (self.generation, self.token)
+
     def __repr__(self) -> str:
-        return f"Shard(id={self.id}, count={self.count}, token={self.token}, stopped={self.stopped.is_set()})"
+        return (f"Shard(id={self.id}, count={self.count}, generation={self.generation}, token={self.token}, "
+                f"stopped={self.stopped.is_set()})")
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:

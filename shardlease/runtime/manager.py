@@ -17,11 +17,11 @@ Threads of one manager:
 
 Membership and the group's shard count
     A member is live while its member Lease is held (non-empty holder that matches the Lease name) and
-    not expired by the client-go rule (observed change + ``leaseDurationSeconds``). The *group's* shard
-    count is the count declared by the oldest live member (by ``creationTimestamp``, then name) that
-    declares a readable count. Members declaring another count are left out of the ring; if that is us,
-    we take no shards and log an error naming both counts. Such a replica still renews its member Lease
-    and reports ready, so a rolling update that changes the count is not blocked forever.
+    not expired by the client-go rule (observed change + ``leaseDurationSeconds``). The shards are
+    assigned over every live member. The *group's* shard count and generation live on the group Lease
+    (``<group>-group``) and every member runs them, whatever its own ``--shards``: a count change, by a
+    rolling update or ``shardlease reshard``, switches the whole group at once, with no handler of the
+    new generation starting before every handler of the old one has stopped (docs/resharding.md).
 
 One process per identity
     Every process draws a random incarnation id and writes it on its member Lease and on every shard
@@ -78,7 +78,13 @@ from shardlease.core.reactor import (
     Write,
     WriteDone,
 )
-from shardlease.core.records import member_lease_name, member_selector, shard_lease_name, shard_selector
+from shardlease.core.records import (
+    group_lease_name,
+    member_lease_name,
+    members_and_group_selector,
+    shard_lease_name,
+    shard_selector,
+)
 from shardlease.errors import ApiError, HandlerSignatureError, RequestTimeout, UnexpectedApiError
 from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
 from shardlease.runtime.logs import get_logger
@@ -210,9 +216,11 @@ class ShardManager:
                                      on_error=self._handler_raised)
         read_timeout = max(2 * self._timing.retry_period, self._timing.lease_duration / 2)
         member_prefix = member_lease_name(self.group, "")
-        self._watcher = LeaseWatcher(self._store, self._cache, member_selector(self.group),
+        group_name = group_lease_name(self.group)
+        self._watcher = LeaseWatcher(self._store, self._cache, members_and_group_selector(self.group),
                                      read_timeout=read_timeout, logger=self._log, on_error=self.metrics.api_error,
-                                     scope=lambda name: name.startswith(member_prefix), name="watch-members")
+                                     scope=lambda name: name.startswith(member_prefix) or name == group_name,
+                                     name="watch-members")
         # The shard watch gets a connection pool of its own, so re-targeting it never cuts the member
         # watch (an injected store is shared: its close_watch ends both, and both resume).
         if self._api_client is not None and isinstance(self._store, LeaseClient):
@@ -385,7 +393,8 @@ class ShardManager:
             elif isinstance(command, StartHandler):
                 assert self._runner is not None
                 shard = Shard(command.shard, command.count, command.token, identity=self.identity, group=self.group,
-                              clock=self._clock, valid_until=command.valid_until, objects=self._objects)
+                              clock=self._clock, valid_until=command.valid_until, objects=self._objects,
+                              generation=command.generation)
                 self._run_numbers[shard] = command.run
                 self._runs[command.run] = self._runner.start(shard)
             elif isinstance(command, StopHandler):
@@ -399,14 +408,14 @@ class ShardManager:
             elif isinstance(command, PublishOwned):
                 self._publish(command.owned)
             elif isinstance(command, WatchShards):
-                self._watch_shards(command.shards)
+                self._watch_shards(command.shards, command.total)
 
-    def _watch_shards(self, shards: frozenset[int]) -> None:
+    def _watch_shards(self, shards: frozenset[int], total: int) -> None:
         """Point the shard watch at ``shards``; past half the group, at all of them (one simple selector,
         and the saving would be under 2x)."""
         assert self._shard_watcher is not None
-        everything = 2 * len(shards) > self._shards
-        wanted = range(self._shards) if everything else shards
+        everything = 2 * len(shards) > total
+        wanted = range(total) if everything else shards
         names = frozenset(shard_lease_name(self.group, i) for i in wanted)
         forget, self._watched_names = self._watched_names - names, names
         if not shards:

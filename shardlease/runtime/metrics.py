@@ -28,7 +28,7 @@ class ManagerMetrics:
                                     "peer failed (past half the group it watches them all)", labels, registry=r).labels(*self._lv)
         self.shards_desired = Gauge("shardlease_shards_desired", "Shards the assignment gives this replica",
                                     labels, registry=r).labels(*self._lv)
-        self.members = Gauge("shardlease_members", "Live members of the group with a matching shard count",
+        self.members = Gauge("shardlease_members", "Live members of the group (the ring shards are assigned over)",
                              labels, registry=r).labels(*self._lv)
         self.acquisitions = Counter("shardlease_acquisitions", "Shard Leases acquired", labels, registry=r).labels(*self._lv)
         self.releases = Counter("shardlease_releases", "Shard Leases released", labels, registry=r).labels(*self._lv)
@@ -42,8 +42,20 @@ class ManagerMetrics:
             labels, registry=r).labels(*self._lv)
         self.count_mismatch = Gauge(
             "shardlease_shard_count_mismatch",
-            "1 while this replica's configured shard count differs from the group's (it takes no shards)",
+            "1 while this replica's configured shard count differs from the group's (it runs the group's; "
+            "normal during a rolling update that changes the count)",
             labels, registry=r).labels(*self._lv)
+        # Resharding (docs/resharding.md).
+        self.generation = Gauge("shardlease_generation", "The group generation this replica runs",
+                                labels, registry=r).labels(*self._lv)
+        self.shard_count = Gauge("shardlease_shard_count", "The shard count of the generation this replica runs",
+                                 labels, registry=r).labels(*self._lv)
+        self.reshards = Counter("shardlease_reshards", "Switches to a new generation (count change) this "
+                                "replica went through", labels, registry=r).labels(*self._lv)
+        self.reshard_pause = Histogram(
+            "shardlease_reshard_pause_seconds", "From seeing a new generation until its handlers may start "
+            "(every shard Lease stamped with it): the pause of a switch as this replica saw it",
+            labels, buckets=_HANDOFF_BUCKETS, registry=r).labels(*self._lv)
         self.stuck_handlers = Gauge("shardlease_stuck_handlers", "Handlers that did not return within drain_timeout",
                                     labels, registry=r).labels(*self._lv)
         self.handoff_seconds = Histogram("shardlease_handoff_duration_seconds",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 from shardlease.core.bodies import Writer
-from shardlease.core.records import ANNOTATION_INCARNATION, ANNOTATION_PROBLEMS, ANNOTATION_SHARDS, LeaseRecord
+from shardlease.core.records import (
+    ANNOTATION_GENERATION,
+    ANNOTATION_INCARNATION,
+    ANNOTATION_PROBLEMS,
+    ANNOTATION_SHARDS,
+    LeaseRecord,
+)
 
 WALL = dt.datetime(2026, 11, 28, 10, 0, 0, tzinfo=dt.timezone.utc)
 W = Writer("g", "ns", "me", "inc1", 15, 8)
@@ -24,7 +30,7 @@ def test_acquire_of_an_absent_lease_creates_it_with_token_0_and_our_incarnation(
     assert body["metadata"]["name"] == "g-shard-3" and "resourceVersion" not in body["metadata"]
     assert body["metadata"]["labels"] == {"shardlease.io/group": "g", "shardlease.io/role": "shard",
                                           "shardlease.io/shard": "3"}
-    assert body["metadata"]["annotations"] == {ANNOTATION_INCARNATION: "inc1"}
+    assert body["metadata"]["annotations"] == {ANNOTATION_INCARNATION: "inc1", ANNOTATION_GENERATION: "1"}
     assert body["spec"] == {"holderIdentity": "me", "leaseDurationSeconds": 15, "acquireTime": "2026-11-28T10:00:00.000000Z",
                             "renewTime": "2026-11-28T10:00:00.000000Z", "leaseTransitions": 0}
 
@@ -51,11 +57,11 @@ def test_release_empties_the_holder_keeps_the_token_and_expires_in_one_second() 
     assert body["spec"]["leaseTransitions"] == 4
 
 
-def test_member_lease_declares_count_incarnation_and_problems() -> None:
-    created = W.member(None, WALL, held=False, problems="crashing=1")
+def test_member_lease_declares_count_generation_incarnation_and_problems() -> None:
+    created = W.member(None, WALL, held=False, problems="crashing=1", generation=3)
     assert created["metadata"]["name"] == "g-member-me"
     assert created["metadata"]["annotations"] == {ANNOTATION_SHARDS: "8", ANNOTATION_INCARNATION: "inc1",
-                                                  ANNOTATION_PROBLEMS: "crashing=1"}
+                                                  ANNOTATION_GENERATION: "3", ANNOTATION_PROBLEMS: "crashing=1"}
     seen = record({"holderIdentity": "me", "leaseTransitions": 2, "acquireTime": "2026-11-28T09:00:00.000000Z"},
                   name="g-member-me")
     renewed = W.member(seen, WALL, held=True)

@@ -24,12 +24,15 @@ def member(identity: str, shards: int | None, created: str, *, holder: str | Non
     return parsed
 
 
-def test_the_oldest_live_member_sets_the_count_and_other_counts_leave_the_ring() -> None:
+def test_members_are_ordered_oldest_first_and_every_live_one_is_in_the_ring_whatever_its_count() -> None:
+    """Every member runs the group's count (from the group Lease), so a member configured with another
+    count still takes shards: that is what keeps a rolling update that changes the count from idling
+    the new pods (issue 11)."""
     obs = [(member("b", 16, "2026-11-28T09:00:02Z"), 100.0), (member("a", 8, "2026-11-28T09:00:01Z"), 100.0),
            (member("c", 8, "2026-11-28T09:00:03Z"), 100.0)]
     m = compute_membership("g", obs, 105.0, T)
     assert [x.identity for x in m.live] == ["a", "b", "c"]
-    assert m.group_count == 8 and m.eligible == frozenset({"a", "c"})
+    assert m.group_count == 8 and m.eligible == frozenset({"a", "b", "c"})
     assert m.oldest is not None and m.oldest.identity == "a"
     assert m.count_matches(8) and not m.count_matches(16)
     assert m.recheck_at == 115.0

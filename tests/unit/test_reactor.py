@@ -85,11 +85,20 @@ class Table:
     def fail(self, write: Write, error: ApiError) -> None:
         self.reactor.handle(WriteDone(write, self.now, error=error), self.now)
 
-    def join(self) -> list[Command]:
-        """Start up: create the member Lease, then acquire every shard; returns the commands after."""
+    def bootstrap(self) -> list[Command]:
+        """Start up alone: create the member Lease, then (the oldest member) the group Lease; returns the
+        commands of the step that reads the group Lease back."""
         (member,) = self.writes(self.step(), WriteKind.MEMBER_CREATE)
         self.succeed(member)
-        acquisitions = self.writes(self.step())
+        (group,) = self.writes(self.step())
+        assert group.kind is WriteKind.GROUP_CREATE and group.name == "g-group"
+        self.succeed(group)
+        return self.step()
+
+    def join(self) -> list[Command]:
+        """Start up: create the member Lease and the group Lease, then acquire every shard; returns the
+        commands after."""
+        acquisitions = self.writes(self.bootstrap())
         assert {w.kind for w in acquisitions} == {WriteKind.CREATE}
         for write in acquisitions:
             self.succeed(write)
@@ -107,6 +116,9 @@ def test_join_creates_the_member_lease_then_takes_every_shard_with_token_0() -> 
     assert not t.reactor.health(t.now)["ready"]
     (member,) = t.writes(first)
     t.succeed(member)
+    (group,) = t.writes(t.step())
+    assert group.kind is WriteKind.GROUP_CREATE  # the first member creates the group's count, generation 1
+    t.succeed(group)
     acquisitions = t.writes(t.step())
     assert sorted(w.name for w in acquisitions) == ["g-shard-0", "g-shard-1"]
     assert all(w.body is not None and w.body["metadata"]["annotations"][ANNOTATION_INCARNATION] == "inc-a"

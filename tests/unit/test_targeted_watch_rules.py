@@ -99,10 +99,8 @@ class TargetedTable(Table):
 
 def test_the_reactor_asks_for_its_shards_and_takes_none_before_they_are_listed() -> None:
     t = TargetedTable(shards=4)
-    (member,) = t.writes(t.step(), WriteKind.MEMBER_CREATE)
-    t.succeed(member)
-    commands = t.step()
-    assert WatchShards(frozenset(range(4))) in commands           # alone: everything is ours
+    commands = t.bootstrap()
+    assert WatchShards(frozenset(range(4)), 4) in commands        # alone: everything is ours
     assert t.writes(commands, WriteKind.CREATE) == []             # not listed yet: no "missing Lease" acquire
     t.cover(frozenset(range(4)))
     assert {w.shard for w in t.writes(t.step(), WriteKind.CREATE)} == {0, 1, 2, 3}
