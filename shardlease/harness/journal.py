@@ -10,6 +10,11 @@ all replicas are merged and checked for the two properties shardlease promises:
   before it, and nobody keeps working with an old token once a newer one has been used
   (:func:`check_tokens`).
 
+When the group's shard count changes (resharding), a key moves to another shard id, so the same two
+properties are also checked per *key* (:func:`find_key_overlaps`, :func:`check_key_fences`): every unit
+records the count and generation it ran under, covers the keys ``shard_for_key(key, count) == shard``,
+and its fence is ``(generation, token)``. :func:`generation_switches` measures each switch's pause.
+
 Clock assumption. Every timestamp is ``time.monotonic()``. On Linux that is ``CLOCK_MONOTONIC``, one
 clock for the whole machine (not per process), so intervals written by different processes on the
 same machine can be compared directly. The checks are therefore only meaningful for replicas that ran
@@ -61,6 +66,15 @@ __all__ = [
     "load_journal",
     "find_overlaps",
     "check_tokens",
+    "KeyOverlap",
+    "KeyFenceViolation",
+    "Switch",
+    "find_key_overlaps",
+    "check_key_fences",
+    "assert_no_key_overlaps",
+    "assert_key_fences_increase",
+    "generation_switches",
+    "key_history",
     "assert_no_overlaps",
     "assert_tokens_increase",
     "work_intervals",
@@ -174,6 +188,15 @@ def _token(shard: object) -> Any:
     return token if isinstance(token, (int, str)) or token is None else str(token)
 
 
+def _generation_of(shard: object) -> dict[str, Any]:
+    """The shard count and group generation the handler runs under, for the per-key checks: a key's
+    shard id depends on the count, so a unit covers the keys ``shard_for_key(key, count) == id``."""
+    count = getattr(shard, "count", None)
+    generation = getattr(shard, "generation", None)
+    return {"count": count if isinstance(count, int) else None,
+            "generation": generation if isinstance(generation, int) else 1}
+
+
 def _stopped(shard: _ShardLike) -> bool:
     return shard.stopped.is_set()
 
@@ -187,7 +210,7 @@ def _unit(writer: _Writer, shard: _ShardLike, token: Any, work: float, heed: boo
     unit = next(_unit_ids)
     begin = time.monotonic()
     writer.write({"event": "begin", "unit": unit, "shard": shard.id, "token": token, "t": begin,
-                  "work": work, **({} if heed else {"linger": True})})
+                  "work": work, **_generation_of(shard), **({} if heed else {"linger": True})})
     deadline = begin + work
     aborted = False
     while (now := time.monotonic()) < deadline:
@@ -214,7 +237,8 @@ def handle(shard: _ShardLike) -> None:
     work = _work_seconds()
     linger = _seconds_from_env(ENV_LINGER, 0.0, 0.0)
     token = _token(shard)
-    writer.write({"event": "handler_start", "shard": shard.id, "token": token, "t": time.monotonic()})
+    writer.write({"event": "handler_start", "shard": shard.id, "token": token, "t": time.monotonic(),
+                  **_generation_of(shard)})
     units = 0
     reason = "stopped"
     try:
@@ -250,6 +274,11 @@ class Entry:
     ``complete`` is False for a unit whose ``end`` line never came (the process died mid-unit); its
     ``end`` is then the latest moment the unit could have run to (``start + work``), the cautious
     choice for overlap checks. ``source`` names the file and line for evidence.
+
+    ``count`` and ``generation`` are the group's shard count and generation the handler ran under
+    (journals written before resharding have neither: ``count`` is then ``None`` and ``generation``
+    1). Together with ``shard`` they say which keys the unit worked on, and ``(generation, token)``
+    is its fence (see :func:`find_key_overlaps` and :func:`check_key_fences`).
     """
 
     kind: str
@@ -263,6 +292,13 @@ class Entry:
     aborted: bool = False
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    count: int | None = None
+    generation: int = 1
+
+    @property
+    def fence(self) -> tuple[int, Any]:
+        """``(generation, token)``: what a store compares once the count may change."""
+        return (self.generation, _comparable(self.token))
 
     def describe(self) -> str:
         span = f"[{self.start:.3f}, {self.end:.3f}]" if self.kind == "work" else f"@{self.start:.3f}"
@@ -271,9 +307,10 @@ class Entry:
             flags += " (aborted: shard became invalid)"
         if self.extra.get("linger"):
             flags += " (lingering after stop)"
+        where = f"shard {self.shard}" if self.count is None else f"shard {self.shard}/{self.count}"
         return (
-            f"{self.kind} shard {self.shard} by {self.identity} (pid {self.pid}, token {self.token!r}) "
-            f"{span}{flags} <{self.source}>"
+            f"{self.kind} {where} by {self.identity} (pid {self.pid}, generation {self.generation}, "
+            f"token {self.token!r}) {span}{flags} <{self.source}>"
         )
 
 
@@ -302,12 +339,7 @@ def _entries_of_file(path: Path) -> list[Entry]:
     open_units: dict[int, tuple[int, dict[str, Any]]] = {}
     for number, rec in _read_lines(path):
         event = rec.get("event")
-        common: dict[str, Any] = {
-            "identity": str(rec.get("identity", "?")),
-            "pid": int(rec.get("pid", 0)),
-            "shard": int(rec.get("shard", -1)),
-            "token": rec.get("token"),
-        }
+        common = _common_fields(rec)
         if event == "begin":
             open_units[int(rec["unit"])] = (number, rec)
         elif event == "end":
@@ -318,21 +350,32 @@ def _entries_of_file(path: Path) -> list[Entry]:
             entries.append(Entry(
                 kind="work", start=float(begin["t"]), end=float(rec["t"]),
                 aborted=bool(rec.get("aborted")), source=f"{path.name}:{begin_line}-{number}",
-                extra={"linger": True} if begin.get("linger") else {}, **common,
+                extra={"linger": True} if begin.get("linger") else {},
+                **{**common, **_generation_fields(begin)},
             ))
         elif event in ("handler_start", "handler_stop"):
             t = float(rec["t"])
             entries.append(Entry(kind=event, start=t, end=t, source=f"{path.name}:{number}",
-                                 extra=rec, **common))
+                                 extra=rec, **common, **_generation_fields(rec)))
     for number, rec in open_units.values():
         start = float(rec["t"])
         entries.append(Entry(
-            kind="work", identity=str(rec.get("identity", "?")), pid=int(rec.get("pid", 0)),
-            shard=int(rec.get("shard", -1)), token=rec.get("token"), start=start,
-            end=start + float(rec.get("work", DEFAULT_WORK)), complete=False,
-            source=f"{path.name}:{number}",
+            kind="work", start=start, end=start + float(rec.get("work", DEFAULT_WORK)), complete=False,
+            source=f"{path.name}:{number}", **_common_fields(rec), **_generation_fields(rec),
         ))
     return entries
+
+
+def _common_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"identity": str(rec.get("identity", "?")), "pid": int(rec.get("pid", 0)),
+            "shard": int(rec.get("shard", -1)), "token": rec.get("token")}
+
+
+def _generation_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    """Count and generation of a ``begin`` or ``handler_start`` line; older journals have neither."""
+    count, generation = rec.get("count"), rec.get("generation")
+    return {"count": int(count) if count is not None else None,
+            "generation": int(generation) if generation is not None else 1}
 
 
 def load_journal(directory: str | os.PathLike[str]) -> list[Entry]:
@@ -405,13 +448,19 @@ class Overlap:
 
     @property
     def seconds(self) -> float:
-        return min(self.first.end, self.second.end) - max(self.first.start, self.second.start)
+        return _together(self.first, self.second)
 
     def __str__(self) -> str:
-        return (
-            f"shard {self.shard}: {self.seconds * 1000:.1f} ms of simultaneous work\n"
-            f"  {self.first.describe()}\n  {self.second.describe()}"
-        )
+        return _overlap_text(f"shard {self.shard}", self.first, self.second)
+
+
+def _together(a: Entry, b: Entry) -> float:
+    """How long two units ran at the same time (negative: a gap between them)."""
+    return min(a.end, b.end) - max(a.start, b.start)
+
+
+def _overlap_text(what: str, a: Entry, b: Entry) -> str:
+    return f"{what}: {_together(a, b) * 1000:.1f} ms of simultaneous work\n  {a.describe()}\n  {b.describe()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,72 +512,314 @@ def _comparable(token: Any) -> Any:
 def check_tokens(entries: Iterable[Entry]) -> list[TokenViolation]:
     """Fencing-token violations: along each shard's history (work and handler starts, by time),
 
-    * a different holder (identity or process) must use a token strictly greater than every token
+    * a different holder (identity or process) must use a fence strictly greater than every fence
       used before it on that shard (``token reused`` / ``token went backwards`` otherwise);
-    * nobody may use a token lower than the highest one already used (stale work after a newer
+    * nobody may use a fence lower than the highest one already used (stale work after a newer
       holder began).
 
-    Missing tokens (``None``) are reported too: without a token nothing can be fenced.
+    The fence is ``(generation, token)``: a shard Lease deleted when the count shrank and created
+    again when it grew starts its token over, under a larger generation. Journals without
+    generations compare tokens alone. Missing tokens (``None``) are reported too: without a token
+    nothing can be fenced.
     """
     by_shard: dict[int, list[Entry]] = defaultdict(list)
     for e in entries:
         if e.kind in ("work", "handler_start"):
             by_shard[e.shard].append(e)
-    violations: list[TokenViolation] = []
-    for shard, events in sorted(by_shard.items()):
-        events.sort(key=lambda e: (e.start, e.kind != "handler_start"))
-        highest: Entry | None = None
-        for e in events:
-            if e.token is None:
-                violations.append(TokenViolation(shard, e, e, "no fencing token"))
-                continue
-            if highest is None:
-                highest = e
-                continue
-            mine, top = _comparable(e.token), _comparable(highest.token)
-            try:
-                newer, same = mine > top, mine == top
-            except TypeError:
-                violations.append(TokenViolation(shard, highest, e, "tokens of different types"))
-                continue
-            same_holder = (e.identity, e.pid) == (highest.identity, highest.pid)
-            if newer:
-                highest = e
-            elif same and not same_holder:
-                violations.append(TokenViolation(
-                    shard, highest, e, f"token {e.token!r} reused by a different holder"))
-            elif not same:
-                violations.append(TokenViolation(
-                    shard, highest, e,
-                    f"token went backwards: {e.token!r} used after {highest.token!r}"))
-    return violations
+    return [TokenViolation(shard, earlier, later, problem)
+            for shard, events in sorted(by_shard.items())
+            for earlier, later, problem in _fence_violations(events)]
+
+
+def _fence_violations(events: list[Entry]) -> list[tuple[Entry, Entry, str]]:
+    """Walk one history (one shard's, or one key's) in time order; see :func:`check_tokens`.
+    Returns (earlier, later, problem) triples."""
+    events.sort(key=lambda e: (e.start, e.kind != "handler_start"))
+    found: list[tuple[Entry, Entry, str]] = []
+    highest: Entry | None = None
+    for e in events:
+        if e.token is None:
+            found.append((e, e, "no fencing token"))
+            continue
+        if highest is None:
+            highest = e
+            continue
+        mine, top = e.fence, highest.fence
+        try:
+            newer, same = mine > top, mine == top
+        except TypeError:
+            found.append((highest, e, "tokens of different types"))
+            continue
+        same_holder = (e.identity, e.pid) == (highest.identity, highest.pid)
+        if newer:
+            highest = e
+        elif same and not same_holder:
+            found.append((highest, e, f"token {e.token!r} reused by a different holder"
+                          + (f" in generation {e.generation}" if e.generation != 1 else "")))
+        elif not same:
+            what = (f"{e.token!r} used after {highest.token!r}" if e.generation == highest.generation
+                    else f"fence {e.fence!r} used after {highest.fence!r}")
+            found.append((highest, e, f"token went backwards: {what}"))
+    return found
+
+
+# ---------------------------------------------------------------- per key, across shard counts
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOverlap:
+    """Two replicas worked on units covering the same keys at the same time (possibly under
+    different shard ids, when the units belong to different counts)."""
+
+    keys: tuple[str, ...]
+    first: Entry
+    second: Entry
+
+    @property
+    def seconds(self) -> float:
+        return _together(self.first, self.second)
+
+    def __str__(self) -> str:
+        return _overlap_text(_some_keys(self.keys), self.first, self.second)
+
+
+def _some_keys(keys: Sequence[str]) -> str:
+    return f"{len(keys)} key(s) [" + ", ".join(repr(k) for k in keys[:5]) + (" ...]" if len(keys) > 5 else "]")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFenceViolation:
+    """A later holder of some keys worked with a fence not larger than an earlier one's."""
+
+    keys: tuple[str, ...]
+    earlier: Entry
+    later: Entry
+    problem: str
+
+    def __str__(self) -> str:
+        return (
+            f"{_some_keys(self.keys)}: {self.problem}\n"
+            f"  earlier: {self.earlier.describe()}\n  later:   {self.later.describe()}"
+        )
+
+
+class _KeyIndex:
+    """The keys each (count, shard) covers, computed once per count: a few thousand units then
+    share a handful of key lists instead of hashing every key for every unit."""
+
+    def __init__(self, keys: Iterable[str], default_count: int | None) -> None:
+        self.keys = list(dict.fromkeys(keys))
+        self.default_count = default_count
+        self._by_count: dict[int, dict[int, tuple[str, ...]]] = {}
+        self._shared: dict[tuple[int, int, int, int], bool] = {}
+
+    def count_of(self, e: Entry) -> int:
+        count = e.count if e.count is not None else self.default_count
+        if count is None:
+            raise ValueError(f"{e.describe()} records no shard count (a journal written before "
+                             f"resharding): pass count= for such units")
+        return count
+
+    def covered(self, e: Entry) -> tuple[str, ...]:
+        count = self.count_of(e)
+        table = self._by_count.get(count)
+        if table is None:
+            from shardlease.core.keys import shard_for_key
+
+            grouped: dict[int, list[str]] = defaultdict(list)
+            for key in self.keys:
+                grouped[shard_for_key(key, count)].append(key)
+            table = self._by_count[count] = {shard: tuple(ks) for shard, ks in grouped.items()}
+        return table.get(e.shard, ())
+
+    def share_keys(self, a: Entry, b: Entry) -> bool:
+        ca, cb = self.count_of(a), self.count_of(b)
+        pair = (ca, a.shard, cb, b.shard)
+        shared = self._shared.get(pair)
+        if shared is None:
+            shared = self._shared[pair] = self._shared[(cb, b.shard, ca, a.shard)] = (
+                (ca, a.shard) == (cb, b.shard) or not set(self.covered(a)).isdisjoint(self.covered(b)))
+        return shared
+
+    def common(self, a: Entry, b: Entry) -> tuple[str, ...]:
+        theirs = set(self.covered(b))
+        return tuple(k for k in self.covered(a) if k in theirs)
+
+
+def _tenure(e: Entry) -> tuple[str, int, int, int, Any]:
+    return (e.identity, e.pid, e.generation, e.shard, e.token)
+
+
+def find_key_overlaps(entries: Iterable[Entry], keys: Iterable[str], *,
+                      count: int | None = None) -> list[KeyOverlap]:
+    """Pairs of work units that overlap in time and cover at least one common key, a unit covering
+    the keys with ``shard_for_key(key, unit.count) == unit.shard``, unless both belong to one tenure
+    (same identity, process, generation, shard and token: one handler's units follow each other).
+    Two replicas count, and so do two handlers of one process (e.g. its old-generation handler still
+    running when its new-generation one on another shard id began).
+
+    Unlike :func:`find_overlaps` this compares units across shard counts: shard 3 of 8 and shard 11
+    of 16 share keys, shard 3 of 8 and shard 3 of 5 may not. That is the promise resharding makes
+    (no key handled under two generations at once), which a per-shard-id check cannot see.
+    ``count`` is the count to assume for units that record none (old journals). Touching intervals
+    are not an overlap. Each pair is reported once, with all the keys it shares.
+    """
+    index = _KeyIndex(keys, count)
+    units = sorted((e for e in entries if e.kind == "work"), key=lambda e: e.start)
+    for e in units:
+        index.count_of(e)  # a unit without a count is an error even when nothing overlaps it
+    overlaps: list[KeyOverlap] = []
+    running: list[Entry] = []
+    for unit in units:
+        # Sweep over all units: at any moment only the shards being worked on are running.
+        running = [r for r in running if r.end > unit.start]
+        for other in running:
+            if _tenure(other) != _tenure(unit) and index.share_keys(other, unit):
+                common = index.common(other, unit)
+                if common:
+                    overlaps.append(KeyOverlap(common, other, unit))
+        running.append(unit)
+    return overlaps
+
+
+def check_key_fences(entries: Iterable[Entry], keys: Iterable[str], *,
+                     count: int | None = None) -> list[KeyFenceViolation]:
+    """Fencing violations per key: along the history of every key (the work units and handler
+    starts that cover it, by time), the fence ``(generation, token)`` of each new holder must be
+    larger than every fence used on the key before, and nobody may go on with a smaller one (the
+    rules of :func:`check_tokens`, applied to keys instead of shard ids). Each (earlier, later, problem)
+    is reported once, with all the keys it concerns. ``count`` as in :func:`find_key_overlaps`.
+    """
+    index = _KeyIndex(keys, count)
+    by_key: dict[str, list[Entry]] = defaultdict(list)
+    for e in entries:
+        if e.kind in ("work", "handler_start"):
+            for key in index.covered(e):
+                by_key[key].append(e)
+    grouped: dict[tuple[int, int, str], tuple[Entry, Entry, list[str]]] = {}
+    for key in index.keys:
+        for earlier, later, problem in _fence_violations(by_key.get(key, [])):
+            slot = grouped.setdefault((id(earlier), id(later), problem), (earlier, later, []))
+            slot[2].append(key)
+    return [KeyFenceViolation(tuple(ks), earlier, later, problem)
+            for (_a, _b, problem), (earlier, later, ks) in grouped.items()]
+
+
+def key_history(entries: Iterable[Entry], key: str, *, count: int | None = None, limit: int = 40) -> str:
+    """A readable timeline of one key: which shard of which count held it, by whom, with which fence."""
+    index = _KeyIndex([key], count)
+    tenures: list[list[Any]] = []  # [identity, pid, generation, count, shard, token, start, end, units]
+    for e in sorted((e for e in entries if e.kind == "work" and index.covered(e)), key=lambda e: e.start):
+        holder = [e.identity, e.pid, e.generation, e.count, e.shard, e.token]
+        if tenures and tenures[-1][:6] == holder:
+            tenures[-1][7] = max(tenures[-1][7], e.end)
+            tenures[-1][8] += 1
+        else:
+            tenures.append([*holder, e.start, e.end, 1])
+    lines = [f"key {key!r} history ({len(tenures)} tenures):"]
+    for identity, pid, generation, n, shard, token, start, end, units in tenures[-limit:]:
+        lines.append(f"  {start:.3f} .. {end:.3f}  shard {shard}/{n} generation {generation}: {identity} "
+                     f"(pid {pid}) token {token!r}, {units} units")
+    return "\n".join(lines)
+
+
+def assert_no_key_overlaps(entries: Sequence[Entry], keys: Sequence[str], *,
+                           count: int | None = None) -> None:
+    """Raise ``AssertionError`` with the overlapping units and the keys' timelines, if any."""
+    overlaps = find_key_overlaps(entries, keys, count=count)
+    if overlaps:
+        raise AssertionError(_report("work overlapping on keys", overlaps,
+                                     _key_histories(entries, (o.keys[0] for o in overlaps), count)))
+
+
+def assert_key_fences_increase(entries: Sequence[Entry], keys: Sequence[str], *,
+                               count: int | None = None) -> None:
+    """Raise ``AssertionError`` with the offending pairs and the keys' timelines, if any."""
+    violations = check_key_fences(entries, keys, count=count)
+    if violations:
+        raise AssertionError(_report("fence violations on keys", violations,
+                                     _key_histories(entries, (v.keys[0] for v in violations), count)))
+
+
+def _key_histories(entries: Sequence[Entry], keys: Iterable[str], count: int | None) -> list[str]:
+    return [key_history(entries, key, count=count) for key in list(dict.fromkeys(keys))[:3]]
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """How one generation took over from the ones before it, as the journal shows it.
+
+    ``last_old_end`` is when the last unit of an older generation ended, ``first_new_begin`` when
+    the first unit of this one began, ``all_begun`` when the last of its shards had its first unit
+    (``None`` while some shard never worked); ``shards`` is how many of its ``count`` shards did.
+    """
+
+    generation: int
+    count: int | None
+    last_old_end: float
+    first_new_begin: float
+    all_begun: float | None
+    shards: int
+
+    @property
+    def pause(self) -> float:
+        """Time no key was worked on during the switch (negative: the generations overlapped)."""
+        return self.first_new_begin - self.last_old_end
+
+    @property
+    def until_all(self) -> float | None:
+        """From the last old unit's end until every shard of the new count had a unit."""
+        return None if self.all_begun is None else self.all_begun - self.last_old_end
+
+
+def generation_switches(entries: Iterable[Entry]) -> list[Switch]:
+    """One :class:`Switch` per generation after the first that has work in the journal."""
+    units = [e for e in entries if e.kind == "work"]
+    switches: list[Switch] = []
+    for generation in sorted({e.generation for e in units}):
+        older = [e.end for e in units if e.generation < generation]
+        mine = [e for e in units if e.generation == generation]
+        if not older or not mine:
+            continue
+        first: dict[int, float] = {}
+        for e in mine:
+            first[e.shard] = min(first.get(e.shard, e.start), e.start)
+        counts = {e.count for e in mine}
+        count = counts.pop() if len(counts) == 1 else None
+        complete = count is not None and set(first) == set(range(count))
+        switches.append(Switch(generation, count, max(older), min(first.values()),
+                               max(first.values()) if complete else None, len(first)))
+    return switches
 
 
 def shard_history(entries: Iterable[Entry], shard: int, limit: int = 40) -> str:
     """A readable timeline of one shard: who held it with which token, from when to when."""
-    tenures: list[list[Any]] = []  # [identity, pid, token, first start, last end, units]
+    tenures: list[list[Any]] = []  # [identity, pid, token, generation, first start, last end, units]
     for e in sorted((e for e in entries if e.shard == shard and e.kind == "work"),
                     key=lambda e: e.start):
-        if tenures and tenures[-1][:3] == [e.identity, e.pid, e.token]:
-            tenures[-1][4] = max(tenures[-1][4], e.end)
-            tenures[-1][5] += 1
+        if tenures and tenures[-1][:4] == [e.identity, e.pid, e.token, e.generation]:
+            tenures[-1][5] = max(tenures[-1][5], e.end)
+            tenures[-1][6] += 1
         else:
-            tenures.append([e.identity, e.pid, e.token, e.start, e.end, 1])
+            tenures.append([e.identity, e.pid, e.token, e.generation, e.start, e.end, 1])
     lines = [f"shard {shard} history ({len(tenures)} tenures):"]
-    for identity, pid, token, start, end, units in tenures[-limit:]:
-        lines.append(f"  {start:.3f} .. {end:.3f}  {identity} (pid {pid}) token {token!r}, {units} units")
+    for identity, pid, token, generation, start, end, units in tenures[-limit:]:
+        where = "" if generation == 1 else f" generation {generation}"
+        lines.append(f"  {start:.3f} .. {end:.3f}  {identity} (pid {pid}){where} token {token!r}, {units} units")
     return "\n".join(lines)
 
 
-def _report(title: str, problems: Sequence[object], entries: Sequence[Entry],
-            shards: Iterable[int]) -> str:
+def _report(title: str, problems: Sequence[object], histories: Iterable[str]) -> str:
     text = [f"{title}: {len(problems)} found"]
     text.extend(str(p) for p in problems[:10])
     if len(problems) > 10:
         text.append(f"... and {len(problems) - 10} more")
-    for shard in sorted(set(shards))[:3]:
-        text.append(shard_history(entries, shard))
+    text.extend(histories)
     return "\n".join(text)
+
+
+def _shard_histories(entries: Sequence[Entry], shards: Iterable[int]) -> list[str]:
+    return [shard_history(entries, shard) for shard in sorted(set(shards))[:3]]
 
 
 def assert_no_overlaps(entries: Sequence[Entry],
@@ -540,13 +831,13 @@ def assert_no_overlaps(entries: Sequence[Entry],
     """
     overlaps = [o for o in find_overlaps(entries) if excuse is None or not excuse(o)]
     if overlaps:
-        raise AssertionError(_report("overlapping work", overlaps, entries,
-                                     (o.shard for o in overlaps)))
+        raise AssertionError(_report("overlapping work", overlaps,
+                                     _shard_histories(entries, (o.shard for o in overlaps))))
 
 
 def assert_tokens_increase(entries: Sequence[Entry]) -> None:
     """Raise ``AssertionError`` with the offending pairs and the shards' timelines, if any."""
     violations = check_tokens(entries)
     if violations:
-        raise AssertionError(_report("fencing token violations", violations, entries,
-                                     (v.shard for v in violations)))
+        raise AssertionError(_report("fencing token violations", violations,
+                                     _shard_histories(entries, (v.shard for v in violations))))
