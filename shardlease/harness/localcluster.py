@@ -60,7 +60,8 @@ from typing import TYPE_CHECKING, Any
 
 from shardlease.client.leases import list_group_leases
 from shardlease.core.groupview import GroupView
-from shardlease.core.records import group_selector
+from shardlease.core.records import LeaseRecord, group_lease_name, group_selector
+from shardlease.core.resharding import GroupState
 
 if TYPE_CHECKING:  # pragma: no cover
     from kubernetes.client import ApiClient
@@ -284,6 +285,15 @@ class Replica:
 # --------------------------------------------------------------------------------------------------
 # Snapshots
 # --------------------------------------------------------------------------------------------------
+
+
+def _group_state(group: str, items: Iterable[Mapping[str, Any]]) -> GroupState | None:
+    name = group_lease_name(group)
+    for obj in items:
+        record = LeaseRecord.from_object(obj)
+        if record is not None and record.name == name:
+            return GroupState.from_record(record)
+    return None
 
 
 @dataclass(frozen=True)
@@ -798,20 +808,28 @@ class LocalCluster:
         return items
 
     def snapshot(self) -> Snapshot:
-        """Read the group's Leases now."""
+        """Read the group's Leases now. The shard rows follow the group's running count (its group
+        Lease) once there is one, else the count the replicas were started with."""
         items = self.leases()
         taken = time.monotonic()
+        state = _group_state(self.group, items)
         view = GroupView.from_objects(
             self.group, self.namespace, items, _dt.datetime.now(_dt.timezone.utc),
-            shards=self.shard_count)
+            shards=state.count if state is not None else self.shard_count)
         return Snapshot(taken=taken, view=view)
 
+    def group_state(self) -> GroupState | None:
+        """The group's count and generation as its group Lease says now (``None``: not created yet)."""
+        return _group_state(self.group, self.leases())
+
     def desired(self, members: Iterable[str] | None = None) -> dict[int, str]:
-        """Who should own each shard if ``members`` (default: the running replicas) are live."""
+        """Who should own each shard if ``members`` (default: the running replicas) are live, under
+        the group's running count."""
         from shardlease.core.assignment import assign
 
         chosen = self.running_identities() if members is None else list(members)
-        return assign(self.group, self.shard_count, chosen)
+        state = self.group_state()
+        return assign(self.group, state.count if state is not None else self.shard_count, chosen)
 
     def wait_for(
         self,

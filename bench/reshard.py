@@ -1,0 +1,263 @@
+"""Benchmark: the pause of a live reshard, and who holds shards during a rolling update (issue 11).
+
+Two measurements, both on the dev-server with scaled timings (lease 2 s, renew deadline 1.2 s,
+retry 0.3 s):
+
+* ``pause``: N replicas (``LocalCluster``, one process each, the journaling handler) hold S shards;
+  the count is switched S -> S2 -> S -> ... by writing the group Lease the way ``shardlease reshard``
+  does. Per switch, from the write of the group Lease, read from the journal: when the last unit of
+  the old generation ended (``drain``), when the first and when the last shard of the new generation
+  began its first unit (``first``, ``pause``). The pause is the last of these: the time until the
+  whole group works again. Also checked per switch: every new shard ran, and no unit of the new
+  generation began before every old one had ended.
+* ``rollout``: a rolling update simulated with ``LocalCluster`` (one process per replica): N replicas
+  started with ``--shards S``; N times: add one with ``--shards S2``, wait until its member Lease is
+  live and one second more, SIGTERM the oldest old one, wait for it to exit. The group's Leases are
+  sampled every 0.1 s: shards held per live replica. ``--baseline-ref`` runs the same rollout with the
+  replicas of an older commit (checked out in a temporary worktree and put first on PYTHONPATH): the
+  rule before resharding, where the count was the oldest live member's and members configured with
+  another count took nothing.
+
+Usage::
+
+    python bench/reshard.py [--replicas 5] [--shards 64] [--to 128] [--switches 10]
+        [--baseline-ref d426344] [--parts pause,rollout] [--out bench/results/reshard]
+
+Writes ``OUT.json`` and ``OUT.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shardlease.client.leases import LeaseClient  # noqa: E402
+from shardlease.core.records import LeaseRecord, group_lease_name  # noqa: E402
+from shardlease.core.resharding import GroupState, group_lease_body, reshard_state  # noqa: E402
+from shardlease.harness.localcluster import LocalCluster, Timings  # noqa: E402
+
+FAST = {"lease_duration": 2.0, "renew_deadline": 1.2, "retry_period": 0.3, "drain_timeout": 3.0}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def write_reshard(lc: LeaseClient, group: str, shards: int) -> GroupState:
+    """Switch the group's count the way ``shardlease reshard`` does: one conditional write."""
+    record = LeaseRecord.from_object(lc.get(group_lease_name(group)))
+    assert record is not None
+    state = GroupState.from_record(record)
+    assert state is not None
+    new = reshard_state(state, shards, None, by="bench")
+    lc.replace(group_lease_name(group), group_lease_body(group, "default", new, dt.datetime.now(dt.timezone.utc),
+                                                         record))
+    return new
+
+
+# ------------------------------------------------------------------------------------------ pause
+
+
+def bench_pause(replicas: int, shards: int, to: int, switches: int) -> dict[str, Any]:
+    """Switch a LocalCluster (one process per replica) back and forth; read the pause from the journal."""
+    from shardlease.harness.journal import load_journal
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # Half-second units: a handler's first unit begins when it starts, and the journal stays small.
+        cluster = LocalCluster(group="pause", shards=shards, timings=Timings(), work_dir=tmp,
+                               env={"SHARDLEASE_JOURNAL_WORK": "0.5"})
+        cluster.start(replicas)
+        lc = LeaseClient(cluster.api_client(), cluster.namespace)
+        try:
+            cluster.wait_working(timeout=60)
+            time.sleep(2.5)  # past the watch shrink and any settling handoffs
+            count = shards
+            for i in range(switches):
+                count = to if count == shards else shards
+                t0 = time.monotonic()
+                new = write_reshard(lc, cluster.group, count)
+                cluster.wait_for(lambda s, n=count: s.shards == n and s.all_held(), 30, what=f"switch {i + 1}")
+                time.sleep(1.0)
+                units = [e for e in load_journal(cluster.journal_dir) if e.kind == "work"]
+                old = [e for e in units if e.generation < new.generation]
+                fresh = [e for e in units if e.generation == new.generation]
+                drain = max(e.end for e in old) - t0
+                firsts = {}
+                for e in fresh:
+                    firsts[e.shard] = min(firsts.get(e.shard, e.start), e.start)
+                first = min(firsts.values()) - t0
+                pause = max(firsts.values()) - t0
+                clean = set(firsts) == set(range(count)) and drain <= first
+                rows.append({"switch": i + 1, "to": count, "generation": new.generation, "drain_s": round(drain, 4),
+                             "first_s": round(first, 4), "pause_s": round(pause, 4), "old_stopped_first": clean})
+                print(f"switch {i + 1:2d} -> {count:4d}: old stopped {drain * 1000:6.1f} ms, first new "
+                      f"{first * 1000:6.1f} ms, all running {pause * 1000:6.1f} ms, order ok {clean}", flush=True)
+                time.sleep(1.5)
+        finally:
+            cluster.stop()
+    pauses = [r["pause_s"] for r in rows]
+    return {"replicas": replicas, "from": shards, "to": to, "switches": rows,
+            "pause_p50_s": statistics.median(pauses), "pause_p99_s": _percentile(pauses, 0.99),
+            "pause_max_s": max(pauses), "all_ordered": all(r["old_stopped_first"] for r in rows)}
+
+
+def _running(runs: list[list[Any]], lock: threading.Lock, generation: int) -> int:
+    with lock:
+        return len({r[1] for r in runs if r[0] == generation and r[3] is None})
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+# ---------------------------------------------------------------------------------------- rollout
+
+
+@contextlib.contextmanager
+def _worktree(ref: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="shardlease-baseline-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref], check=True,
+                   capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
+
+
+def bench_rollout(replicas: int, shards: int, to: int, pythonpath: str | None) -> dict[str, Any]:
+    env = {"SHARDLEASE_JOURNAL_WORK": "0.05"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    samples: list[dict[str, Any]] = []
+    joined: dict[str, float] = {}
+    first_shard: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LocalCluster(group="roll", shards=shards, timings=Timings(), work_dir=tmp, env=env)
+        cluster.start(replicas)
+        try:
+            cluster.wait_settled(timeout=60)
+            stop = threading.Event()
+            t0 = time.monotonic()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    with contextlib.suppress(Exception):
+                        snap = cluster.snapshot()
+                        live = snap.live_members()
+                        load = snap.load()
+                        now = time.monotonic() - t0
+                        samples.append({"t": round(now, 2), "live": live, "load": {m: load.get(m, 0) for m in live}})
+                        for m in live:
+                            joined.setdefault(m, now)
+                            if load.get(m, 0) and m not in first_shard:
+                                first_shard[m] = now
+                    stop.wait(0.1)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            old = cluster.running_identities()
+            for step in range(replicas):
+                name = f"new-{step}"
+                cluster.add_replica(name, extra_args=["--shards", str(to)])
+                deadline = time.monotonic() + 30
+                while name not in joined and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                victim = cluster.replica(old[step])
+                victim.terminate()
+                victim.wait(30)
+            time.sleep(4.0)
+            stop.set()
+            sampler.join(5)
+        finally:
+            cluster.stop()
+    new_names = [f"new-{i}" for i in range(replicas)]
+    idle = {m: round(first_shard.get(m, samples[-1]["t"]) - joined.get(m, samples[-1]["t"]), 2) for m in new_names}
+    peak = max((max(s["load"].values(), default=0) for s in samples), default=0)
+    fair = shards / replicas
+    return {"idle_before_first_shard_s": idle, "max_idle_s": max(idle.values()),
+            "never_held": [m for m in new_names if m not in first_shard],
+            "peak_shards_on_one_replica": peak, "fair_share": fair, "samples": samples}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=5)
+    parser.add_argument("--shards", type=int, default=64)
+    parser.add_argument("--to", type=int, default=128)
+    parser.add_argument("--switches", type=int, default=10)
+    parser.add_argument("--baseline-ref", default="d426344", help="commit with the rule before resharding ('' to skip)")
+    parser.add_argument("--parts", default="pause,rollout")
+    parser.add_argument("--out", default=str(ROOT / "bench/results/reshard"))
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                              "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                                       capture_output=True, text=True).stdout.strip()}
+    if "pause" in parts:
+        result["pause"] = bench_pause(args.replicas, args.shards, args.to, args.switches)
+    if "rollout" in parts:
+        print("rollout, this version ...", flush=True)
+        result["rollout_after"] = bench_rollout(args.replicas, args.shards, args.to, None)
+        if args.baseline_ref:
+            print(f"rollout, baseline {args.baseline_ref} ...", flush=True)
+            with _worktree(args.baseline_ref) as path:
+                result["rollout_today"] = bench_rollout(args.replicas, args.shards, args.to, str(path))
+            result["baseline_ref"] = args.baseline_ref
+    Path(args.out + ".json").write_text(json.dumps(result, indent=1) + "\n")
+    Path(args.out + ".md").write_text(render(result))
+    print(render(result))
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = ["# Live resharding (bench/reshard.py)", "",
+             f"Commit {result['commit']}, {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
+             "dev-server, lease 2 s / renew deadline 1.2 s / retry 0.3 s.", ""]
+    pause = result.get("pause")
+    if pause:
+        lines += [f"## Pause per switch: N = {pause['replicas']}, S = {pause['from']} <-> {pause['to']}", "",
+                  "From the group Lease write to every shard of the new generation running its handler "
+                  "(one process per replica, from the journal).", "",
+                  "| switch | to | old stopped (ms) | first new (ms) | all running (ms) | old before new |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['switch']} | {r['to']} | {r['drain_s'] * 1000:.1f} | {r['first_s'] * 1000:.1f} | "
+                  f"{r['pause_s'] * 1000:.1f} | {'yes' if r['old_stopped_first'] else 'NO'} |" for r in pause["switches"]]
+        lines += ["", f"Pause p50 {pause['pause_p50_s'] * 1000:.1f} ms, p99 {pause['pause_p99_s'] * 1000:.1f} ms, "
+                  f"max {pause['pause_max_s'] * 1000:.1f} ms (target p99 <= 200 ms).", ""]
+    for key, title in (("rollout_today", f"before ({result.get('baseline_ref', '')})"), ("rollout_after", "after")):
+        roll = result.get(key)
+        if not roll:
+            continue
+        lines += [f"## Rolling update {title}", "",
+                  f"- longest a new replica was live without a shard: {roll['max_idle_s']:.2f} s "
+                  f"(per replica: {roll['idle_before_first_shard_s']})",
+                  f"- new replicas that never held a shard while old ones were live: {roll['never_held'] or 'none'}",
+                  f"- most shards on one replica at any sample: {roll['peak_shards_on_one_replica']} "
+                  f"(fair share {roll['fair_share']:.1f})", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
