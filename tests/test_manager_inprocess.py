@@ -230,29 +230,32 @@ def test_broken_foreign_leases_do_not_crash_anything(server: tuple[DevServer, st
         assert m.wait(10)
 
 
-def test_count_mismatch_refuses_with_both_counts(server: tuple[DevServer, str], caplog: pytest.LogCaptureFixture) -> None:
+def test_a_replica_configured_with_another_count_runs_the_groups_and_says_so(server: tuple[DevServer, str]) -> None:
+    """The group's count is group state (docs/resharding.md): a replica started with another one
+    takes its share under the group's count, its handlers see that count, and health shows both."""
     _srv, kubeconfig = server
     group = "counts"
-    first = ShardManager(config(kubeconfig, group, "old", 8), lambda shard: shard.stopped.wait())
-    second = ShardManager(config(kubeconfig, group, "new", 6), lambda shard: shard.stopped.wait())
+    seen: list[tuple[int, int, tuple[int, int]]] = []
+
+    def handle(shard: Shard) -> None:
+        seen.append((shard.count, shard.generation, shard.fence))
+        shard.stopped.wait()
+
+    first = ShardManager(config(kubeconfig, group, "old", 8), handle)
+    second = ShardManager(config(kubeconfig, group, "new", 6), handle)
     try:
-        with caplog.at_level(logging.ERROR, logger="shardlease"):
-            first.start()
-            wait_until(lambda: len(first.owned_shards()) == 8, 10, "the first replica to hold all 8")
-            second.start()
-            wait_until(lambda: "shard count mismatch" in caplog.text, 5, "the mismatch error")
-        text = caplog.text
-        assert "configured with 6 shards" in text and "uses 8" in text and "old" in text
-        time.sleep(1.0)
-        assert second.owned_shards() == frozenset()
-        assert first.owned_shards() == frozenset(range(8))
-        assert second.ready()  # refusing replicas stay ready so a rolling update can finish
+        first.start()
+        wait_until(lambda: len(first.owned_shards()) == 8, 10, "the first replica to hold all 8")
+        second.start()
+        wait_until(lambda: len(second.owned_shards()) == 4 and len(first.owned_shards()) == 4, 10,
+                   "the two replicas to split the group's 8 shards")
+        assert second.owned_shards() | first.owned_shards() == frozenset(range(8))
+        assert all(count == 8 and generation == 1 and fence[0] == 1 for count, generation, fence in seen), seen
         health = second.health()
-        assert health["count_mismatch"] == {"configured": 6, "group": 8} and health["failures"] == []
-        assert "kubectl delete lease -n default counts-shard-{6..7}" in text  # the clean-up after a count went down
+        assert (health["configured_shards"], health["shards"], health["generation"]) == (6, 8, 1), health
+        assert health["ready"] and not health["switching"] and health["failures"] == []
         view = _status_view(kubeconfig, group)
-        assert any("member new: configured for 6 shards, the group uses 8" in p for p in view.problems), view.problems
-        assert view.summary().startswith("ATTENTION")
+        assert not view.problems and view.summary().startswith("OK"), view.render_text()
     finally:
         first.stop()
         second.stop()

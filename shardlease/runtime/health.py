@@ -61,10 +61,12 @@ class HealthServer:
             health = manager.health()
             ok = bool(health["ready"])
             lines = ["ok"] if ok else [f"not ready: {reason}" for reason in health["failures"]]
-            if health["count_mismatch"]:
-                mismatch = health["count_mismatch"]
-                lines.append(f"warning: configured for {mismatch['configured']} shards but the group uses "
-                             f"{mismatch['group']}; taking no shards (still ready so a rollout can finish)")
+            if health["generation"] and health["configured_shards"] != health["shards"]:
+                lines.append(f"note: configured for {health['configured_shards']} shards, running the group's "
+                             f"{health['shards']} (generation {health['generation']})")
+            if health["switching"]:
+                lines.append(f"note: switching to generation {health['generation']}: handlers start once every "
+                             "shard of the previous one has stopped")
             self._reply(request, 200 if ok else 503, ("\n".join(lines) + "\n").encode())
         elif path == "/health":
             health = manager.health()
