@@ -90,22 +90,25 @@ def test_dead_members_do_not_count_for_desired_holders() -> None:
     assert set(view.flagged(FLAG_MISPLACED)) == {r.shard for r in view.rows if r.holder == "b"}
 
 
-def test_the_oldest_live_member_defines_the_shard_count() -> None:
-    """As the replicas decide it: members declaring another count are left out of the ring."""
+def test_without_a_group_lease_the_oldest_live_member_defines_the_shard_count() -> None:
+    """The rule of versions from before resharding; every live member is in the ring all the same."""
     objects = [member("a", shards=4), member("b", shards=4), member("c", shards=6)]
     objects[2]["metadata"]["creationTimestamp"] = "2026-05-01T11:00:00Z"  # c is the oldest
     objects[0]["metadata"]["creationTimestamp"] = objects[1]["metadata"]["creationTimestamp"] = (
         "2026-05-01T11:30:00Z")
     view = view_of(objects)
-    assert view.shards == 6
+    assert view.shards == 6 and view.generation is None
     assert [(m.identity, m.live, m.eligible) for m in view.members] == [
-        ("a", True, False), ("b", True, False), ("c", True, True)]
-    assert {row.desired for row in view.rows} == {"c"}
-    assert sum("declares 4 shards, the group uses 6" in n for n in view.notes) == 2
+        ("a", True, True), ("b", True, True), ("c", True, True)]
+    assert {row.desired for row in view.rows} == {"a", "b", "c"}
+    assert any("no group Lease g-group" in n for n in view.notes)
+    assert any("follow the group's 6: a (4), b (4)" in n for n in view.notes)
+    assert "yes, other count" not in view.render_text() and "takes no shards" not in view.render_text()
 
     del objects[2]  # without c, a and b agree on 4
     view = view_of(objects)
-    assert view.shards == 4 and all(m.eligible for m in view.members) and not view.notes
+    assert view.shards == 4 and all(m.eligible for m in view.members)
+    assert not any("follow the group's" in n for n in view.notes)
     assert view.flagged(FLAG_UNOWNED) == [0, 1, 2, 3]
 
 
@@ -256,7 +259,14 @@ def test_watch_redraws_on_changes_and_exits_0_on_ctrl_c(devserver: Any, tmp_path
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), "PYTHONFAULTHANDLER": "1"})
     lines: queue.Queue[str] = queue.Queue()
     errors: list[str] = []
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout = proc.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     # Drain stderr too: a child whose stderr pipe fills up blocks, and would look like a hang on exit.
     stderr_reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     stderr_reader.start()
@@ -295,8 +305,8 @@ def test_watch_redraws_on_changes_and_exits_0_on_ctrl_c(devserver: Any, tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_an_api_error_is_reported_as_a_refusal(devserver: Any, tmp_path: Path,
@@ -353,3 +363,36 @@ def test_shardlease_context_selects_the_context(devserver: Any, tmp_path: Path, 
     monkeypatch.setenv("SHARDLEASE_CONTEXT", "no-such-context")
     assert main(["status", "--group", GROUP]) == 1
     assert "no-such-context" in capsys.readouterr().err
+
+
+def group_lease(annotations: dict[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": f"{GROUP}-group", "namespace": "default", "annotations": annotations,
+                         "labels": {"shardlease.io/group": GROUP, "shardlease.io/role": "group"}},
+            "spec": {"acquireTime": format_microtime(NOW - _dt.timedelta(seconds=30))}}
+
+
+def test_the_group_lease_sets_the_count_whatever_the_members_are_configured_with() -> None:
+    objects = healthy_objects(["a", "b"], shards=4) + [group_lease(
+        {"shardlease.io/shards": "4", "shardlease.io/generation": "1", "shardlease.io/changed-by": "initial"})]
+    objects[0]["metadata"]["annotations"]["shardlease.io/shards"] = "8"  # a is configured with another count
+    view = view_of(objects)
+    assert (view.shards, view.generation, view.previous_shards, view.switch_pending) == (4, 1, None, ())
+    assert view.summary().startswith("OK: ")  # a member configured with another count is not a problem
+    assert "4 shards, generation 1 (changed by initial 30.0s ago)" in view.render_text()
+    assert any("follow the group's 4: a (8)" in n for n in view.notes)
+
+
+def test_an_unreadable_group_lease_falls_back_to_the_members_and_says_so() -> None:
+    objects = healthy_objects(["a"], shards=4) + [group_lease({"shardlease.io/shards": "many"})]
+    view = view_of(objects)
+    assert view.shards == 4 and view.generation is None
+    assert any("g-group has no readable shard count or generation" in n for n in view.notes)
+
+
+def test_an_old_count_mismatch_report_is_not_a_problem() -> None:
+    """Versions from before resharding wrote ``count-mismatch``; every member now follows the group."""
+    objects = healthy_objects(["a", "b"])
+    objects[0]["metadata"]["annotations"]["shardlease.io/problems"] = "count-mismatch=8/4;crashing=2"
+    view = view_of(objects)
+    assert view.problems == ("member a: handlers of shards 2 keep raising (see its logs and "
+                             "shardlease_handler_errors_total)",)

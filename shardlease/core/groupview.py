@@ -8,8 +8,8 @@ while it is held and ``renewTime + leaseDurationSeconds`` is not in the past by 
 clock. The replicas themselves never judge a peer that way (they time expiry with their own monotonic
 clock from when they observed a change, see ``shardlease/core/elector.py``), so a skewed clock here can
 make this view call a shard expired that no replica would, or the reverse. Membership, the group's shard
-count and the desired holder of each shard come from the replicas' own rules (``membership``,
-``assignment``).
+count and generation, the barrier of a switch and the desired holder of each shard come from the
+replicas' own rules (``membership``, ``resharding``, ``assignment``).
 """
 
 from __future__ import annotations
@@ -21,25 +21,35 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shardlease.core.elector import Timing
-from shardlease.core.membership import compute_membership
+from shardlease.core.membership import Membership, compute_membership
 from shardlease.core.records import (
     ANNOTATION_PROBLEMS,
     ANNOTATION_REFUSED,
     ROLE_MEMBER,
     ROLE_SHARD,
     LeaseRecord,
+    group_lease_name,
     member_lease_name,
     parse_problems,
     parse_refused,
 )
+from shardlease.core.resharding import GroupState, pending_shards
 
-__all__ = ["FLAG_EXPIRED", "FLAG_MISPLACED", "FLAG_UNOWNED", "GroupView", "MemberRow", "ShardRow"]
+__all__ = ["FLAG_EXPIRED", "FLAG_MISPLACED", "FLAG_UNOWNED", "GroupView", "MemberRow", "ShardRow",
+           "membership_at"]
 
 FLAG_UNOWNED = "UNOWNED"
 FLAG_EXPIRED = "EXPIRED"
 FLAG_MISPLACED = "MISPLACED"
 
 
+def membership_at(group: str, members: Iterable[LeaseRecord], now: _dt.datetime) -> Membership:
+    """The replicas' membership rule applied from outside the group (``status``, ``reshard``): each
+    record's ``renewTime`` stands in for the moment a replica would have observed it (see the module
+    docstring), on this machine's wall clock."""
+    return compute_membership(
+        group, ((rec, rec.renew_time.timestamp() if rec.renew_time else float("-inf")) for rec in members),
+        now.timestamp(), Timing(), seen_change_after=float("-inf"))
 
 
 def _age(record: LeaseRecord, now: _dt.datetime) -> float | None:
@@ -59,11 +69,16 @@ def _live(record: LeaseRecord, now: _dt.datetime) -> bool:
 class MemberRow:
     identity: str
     declared_shards: int | None
+    """The count this member was configured with (its vote in a rollout); it runs the group's count."""
     live: bool
     age: float | None
     """Seconds since ``renewTime`` (wall clock of this machine); ``None`` if unknown."""
     eligible: bool = False
-    """Live and declaring the group's shard count: in the ring the replicas assign shards over."""
+    """In the ring the replicas assign shards over: every live member, whatever count it was configured
+    with (it follows the group's)."""
+    generation: int | None = None
+    """The generation this member runs (``0``: not joined one yet); ``None`` when its Lease does not say
+    (a version of shardlease from before resharding). Older than the group's during a switch is normal."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,26 @@ class GroupView:
     notes: tuple[str, ...] = field(default=())
     problems: tuple[str, ...] = field(default=())
     """What replicas report about themselves on their member Leases (a refused duplicate identity,
-    crash-looping or stuck handlers, a shard-count mismatch): each makes the summary say ATTENTION."""
+    crash-looping or stuck handlers): each makes the summary say ATTENTION."""
+    group_state: GroupState | None = None
+    """The group Lease's state (count, generation, what changed it); ``None`` when the group has no
+    readable group Lease (no replica of a version with resharding has run it yet)."""
+    switch_pending: tuple[int, ...] = ()
+    """While a switch to the current generation has not passed its barrier: the shards whose Lease is
+    absent or not yet stamped with it. No handler of the generation starts before this is empty."""
+    retired: tuple[int, ...] = ()
+    """Shards at or past the count, below the span, that still have a Lease: an earlier generation used
+    them; the oldest member deletes them once every member runs the current one."""
+    changed_age: float | None = None
+    """Seconds since the current generation was written (this machine's clock)."""
+
+    @property
+    def generation(self) -> int | None:
+        return self.group_state.generation if self.group_state is not None else None
+
+    @property
+    def previous_shards(self) -> int | None:
+        return self.group_state.previous if self.group_state is not None else None
 
     @classmethod
     def from_objects(
@@ -107,13 +141,16 @@ class GroupView:
 
         member_records: dict[str, LeaseRecord] = {}
         shard_records: dict[int, LeaseRecord] = {}
+        group_record: LeaseRecord | None = None
         notes: list[str] = []
         prefix = member_lease_name(group, "")
         for obj in objects:
             record = LeaseRecord.from_object(obj)
             if record is None or record.group != group:
                 continue
-            if record.role == ROLE_MEMBER:
+            if record.name == group_lease_name(group):
+                group_record = record
+            elif record.role == ROLE_MEMBER:
                 identity = record.name[len(prefix):] if record.name.startswith(prefix) else None
                 identity = identity or record.holder or record.name
                 member_records[identity] = record
@@ -126,29 +163,38 @@ class GroupView:
                 else:
                     shard_records[record.shard] = record
 
-        # As the replicas judge it: a member counts while its holder names it (a released or renamed
-        # record does not), and the group's shard count is the oldest live member's declaration.
-        # The replicas' own rule (shardlease.core.membership), with each record's renewTime standing in for
-        # the moment a replica would have observed it (see the module docstring).
-        membership = compute_membership(
-            group, ((rec, rec.renew_time.timestamp() if rec.renew_time else float("-inf"))
-                    for rec in member_records.values()), now.timestamp(), Timing(), seen_change_after=float("-inf"))
+        membership = membership_at(group, member_records.values(), now)
         live_records = [m.record for m in membership.live]
-        group_count = membership.group_count
+        state = GroupState.from_record(group_record) if group_record is not None else None
+        if group_record is not None and state is None:
+            notes.append(f"the group Lease {group_record.name} has no readable shard count or generation (edited "
+                         f"by hand?): the replicas keep running the generation they run; fix or delete it")
+        elif group_record is None and live_records:
+            notes.append(f"no group Lease {group_lease_name(group)}: the count shown is the oldest live member's "
+                         f"(the rule before resharding); a replica of a version with resharding creates it")
         if shards is None:
-            shards = _shard_count(group_count, member_records.values(), shard_records, notes)
+            # The group Lease when there is one; else the rule of the versions from before resharding.
+            shards = state.count if state is not None else _shard_count(
+                membership.group_count, member_records.values(), shard_records, notes)
         members = tuple(
             MemberRow(identity, rec.declared_shards, rec in live_records, _age(rec, now),
-                      eligible=rec in live_records and rec.declared_shards == shards)
+                      eligible=rec in live_records, generation=rec.member_generation)
             for identity, rec in sorted(member_records.items())
         )
-        for m in members:
-            if m.live and not m.eligible:
-                notes.append(f"member {m.identity} declares {_text(m.declared_shards)} shards, the group "
-                             f"uses {shards}: it takes no shards")
-        extra = sorted(s for s in shard_records if s >= shards)
+        others = [f"{m.identity} ({_text(m.declared_shards)})" for m in members
+                  if m.live and m.declared_shards != shards]
+        if others:
+            notes.append(f"members configured with another count follow the group's {shards}: {', '.join(others)}")
+        span = state.span if state is not None else shards
+        retired = tuple(sorted(s for s in shard_records if shards <= s < span))
+        if retired:
+            assert state is not None  # only a group Lease puts the span above the count
+            notes.append(f"retired shards {list(retired)}: generation {state.generation} no longer uses them; "
+                         f"their Leases are deleted once every member runs it")
+        extra = sorted(s for s in shard_records if s >= max(span, shards))
         if extra:
             notes.append(f"shard Leases beyond the shard count {shards}: {extra}")
+        pending = tuple(pending_shards(state, shard_records.get)) if state is not None else ()
 
         problems = _member_problems(member_records, live_records, now)
         ring = [m.identity for m in members if m.eligible]
@@ -171,7 +217,9 @@ class GroupView:
                 age=_age(rec, now) if rec is not None else None,
                 transitions=rec.transitions if rec is not None else None, flags=tuple(flags),
             ))
-        return cls(group, namespace, shards, members, tuple(rows), tuple(notes), tuple(problems))
+        changed_age = (now - state.changed_at).total_seconds() if state is not None and state.changed_at else None
+        return cls(group, namespace, shards, members, tuple(rows), tuple(notes), tuple(problems),
+                   group_state=state, switch_pending=pending, retired=retired, changed_age=changed_age)
 
     # ---------------------------------------------------------------- questions
 
@@ -186,7 +234,10 @@ class GroupView:
             f"{len(self.flagged(FLAG_EXPIRED))} expired, {len(self.flagged(FLAG_MISPLACED))} misplaced; "
             f"{live}/{len(self.members)} members live"
         )
-        healthy = self.shards > 0 and not any(row.flags for row in self.rows) and not self.problems
+        if self.switch_pending:
+            text += f"; switch to generation {self.generation} waiting for {len(self.switch_pending)} shards"
+        healthy = (self.shards > 0 and not any(row.flags for row in self.rows) and not self.problems
+                   and not self.switch_pending)
         return ("OK: " if healthy else "ATTENTION: ") + text
 
     # ---------------------------------------------------------------- output
@@ -196,7 +247,14 @@ class GroupView:
             "group": self.group,
             "namespace": self.namespace,
             "shards": self.shards,
-            "members": [asdict(m) for m in self.members],
+            "generation": self.generation,
+            "previous_shards": self.previous_shards,
+            "changed_by": self.group_state.changed_by if self.group_state is not None else None,
+            "changed_at": (self.group_state.changed_at.isoformat()
+                           if self.group_state is not None and self.group_state.changed_at else None),
+            "switch_pending": list(self.switch_pending),
+            "retired": list(self.retired),
+            "members": [{**asdict(m), "configured": m.declared_shards} for m in self.members],
             "shard_table": [
                 {"shard": r.shard, "holder": r.holder, "desired": r.desired, "age": r.age,
                  "transitions": r.transitions, "flags": list(r.flags)} for r in self.rows
@@ -214,13 +272,15 @@ class GroupView:
         }
 
     def render_text(self) -> str:
-        lines = [f"group {self.group!r} in namespace {self.namespace!r}: {self.shards} shards"]
+        lines = [f"group {self.group!r} in namespace {self.namespace!r}: {self.shards} shards{self._generation_text()}"]
+        if self.switch_pending:
+            lines.append(f"switch in progress: waiting for shards {list(self.switch_pending)} (their Leases are "
+                         f"stamped with generation {self.generation} once their old handlers have stopped)")
         lines.append("")
         lines.append(f"MEMBERS ({len(self.members)})")
         lines.extend(_table(
-            ("IDENTITY", "SHARDS", "LIVE", "RENEWED"),
-            [(m.identity, _text(m.declared_shards),
-              ("yes" if m.eligible else "yes, other count") if m.live else "NO", _ago(m.age))
+            ("IDENTITY", "CONFIGURED", "GENERATION", "LIVE", "RENEWED"),
+            [(m.identity, _text(m.declared_shards), _text(m.generation), "yes" if m.live else "NO", _ago(m.age))
              for m in self.members],
         ) if self.members else ["  (none)"])
         lines.append("")
@@ -236,9 +296,21 @@ class GroupView:
         lines.append(self.summary())
         return "\n".join(lines)
 
+    def _generation_text(self) -> str:
+        """``, generation 3 (was 8; changed by reshard 12.0s ago)``; empty without a group Lease."""
+        state = self.group_state
+        if state is None:
+            return ""
+        history = [f"was {state.previous}"] if state.previous is not None else []
+        if state.changed_by:
+            history.append(f"changed by {state.changed_by}" + (f" {_ago(self.changed_age)}"
+                                                                if self.changed_age is not None else ""))
+        return f", generation {state.generation}" + (f" ({'; '.join(history)})" if history else "")
+
     def stable_key(self) -> tuple[Any, ...]:
         """Everything shown except the ages, to redraw only when something meaningful changed."""
-        return (self.shards, tuple((m.identity, m.declared_shards, m.live) for m in self.members),
+        return (self.shards, self.group_state, self.switch_pending,
+                tuple((m.identity, m.declared_shards, m.generation, m.live) for m in self.members),
                 tuple((r.holder, r.desired, r.transitions, r.flags) for r in self.rows), self.notes,
                 self.problems)
 
@@ -268,9 +340,9 @@ def _member_problems(members: Mapping[str, LeaseRecord], live: Iterable[LeaseRec
                 found.append(f"member {identity}: handlers of shards {value} did not return within the drain "
                              f"timeout; their Leases stay held")
             elif key == "count-mismatch":
-                configured, _, group_count = value.partition("/")
-                found.append(f"member {identity}: configured for {configured} shards, the group uses "
-                             f"{group_count}; it takes no shards until every replica runs one count")
+                # Written by versions from before resharding. Every member now follows the group's
+                # count, so a configured count of its own is not a problem (the members table shows it).
+                continue
             else:
                 found.append(f"member {identity}: {key}" + (f"={value}" if value else ""))
     return found
