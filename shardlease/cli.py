@@ -18,6 +18,7 @@ from shardlease import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "shardlease.commands.run",
     "shardlease.commands.status",
+    "shardlease.commands.reshard",
     "shardlease.commands.demo",
     "shardlease.commands.dev_server",
 )

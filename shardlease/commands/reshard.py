@@ -1,0 +1,114 @@
+"""``shardlease reshard``: change a running group's shard count (issue 11, ``core/resharding.py``).
+
+One conditional write of the group Lease's next generation (``shardlease.runtime.reshard``); the
+replicas switch by themselves, stopping every old handler before any of the new generation starts.
+``--wait`` then watches the shard Leases until that switch is complete.
+
+Exit codes: 0 written (or nothing to change), 1 the cluster could not be read or written or the wait
+ended without the switch completing, 2 a bad flag or a group that cannot be resharded as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any, TextIO
+
+from shardlease.commands.status import _connection_settings, _kubeconfig_tried, _reason
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "reshard",
+        help="change a running group's shard count",
+        description="Write the group's next generation with a new shard count. The replicas keep running "
+                    "and switch at once: no handler of the new generation starts before every handler of the "
+                    "old one has stopped. Members still configured with their old --shards follow the new "
+                    "count; a later rollout to another count changes it again.",
+    )
+    parser.add_argument("--group", required=True, help="the shard group")
+    parser.add_argument("--shards", required=True, type=int, metavar="N", help="the new shard count")
+    parser.add_argument("--namespace", default="default", help="namespace of the Leases (default: default)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $SHARDLEASE_KUBECONFIG, then "
+                                             "$KUBECONFIG, ~/.kube/config, in-cluster, as for run)")
+    parser.add_argument("--context", help="kubeconfig context to use (default: $SHARDLEASE_CONTEXT, "
+                                          "else the kubeconfig's current context)")
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="wait up to SECONDS for the switch to complete (exit 1 if it does not)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shardlease.errors import InvalidArgument
+    from shardlease.runtime.reshard import (
+        GroupLeaseMissing,
+        GroupLeaseUnreadable,
+        ReshardError,
+        ReshardSuperseded,
+        ReshardTimeout,
+        check_shards,
+        reshard,
+    )
+
+    out = out or sys.stdout
+    try:
+        check_shards(args.shards, "--shards")
+    except InvalidArgument as exc:
+        return _fail(str(exc), 2)
+    if args.wait is not None and not (math.isfinite(args.wait) and args.wait >= 0):
+        return _fail(f"--wait must be a number of seconds >= 0, got {args.wait}", 2)
+
+    tried = _kubeconfig_tried(args)
+    kubeconfig, context = _connection_settings(args)
+    try:
+        from shardlease.client.connect import load_api_client
+
+        api = load_api_client(kubeconfig=kubeconfig, context=context, user_agent="shardlease-reshard")
+    except Exception as exc:
+        return _fail(f"cannot load a Kubernetes configuration (tried {tried}"
+                     f"{', context ' + context if context else ''}): {exc}", 1)
+    server = getattr(api.configuration, "host", "?")
+    try:
+        result = reshard(args.group, args.shards, namespace=args.namespace, api_client=api, wait=args.wait)
+    except (GroupLeaseMissing, GroupLeaseUnreadable) as exc:
+        return _fail(str(exc), 2)
+    except (ReshardTimeout, ReshardSuperseded) as exc:
+        _report(exc.result, out)
+        return _fail(str(exc), 1)
+    except ReshardError as exc:
+        return _fail(str(exc), 1)
+    except Exception as exc:
+        if getattr(exc, "status", None):  # the server answered, but with an error (e.g. RBAC)
+            problem = f"the Kubernetes API at {server} refused a request on Leases in namespace {args.namespace!r}"
+        else:
+            problem = f"cannot reach the Kubernetes API at {server}"
+        return _fail(f"{problem} (kubeconfig: {tried}): {_reason(exc)}", 1)
+    finally:
+        api.close()
+    _report(result, out)
+    if result.pending == ():
+        print(f"switch to generation {result.generation} complete: every shard Lease below {result.span} carries "
+              f"it", file=out)
+    return 0
+
+
+def _report(result: Any, out: TextIO) -> None:
+    """``8 -> 16 shards, generation 3 -> 4`` (or that nothing changed), and the basis written."""
+    before, after = result.before, result.state
+    if not result.changed:
+        print(f"group {result.group!r} already runs {after.count} shards (generation {after.generation}); "
+              f"nothing changed", file=out)
+        return
+    print(f"group {result.group!r}: {before.count} -> {after.count} shards, generation {before.generation} -> "
+          f"{after.generation}", file=out)
+    if result.fleet is not None and result.fleet != after.count:
+        print(f"most live members are configured with {result.fleet} shards; they follow {after.count} until a "
+              f"rollout configures them with another count", file=out)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"shardlease reshard: {message}", file=sys.stderr)
+    return code
