@@ -142,8 +142,9 @@ def reshard(group: str, shards: int, *, namespace: str = "default", api_client: 
     with ``wait`` it then waits for that generation's switch if one is still in progress). Raises
     ``InvalidArgument`` for a count out of range, :class:`GroupLeaseMissing` /
     :class:`GroupLeaseUnreadable`, :class:`ReshardTimeout` when ``wait`` passes first,
-    :class:`ReshardSuperseded` when a later generation replaces ours meanwhile, and the ``ApiError``
-    of a request that failed.
+    :class:`ReshardSuperseded` when a later generation replaces ours meanwhile, ``ConfigError`` when no
+    Kubernetes configuration is found (without ``api_client``), and the ``ApiError`` of a request that
+    failed.
     """
     from shardlease.client.leases import LeaseClient
 
