@@ -26,10 +26,12 @@ _EXPORTS = {
     "ConfigError": "shardlease.errors",
     "ObjectEvent": "shardlease.runtime.objects",
     "ObjectStream": "shardlease.runtime.objects",
+    "ReshardResult": "shardlease.runtime.reshard",
     "Shard": "shardlease.runtime.handlers",
     "ShardConfig": "shardlease.config",
     "ShardManager": "shardlease.runtime.manager",
     "ShardleaseError": "shardlease.errors",
+    "reshard": "shardlease.runtime.reshard",
     "shard_for_key": "shardlease.core.keys",
     "shard_for_object": "shardlease.core.objects",
     "shard_range": "shardlease.core.objects",
@@ -39,11 +41,13 @@ __all__ = [
     "ConfigError",
     "ObjectEvent",
     "ObjectStream",
+    "ReshardResult",
     "Shard",
     "ShardConfig",
     "ShardManager",
     "ShardleaseError",
     "__version__",
+    "reshard",
     "shard_for_key",
     "shard_for_object",
     "shard_range",
@@ -60,6 +64,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-
     from shardlease.runtime.manager import ShardManager as ShardManager
     from shardlease.runtime.objects import ObjectEvent as ObjectEvent
     from shardlease.runtime.objects import ObjectStream as ObjectStream
+    from shardlease.runtime.reshard import ReshardResult as ReshardResult
+    from shardlease.runtime.reshard import reshard as reshard
 
 
 def __getattr__(name: str) -> Any:

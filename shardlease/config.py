@@ -110,9 +110,9 @@ class ShardConfig(BaseSettings):
     )
     shards: int = Field(
         description=(
-            "Number of shards, 1-16384. Fixed for the life of the group: every replica must use the "
-            "same value, because shard_for_key(key, shards) depends on it (each member Lease records "
-            "it, and a replica configured with another count than the group's takes no shards)."
+            "Number of shards, 1-16384: this replica's vote on the group's count. Every replica runs the "
+            "count on the group's Lease (handlers see it as shard.count); when most live replicas are "
+            "configured with another count, the group switches to it (docs/resharding.md)."
         ),
     )
     namespace: str = Field(

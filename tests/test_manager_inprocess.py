@@ -7,7 +7,6 @@ generous so the tests stay stable on a loaded 2-core machine.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator

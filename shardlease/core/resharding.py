@@ -63,8 +63,9 @@ __all__ = [
     "rollout_state",
 ]
 
-#: The largest shard count the group Lease accepts (``ShardConfig`` has the same bound).
-MAX_SHARDS = 65536
+#: The largest shard count the group Lease accepts: ``ShardConfig``'s bound, so a reshard never
+#: asks for a count no replica could be started with.
+MAX_SHARDS = 16384
 
 
 def _positive(annotations: Any, key: str) -> int | None:
