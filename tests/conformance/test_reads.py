@@ -79,15 +79,18 @@ def test_watch_from_resource_version(api_client: kubernetes.client.ApiClient, ns
     call(api_client, "PATCH", f"{path}/a", {"spec": {"holderIdentity": "b"}}, "application/merge-patch+json")
     make(api_client, ns, "b")
     call(api_client, "DELETE", f"{path}/a")
-    events = watch(api_client, path, resourceVersion=since, timeoutSeconds="1")
+    # Both watches at once (nothing is written any more): each runs until the server ends it.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        current = pool.submit(watch, api_client, path, timeoutSeconds="1")
+        events = watch(api_client, path, resourceVersion=since, timeoutSeconds="1")
+        initial = current.result()
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("MODIFIED", "a"), ("ADDED", "b"), ("DELETED", "a")]
     assert events[0]["object"]["kind"] == "Lease" and events[0]["object"]["spec"]["holderIdentity"] == "b"
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert rvs == sorted(rvs) and rvs[0] > int(since)
     # Without a resourceVersion: the current state as synthetic ADDED events.
-    events = watch(api_client, path, timeoutSeconds="1")
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in initial] == [("ADDED", "b")]
 
 
 def test_bookmarks(api_client: kubernetes.client.ApiClient, ns: str) -> None:
@@ -97,7 +100,18 @@ def test_bookmarks(api_client: kubernetes.client.ApiClient, ns: str) -> None:
     path = LEASES.format(ns=ns)
     created = make(api_client, ns, "a")
     since = created["metadata"]["resourceVersion"]
-    quiet = watch(api_client, path, resourceVersion=since, allowWatchBookmarks="true", timeoutSeconds="3")
+    # While the quiet watch runs, nothing is written anywhere: only the two initial-events watches
+    # (reads, one after the other) run next to it.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        quieting = pool.submit(watch, api_client, path, resourceVersion=since, allowWatchBookmarks="true",
+                               timeoutSeconds="3")
+        for streaming in ({}, {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}):
+            events = watch(api_client, path, allowWatchBookmarks="true", timeoutSeconds="1", **streaming)
+            assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"], (streaming, events)
+            assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+        quiet = quieting.result()
+    assert [e for e in quiet if e["type"] == "BOOKMARK"
+            and int(e["object"]["metadata"]["resourceVersion"]) <= int(since)] == []
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a write elsewhere while the watch runs
         watching = pool.submit(watch, api_client, path, resourceVersion=since, allowWatchBookmarks="true",
                                timeoutSeconds="5")
@@ -113,12 +127,6 @@ def test_bookmarks(api_client: kubernetes.client.ApiClient, ns: str) -> None:
         bookmark = event["object"]
         assert (bookmark["kind"], bookmark["apiVersion"]) == ("Lease", "coordination.k8s.io/v1")
         assert int(bookmark["metadata"]["resourceVersion"]) >= int(elsewhere["metadata"]["resourceVersion"])
-    assert [e for e in quiet if e["type"] == "BOOKMARK"
-            and int(e["object"]["metadata"]["resourceVersion"]) <= int(since)] == []
-    for streaming in ({}, {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}):
-        events = watch(api_client, path, allowWatchBookmarks="true", timeoutSeconds="1", **streaming)
-        assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"], (streaming, events)
-        assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
 
 
 def etcd(control_plane: Any, method: str, body: dict[str, Any]) -> dict[str, Any]:
