@@ -67,7 +67,14 @@ from pathlib import Path
 from typing import Any
 
 from shardlease.core.reactor import FALLBACK_HOLD_MAX_DOUBLINGS
-from shardlease.harness.journal import Entry, check_tokens, find_overlaps, load_journal, shard_history
+from shardlease.harness.journal import (
+    Entry,
+    check_tokens,
+    find_key_overlaps,
+    find_overlaps,
+    load_journal,
+    shard_history,
+)
 from shardlease.harness.localcluster import DEFAULT_HANDLER, LocalCluster, Replica, Snapshot, Timings, child_processes
 
 __all__ = [
@@ -109,12 +116,12 @@ ENV_SEED = "SHARDLEASE_CHAOS_SEED"
 #: Faults the planner draws from. Each "start" fault that lasts has a matching end event in the plan
 #: (``resume``, ``heal``, ``latency_end``, ``errors_end``, ``unfreeze_watches``).
 FAULT_KINDS = ("kill", "terminate", "pause", "restart", "scale_up", "latency", "errors",
-               "cut_watches", "freeze_watches", "partition")
+               "cut_watches", "freeze_watches", "partition", "reshard")
 END_KINDS = ("resume", "heal", "latency_end", "errors_end", "unfreeze_watches")
 
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "kill": 1.0, "terminate": 1.0, "pause": 1.2, "restart": 1.0, "scale_up": 1.0, "latency": 1.0,
-    "errors": 1.0, "cut_watches": 0.8, "freeze_watches": 0.5, "partition": 1.0,
+    "errors": 1.0, "cut_watches": 0.8, "freeze_watches": 0.5, "partition": 1.0, "reshard": 0.5,
 }
 
 #: Faults only the real-server mode injects: toxics on the relay in front of kube-apiserver
@@ -129,7 +136,7 @@ ALL_FAULT_KINDS = FAULT_KINDS + REAL_FAULT_KINDS
 
 REAL_WEIGHTS: Mapping[str, float] = {
     "kill": 1.0, "terminate": 1.0, "pause": 1.2, "restart": 1.0, "scale_up": 1.0, "latency": 1.0,
-    "resets": 0.8, "timeouts": 0.6, "outage": 0.35, "apiserver_restart": 0.35,
+    "resets": 0.8, "timeouts": 0.6, "outage": 0.35, "apiserver_restart": 0.35, "reshard": 0.5,
 }
 HA_WEIGHTS: Mapping[str, float] = {**REAL_WEIGHTS, "apiserver_kill": 0.6}
 
@@ -316,6 +323,8 @@ class _Model:
     frozen_until: float = -1.0
     network_until: float = -1.0   # resets / timeouts / outage: one at a time (real server)
     apiserver_until: float = -1.0  # a restart or kill of a kube-apiserver, plus time to settle
+    shards: int = 0                # the group's count after the reshards planned so far
+    reshard_until: float = -1.0    # reshards are at least three leases apart
 
 
 def plan_faults(config: ChaosConfig) -> list[Fault]:
@@ -328,7 +337,7 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
     """
     rng = random.Random(config.seed)
     lease = config.lease
-    model = _Model()
+    model = _Model(shards=config.shards)
     for _ in range(config.initial_replicas):
         model.alive[f"replica-{model.next_index}"] = "running"
         model.next_index += 1
@@ -390,6 +399,7 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
                 "outage": t >= model.network_until and t >= model.latency_until,
                 "apiserver_restart": t >= model.apiserver_until,
                 "apiserver_kill": t >= model.apiserver_until,
+                "reshard": t >= model.reshard_until,
             }[kind]
             if ok and weight > 0:
                 feasible[kind] = weight
@@ -472,6 +482,12 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
             model.network_until = t + length
             plan.append(Fault(at, "outage", None, {"for": length}))
             schedule_end(t + length, Fault(end_at(t + length), "outage_end"))
+        elif kind == "reshard":
+            # Between half and twice the configured count: shards are added, removed, and come back.
+            choices = sorted({max(1, config.shards // 2), config.shards, 2 * config.shards} - {model.shards})
+            model.shards = rng.choice(choices)
+            model.reshard_until = t + 3 * lease
+            plan.append(Fault(at, "reshard", None, {"shards": model.shards}))
         elif kind == "apiserver_restart":
             model.apiserver_until = t + 6.0
             plan.append(Fault(at, "apiserver_restart", None, {}))
@@ -565,6 +581,15 @@ class Violation:
         return max(e.end for e in self.entries)
 
 
+#: Keys whose histories a run that resharded is checked over (their shard depends on the count).
+RESHARD_KEYS = tuple(f"key-{i}" for i in range(256))
+
+
+def _fence(entry: Entry) -> tuple[int, int] | None:
+    token = _int_token(entry.token)
+    return None if token is None else (entry.generation, token)
+
+
 def _int_token(token: Any) -> int | None:
     if isinstance(token, int) and not isinstance(token, bool):
         return token
@@ -584,33 +609,42 @@ def _pause_covering(windows: Sequence[PauseWindow], entry: Entry, start: float, 
 
 
 def analyse_journal(entries: Sequence[Entry], pauses: Sequence[PauseWindow],
-                    resume_tolerance: float) -> tuple[list[Violation], list[FencedEvent]]:
+                    resume_tolerance: float, keys: Sequence[str] = ()) -> tuple[list[Violation], list[FencedEvent]]:
     """Mutual exclusion and fencing over a merged journal, with the SIGSTOP rule of the module
-    docstring. Returns (violations, fenced events); the first must be empty."""
+    docstring. Returns (violations, fenced events); the first must be empty.
+
+    Fences compare as ``(generation, token)``. With ``keys`` (a run that resharded), also no key may
+    be worked on under two generations at once: shard ids of different counts share keys, which the
+    per-shard check cannot see (:func:`~shardlease.harness.journal.find_key_overlaps`)."""
     violations: list[Violation] = []
     fenced: list[FencedEvent] = []
     seen_stale: set[tuple[str, int, float]] = set()
-    for overlap in find_overlaps(entries):
-        a, b = overlap.first, overlap.second
-        ta, tb = _int_token(a.token), _int_token(b.token)
+    pairs: list[tuple[int, Entry, Entry, str]] = [(o.shard, o.first, o.second, "") for o in find_overlaps(entries)]
+    if keys:
+        pairs += [(o.first.shard, o.first, o.second, f" on keys {', '.join(o.keys[:3])}"
+                   f"{' ...' if len(o.keys) > 3 else ''} (shard {o.first.shard}/{o.first.count} and "
+                   f"{o.second.shard}/{o.second.count})")
+                  for o in find_key_overlaps(entries, keys) if o.first.generation != o.second.generation]
+    for shard, a, b, where in pairs:
+        fa, fb = _fence(a), _fence(b)
         start, end = max(a.start, b.start), min(a.end, b.end)
-        if ta is not None and tb is not None and ta != tb:
-            stale, newer = (a, b) if ta < tb else (b, a)
+        if fa is not None and fb is not None and fa != fb:
+            stale, newer = (a, b) if fa < fb else (b, a)
             window = _pause_covering(pauses, stale, start, end, resume_tolerance)
             if window is not None:
                 key = (stale.identity, stale.pid, stale.start)
                 if key not in seen_stale:  # one event per stale unit, with the first newer one
                     seen_stale.add(key)
-                    fenced.append(FencedEvent(overlap.shard, stale, newer, window,
+                    fenced.append(FencedEvent(shard, stale, newer, window,
                                               max(0.0, stale.end - window.resumed)))
                 continue
         violations.append(Violation(
-            "overlap", overlap.shard, (a, b),
-            f"{(end - start) * 1000:.1f} ms of simultaneous work by {a.identity} (pid {a.pid}, "
-            f"token {a.token!r}) and {b.identity} (pid {b.pid}, token {b.token!r})"))
+            "overlap", shard, (a, b),
+            f"{(end - start) * 1000:.1f} ms of simultaneous work{where} by {a.identity} (pid {a.pid}, "
+            f"fence {a.fence!r}) and {b.identity} (pid {b.pid}, fence {b.fence!r})"))
     for v in check_tokens(entries):
         later, earlier = v.later, v.earlier
-        lt, et = _int_token(later.token), _int_token(earlier.token)
+        lt, et = _fence(later), _fence(earlier)
         if "backwards" in v.problem and lt is not None and et is not None and lt < et:
             window = _pause_covering(pauses, later, later.start, later.end, resume_tolerance)
             if window is not None and later.start >= window.resumed:
@@ -1147,6 +1181,7 @@ class ChaosRun:
         self._wall0 = time.time()
         self._window_start = 0.0
         self._applied: list[dict[str, Any]] = []
+        self._reshards = 0
         self._handlers: HandlerTracker | None = None
         #: (injected latency + jitter now, when the last strong spike ended, how strong it was),
         #: for :meth:`latency_calm`.
@@ -1304,12 +1339,37 @@ class ChaosRun:
             faults.partition(target, str(params.get("mode", "error")))
         elif kind == "heal":
             faults.heal(target)
+        elif kind == "reshard":
+            note = self._reshard(int(params["shards"]))
         elif kind in ("resets", "timeouts", "outage", "apiserver_restart", "apiserver_kill") \
                 or kind in REAL_END_KINDS:
             note = self._apply_real(kind, params)
         else:  # pragma: no cover - the planner only emits the kinds above
             raise ValueError(f"unknown fault {kind!r}")
         self._log_fault(kind, target, params, fault.at, note)
+
+    def _reshard(self, shards: int) -> str:
+        """Change the group's count as an operator would (``shardlease reshard``), through the
+        observer's client, which faults do not partition; injected errors are retried a few times."""
+        from shardlease.client.leases import LeaseClient
+        from shardlease.errors import ApiError
+        from shardlease.runtime.reshard import reshard_on
+
+        cluster = self.cluster
+        assert cluster is not None
+        store = LeaseClient(cluster.api_client(), cluster.namespace)
+        for attempt in range(8):
+            try:
+                result = reshard_on(store, cluster.group, shards, namespace=cluster.namespace)
+            except ApiError as exc:
+                if attempt == 7:
+                    return f"failed: {exc}"
+                time.sleep(0.25)
+                continue
+            self._reshards += 1
+            return f"generation {result.before.generation} -> {result.state.generation}, " \
+                   f"{result.before.count} -> {result.state.count} shards"
+        return "failed"
 
     def _apply_real(self, kind: str, params: Mapping[str, Any]) -> str:
         """A real-server fault (:class:`ProxyFaults`); returns a note for the fault log."""
@@ -1395,7 +1455,7 @@ class ChaosRun:
             return False
         if exact:
             return holders == cluster.desired(sorted(running))
-        cap = math.ceil(self.config.shards / len(running))
+        cap = math.ceil(snap.shards / len(running))
         return all(n <= cap for n in snap.load().values())
 
     def _handlers_match(self, snap: Snapshot) -> tuple[bool, dict[int, set[str]]]:
@@ -1680,16 +1740,22 @@ class ChaosRun:
             report.failures.append("SAFETY (vacuous): the journal holds no work at all: the check "
                                    "would pass vacuously")
             return
-        worked = {e.shard for e in work}
-        missing = set(range(self.config.shards)) - worked
+        final = max(work, key=lambda e: (e.generation, e.start))
+        count = final.count or self.config.shards
+        worked = {e.shard for e in work if e.generation == final.generation}
+        missing = set(range(count)) - worked
         if missing:
-            report.failures.append(f"LIVENESS: shards never worked on: {sorted(missing)}")
+            report.failures.append(f"LIVENESS: shards of the final generation ({final.generation}, {count} "
+                                   f"shards) never worked on: {sorted(missing)}")
+        report.figures["reshards"] = self._reshards
+        report.figures["generations"] = len({e.generation for e in work})
         pauses = pause_windows(cluster.replicas)
-        violations, fenced = analyse_journal(entries, pauses, self.config.resume_tolerance)
+        violations, fenced = analyse_journal(entries, pauses, self.config.resume_tolerance,
+                                             keys=RESHARD_KEYS if report.figures["generations"] > 1 else ())
         report.fenced = fenced
         report.figures["fenced"] = len(fenced)
         report.figures["max_resume_residual_s"] = round(max((f.residual for f in fenced), default=0.0), 3)
-        if "window_end" in report.figures:
+        if "window_end" in report.figures and report.figures["generations"] == 1:
             report.figures["coverage"] = round(work_coverage(
                 entries, report.figures["window_start"], report.figures["window_end"],
                 self.config.shards), 4)
