@@ -4,6 +4,7 @@ terminal-summary section that shows it, pass or fail, so every run can be repeat
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,6 +45,16 @@ def no_child_processes_left() -> Iterator[None]:
     yield
     left = set(child_processes()) - before
     assert not left, f"chaos tests left child processes running: {sorted(left)}"
+
+
+def assert_work_was_measured(figures: dict[str, Any]) -> None:
+    """Not vacuous: a run's work coverage was measured, or (coverage being defined for one shard count
+    only) the run resharded, and then the report's own liveness check, every shard of the final
+    generation worked on, is what ``report.ok`` includes."""
+    if figures.get("generations", 1) == 1:
+        assert not math.isnan(figures.get("coverage", math.nan)), figures
+    else:
+        assert figures["reshards"] >= 1, figures
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
