@@ -508,20 +508,20 @@ class Reactor:
             return
         if any(gen != self.generation for gen in self._member_generations.values()):
             return
-        present = False
-        for index in state.retired():
-            if not self._cache.covers(index):
-                return
-            cached = self._cache.get(self._states[index].name)
-            if cached is None:
-                continue
-            present = True
-            record = cached.record
+        if not all(self._cache.covers(index) for index in state.retired()):
+            return
+        records = [c.record for c in (self._cache.get(self._states[i].name) for i in state.retired()) if c]
+        if any(record.generation > self.generation for record in records):
+            # Written under a newer generation we have not adopted yet (our two watches deliver in
+            # their own time): a live shard of it, not a tombstone of ours. Deleting it would let its
+            # next holder start its token over within one generation.
+            return
+        for record in records:
             if record.is_held or record.generation < self.generation or record.name in self._gc_pending:
                 continue
             self._gc_pending.add(record.name)
             self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
-        if not present:
+        if not records:
             group = self._cache.get(self._group_name)
             if group is not None:
                 self._log.info("retired shard Leases %d..%d deleted; span now %d", state.count, state.span - 1,
