@@ -58,6 +58,7 @@ import math
 import os
 import random
 import re
+import signal
 import threading
 import time
 from collections import Counter, defaultdict
@@ -67,6 +68,8 @@ from pathlib import Path
 from typing import Any
 
 from shardlease.core.reactor import FALLBACK_HOLD_MAX_DOUBLINGS
+from shardlease.core.records import LeaseRecord, group_lease_name
+from shardlease.core.resharding import GroupState, pending_shards
 from shardlease.harness.journal import (
     Entry,
     check_tokens,
@@ -967,6 +970,12 @@ class IdleHolderWatch:
     even under the same holder: release, re-acquire and lose can all happen between two samples, and
     the seconds before the gap say nothing about the tenure after it. Joining them is how this watch
     once flagged a replica that never renewed without a handler for more than one write (issue 12).
+
+    A reshard is the one designed gap: a replica holds the Leases of the new generation, renewing
+    them, and starts no handler until every shard Lease carries that generation (docs/resharding.md),
+    which takes up to a lease when a holder died or is cut off, longer under injected errors. So
+    nothing is flagged while the group's Leases show a switch in progress, nor for a watch back-off
+    plus a lease after it completed: a replica learns of the completion through its watch.
     """
 
     def __init__(self, run: ChaosRun, limit: float, interval: float = 0.5) -> None:
@@ -982,6 +991,7 @@ class IdleHolderWatch:
         self._renew: dict[int, tuple[str, str, str]] = {}  # shard -> (holder, tenure, renewTime) last seen
         self._idle_since: dict[int, float] = {}           # shard -> first sample renewed with no handler
         self._reported: set[tuple[int, str, float]] = set()
+        self._switching_until = float("-inf")
 
     def start(self) -> IdleHolderWatch:
         self._thread.start()
@@ -1013,6 +1023,9 @@ class IdleHolderWatch:
         now = time.monotonic()
         self._tracker.poll()
         self.samples += 1
+        if _switch_pending(cluster.group, leases):
+            self._switching_until = now + WATCH_MAX_BACKOFF + self.run.config.lease
+        switching = now < self._switching_until
         for lease in leases:
             labels = (lease.get("metadata") or {}).get("labels") or {}
             if labels.get("shardlease.io/role") != "shard":
@@ -1037,7 +1050,7 @@ class IdleHolderWatch:
                 self._idle_since.pop(shard, None)
                 continue
             working = holder in self._tracker.running([process.pid]).get(shard, set())
-            if working or not self.run.latency_calm(now):
+            if working or switching or not self.run.latency_calm(now):
                 self._idle_since.pop(shard, None)
                 continue
             since = self._idle_since.setdefault(shard, now)
@@ -1049,6 +1062,35 @@ class IdleHolderWatch:
                     f"{now - since:.1f} s (since window +{since - self.run._window_start:.2f}s) without a "
                     f"handler running on it (journal); limit {self.limit:g} s = clean-up + 2 s\n"
                     + self.run.log_excerpt(process, shard, since - 3.0, now))
+
+
+def _wait_catching_sigterm(pid: int, timeout: float = 3.0) -> float:
+    """Wait until process ``pid`` catches SIGTERM (``SigCgt`` in ``/proc``), at most ``timeout``;
+    returns the seconds waited. A replica started a moment ago has not installed its handler yet
+    and would die of the signal: no runtime can shut down gracefully before it runs."""
+    started = time.monotonic()
+    bit = 1 << (signal.SIGTERM - 1)
+    while time.monotonic() - started < timeout:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            break  # gone, or not Linux: nothing to wait for
+        caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), None)
+        if caught is None or int(caught, 16) & bit:
+            break
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def _switch_pending(group: str, leases: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the group's Leases show a reshard whose barrier has not passed."""
+    records = [r for r in (LeaseRecord.from_object(obj) for obj in leases) if r is not None]
+    group_lease = next((r for r in records if r.name == group_lease_name(group)), None)
+    state = GroupState.from_record(group_lease) if group_lease is not None else None
+    if state is None:
+        return False
+    shards = {r.shard: r for r in records if r.role == "shard" and r.shard is not None}
+    return bool(pending_shards(state, shards.get))
 
 
 class _ErrorCollector(logging.Handler):
@@ -1181,6 +1223,7 @@ class ChaosRun:
         self._wall0 = time.time()
         self._window_start = 0.0
         self._applied: list[dict[str, Any]] = []
+        self._fault_log_lock = threading.Lock()  # a reshard logs its outcome from a thread of its own
         self._reshards = 0
         self._handlers: HandlerTracker | None = None
         #: (injected latency + jitter now, when the last strong spike ended, how strong it was),
@@ -1247,9 +1290,10 @@ class ChaosRun:
                 pass
         if note:
             record["note"] = note
-        self._applied.append(record)
-        with open(self.fault_log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        with self._fault_log_lock:
+            self._applied.append(record)
+            with open(self.fault_log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
         return record
 
     # ---- applying faults ----
@@ -1289,6 +1333,9 @@ class ChaosRun:
             elif kind == "terminate":
                 # A partition stays on: the graceful exit must then finish without the API (the
                 # manager gives up on releases at the renew deadline). A restart heals it first.
+                waited = _wait_catching_sigterm(replica.pid)
+                if waited > 0.01:
+                    note = f"waited {waited:.2f} s for the new process to catch SIGTERM; "
                 replica.terminate()
             elif kind == "pause":
                 replica.pause()
@@ -1340,7 +1387,11 @@ class ChaosRun:
         elif kind == "heal":
             faults.heal(target)
         elif kind == "reshard":
-            note = self._reshard(int(params["shards"]))
+            # In a thread of its own: an operator's command does not hold up the faults planned
+            # after it, whatever the API does to its requests meanwhile.
+            threading.Thread(target=self._reshard, args=(int(params["shards"]), fault.at),
+                             name="chaos-reshard", daemon=True).start()
+            note = "started"
         elif kind in ("resets", "timeouts", "outage", "apiserver_restart", "apiserver_kill") \
                 or kind in REAL_END_KINDS:
             note = self._apply_real(kind, params)
@@ -1348,9 +1399,10 @@ class ChaosRun:
             raise ValueError(f"unknown fault {kind!r}")
         self._log_fault(kind, target, params, fault.at, note)
 
-    def _reshard(self, shards: int) -> str:
+    def _reshard(self, shards: int, at: float) -> None:
         """Change the group's count as an operator would (``shardlease reshard``), through the
-        observer's client, which faults do not partition; injected errors are retried a few times."""
+        observer's client, which faults do not partition; injected errors are retried a few times.
+        The outcome goes into the fault log as a ``reshard_done`` record."""
         from shardlease.client.leases import LeaseClient
         from shardlease.errors import ApiError
         from shardlease.runtime.reshard import reshard_on
@@ -1358,18 +1410,20 @@ class ChaosRun:
         cluster = self.cluster
         assert cluster is not None
         store = LeaseClient(cluster.api_client(), cluster.namespace)
+        note = "failed"
         for attempt in range(8):
             try:
                 result = reshard_on(store, cluster.group, shards, namespace=cluster.namespace)
             except ApiError as exc:
-                if attempt == 7:
-                    return f"failed: {exc}"
-                time.sleep(0.25)
+                note = f"failed: {exc}"
+                if attempt < 7:
+                    time.sleep(0.25)
                 continue
             self._reshards += 1
-            return f"generation {result.before.generation} -> {result.state.generation}, " \
-                   f"{result.before.count} -> {result.state.count} shards"
-        return "failed"
+            note = (f"generation {result.before.generation} -> {result.state.generation}, "
+                    f"{result.before.count} -> {result.state.count} shards")
+            break
+        self._log_fault("reshard_done", None, {"shards": shards}, at, note)
 
     def _apply_real(self, kind: str, params: Mapping[str, Any]) -> str:
         """A real-server fault (:class:`ProxyFaults`); returns a note for the fault log."""
