@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from shardlease.core.bodies import put_body
 from shardlease.core.records import (
     ANNOTATION_BASIS,
     ANNOTATION_CHANGED_BY,
@@ -129,19 +130,11 @@ def group_lease_body(group: str, namespace: str, state: GroupState, wall: _dt.da
                 "metadata": {"name": group_lease_name(group), "namespace": namespace,
                              "labels": group_labels(group), "annotations": state.annotations()},
                 "spec": {"acquireTime": stamp, "renewTime": stamp}}
-    obj = dict(record.raw)
-    meta = dict(obj.get("metadata") or {})
-    old = meta.get("annotations")
-    meta["annotations"] = {**(old if isinstance(old, dict) else {}), **state.annotations()}
-    meta["labels"] = {**(meta.get("labels") or {}), **group_labels(group)}
-    meta["resourceVersion"] = record.resource_version
-    spec = dict(obj.get("spec") or {}) if isinstance(obj.get("spec"), dict) else {}
     prior = GroupState.from_record(record)
+    spec = {"renewTime": stamp}
     if prior is None or prior.generation != state.generation:
         spec["acquireTime"] = stamp
-    spec["renewTime"] = stamp
-    obj.update(apiVersion=LEASE_API_VERSION, kind="Lease", metadata=meta, spec=spec)
-    return obj
+    return put_body(record, spec, group_labels(group), state.annotations())
 
 
 def fleet_count(configured: Iterable[int | None]) -> int | None:
