@@ -47,6 +47,7 @@ class WriteKind(enum.Enum):
     RETIRE_CREATE = "retire_create"    # store.create: the same for a retired shard without a Lease
     GROUP_CREATE = "group_create"      # store.create of the group Lease (count and generation)
     GROUP_UPDATE = "group_update"      # store.replace of the group Lease: a switch, or its span lowered
+    GROUP_CHECK = "group_check"        # store.get of the group Lease: confirm our generation after a create
 
     @property
     def store_call(self) -> str:
@@ -60,7 +61,7 @@ _STORE_CALL = {
     WriteKind.RETIRE: "replace", WriteKind.GROUP_UPDATE: "replace",
     WriteKind.ACQUIRE: "replace", WriteKind.RENEW: "replace", WriteKind.RELEASE: "replace",
     WriteKind.MEMBER_RENEW: "replace", WriteKind.MEMBER_MARK: "replace",
-    WriteKind.REFRESH: "get", WriteKind.MEMBER_REFRESH: "get",
+    WriteKind.REFRESH: "get", WriteKind.MEMBER_REFRESH: "get", WriteKind.GROUP_CHECK: "get",
     WriteKind.MEMBER_DELETE: "delete", WriteKind.COLLECT: "delete",
 }
 

@@ -155,6 +155,9 @@ class _ShardState:
     acquired_at: float = 0.0
     errors: int = 0
     last_error_at: float = float("-inf")
+    #: Created (not taken over) at this time and not yet confirmed by a later read of the group Lease:
+    #: its handler waits (see ``Reactor._confirm_creates``).
+    unconfirmed_since: float | None = None
 
 
 class _NoMetrics:
@@ -199,6 +202,9 @@ class Reactor:
         self._configured_counts: list[int | None] = []
         self._fleet: int | None = None
         self._cleanup_after = float("inf")
+        self._group_check_wanted = False
+        self._group_check_in_flight = False
+        self._group_check_at = 0.0
         self.timing = timing
         self.load_factor = load_factor
         self._cache = cache
@@ -392,6 +398,10 @@ class Reactor:
         for index in sorted(dirty):
             self._shard_step(self._states[index], now)
         self._publish_owned()
+        if self._group_check_wanted and not self._group_check_in_flight and now >= self._group_check_at:
+            self._group_check_wanted = False
+            self._group_check_in_flight = True
+            self._submit(Write(WriteKind.GROUP_CHECK, self._group_name))
         if self._targeted:
             self._update_watch(now)
         if self._oldest and self._may_start and now >= self._cleanup_after and not self.stopping:
@@ -471,6 +481,32 @@ class Reactor:
         self._reassign()
         self._dirty.update(range(len(self._states)))
         self._watch_dirty = self._targeted
+
+    def _confirm_creates(self, done: WriteDone, now: float) -> None:
+        """The answer to a read of the group Lease made after we created shard Leases.
+
+        Every other write of a shard Lease is conditional on what we saw; a create is not. A replica
+        cut off from its watches while the group moved on (a reshard, then the clean-up that deletes
+        the Leases of removed shards) would create such a Lease again under its old generation. So a
+        created shard's handler starts only once a read of the group Lease that began after the create
+        shows our generation; if it shows a newer one, we adopt it instead and hand the Lease back.
+        """
+        self._group_check_in_flight = False
+        if done.error is not None:
+            self.metrics.api_error(done.error.label)
+            self._group_check_wanted = True
+            self._group_check_at = now + self.timing.retry_period / 2
+            return
+        record = LeaseRecord.from_object(done.obj) if done.obj is not None else None
+        if record is not None:
+            self._cache.apply(record)
+        state = GroupState.from_record(record) if record is not None else None
+        if state is None or state.generation != self.generation:
+            return  # a newer generation (adopted at the next step), or none readable: wait
+        for st in self._states:
+            if st.unconfirmed_since is not None and st.unconfirmed_since <= done.started:
+                st.unconfirmed_since = None
+                self._dirty.add(st.index)
 
     def _ensure_states(self, n: int) -> None:
         for i in range(len(self._states), n):
@@ -707,7 +743,7 @@ class Reactor:
             own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
             incarnation=self.incarnation, identity_conflict=self._member.conflict is not None,
             acquire_after=st.acquire_after, generation=self.generation, retired=st.index >= self.shards,
-            may_start=self._may_start, sweeper=self._oldest)
+            may_start=self._may_start and st.unconfirmed_since is None, sweeper=self._oldest)
 
     def _shard_step(self, st: _ShardState, now: float) -> None:
         if not st.held and not st.in_flight and st.phase is HandlerPhase.IDLE and not self._cache.covers(st.index):
@@ -827,6 +863,9 @@ class Reactor:
                 self.metrics.api_error(err.label)
                 self._log.warning("could not delete member Lease %s: %s", write.name, err)
             return
+        if write.kind is WriteKind.GROUP_CHECK:
+            self._confirm_creates(done, now)
+            return
         if write.kind in (WriteKind.GROUP_CREATE, WriteKind.GROUP_UPDATE):
             self._group_in_flight = False
             if err is None and done.obj is not None:
@@ -921,6 +960,13 @@ class Reactor:
         if self.stopping:
             st.handler_wanted = False  # acquired as we began to stop: hand it straight back
             return
+        st.unconfirmed_since = None  # an update was conditional on what we saw: nothing to confirm
+        if done.write.kind is WriteKind.CREATE:
+            # A create succeeds whatever the group did meanwhile: confirm our generation first.
+            st.unconfirmed_since = now
+            st.handler_wanted = True
+            self._group_check_wanted = True
+            return
         if not self._may_start:
             st.handler_wanted = True  # started once the switch to our generation is complete
             self._log.info("acquired (token %d, generation %d); its handler waits for the switch to complete",
@@ -954,6 +1000,8 @@ class Reactor:
     # ------------------------------------------------------------------ owned set, shutdown
 
     def _set_held(self, st: _ShardState, held: bool) -> None:
+        if not held:
+            st.unconfirmed_since = None
         if st.held != held:
             st.held = held
             self._owned_dirty = True

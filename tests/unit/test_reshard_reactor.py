@@ -176,3 +176,30 @@ def test_a_lease_stamped_by_a_newer_generation_is_neither_taken_nor_deleted_by_a
         w.clock.advance(0.1)
     assert [c for c in w.writes(commands) if c.kind in (WriteKind.COLLECT, WriteKind.CREATE, WriteKind.ACQUIRE)
             and c.name == shard_lease_name("g", 3)] == []
+
+
+def test_a_replica_behind_that_creates_a_shard_lease_reads_the_group_lease_before_starting_it() -> None:
+    """Regression (chaos seed 7): a replica cut off while the group shrank, and the clean-up deleted
+    the removed shards' Leases, created one of them again under its old generation (a create is the
+    one write that is not conditional on what it saw) and ran it beside the new generation. A created
+    Lease's handler now waits for a read of the group Lease that began after the create."""
+    w = World(shards=2)
+    (member,) = w.writes(w.step(), WriteKind.MEMBER_CREATE)
+    w.succeed(member)
+    (group,) = w.writes(w.step(), WriteKind.GROUP_CREATE)
+    w.succeed(group)
+    record = LeaseRecord.from_object(w.objects[group_lease_name("g")])
+    assert record is not None
+    # Our cache has generation 1 (the write's answer). The server moves on (generation 2, one shard)
+    # and our watch does not tell us.
+    state = GroupState.from_record(record)
+    assert state is not None
+    w.server_apply(group_lease_body("g", "default", reshard_state(state, 1, None), w.clock.now(), record))
+    creates = w.writes(w.step(), WriteKind.CREATE)
+    assert sorted(c.shard for c in creates if c.shard is not None) == [0, 1]
+    for write in creates:
+        w.succeed(write)
+    w.drive(20)
+    assert [(s.shard, s.count, s.generation) for s in w.started] == [(0, 1, 2)]
+    assert w.generation_of(1) == 2 and not LeaseRecord.from_object(  # type: ignore[union-attr]
+        w.objects[shard_lease_name("g", 1)]).is_held
