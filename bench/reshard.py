@@ -75,15 +75,34 @@ def write_reshard(lc: LeaseClient, group: str, shards: int) -> GroupState:
 # ------------------------------------------------------------------------------------------ pause
 
 
-def bench_pause(replicas: int, shards: int, to: int, switches: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _placement(server: str, tmp: str) -> Iterator[dict[str, Any]]:
+    """Where the replicas' API server runs: the dev-server in a process of its own (so this process's
+    polling does not share its interpreter), or etcd + kube-apiserver built by the project's scripts."""
+    if server == "dev":
+        yield {"devserver": "process"}
+        return
+    from shardlease.controlplane import RealControlPlane, find_assets
+
+    assets = find_assets()
+    if assets is None:
+        raise SystemExit("--server real needs the kube-apiserver and etcd binaries (scripts/build-kube-assets.sh)")
+    plane = RealControlPlane(assets, work_dir=Path(tmp) / "plane").start()
+    try:
+        yield {"devserver": "real", "control_plane": plane}
+    finally:
+        plane.stop()
+
+
+def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str) -> dict[str, Any]:
     """Switch a LocalCluster (one process per replica) back and forth; read the pause from the journal."""
     from shardlease.harness.journal import load_journal
 
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _placement(server, tmp) as placement:
         # Half-second units: a handler's first unit begins when it starts, and the journal stays small.
-        cluster = LocalCluster(group="pause", shards=shards, timings=Timings(), work_dir=tmp,
-                               env={"SHARDLEASE_JOURNAL_WORK": "0.5"})
+        cluster = LocalCluster(group="pause", shards=shards, timings=Timings(), work_dir=Path(tmp) / "c",
+                               env={"SHARDLEASE_JOURNAL_WORK": "0.5"}, **placement)
         cluster.start(replicas)
         lc = LeaseClient(cluster.api_client(), cluster.namespace)
         try:
@@ -146,15 +165,17 @@ def _worktree(ref: str) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
 
 
-def bench_rollout(replicas: int, shards: int, to: int, pythonpath: str | None) -> dict[str, Any]:
+def bench_rollout(replicas: int, shards: int, to: int, pythonpath: str | None, server: str) -> dict[str, Any]:
     env = {"SHARDLEASE_JOURNAL_WORK": "0.05"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     samples: list[dict[str, Any]] = []
     joined: dict[str, float] = {}
     first_shard: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        cluster = LocalCluster(group="roll", shards=shards, timings=Timings(), work_dir=tmp, env=env)
+    with tempfile.TemporaryDirectory() as tmp, _placement(server, tmp) as placement:
+        # ``python -c`` puts the working directory first on sys.path: the baseline's replicas run there.
+        cluster = LocalCluster(group="roll", shards=shards, timings=Timings(), work_dir=Path(tmp) / "c", env=env,
+                               cwd=pythonpath or None, **placement)
         cluster.start(replicas)
         try:
             cluster.wait_settled(timeout=60)
@@ -202,6 +223,13 @@ def bench_rollout(replicas: int, shards: int, to: int, pythonpath: str | None) -
             "peak_shards_on_one_replica": peak, "fair_share": fair, "samples": samples}
 
 
+def _replica_code(path: str) -> str:
+    """Which shardlease a replica started in ``path`` imports (so the baseline is the baseline)."""
+    out = subprocess.run([sys.executable, "-c", "import shardlease, os; print(os.path.dirname(shardlease.__file__))"],
+                         cwd=path, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=5)
@@ -210,21 +238,23 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=10)
     parser.add_argument("--baseline-ref", default="d426344", help="commit with the rule before resharding ('' to skip)")
     parser.add_argument("--parts", default="pause,rollout")
+    parser.add_argument("--server", choices=("dev", "real"), default="dev")
     parser.add_argument("--out", default=str(ROOT / "bench/results/reshard"))
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    result: dict[str, Any] = {"server": args.server, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                               "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                                        capture_output=True, text=True).stdout.strip()}
     if "pause" in parts:
-        result["pause"] = bench_pause(args.replicas, args.shards, args.to, args.switches)
+        result["pause"] = bench_pause(args.replicas, args.shards, args.to, args.switches, args.server)
     if "rollout" in parts:
         print("rollout, this version ...", flush=True)
-        result["rollout_after"] = bench_rollout(args.replicas, args.shards, args.to, None)
+        result["rollout_after"] = bench_rollout(args.replicas, args.shards, args.to, None, args.server)
         if args.baseline_ref:
             print(f"rollout, baseline {args.baseline_ref} ...", flush=True)
             with _worktree(args.baseline_ref) as path:
-                result["rollout_today"] = bench_rollout(args.replicas, args.shards, args.to, str(path))
+                result["rollout_today"] = bench_rollout(args.replicas, args.shards, args.to, str(path), args.server)
+                result["rollout_today"]["replica_code"] = _replica_code(str(path))
             result["baseline_ref"] = args.baseline_ref
     Path(args.out + ".json").write_text(json.dumps(result, indent=1) + "\n")
     Path(args.out + ".md").write_text(render(result))
@@ -234,7 +264,8 @@ def main() -> None:
 def render(result: dict[str, Any]) -> str:
     lines = ["# Live resharding (bench/reshard.py)", "",
              f"Commit {result['commit']}, {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
-             "dev-server, lease 2 s / renew deadline 1.2 s / retry 0.3 s.", ""]
+             f"{'kube-apiserver' if result['server'] == 'real' else 'dev-server (own process)'}, "
+             "lease 2 s / renew deadline 1.2 s / retry 0.3 s.", ""]
     pause = result.get("pause")
     if pause:
         lines += [f"## Pause per switch: N = {pause['replicas']}, S = {pause['from']} <-> {pause['to']}", "",
