@@ -256,8 +256,11 @@ class _FakeProcess:
 
 
 class _FakeCluster:
+    group = "g"
+
     def __init__(self, journal_dir: Path) -> None:
         self.journal_dir = journal_dir
+        self.switching = False  # the group Lease names generation 2 while shard 3 still carries 1
         self.renewed = "2026-11-21T06:00:00.000000Z"
         self.transitions = 2
         self.acquired = "2026-11-21T05:59:00.000000Z"
@@ -267,15 +270,24 @@ class _FakeCluster:
     def leases(self) -> list[dict[str, Any]]:
         if self.reads_fail:
             raise RuntimeError("HTTP 429 TooManyRequests (injected)")
-        return [{"metadata": {"labels": {"shardlease.io/role": "shard", "shardlease.io/shard": "3"}},
+        shard = {"metadata": {"name": "g-shard-3",
+                              "labels": {"shardlease.io/role": "shard", "shardlease.io/shard": "3"}},
                  "spec": {"holderIdentity": "a", "renewTime": self.renewed,
-                          "leaseTransitions": self.transitions, "acquireTime": self.acquired}}]
+                          "leaseTransitions": self.transitions, "acquireTime": self.acquired}}
+        if not self.switching:
+            return [shard]
+        group = {"metadata": {"name": "g-group", "labels": {"shardlease.io/role": "group"},
+                              "annotations": {"shardlease.io/shards": "4", "shardlease.io/generation": "2"}},
+                 "spec": {}}
+        return [shard, group]
 
     def replica(self, identity: str) -> _FakeProcess:
         return self.processes[identity]
 
 
 class _FakeRun:
+    config = ChaosConfig(seed=1)
+
     def __init__(self, cluster: _FakeCluster) -> None:
         self.cluster, self._window_start, self.calm = cluster, 0.0, True
 
@@ -312,6 +324,12 @@ def test_idle_holder_watch_flags_a_holder_renewing_without_a_handler(tmp_path: P
     renew_and_sample()
     assert watch.findings == []                      # high latency: a late acquisition is no bug
     run.calm = True
+    cluster.switching = True
+    renew_and_sample()
+    renew_and_sample()
+    assert watch.findings == []                      # a reshard's barrier: held, renewed, no handler yet
+    cluster.switching = False
+    watch._switching_until = float("-inf")           # (and the allowance after it, for the test)
     renew_and_sample()
     renew_and_sample()
     assert len(watch.findings) == 1 and "LIVENESS shard 3: a (pid 11)" in watch.findings[0]
