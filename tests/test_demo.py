@@ -27,13 +27,14 @@ def _demo(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_scripted_demo_shows_rebalance_handoff_and_failover() -> None:
+def test_scripted_demo_shows_rebalance_handoff_failover_and_a_reshard() -> None:
     result = _demo("--replicas", "2", "--shards", "8", "--lease-duration", "2",
                    "--renew-deadline", "1.2", "--retry-period", "0.3",
-                   "--script", "settle; add; settle; term; settle; kill; settle")
+                   "--script", "settle; add; settle; term; settle; kill; settle; reshard 12; settle")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert out.count("settled:") == 4, out
+    assert out.count("settled:") == 5 and "not settled" not in out, out
+    assert "reshard: 8 -> 12 shards (generation 2)" in out, out
     assert "settled: 3 replicas" in out and "settled: 1 replicas" in out, out
     handoff = re.search(r"SIGTERM replica-\d: its \d+ shards re-held by others ([\d.]+) s", out)
     failover = re.search(r"SIGKILL replica-\d: its \d+ shards re-held by others ([\d.]+) s", out)
@@ -42,7 +43,7 @@ def test_scripted_demo_shows_rebalance_handoff_and_failover() -> None:
     # (the killed replica renewed at most one retry period before the signal).
     assert float(handoff.group(1)) < 2.0, out
     assert 2.0 - 0.3 <= float(failover.group(1)) < 2.0 + 10, out
-    assert "no shard ever ran in two replicas at once" in out, out
+    assert "no shard (and no key, across counts) ever ran in two replicas at once" in out, out
 
 
 def test_demo_stops_every_process_on_sigterm() -> None:
@@ -75,6 +76,9 @@ def test_script_parsing_names_the_bad_step() -> None:
         parse_script("add; explode")
     with pytest.raises(ValueError, match="'wait' needs seconds"):
         parse_script("wait soon")
+    assert parse_script("reshard 12") == [Step("reshard", "12")]
+    with pytest.raises(ValueError, match="'reshard' needs a shard count"):
+        parse_script("reshard many")
 
 
 def test_bad_script_fails_before_starting_anything() -> None:

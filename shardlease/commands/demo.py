@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:  # pragma: no cover
     from shardlease.harness.localcluster import LocalCluster, Snapshot
 
-DEFAULT_SCRIPT = "settle; add; settle; term; settle; kill; settle"
+DEFAULT_SCRIPT = "settle; add; settle; term; settle; kill; settle; reshard 24; settle"
 
 #: 256-colour ANSI background per replica index (distinct, readable with black text).
 _COLOURS = (45, 214, 120, 207, 228, 141, 81, 210, 156, 183, 223, 117)
@@ -39,7 +39,7 @@ _COLOURS = (45, 214, 120, 207, 228, 141, 81, 210, 156, 183, 223, 117)
 class Step:
     """One action of a demo script."""
 
-    action: str  # add | term | kill | wait | settle
+    action: str  # add | term | kill | wait | settle | reshard
     argument: str | None = None
 
 
@@ -59,6 +59,10 @@ def parse_script(text: str) -> list[Step]:
             steps.append(Step(action))
         elif action in ("term", "kill") and len(rest) <= 1:
             steps.append(Step(action, rest[0] if rest else None))
+        elif action == "reshard" and len(rest) == 1:
+            if not rest[0].isdigit() or not 1 <= int(rest[0]) <= 4096:
+                raise ValueError(f"--script: 'reshard' needs a shard count between 1 and 4096, got {rest[0]!r}")
+            steps.append(Step(action, rest[0]))
         elif action == "wait" and len(rest) == 1:
             try:
                 seconds = float(rest[0])
@@ -70,7 +74,7 @@ def parse_script(text: str) -> list[Step]:
         else:
             raise ValueError(
                 f"--script: cannot read step {raw.strip()!r}; steps are 'add', 'term [IDENTITY]', "
-                "'kill [IDENTITY]', 'wait SECONDS' and 'settle', separated by ';'")
+                "'kill [IDENTITY]', 'reshard SHARDS', 'wait SECONDS' and 'settle', separated by ';'")
     return steps
 
 
@@ -151,7 +155,7 @@ def render(snap: Snapshot, state: DemoState, *, colour: bool, width: int = 8) ->
     lines.append("")
     if state.kubectl_hint:
         lines.append(f"try in another terminal: {state.kubectl_hint}")
-    lines.append("keys: [a] add a replica  [t] SIGTERM one  [k] SIGKILL one  [q] quit")
+    lines.append("keys: [a] add a replica  [t] SIGTERM one  [k] SIGKILL one  [r] reshard (x2 / back)  [q] quit")
     return "\n".join(lines)
 
 
@@ -180,6 +184,7 @@ class Demo:
         self.colour = colour
         self.state = DemoState()
         self.last: Snapshot | None = None
+        self.resharded = False
 
     # -- observing
     def refresh(self) -> None:
@@ -231,6 +236,26 @@ class Demo:
         self.state.note(f"{what} {victim.identity} (held {len(held)} shards)",
                         None if self.interactive else self.out)
 
+    def reshard(self, shards: int | None) -> None:
+        """Change the group's count as ``shardlease reshard`` does (``None``: double it, or halve it
+        back when it was doubled)."""
+        from shardlease.client.leases import LeaseClient
+        from shardlease.runtime.reshard import reshard_on
+
+        store = LeaseClient(self.cluster.api_client(), self.cluster.namespace)
+        if shards is None:
+            current = self.last.shards if self.last is not None else self.cluster.shard_count
+            shards = current // 2 if current > self.cluster.shard_count else current * 2
+        try:
+            result = reshard_on(store, self.cluster.group, shards, namespace=self.cluster.namespace)
+        except Exception as exc:  # shown, not fatal: the demo goes on
+            self.state.note(f"reshard to {shards} failed: {exc}", None if self.interactive else self.out)
+            return
+        self.resharded = True
+        self.state.note(f"reshard: {result.before.count} -> {result.state.count} shards (generation "
+                        f"{result.state.generation}); no handler of the new count starts before every old "
+                        "one has stopped", None if self.interactive else self.out)
+
     def _next_identity(self) -> str:
         taken = {r.identity for r in self.cluster.replicas}
         index = 0
@@ -254,12 +279,15 @@ class Demo:
                     time.sleep(0.1)
             elif step.action == "settle":
                 self.settle(settle_timeout)
+            elif step.action == "reshard":
+                self.reshard(int(step.argument or 0))
 
     def interact(self, keys: TextIO) -> None:
         actions: dict[str, Callable[[], None]] = {
             "a": self.add,
             "t": lambda: self.signal("SIGTERM", None),
             "k": lambda: self.signal("SIGKILL", None),
+            "r": lambda: self.reshard(None),
         }
         with _cbreak(keys):
             while True:
@@ -280,7 +308,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from shardlease.controlplane import ControlPlaneError
-    from shardlease.harness.journal import find_overlaps
+    from shardlease.harness.journal import find_key_overlaps, find_overlaps
     from shardlease.harness.localcluster import LocalCluster, Timings
 
     try:
@@ -321,15 +349,19 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 assert steps is not None
                 demo.play(steps, settle_timeout=max(30.0, 4 * args.lease_duration))
-            work = [e for e in cluster.journal() if e.kind == "work"]
-            overlaps = find_overlaps(cluster.journal())
+            journal = cluster.journal()
+            work = [e for e in journal if e.kind == "work"]
+            overlaps: list[Any] = list(find_overlaps(journal))
+            if demo.resharded:  # shard ids of two counts share keys: check the keys themselves
+                overlaps += find_key_overlaps(journal, [f"key-{i}" for i in range(200)])
     except KeyboardInterrupt:
         print("\nstopping: every replica gets SIGTERM and releases its shards", file=sys.stderr)
         return 130
     finally:
         cluster.stop()
+    what = "no shard (and no key, across counts) ever ran" if demo.resharded else "no shard ever ran"
     print(f"checked {len(work)} units of work: "
-          + ("no shard ever ran in two replicas at once" if not overlaps
+          + (f"{what} in two replicas at once" if not overlaps
              else f"{len(overlaps)} OVERLAPS: {overlaps[:3]}"))
     print(f"logs and journal: {cluster.work_dir}")
     return 0 if not overlaps else 1
@@ -342,7 +374,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run a whole shard group on this machine (an embedded Kubernetes API server and replica "
             "processes of `shardlease run`) with a live view of which replica holds which shard. On a "
-            "terminal, keys: a adds a replica, t sends SIGTERM to one, k sends SIGKILL to one, q quits. "
+            "terminal, keys: a adds a replica, t sends SIGTERM to one, k sends SIGKILL to one, r doubles "
+            "the shard count (or halves it back) while the group runs, q quits. "
             "Without a terminal, or with --script, it plays a script of the same steps and exits."),
     )
     parser.add_argument("--replicas", type=int, default=3, help="replicas to start (default 3)")
