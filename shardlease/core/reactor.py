@@ -192,6 +192,7 @@ class Reactor:
         self._group_name = group_lease_name(group)
         self._group_in_flight = False
         self._group_retry_at = 0.0
+        self._group_seen: tuple[str | None, GroupState | None] = (None, None)
         #: Since when the members' majority has asked for another count (the oldest member's clock).
         self._rollout_since: float | None = None
         self._switch_started: float | None = None
@@ -415,7 +416,10 @@ class Reactor:
         """Run the generation the group Lease names; as the oldest member, create it or switch it when
         the members' majority asks for another count (docs/resharding.md)."""
         cached = self._cache.get(self._group_name)
-        state = GroupState.from_record(cached.record) if cached is not None else None
+        # Parsed once per version of the group Lease: this runs on every step, renewals included.
+        if cached is not None and cached.record.resource_version != self._group_seen[0]:
+            self._group_seen = (cached.record.resource_version, GroupState.from_record(cached.record))
+        state = self._group_seen[1] if cached is not None else None
         if state is not None and state.generation > self.generation:
             self._adopt(state, now)
         elif state is not None and state.generation == self.generation:
