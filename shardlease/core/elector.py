@@ -30,8 +30,9 @@ any   a write for this Lease is in flight                          WAIT (until t
 any   our last write hit 409 and the cache still shows that RV     WAIT, then REFRESH after retry_period
 yes   held under an older generation (the group resharded) and
       the handler is running / draining / has returned             STOP_HANDLER / RENEW or WAIT /
-                                                                   ACQUIRE in place if desired here
-                                                                   under the new count, else RELEASE
+                                                                   (after any error back-off) ACQUIRE
+                                                                   in place if desired here under the
+                                                                   new count, else RELEASE
 yes   not desired here, but taken as a grace fallback and its
       minimum hold (lease_duration, doubling per repeat) not over   RENEW when due, else WAIT
 yes   leaving (not desired here, shutting down, or another live
@@ -293,6 +294,8 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
                 return Decision(Action.STOP_HANDLER, reason=f"the group switched to generation {view.generation}")
             if view.handler is HandlerPhase.STOPPING:
                 return _renew_or_wait(view, now, timing, deadline, "handler draining before a reshard")
+            if now < view.retry_at:
+                return Decision(Action.WAIT, at=min(view.retry_at, deadline), reason="backoff after an error")
             if leaving:
                 return Decision(Action.RELEASE, reason=f"hand it over under generation {view.generation}")
             return Decision(Action.ACQUIRE, reason=f"take it again under generation {view.generation}")

@@ -203,3 +203,30 @@ def test_a_replica_behind_that_creates_a_shard_lease_reads_the_group_lease_befor
     assert [(s.shard, s.count, s.generation) for s in w.started] == [(0, 1, 2)]
     assert w.generation_of(1) == 2 and not LeaseRecord.from_object(  # type: ignore[union-attr]
         w.objects[shard_lease_name("g", 1)]).is_held
+
+
+def test_a_failed_stamp_during_a_switch_is_retried_after_the_back_off_not_at_once() -> None:
+    """Regression (CI chaos seed 1138509644): a release under the new generation failed (503, then
+    'no time left before the renew deadline') and was sent again in the same pass, 67 times in 7 ms.
+    The stamping writes of a switch follow the same back-off as every other write."""
+    from shardlease.errors import ServerError
+
+    w = World(shards=2)
+    w.drive(5)
+    w.reshard(1)
+    sent: list[float] = []
+    for _ in range(40):
+        commands = w.step()
+        for c in commands:
+            if isinstance(c, StopHandler) and c.shard in w.running:
+                w.reactor.handle(HandlerExited(c.shard, w.running.pop(c.shard)), w.now)
+        for write in w.writes(commands):
+            if write.kind is WriteKind.RELEASE and write.shard == 1:
+                sent.append(w.now)
+                w.fail(write, ServerError("injected"))
+            elif write.body is not None or write.kind is WriteKind.GROUP_CHECK:
+                w.succeed(write)
+        w.clock.advance(0.01)
+    assert len(sent) >= 2, sent
+    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    assert min(gaps) >= 0.3 / 8 - 1e-9, gaps   # at least an eighth of a retry period, never at once
