@@ -244,6 +244,12 @@ class Store:
             if current is None:
                 if not resource.create_on_update:
                     raise not_found(resource.plural, resource.group, name)
+                uid = meta.get("uid")
+                if uid:
+                    # A uid is a precondition: the object it names is gone, so kube-apiserver refuses
+                    # rather than create another (a PUT without one does create, resourceVersion or not).
+                    raise conflict(resource.plural, resource.group, name, self._precondition_msg(
+                        resource, namespace, name, f"UID in precondition: {uid}, UID in object meta: "))
                 meta.pop("resourceVersion", None)
                 return self.create(resource, namespace, decoded, dry_run, track), True
             body_rv = meta.get("resourceVersion", "")

@@ -301,11 +301,8 @@ class MemoryLeaseStore:
                 raise self._not_found(name)
             current_rv = current["metadata"]["resourceVersion"]
             if resource_version and resource_version != current_rv:
-                raise api_error(409, "Conflict", f'Operation cannot be fulfilled on {_QUALIFIED} "{name}": '
-                                f"StorageError: invalid object, Code: 4, Key: /registry/leases/{self.namespace}/"
-                                f"{name}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: "
-                                f"ResourceVersion in precondition: {resource_version}, ResourceVersion in "
-                                f"object meta: {current_rv}")
+                raise self._precondition_failed(name, f"ResourceVersion in precondition: {resource_version}, "
+                                                      f"ResourceVersion in object meta: {current_rv}")
             del self._objects[name]
             self._rv += 1
             gone = copy.deepcopy(current)
@@ -424,6 +421,11 @@ class MemoryLeaseStore:
                           created=self._wall().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         return self._commit(name, obj, "ADDED", None)
 
+    def _precondition_failed(self, name: str, detail: str) -> ApiError:
+        return api_error(409, "Conflict", f'Operation cannot be fulfilled on {_QUALIFIED} "{name}": '
+                         f"StorageError: invalid object, Code: 4, Key: /registry/leases/{self.namespace}/{name}, "
+                         f"ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: {detail}")
+
     def _replace(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         body_name = self._name_of(body)
         if body_name != name:
@@ -432,7 +434,10 @@ class MemoryLeaseStore:
         meta = body["metadata"]
         self._check_namespace(meta)
         current = self._objects.get(name)
-        if current is None:  # Leases allow create-on-update; the body's resourceVersion is ignored
+        if current is None:  # Leases allow create-on-update; the body's resourceVersion is ignored,
+            uid = meta.get("uid")  # but a uid is a precondition on the object that is gone
+            if uid:
+                raise self._precondition_failed(name, f"UID in precondition: {uid}, UID in object meta: ")
             stripped = dict(body)
             stripped["metadata"] = {k: v for k, v in meta.items() if k != "resourceVersion"}
             return self._create(name, stripped)

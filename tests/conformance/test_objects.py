@@ -59,6 +59,28 @@ def test_put_creates_a_lease_but_not_a_configmap(api_client: kubernetes.client.A
     assert (code, body["reason"], body["message"]) == (404, "NotFound", 'configmaps "made" not found')
 
 
+def test_a_put_naming_a_deleted_leases_uid_is_refused_not_a_create(api_client: kubernetes.client.ApiClient,
+                                                                   ns: str) -> None:
+    """The body of every write shardlease builds carries the uid it read. On a Lease deleted since (a
+    retired shard's), kube-apiserver refuses it as a failed precondition instead of creating a new
+    Lease, which is what keeps a replica that missed a reshard from taking a deleted shard back under
+    its old generation (chaos seed 101 on the dev-server, before it did the same). Without a uid, a
+    PUT creates, resourceVersion or not."""
+    path = LEASES.format(ns=ns) + "/gone"
+    _, created = call(api_client, "POST", LEASES.format(ns=ns), lease("gone"))
+    assert call(api_client, "DELETE", path)[0] == 200
+    code, body = call(api_client, "PUT", path, created)
+    uid = created["metadata"]["uid"]
+    assert (code, body) == (409, failure(
+        409, "Conflict", f'Operation cannot be fulfilled on leases.coordination.k8s.io "gone": StorageError: '
+                         f"invalid object, Code: 4, Key: /registry/leases/{ns}/gone, ResourceVersion: 0, "
+                         f"AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: ",
+        {"name": "gone", **LEASE_DETAILS}))
+    without_uid = {**created, "metadata": {k: v for k, v in created["metadata"].items() if k != "uid"}}
+    code, body = call(api_client, "PUT", path, without_uid)
+    assert code == 201 and body["metadata"]["uid"] != uid
+
+
 def test_configmap_crud_and_unconditional_put(api_client: kubernetes.client.ApiClient, ns: str) -> None:
     path = CONFIGMAPS.format(ns=ns)
     code, created = call(api_client, "POST", path, {"metadata": {"name": "c"}, "data": {"b": "2", "a": "1"}})
