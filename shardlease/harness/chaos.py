@@ -1548,10 +1548,11 @@ class ChaosRun:
                 last = snap
                 if previous is not None and (snap.holders(), snap.transitions()) != \
                         (previous.holders(), previous.transitions()):
-                    moved = {s: f"{previous.holders()[s]}->{h} (transitions {previous.transitions()[s]}->"
-                                f"{snap.transitions()[s]})"
+                    # .get: after a reshard the previous snapshot may have fewer shards
+                    before, before_t = previous.holders(), previous.transitions()
+                    moved = {s: f"{before.get(s)}->{h} (transitions {before_t.get(s)}->{snap.transitions()[s]})"
                              for s, h in snap.holders().items()
-                             if h != previous.holders()[s] or snap.transitions()[s] != previous.transitions()[s]}
+                             if h != before.get(s) or snap.transitions()[s] != before_t.get(s)}
                     changes.append(f"+{snap.taken - since:.2f}s: {moved}")
                 previous = snap
                 good = False
