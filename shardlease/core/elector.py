@@ -319,7 +319,8 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
         if view.handler is HandlerPhase.IDLE and view.handler_wanted and view.may_start:
             # Desired here again after a stop (a short membership flap): the old run has returned, so a
             # new one may start within the same tenure (same token: the holder did not change).
-            return Decision(Action.START_HANDLER, reason="desired here again after its handler stopped")
+            return Decision(Action.START_HANDLER, reason="held and desired here, its handler not running (after a "
+                                                         "stop, a switch or a create's confirmation)")
         return _renew_or_wait(view, now, timing, deadline, "holder")
 
     # ---- not held by us (locally) ----

@@ -184,10 +184,8 @@ class Reactor:
         self.incarnation = incarnation
         #: The count this replica was started with: its vote on the group's count (docs/resharding.md).
         self.configured = shards
-        #: The count of the generation this replica runs (0 until it has read the group Lease).
-        self.shards = 0
-        self.generation = 0
-        self._span = 0
+        #: The generation this replica runs (its count, generation and span); ``None`` until it has read
+        #: the group Lease.
         self._group: GroupState | None = None
         self._group_name = group_lease_name(group)
         self._group_in_flight = False
@@ -250,6 +248,19 @@ class Reactor:
         self._covered_seen: frozenset[int] | None = frozenset()
 
     # ------------------------------------------------------------------ queries
+
+    @property
+    def shards(self) -> int:
+        """The count of the generation this replica runs (0 until it has read the group Lease)."""
+        return self._group.count if self._group is not None else 0
+
+    @property
+    def generation(self) -> int:
+        return self._group.generation if self._group is not None else 0
+
+    @property
+    def _span(self) -> int:
+        return self._group.span if self._group is not None else 0
 
     @property
     def stopping(self) -> bool:
@@ -423,11 +434,10 @@ class Reactor:
         if state is not None and state.generation > self.generation:
             self._adopt(state, now)
         elif state is not None and state.generation == self.generation:
-            self._group = state
-            if state.span != self._span:
-                self._span = state.span  # lowered once the retired Leases were deleted
+            self._group = state  # the same generation, its span lowered once the retired Leases are gone
+        if not self._oldest:
+            self._rollout_since = None
         if not self._oldest or self.stopping or self._group_in_flight or now < self._group_retry_at:
-            self._rollout_since = None if not self._oldest else self._rollout_since
             return
         if cached is None:
             first = initial_state(self._configured_counts, oldest=self.configured)
@@ -464,9 +474,6 @@ class Reactor:
         starts until the barrier has passed (:meth:`_check_barrier`)."""
         before, before_count = self.generation, self.shards
         self._group = state
-        self.generation = state.generation
-        self.shards = state.count
-        self._span = state.span
         self._member.generation = state.generation
         self._adopted_at = now
         self._ensure_states(max(state.span, state.count))
@@ -501,9 +508,7 @@ class Reactor:
             self._group_check_wanted = True
             self._group_check_at = now + self.timing.retry_period / 2
             return
-        record = LeaseRecord.from_object(done.obj) if done.obj is not None else None
-        if record is not None:
-            self._cache.apply(record)
+        record = self._apply_answer(done)
         state = GroupState.from_record(record) if record is not None else None
         if state is None or state.generation != self.generation:
             return  # a newer generation (adopted at the next step), or none readable: wait
@@ -511,6 +516,11 @@ class Reactor:
             if st.unconfirmed_since is not None and st.unconfirmed_since <= done.started:
                 st.unconfirmed_since = None
                 self._dirty.add(st.index)
+
+    def _record_of(self, index: int) -> LeaseRecord | None:
+        """Shard ``index``'s Lease as the cache has it (``None``: absent, or not listed)."""
+        cached = self._cache.get(self._states[index].name)
+        return cached.record if cached is not None else None
 
     def _ensure_states(self, n: int) -> None:
         for i in range(len(self._states), n):
@@ -522,12 +532,7 @@ class Reactor:
         """Let handlers of our generation start once no shard Lease below the span is stamped lower."""
         state = self._group
         assert state is not None
-
-        def lease_of(index: int) -> LeaseRecord | None:
-            cached = self._cache.get(self._states[index].name)
-            return cached.record if cached is not None else None
-
-        if pending_shards(state, lease_of, self._cache.covers):
+        if pending_shards(state, self._record_of, self._cache.covers):
             return
         self._may_start = True
         self._cleanup_after = now + self.timing.lease_duration
@@ -550,7 +555,7 @@ class Reactor:
             return
         if not all(self._cache.covers(index) for index in state.retired()):
             return
-        records = [c.record for c in (self._cache.get(self._states[i].name) for i in state.retired()) if c]
+        records = [r for r in map(self._record_of, state.retired()) if r is not None]
         if any(record.generation > self.generation for record in records):
             # Written under a newer generation we have not adopted yet (our two watches deliver in
             # their own time): a live shard of it, not a tombstone of ours. Deleting it would let its
@@ -767,7 +772,7 @@ class Reactor:
                 self._stop_handler(st, now, decision.reason)
                 continue
             if action is Action.START_HANDLER:
-                self._log.info("restarting handler: %s", decision.reason, extra={"shard": st.index})
+                self._log.info("starting handler: %s", decision.reason, extra={"shard": st.index})
                 self._start_handler(st)
                 continue
             if action is Action.ACQUIRE:
@@ -872,11 +877,9 @@ class Reactor:
             return
         if write.kind in (WriteKind.GROUP_CREATE, WriteKind.GROUP_UPDATE):
             self._group_in_flight = False
-            if err is None and done.obj is not None:
-                record = LeaseRecord.from_object(done.obj)
-                if record is not None:
-                    self._cache.apply(record)
-            elif err is not None:
+            if err is None:
+                self._apply_answer(done)
+            else:
                 # 409/AlreadyExists: another writer won; the watch brings its state. Else retry later.
                 self._group_retry_at = now + self.timing.retry_period
                 if not isinstance(err, ConflictError):
@@ -896,22 +899,13 @@ class Reactor:
         st.retry_at = 0.0
         st.conflict_rv = None
         st.conflict_at = None
-        if write.kind in (WriteKind.RETIRE, WriteKind.RETIRE_CREATE):
-            record = LeaseRecord.from_object(done.obj or {})
-            if record is not None:
-                self._cache.apply(record)
+        if write.kind is WriteKind.REFRESH and done.obj is None:
+            self._cache.delete(st.name, "")
             return
-        if write.kind is WriteKind.REFRESH:
-            if done.obj is None:
-                self._cache.delete(st.name, "")
-            else:
-                refreshed = LeaseRecord.from_object(done.obj)
-                if refreshed is not None:
-                    self._cache.apply(refreshed)
+        record = self._apply_answer(done)
+        if write.kind in (WriteKind.RETIRE, WriteKind.RETIRE_CREATE, WriteKind.REFRESH):
             return
-        record = LeaseRecord.from_object(done.obj or {})
         if record is not None:
-            self._cache.apply(record)
             st.own_rv = record.resource_version
         if write.kind in (WriteKind.CREATE, WriteKind.ACQUIRE):
             self._acquired(st, record, done, now)
@@ -932,6 +926,13 @@ class Reactor:
                 self.metrics.handoff_seconds.observe(max(0.0, now - st.leaving_since))
                 st.leaving_since = None
             self._log.info("released" if was_held else "released a stale lease in our name", extra={"shard": st.index})
+
+    def _apply_answer(self, done: WriteDone) -> LeaseRecord | None:
+        """Put the Lease a successful write returned into the cache (its watch event comes later)."""
+        record = LeaseRecord.from_object(done.obj) if done.obj is not None else None
+        if record is not None:
+            self._cache.apply(record)
+        return record
 
     def _acquired(self, st: _ShardState, record: LeaseRecord | None, done: WriteDone, now: float) -> None:
         if record is None or record.holder != self.identity:
@@ -964,20 +965,20 @@ class Reactor:
         if self.stopping:
             st.handler_wanted = False  # acquired as we began to stop: hand it straight back
             return
-        st.unconfirmed_since = None  # an update was conditional on what we saw: nothing to confirm
-        if done.write.kind is WriteKind.CREATE:
-            # A create succeeds whatever the group did meanwhile: confirm our generation first.
-            st.unconfirmed_since = now
-            st.handler_wanted = True
-            self._group_check_wanted = True
-            return
-        if not self._may_start:
-            st.handler_wanted = True  # started once the switch to our generation is complete
-            self._log.info("acquired (token %d, generation %d); its handler waits for the switch to complete",
-                           st.token, self.generation, extra={"shard": st.index})
-            return
-        self._log.info("acquired (token %d%s)", st.token, ", grace fallback" if done.write.fallback else "",
+        # An update was conditional on what we saw; a create succeeds whatever the group did meanwhile,
+        # so its handler waits for a read of the group Lease that confirms our generation.
+        created = done.write.kind is WriteKind.CREATE
+        st.unconfirmed_since = now if created else None
+        waits = ("its handler waits for a read of the group Lease" if created
+                 else "its handler waits for the switch to complete" if not self._may_start else "")
+        self._log.info("acquired (token %d, generation %d%s)%s", st.token, self.generation,
+                       ", grace fallback" if done.write.fallback else "", f"; {waits}" if waits else "",
                        extra={"shard": st.index})
+        if created:
+            self._group_check_wanted = True
+        if waits:
+            st.handler_wanted = True  # started by decide() once nothing holds it back
+            return
         self._start_handler(st)
 
     def _on_write_error(self, st: _ShardState, done: WriteDone, now: float) -> None:
