@@ -15,7 +15,7 @@ import math
 import sys
 from typing import Any, TextIO
 
-from shardlease.commands.status import _connection_settings, _kubeconfig_tried, _reason
+from shardlease.commands.cluster import ConnectFailed, add_cluster_flags, api_failure, connect
 
 __all__ = ["register", "run"]
 
@@ -29,13 +29,8 @@ def register(subparsers: Any) -> None:
                     "old one has stopped. Members still configured with their old --shards follow the new "
                     "count; a later rollout to another count changes it again.",
     )
-    parser.add_argument("--group", required=True, help="the shard group")
+    add_cluster_flags(parser)
     parser.add_argument("--shards", required=True, type=int, metavar="N", help="the new shard count")
-    parser.add_argument("--namespace", default="default", help="namespace of the Leases (default: default)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $SHARDLEASE_KUBECONFIG, then "
-                                             "$KUBECONFIG, ~/.kube/config, in-cluster, as for run)")
-    parser.add_argument("--context", help="kubeconfig context to use (default: $SHARDLEASE_CONTEXT, "
-                                          "else the kubeconfig's current context)")
     parser.add_argument("--wait", type=float, metavar="SECONDS",
                         help="wait up to SECONDS for the switch to complete (exit 1 if it does not)")
     parser.set_defaults(func=run)
@@ -61,16 +56,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.wait is not None and not (math.isfinite(args.wait) and args.wait >= 0):
         return _fail(f"--wait must be a number of seconds >= 0, got {args.wait}", 2)
 
-    tried = _kubeconfig_tried(args)
-    kubeconfig, context = _connection_settings(args)
     try:
-        from shardlease.client.connect import load_api_client
-
-        api = load_api_client(kubeconfig=kubeconfig, context=context, user_agent="shardlease-reshard")
-    except Exception as exc:
-        return _fail(f"cannot load a Kubernetes configuration (tried {tried}"
-                     f"{', context ' + context if context else ''}): {exc}", 1)
-    server = getattr(api.configuration, "host", "?")
+        api = connect(args, "shardlease-reshard")
+    except ConnectFailed as exc:
+        return _fail(str(exc), 1)
     try:
         result = reshard(args.group, args.shards, namespace=args.namespace, api_client=api, wait=args.wait)
     except (GroupLeaseMissing, GroupLeaseUnreadable) as exc:
@@ -81,11 +70,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except ReshardError as exc:
         return _fail(str(exc), 1)
     except Exception as exc:
-        if getattr(exc, "status", None):  # the server answered, but with an error (e.g. RBAC)
-            problem = f"the Kubernetes API at {server} refused a request on Leases in namespace {args.namespace!r}"
-        else:
-            problem = f"cannot reach the Kubernetes API at {server}"
-        return _fail(f"{problem} (kubeconfig: {tried}): {_reason(exc)}", 1)
+        return _fail(api_failure(exc, api, args, f"a request on Leases in namespace {args.namespace!r}"), 1)
     finally:
         api.close()
     _report(result, out)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import queue
 import sys
 import threading
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from shardlease.client.leases import list_group_leases
+from shardlease.commands.cluster import ConnectFailed, add_cluster_flags, api_failure, connect, reason
 from shardlease.core.groupview import FLAG_EXPIRED, FLAG_MISPLACED, FLAG_UNOWNED, GroupView, MemberRow, ShardRow
 from shardlease.core.records import group_selector
 
@@ -34,28 +34,6 @@ __all__ = ["FLAG_EXPIRED", "FLAG_MISPLACED", "FLAG_UNOWNED", "GroupView", "Membe
 
 #: With --watch, how often to redraw just to refresh the "seconds since renew" column.
 _AGE_REFRESH = 5.0
-
-
-def _connection_settings(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """``(kubeconfig, context)`` as ``shardlease run`` would pick them: the flag, else
-    ``SHARDLEASE_KUBECONFIG`` / ``SHARDLEASE_CONTEXT``; ``None`` leaves the rest of the search
-    (``$KUBECONFIG``, ``~/.kube/config``, in-cluster) to ``shardlease.client.connect``. An empty variable counts as
-    unset, as it does for ``run``."""
-    kubeconfig = args.kubeconfig or os.environ.get("SHARDLEASE_KUBECONFIG") or None
-    context = args.context or os.environ.get("SHARDLEASE_CONTEXT") or None
-    return kubeconfig, context
-
-
-def _kubeconfig_tried(args: argparse.Namespace) -> str:
-    kubeconfig, _ = _connection_settings(args)
-    if kubeconfig:
-        return kubeconfig
-    if os.environ.get("KUBECONFIG"):
-        return os.environ["KUBECONFIG"]
-    default = os.path.expanduser("~/.kube/config")
-    if os.path.exists(default):
-        return default
-    return "in-cluster service account" if os.environ.get("KUBERNETES_SERVICE_HOST") else default
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,12 +48,7 @@ def register(subparsers: Any) -> None:
         description="Show a group's members and shard owners, and flag unowned, expired or "
                     "misplaced shards. Liveness is judged by this machine's clock (display only).",
     )
-    parser.add_argument("--group", required=True, help="the shard group")
-    parser.add_argument("--namespace", default="default", help="namespace of the Leases (default: default)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $SHARDLEASE_KUBECONFIG, then "
-                                             "$KUBECONFIG, ~/.kube/config, in-cluster, as for run)")
-    parser.add_argument("--context", help="kubeconfig context to use (default: $SHARDLEASE_CONTEXT, "
-                                          "else the kubeconfig's current context)")
+    add_cluster_flags(parser)
     parser.add_argument("--watch", action="store_true", help="redraw whenever the Leases change (Ctrl-C exits)")
     parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--load-factor", type=float, default=1.0,
@@ -85,25 +58,16 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    tried = _kubeconfig_tried(args)
-    kubeconfig, context = _connection_settings(args)
     try:
-        from shardlease.client.connect import load_api_client
-
-        api = load_api_client(kubeconfig=kubeconfig, context=context, user_agent="shardlease-status")
-    except Exception as exc:
-        print(f"shardlease status: cannot load a Kubernetes configuration (tried {tried}"
-              f"{', context ' + context if context else ''}): {exc}", file=sys.stderr)
+        api = connect(args, "shardlease-status")
+    except ConnectFailed as exc:
+        print(f"shardlease status: {exc}", file=sys.stderr)
         return 1
-    server = getattr(api.configuration, "host", "?")
     selector = group_selector(args.group)
 
     def fail(exc: BaseException) -> int:
-        if getattr(exc, "status", None):  # the server answered, but with an error (e.g. RBAC)
-            problem = f"the Kubernetes API at {server} refused to list Leases in namespace {args.namespace!r}"
-        else:
-            problem = f"cannot reach the Kubernetes API at {server}"
-        print(f"shardlease status: {problem} (kubeconfig: {tried}): {_reason(exc)}", file=sys.stderr)
+        refused = f"to list Leases in namespace {args.namespace!r}"
+        print(f"shardlease status: {api_failure(exc, api, args, refused)}", file=sys.stderr)
         return 1
 
     try:
@@ -122,13 +86,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             api.close()
         except Exception:
             pass
-
-
-def _reason(exc: BaseException) -> str:
-    status = getattr(exc, "status", None)
-    if status:
-        return f"HTTP {status} {getattr(exc, 'reason', '')}".strip()
-    return str(getattr(exc, "reason", None) or exc) or type(exc).__name__
 
 
 def _view(args: argparse.Namespace, items: Iterable[Mapping[str, Any]]) -> GroupView:
@@ -238,6 +195,6 @@ def _pump(api: ApiClient, namespace: str, selector: str, version: str,
             if getattr(exc, "status", None) == 410:
                 version = ""
                 continue
-            events.put(("error", _reason(exc)))
+            events.put(("error", reason(exc)))
             version = ""
             time.sleep(1.0)
