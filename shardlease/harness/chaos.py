@@ -67,9 +67,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shardlease.core.groupview import GroupView
 from shardlease.core.reactor import FALLBACK_HOLD_MAX_DOUBLINGS
-from shardlease.core.records import LeaseRecord, group_lease_name
-from shardlease.core.resharding import GroupState, pending_shards
 from shardlease.harness.journal import (
     Entry,
     check_tokens,
@@ -588,9 +587,9 @@ class Violation:
 RESHARD_KEYS = tuple(f"key-{i}" for i in range(256))
 
 
-def _fence(entry: Entry) -> tuple[int, int] | None:
-    token = _int_token(entry.token)
-    return None if token is None else (entry.generation, token)
+def _fence(entry: Entry) -> tuple[int, Any] | None:
+    """The entry's fence (the journal's ``(generation, token)``), when its token is a number."""
+    return entry.fence if _int_token(entry.token) is not None else None
 
 
 def _int_token(token: Any) -> int | None:
@@ -1023,7 +1022,8 @@ class IdleHolderWatch:
         now = time.monotonic()
         self._tracker.poll()
         self.samples += 1
-        if _switch_pending(cluster.group, leases):
+        # A reshard whose barrier has not passed, as ``shardlease status`` would show it.
+        if GroupView.from_objects(cluster.group, "", leases, _dt.datetime.now(_dt.timezone.utc)).switch_pending:
             self._switching_until = now + WATCH_MAX_BACKOFF + self.run.config.lease
         switching = now < self._switching_until
         for lease in leases:
@@ -1080,17 +1080,6 @@ def _wait_catching_sigterm(pid: int, timeout: float = 3.0) -> float:
             break
         time.sleep(0.01)
     return time.monotonic() - started
-
-
-def _switch_pending(group: str, leases: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether the group's Leases show a reshard whose barrier has not passed."""
-    records = [r for r in (LeaseRecord.from_object(obj) for obj in leases) if r is not None]
-    group_lease = next((r for r in records if r.name == group_lease_name(group)), None)
-    state = GroupState.from_record(group_lease) if group_lease is not None else None
-    if state is None:
-        return False
-    shards = {r.shard: r for r in records if r.role == "shard" and r.shard is not None}
-    return bool(pending_shards(state, shards.get))
 
 
 class _ErrorCollector(logging.Handler):

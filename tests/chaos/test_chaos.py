@@ -271,12 +271,14 @@ class _FakeCluster:
         if self.reads_fail:
             raise RuntimeError("HTTP 429 TooManyRequests (injected)")
         shard = {"metadata": {"name": "g-shard-3",
-                              "labels": {"shardlease.io/role": "shard", "shardlease.io/shard": "3"}},
+                              "labels": {"shardlease.io/group": "g", "shardlease.io/role": "shard",
+                                         "shardlease.io/shard": "3"}},
                  "spec": {"holderIdentity": "a", "renewTime": self.renewed,
                           "leaseTransitions": self.transitions, "acquireTime": self.acquired}}
         if not self.switching:
             return [shard]
-        group = {"metadata": {"name": "g-group", "labels": {"shardlease.io/role": "group"},
+        group = {"metadata": {"name": "g-group",
+                              "labels": {"shardlease.io/group": "g", "shardlease.io/role": "group"},
                               "annotations": {"shardlease.io/shards": "4", "shardlease.io/generation": "2"}},
                  "spec": {}}
         return [shard, group]
