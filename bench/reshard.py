@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import platform
@@ -48,9 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shardlease.client.leases import LeaseClient  # noqa: E402
-from shardlease.core.records import LeaseRecord, group_lease_name  # noqa: E402
-from shardlease.core.resharding import GroupState, group_lease_body, reshard_state  # noqa: E402
 from shardlease.harness.localcluster import LocalCluster, Timings  # noqa: E402
+from shardlease.runtime.reshard import reshard_on  # noqa: E402
 
 FAST = {"lease_duration": 2.0, "renew_deadline": 1.2, "retry_period": 0.3, "drain_timeout": 3.0}
 
@@ -58,18 +56,6 @@ FAST = {"lease_duration": 2.0, "renew_deadline": 1.2, "retry_period": 0.3, "drai
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def write_reshard(lc: LeaseClient, group: str, shards: int) -> GroupState:
-    """Switch the group's count the way ``shardlease reshard`` does: one conditional write."""
-    record = LeaseRecord.from_object(lc.get(group_lease_name(group)))
-    assert record is not None
-    state = GroupState.from_record(record)
-    assert state is not None
-    new = reshard_state(state, shards, None, by="bench")
-    lc.replace(group_lease_name(group), group_lease_body(group, "default", new, dt.datetime.now(dt.timezone.utc),
-                                                         record))
-    return new
 
 
 # ------------------------------------------------------------------------------------------ pause
@@ -112,7 +98,8 @@ def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str)
             for i in range(switches):
                 count = to if count == shards else shards
                 t0 = time.monotonic()
-                new = write_reshard(lc, cluster.group, count)
+                # What `shardlease reshard` does: one conditional write of the group Lease.
+                new = reshard_on(lc, cluster.group, count, namespace=cluster.namespace).state
                 cluster.wait_for(lambda s, n=count: s.shards == n and s.all_held(), 30, what=f"switch {i + 1}")
                 time.sleep(1.0)
                 units = [e for e in load_journal(cluster.journal_dir) if e.kind == "work"]
@@ -136,19 +123,6 @@ def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str)
     return {"replicas": replicas, "from": shards, "to": to, "switches": rows,
             "pause_p50_s": statistics.median(pauses), "pause_p99_s": _percentile(pauses, 0.99),
             "pause_max_s": max(pauses), "all_ordered": all(r["old_stopped_first"] for r in rows)}
-
-
-def _running(runs: list[list[Any]], lock: threading.Lock, generation: int) -> int:
-    with lock:
-        return len({r[1] for r in runs if r[0] == generation and r[3] is None})
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 # ---------------------------------------------------------------------------------------- rollout
