@@ -50,14 +50,6 @@ class Membership:
     recheck_at: float
     """When the answer changes without any new record: the earliest expiry of a live member."""
 
-    @property
-    def oldest(self) -> Member | None:
-        """The oldest live member declaring a count: the one whose count the group follows."""
-        return next((m for m in self.live if m.declared is not None), None)
-
-    def count_matches(self, shards: int) -> bool:
-        return self.group_count is None or self.group_count == shards
-
 
 def age_key(record: LeaseRecord) -> tuple[str, float, str]:
     """Sort key for "oldest member": the server's ``creationTimestamp`` (whole seconds, from one clock),

@@ -30,7 +30,7 @@ ANNOTATION_INCARNATION = "shardlease.io/incarnation"
 #: ``"<its incarnation> <RFC 3339 time>"``. ``shardlease status`` reports it while it is recent.
 ANNOTATION_REFUSED = "shardlease.io/refused-duplicate"
 #: A member's own health summary, renewed with its member Lease: ``;``-separated ``key=value`` pairs
-#: (``crashing=3,5`` for handlers that keep raising, ``count-mismatch=8/16`` configured/group).
+#: (``crashing=3,5`` for handlers that keep raising, ``stuck=2`` for handlers past the drain timeout).
 ANNOTATION_PROBLEMS = "shardlease.io/problems"
 #: The generation a Lease was last written under (issue 11, docs/resharding.md). On a shard Lease: the
 #: group generation of the write that acquired, converted, released or retired it (absent: 1, the
@@ -131,16 +131,13 @@ def _int_or_none(value: Any) -> int | None:
     return value
 
 
-def format_problems(*, crashing: Iterable[int] = (), stuck: Iterable[int] = (),
-                    count_mismatch: tuple[int, int] | None = None) -> str:
-    """The ``shardlease.io/problems`` value: ``crashing=3,5;stuck=2;count-mismatch=8/16`` (configured/group),
-    ``""`` when all is well."""
+def format_problems(*, crashing: Iterable[int] = (), stuck: Iterable[int] = ()) -> str:
+    """The ``shardlease.io/problems`` value: ``crashing=3,5;stuck=2``, ``""`` when all is well. (Versions
+    before resharding also wrote ``count-mismatch=8/16``; :func:`parse_problems` still reads it.)"""
     parts = []
     for key, shards in (("crashing", sorted(crashing)), ("stuck", sorted(stuck))):
         if shards:
             parts.append(f"{key}=" + ",".join(map(str, shards)))
-    if count_mismatch is not None:
-        parts.append(f"count-mismatch={count_mismatch[0]}/{count_mismatch[1]}")
     return ";".join(parts)
 
 

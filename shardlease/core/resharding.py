@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,9 +69,9 @@ __all__ = [
 MAX_SHARDS = 16384
 
 
-def _positive(annotations: Any, key: str) -> int | None:
-    value = annotations.get(key) if hasattr(annotations, "get") else None
-    if isinstance(value, str) and value.isdigit() and 0 < int(value) <= 1 << 31:
+def _positive(annotations: Mapping[str, str], key: str) -> int | None:
+    value = annotations.get(key)
+    if value is not None and value.isdigit() and 0 < int(value) <= 1 << 31:
         return int(value)
     return None
 
@@ -147,12 +147,12 @@ def fleet_count(configured: Iterable[int | None]) -> int | None:
     return count if count is not None and 2 * n > len(votes) else None
 
 
-def initial_state(configured: Iterable[int | None], *, oldest: int, existing_span: int = 0) -> GroupState:
+def initial_state(configured: Iterable[int | None], *, oldest: int) -> GroupState:
     """The first generation of a group: the members' majority count, else the oldest member's."""
     votes = list(configured)
     fleet = fleet_count(votes)
     count = fleet if fleet is not None else oldest
-    return GroupState(count=count, generation=1, span=max(count, existing_span), basis=fleet,
+    return GroupState(count=count, generation=1, span=count, basis=fleet,
                       changed_by="initial")
 
 

@@ -33,8 +33,6 @@ def test_members_are_ordered_oldest_first_and_every_live_one_is_in_the_ring_what
     m = compute_membership("g", obs, 105.0, T)
     assert [x.identity for x in m.live] == ["a", "b", "c"]
     assert m.group_count == 8 and m.eligible == frozenset({"a", "b", "c"})
-    assert m.oldest is not None and m.oldest.identity == "a"
-    assert m.count_matches(8) and not m.count_matches(16)
     assert m.recheck_at == 115.0
 
 
@@ -74,4 +72,4 @@ def test_a_member_gone_by_the_newcomer_rule_is_collected_no_earlier_than_by_clie
 
 def test_no_members_no_count() -> None:
     m = compute_membership("g", [], 0.0, T)
-    assert m.live == () and m.group_count is None and m.eligible == frozenset() and m.count_matches(5)
+    assert m.live == () and m.group_count is None and m.eligible == frozenset()

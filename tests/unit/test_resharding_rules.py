@@ -68,8 +68,8 @@ def test_fleet_count_is_a_strict_majority_of_the_live_members(votes: list[int | 
 ])
 def test_the_first_generation_is_the_majority_else_the_oldest(votes: list[int | None], oldest: int, count: int,
                                                              basis: int | None) -> None:
-    first = initial_state(votes, oldest=oldest, existing_span=20)
-    assert (first.count, first.generation, first.span, first.basis) == (count, 1, 20, basis)
+    first = initial_state(votes, oldest=oldest)
+    assert (first.count, first.generation, first.span, first.basis) == (count, 1, count, basis)
 
 
 def test_a_rollout_switches_once_and_a_rollback_switches_back_once() -> None:
