@@ -231,11 +231,11 @@ class Writer(Transport):
 
     def __init__(self, api_client: ApiClient) -> None:
         super().__init__(api_client, pool_size=16)
-        self.url = self._host + resource_path("v1", "configmaps", NAMESPACE)
+        self.url = resource_path("v1", "configmaps", NAMESPACE)  # a path: the transport adds the server
 
     def create_namespace(self) -> None:
         try:
-            self._send("POST", self._host + "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}}, 30)
+            self._send("POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}}, 30)
         except ConflictError:  # AlreadyExists: a rerun on the same server
             pass
 

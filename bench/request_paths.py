@@ -8,8 +8,11 @@ library; this script is where the others are measured, so the choice can be re-c
 Paths, all sending the same JSON renewal (``renewTime`` bumped, conditional on the last
 resourceVersion) to the same Lease name pattern:
 
-* ``lease_client``: ``shardlease.client.leases.LeaseClient.replace`` (the library: ``PoolManager.urlopen`` of the
-  client's REST object, body serialised once, JSON parsed once);
+* ``lease_client``: ``shardlease.client.leases.LeaseClient.replace`` (the library: persistent sockets
+  parsed by llhttp, ``shardlease.client.wire``; body serialised once, JSON parsed once);
+* ``pool_urlopen``: the same ``LeaseClient`` forced onto urllib3 (``urllib3_only=True``: the
+  ``PoolManager.urlopen`` of the client's REST object, the path the library took before and still takes
+  through a proxy);
 * ``rest_request``: ``kubernetes.client.rest.RESTClientObject.request`` (adds its own JSON encoding and
   response wrapper on top of the same ``urlopen``);
 * ``generated_raw``: ``CoordinationV1Api.replace_namespaced_lease`` with a dict body and
@@ -78,6 +81,15 @@ def path_lease_client(api: ApiClient) -> Renew:
     return renew
 
 
+def path_pool_urlopen(api: ApiClient) -> Renew:
+    client = LeaseClient(api, NAMESPACE, pool_size=2, urllib3_only=True)
+
+    def renew(name: str, rv: str) -> str:
+        return str(client.replace(name, _body(name, rv), timeout=5.0)["metadata"]["resourceVersion"])
+
+    return renew
+
+
 def path_rest_request(api: ApiClient) -> Renew:
     rest = k8s_rest.RESTClientObject(api.configuration)
     base = f"{api.configuration.host.rstrip('/')}/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/"
@@ -113,7 +125,8 @@ def path_generated_models(api: ApiClient) -> Renew:
 
 
 PATHS: dict[str, tuple[Callable[[ApiClient], Renew], str]] = {
-    "lease_client": (path_lease_client, "LeaseClient.replace: PoolManager.urlopen (the library)"),
+    "lease_client": (path_lease_client, "LeaseClient.replace: sockets + llhttp (the library)"),
+    "pool_urlopen": (path_pool_urlopen, "LeaseClient.replace over urllib3 PoolManager.urlopen (proxy path)"),
     "rest_request": (path_rest_request, "RESTClientObject.request"),
     "generated_raw": (path_generated_raw, "CoordinationV1Api, dict body, _preload_content=False"),
     "generated_models": (path_generated_models, "CoordinationV1Api, V1Lease model returned"),

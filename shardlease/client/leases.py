@@ -1,9 +1,10 @@
 """``LeaseClient``: single Lease requests as plain JSON dicts, over :class:`~shardlease.client.transport.Transport`.
 
-The transport is the measured fastest path inside the kubernetes client (the pool manager's ``urlopen``
-with a body serialised once). Client CPU per conditional PUT against the dev-server in another process,
-for this path and for the generated ``CoordinationV1Api`` and ``RESTClientObject.request``:
-``bench/request_paths.py``, ``bench/results/request_paths.json``.
+The transport is the measured fastest path (persistent sockets parsed by llhttp, a body serialised
+once, auth and TLS from the user's kubernetes ``Configuration``). Client CPU per conditional PUT against
+the dev-server in another process, for this path, urllib3's ``urlopen``, the generated
+``CoordinationV1Api`` and ``RESTClientObject.request``: ``bench/request_paths.py``,
+``bench/results/request_paths.json``.
 
 Every call is a single attempt with an explicit timeout; errors come back as the typed ``ApiError``
 subclasses of :mod:`shardlease.errors` (``Conflict``, ``RequestTimeout``, ``Throttled`` with
@@ -19,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 from kubernetes.client import ApiClient
 
-from shardlease.client.transport import Transport
+from shardlease.client.transport import SkipVersion, Transport
 from shardlease.errors import ApiError, NotFound
 
 __all__ = ["ApiError", "LeaseClient", "list_group_leases"]
@@ -33,14 +34,20 @@ class LeaseClient(Transport):
     Implements :class:`shardlease.client.LeaseStore`; every failure is an ``ApiError`` subclass.
     """
 
-    def __init__(self, api_client: ApiClient, namespace: str, *, pool_size: int = 16) -> None:
-        super().__init__(api_client, pool_size=pool_size)
+    def __init__(self, api_client: ApiClient, namespace: str, *, pool_size: int = 16,
+                 urllib3_only: bool = False) -> None:
+        super().__init__(api_client, pool_size=pool_size, urllib3_only=urllib3_only)
         self.namespace = namespace
+        self._base = f"{_GROUP_PATH}/namespaces/{quote(namespace, safe='')}/leases"
+        self._paths: dict[str, str] = {}
 
     def _url(self, name: str | None = None, query: Mapping[str, Any] | None = None) -> str:
-        url = f"{self._host}{_GROUP_PATH}/namespaces/{quote(self.namespace, safe='')}/leases"
-        if name is not None:
-            url += "/" + quote(name, safe="")
+        if name is not None and query is None:
+            path = self._paths.get(name)  # every renewal asks for the same few paths: quote each once
+            if path is None:
+                path = self._paths[name] = f"{self._base}/{quote(name, safe='')}"
+            return path
+        url = self._base if name is None else f"{self._base}/{quote(name, safe='')}"
         if query:
             url += "?" + urlencode(query)
         return url
@@ -79,7 +86,8 @@ class LeaseClient(Transport):
                 str(rv) if rv is not None else "")
 
     def watch(self, label_selector: str, resource_version: str, *, timeout_seconds: int,
-              read_timeout: float, connect_timeout: float = 5.0) -> Generator[dict[str, Any], None, None]:
+              read_timeout: float, connect_timeout: float = 5.0,
+              skip: SkipVersion | None = None) -> Generator[dict[str, Any], None, None]:
         """Stream watch events (``{"type": ..., "object": ...}``) from ``resource_version``, with bookmarks.
 
         ``read_timeout`` bounds every socket read, so a connection that went silent (a dead peer, a
@@ -93,7 +101,7 @@ class LeaseClient(Transport):
             "resourceVersion": resource_version,
             "timeoutSeconds": str(int(timeout_seconds)),
         }
-        return self._watch(self._url(query=query), connect_timeout, read_timeout)
+        return self._watch(self._url(query=query), connect_timeout, read_timeout, skip)
 
 if TYPE_CHECKING:  # LeaseClient must satisfy the protocol the runtime depends on; mypy checks it here.
     from shardlease.client.store import LeaseStore

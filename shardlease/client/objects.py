@@ -71,7 +71,7 @@ class ObjectClient(Transport):
         if shard_selector:
             query["shardSelector"] = shard_selector
         query.update(extra)
-        return f"{self._host}{self.path}?{urlencode(query)}" if query else f"{self._host}{self.path}"
+        return f"{self.path}?{urlencode(query)}" if query else self.path
 
     def list(self, shard_selector: str, *, timeout: float) -> ObjectList:
         doc = self._json(self._send("GET", self._query(shard_selector, {}), None, timeout))

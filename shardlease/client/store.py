@@ -27,7 +27,7 @@ Contract shared by every implementation (the differential test checks it against
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 __all__ = ["LeaseStore"]
@@ -59,8 +59,11 @@ class LeaseStore(Protocol):
         ...
 
     def watch(self, label_selector: str, resource_version: str, *, timeout_seconds: int,
-              read_timeout: float) -> Iterator[dict[str, Any]]:
-        """Events after ``resource_version``; see the module docstring for the exact contract."""
+              read_timeout: float, skip: Callable[[str, str], bool] | None = None) -> Iterator[dict[str, Any]]:
+        """Events after ``resource_version``; see the module docstring for the exact contract.
+
+        ``skip(name, resource_version)``: an optimisation an implementation may ignore; one that reads
+        raw lines asks it before decoding an event and drops the event when it answers True."""
         ...
 
     def close_watch(self) -> None:

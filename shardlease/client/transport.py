@@ -1,12 +1,14 @@
-"""The one HTTP path every request of ours takes: the ``kubernetes`` client's pool manager, ``urlopen``.
+"""The one HTTP path every request of ours takes, authenticated the way the user's ``ApiClient`` is.
 
 Why not the generated API classes: they (de)serialise through the model classes and re-sanitise every
 body, which costs several times the HTTP round trip itself on a loopback server, and one replica holding
-1,024 shards renews about 512 Leases a second. So requests go one level lower but stay inside the
-kubernetes client: the URL, default headers (User-Agent, ``X-Shardlease-Client``) and auth (including
-in-cluster token refresh via ``Configuration.auth_settings()``) come from the user's ``ApiClient``, and
-the bytes travel through the urllib3 pool manager of a ``kubernetes.client.rest.RESTClientObject`` built
-from the same ``Configuration`` (so TLS, proxy and CA settings are the client's own).
+1,024 shards renews about 512 Leases a second. Why not the client's urllib3 pool either: its per-request
+overhead is most of what is left (``bench/request_paths.py``). So the bytes travel over
+:class:`~shardlease.client.wire.Wire` (persistent sockets, llhttp parsing) while everything that decides
+*what* is sent stays the kubernetes client's: the server URL, TLS settings, default headers (User-Agent,
+``X-Shardlease-Client``) and auth, including in-cluster token refresh via ``update_params_for_auth``.
+A configuration the wire does not cover (a proxy) keeps the urllib3 pool manager of a
+``kubernetes.client.rest.RESTClientObject`` built from the same ``Configuration``.
 
 Every call is a single attempt with an explicit timeout: retrying is the caller's business, because only
 the caller knows how much of a deadline is left. Failures come back as the typed ``ApiError`` subclasses
@@ -21,13 +23,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Generator, Mapping
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client import rest as _rest
 
+from shardlease.client.wire import Reply, Stream, Wire, wire_for
 from shardlease.errors import ApiError, Expired, NetworkError, RequestTimeout, UnexpectedApiError, api_error
 
 __all__ = ["Transport"]
@@ -85,106 +88,219 @@ def _watch_error(obj: Mapping[str, Any]) -> ApiError:
     return api_error(status, reason, message)
 
 
+def _read_all(response: urllib3.BaseHTTPResponse) -> bytes:
+    """The whole body of a urllib3 response, its connection back in the pool, failures typed."""
+    try:
+        return response.data
+    except Exception as exc:
+        raise _transport_error(exc) from None
+    finally:
+        response.release_conn()
+
+
+#: ``skip(name, resource_version)`` of a watch: True drops an event before it is decoded.
+SkipVersion = Callable[[str, str], bool]
+
+
+def _field(line: bytes, key: bytes) -> str:
+    """The first string value after ``key`` in a raw watch line, or ``""``.
+
+    In a watch event of an API server (Go's field order) and of the dev-server, the first ``"name"`` and
+    the first ``"resourceVersion"`` are the object's own ``metadata`` fields: ``type``, ``object``,
+    ``kind`` and ``apiVersion`` come before ``metadata``, whose ``name`` and ``resourceVersion`` come
+    before labels, annotations and ``managedFields``. A wrong pick cannot drop a change anyway: a
+    skip is only ever answered True for a version the caller already holds under that name."""
+    at = line.find(key)
+    if at < 0:
+        return ""
+    at += len(key)
+    end = line.find(b'"', at)
+    return line[at:end].decode("ascii", "replace") if end > at else ""
+
+
+class _Streaming(Protocol):
+    """What a watch needs of a streaming response, over either HTTP path."""
+
+    status: int
+
+    def pieces(self) -> Iterator[bytes]: ...
+
+    def abort(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _PoolStream:
+    """A urllib3 streaming response seen as a :class:`_Streaming` (the proxy path)."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self._closed = False
+
+    def pieces(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.stream(65536, decode_content=True)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._response.release_conn()
+
+    def abort(self) -> None:
+        if self._closed:
+            return  # its connection may already serve another request
+        try:
+            shutdown = getattr(self._response, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            else:
+                self._response.close()
+        except Exception:
+            pass
+
+
 class Transport:
-    """Authenticated requests and watch streams over one connection pool of our own.
+    """Authenticated requests and watch streams over connections of our own.
 
     One watch at a time per transport (``current_watch``), so :meth:`close_watch` can abort it from
-    another thread.
+    another thread. ``urllib3_only`` forces the proxy path (tests of that path use it).
     """
 
-    def __init__(self, api_client: ApiClient, *, pool_size: int = 16) -> None:
+    def __init__(self, api_client: ApiClient, *, pool_size: int = 16, urllib3_only: bool = False) -> None:
         self._api_client = api_client
         config = copy.copy(api_client.configuration)
         config.connection_pool_maxsize = max(pool_size, config.connection_pool_maxsize or 1)
         # No hidden urllib3 retries: a retried PUT could outlive the renew deadline the caller budgeted.
         config.retries = False
+        self._wire: Wire | None = None if urllib3_only else wire_for(config, pool_size=pool_size)
         # Our own pool, so that writer threads never overflow the user's pool (urllib3 would then open
         # and throw away a connection per request and warn about it). Only its pool manager is used:
         # it carries the TLS, proxy and CA settings of the user's Configuration.
-        self._pool: urllib3.PoolManager = _rest.RESTClientObject(config).pool_manager
+        self._pool: urllib3.PoolManager | None = (
+            _rest.RESTClientObject(config).pool_manager if self._wire is None else None)
         self._host = config.host.rstrip("/")
         self._lock = threading.Lock()
-        self._auth_headers: dict[str, str] = {}
+        self._head_text = ""
+        self._head_map: dict[str, str] = {}
         self._auth_at = -1e9
-        self.current_watch: urllib3.BaseHTTPResponse | None = None
+        self.current_watch: _Streaming | None = None
+
+    @property
+    def http_path(self) -> str:
+        """Which HTTP path requests take: ``"wire"`` or ``"urllib3"`` (a proxy is configured)."""
+        return "wire" if self._wire is not None else "urllib3"
 
     # ---- plumbing ----
 
-    def _headers(self) -> dict[str, str]:
-        """Default headers plus auth. Auth is re-evaluated once a second so refreshed tokens are used."""
+    def _headers(self) -> tuple[dict[str, str], str]:
+        """Default headers plus auth, as a map and as rendered header lines. Re-evaluated once a second
+        so refreshed tokens (and changed default headers) are used without paying for it per request."""
         now = time.monotonic()
         with self._lock:
             if now - self._auth_at > 1.0:
                 auth: dict[str, str] = {}
                 self._api_client.update_params_for_auth(auth, [], ["BearerToken"], "", "GET", None)
-                self._auth_headers = auth
+                headers = dict(self._api_client.default_headers)
+                headers.update(auth)
+                headers["Accept"] = "application/json"
+                headers["Content-Type"] = "application/json"
+                for name, value in headers.items():
+                    if any(c in str(name) + str(value) for c in "\r\n"):
+                        raise UnexpectedApiError(f"request header {name!r} contains a line break; fix the "
+                                                 "token or default header that sets it")
+                self._head_map = headers
+                self._head_text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
                 self._auth_at = now
-            headers = dict(self._api_client.default_headers)
-            headers.update(self._auth_headers)
-        headers["Accept"] = "application/json"
-        headers["Content-Type"] = "application/json"
-        return headers
+            return self._head_map, self._head_text
 
-    def _send(self, method: str, url: str, body: Any, timeout: float | tuple[float, float] | None,
-              *, stream: bool = False) -> urllib3.BaseHTTPResponse:
-        """One request: ``urlopen`` on the pool manager with a body serialised once; raise the typed
-        ``ApiError`` unless 2xx. With ``stream`` a 2xx response is returned unread (for watches)."""
-        headers = self._headers()
-        if isinstance(timeout, tuple):
-            request_timeout: urllib3.Timeout | None = urllib3.Timeout(connect=timeout[0], read=timeout[1])
-        else:
-            request_timeout = urllib3.Timeout(total=timeout) if timeout else None
+    def _send(self, method: str, target: str, body: Any, timeout: float | None) -> Reply:
+        """One request to ``target`` (a path with its query); raise the typed ``ApiError`` unless 2xx."""
+        head_map, head_text = self._headers()
         payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        if self._wire is not None:
+            reply = self._wire.request(method, target, head_text, payload, timeout if timeout else 60.0)
+        else:
+            reply = self._pool_request(method, target, head_map, payload, timeout)
+        if not 200 <= reply.status < 300:
+            raise _error_from_response(reply.status, reply.body, reply.headers)
+        return reply
+
+    def _pool_request(self, method: str, target: str, headers: dict[str, str], payload: bytes | None,
+                      timeout: float | None) -> Reply:
+        assert self._pool is not None
         try:
             response: urllib3.BaseHTTPResponse = self._pool.urlopen(
-                method, url, body=payload, headers=headers, timeout=request_timeout, retries=False,
-                preload_content=False)
+                method, self._host + target, body=payload, headers=headers,
+                timeout=urllib3.Timeout(total=timeout) if timeout else None, retries=False, preload_content=False)
         except Exception as exc:  # urllib3 transport errors
             raise _transport_error(exc) from None
-        if stream and 200 <= response.status < 300:
-            return response
-        try:
-            data = response.data
-        except Exception as exc:
-            raise _transport_error(exc) from None
-        finally:
-            response.release_conn()
-        if not 200 <= response.status < 300:
-            raise _error_from_response(response.status, data, response.headers)
-        return response
+        return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, _read_all(response))
 
     @staticmethod
-    def _json(response: urllib3.BaseHTTPResponse) -> dict[str, Any]:
+    def _json(reply: Reply) -> dict[str, Any]:
         try:
-            value = json.loads(response.data)
+            value = json.loads(reply.body)
         except ValueError as exc:
-            raise UnexpectedApiError(f"response is not JSON: {exc}", status=response.status) from None
+            raise UnexpectedApiError(f"response is not JSON: {exc}", status=reply.status) from None
         if not isinstance(value, dict):
-            raise UnexpectedApiError("response is not a JSON object", status=response.status)
+            raise UnexpectedApiError("response is not a JSON object", status=reply.status)
         return value
 
-    def _watch(self, url: str, connect_timeout: float, read_timeout: float) -> Generator[dict[str, Any], None, None]:
+    def _open_stream(self, target: str, connect_timeout: float, read_timeout: float) -> _Streaming:
+        head_map, head_text = self._headers()
+        if self._wire is not None:
+            stream: Stream = self._wire.stream("GET", target, head_text, connect_timeout=connect_timeout,
+                                               read_timeout=read_timeout)
+            if not 200 <= stream.status < 300:
+                body = b"".join(stream.pieces())  # an error body is finite (and bounded by read_timeout)
+                raise _error_from_response(stream.status, body, stream.headers)
+            return stream
+        assert self._pool is not None
+        try:
+            response: urllib3.BaseHTTPResponse = self._pool.urlopen(
+                "GET", self._host + target, headers=head_map, retries=False, preload_content=False,
+                timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+        except Exception as exc:
+            raise _transport_error(exc) from None
+        if not 200 <= response.status < 300:
+            raise _error_from_response(response.status, _read_all(response), response.headers)
+        return _PoolStream(response)
+
+    def _watch(self, target: str, connect_timeout: float, read_timeout: float,
+               skip: SkipVersion | None = None) -> Generator[dict[str, Any], None, None]:
         """Open a watch (its request goes out now, so errors such as 410 raise here) and return its events;
         it becomes ``current_watch`` at once, so :meth:`close_watch` can cut it before the first event."""
-        response = self._send("GET", url, None, (connect_timeout, read_timeout), stream=True)
-        self.current_watch = response
-        return self._events(response)
+        stream = self._open_stream(target, connect_timeout, read_timeout)
+        self.current_watch = stream
+        return self._events(stream, skip)
 
-    def _events(self, response: urllib3.BaseHTTPResponse) -> Generator[dict[str, Any], None, None]:
+    def _events(self, stream: _Streaming, skip: SkipVersion | None = None) -> Generator[dict[str, Any], None, None]:
         """Decode a watch response line by line. An ``ERROR`` event is raised as its error (``Expired``
-        for 410), never yielded; a broken or silent connection raises the typed transport error."""
+        for 410), never yielded; a broken or silent connection raises the typed transport error.
+
+        ``skip(name, resource_version)``, read from the raw line before decoding it: True drops the event
+        unread (the caller already has that version: the echo of its own write)."""
         buffer = b""
         try:
             try:
-                for chunk in response.stream(65536, decode_content=True):
-                    buffer += chunk
+                for chunk in stream.pieces():
+                    buffer = buffer + chunk if buffer else chunk
+                    start = 0
                     while True:
-                        newline = buffer.find(b"\n")
+                        newline = buffer.find(b"\n", start)
                         if newline < 0:
                             break
-                        line, buffer = buffer[:newline], buffer[newline + 1:]
+                        line = buffer[start:newline]
+                        start = newline + 1
                         if not line.strip():
                             continue
+                        if skip is not None:
+                            name, version = _field(line, b'"name":"'), _field(line, b'"resourceVersion":"')
+                            if name and version and skip(name, version):
+                                continue
                         try:
                             event = json.loads(line)
                         except ValueError:
@@ -195,30 +311,27 @@ class Transport:
                             obj = event.get("object")
                             raise _watch_error(obj if isinstance(obj, dict) else {})
                         yield event
+                    buffer = buffer[start:]
             except ApiError:
                 raise
             except Exception as exc:
                 raise _transport_error(exc) from None
         finally:
-            response.release_conn()
+            stream.close()
             self.current_watch = None
 
     def close_watch(self) -> None:
-        """Abort a running watch from another thread (used on shutdown)."""
-        response = self.current_watch
-        if response is not None:
-            try:
-                shutdown = getattr(response, "shutdown", None)
-                if shutdown is not None:
-                    shutdown()
-                else:
-                    response.close()
-            except Exception:
-                pass
+        """Abort a running watch from another thread (used on shutdown and to re-target a watch)."""
+        stream = self.current_watch
+        if stream is not None:
+            stream.abort()
 
     def close(self) -> None:
         self.close_watch()
         try:
-            self._pool.clear()
+            if self._wire is not None:
+                self._wire.close()
+            if self._pool is not None:
+                self._pool.clear()
         except Exception:
             pass

@@ -157,12 +157,22 @@ class LeaseWatcher:
     #: Watch events received so far (bookmarks included): tells a stream that worked from one that never did.
     events = 0
 
+    def _known(self, name: str, resource_version: str) -> bool:
+        """Whether an event is one we hold already (the echo of our own write): then it is dropped
+        before decoding, and only its version is kept to resume from."""
+        if self._cache.has_version(name, resource_version):
+            self.events += 1
+            self.resource_version = resource_version
+            return True
+        return False
+
     def _watch_once(self) -> None:
         if not self.resource_version or self._selector is None:
             return  # the list was for an old target
         self.restarts += 1
         stream = self._client.watch(self._selector, self.resource_version,
-                                    timeout_seconds=random.randint(240, 360), read_timeout=self._read_timeout)
+                                    timeout_seconds=random.randint(240, 360), read_timeout=self._read_timeout,
+                                    skip=self._known)
         if self._pending is not None:
             return  # re-targeted while the request was on its way: close_watch had nothing to cut
         for event in stream:

@@ -320,8 +320,9 @@ class MemoryLeaseStore:
             return items, str(self._rv)
 
     def watch(self, label_selector: str, resource_version: str, *, timeout_seconds: int,
-              read_timeout: float) -> Iterator[dict[str, Any]]:
+              read_timeout: float, skip: Callable[[str, str], bool] | None = None) -> Iterator[dict[str, Any]]:
         """Events after ``resource_version`` (see the module docstring); blocks between events.
+        ``skip`` is ignored: events here are dicts already, there is no decoding to save.
 
         Ends cleanly after ``timeout_seconds`` or on ``close_watch()``; raises ``RequestTimeout`` after
         ``read_timeout`` seconds without an event, as a client whose server went silent does.

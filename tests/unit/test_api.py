@@ -13,12 +13,16 @@ from shardlease.devserver import DevServer
 from shardlease.errors import AlreadyExists, Conflict, Expired, NetworkError, RequestTimeout, Throttled, api_error_class
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevServer, LeaseClient]]:
+@pytest.fixture(scope="module", params=["wire", "urllib3"])
+def client(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevServer, LeaseClient]]:
+    """Every test runs over both HTTP paths: the library's own, and urllib3 (taken through a proxy)."""
     path = tmp_path_factory.mktemp("api") / "kubeconfig"
     with DevServer(port=0, faults=True) as srv:
         srv.write_kubeconfig(path)
-        lc = LeaseClient(load_api_client(str(path), client_id="api-test"), "default")
+        lc = LeaseClient(load_api_client(str(path), client_id="api-test"), "default",
+                         urllib3_only=request.param == "urllib3")
+        assert lc.http_path == request.param
         yield srv, lc
         lc.close()
 
