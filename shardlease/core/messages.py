@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from shardlease.core.records import LeaseRecord
 from shardlease.errors import ApiError
 
 __all__ = [
@@ -137,12 +138,16 @@ Command = Write | StartHandler | StopHandler | ExtendHandler | PublishOwned | Wa
 class WriteDone:
     """A :class:`Write` finished: ``started`` is when its request left (monotonic), ``obj`` the object
     the server returned (``None`` for deletes and for a get that found nothing), ``error`` the
-    failure."""
+    failure, ``finished`` when the answer came (``None``: when it is handled; the shell batches events,
+    so latency metrics use this), ``record`` the answer already parsed *and applied to the cache* by
+    the shell (``None``: the reactor parses ``obj`` and applies it)."""
 
     write: Write
     started: float
     obj: dict[str, Any] | None = None
     error: ApiError | None = None
+    finished: float | None = None
+    record: LeaseRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -914,7 +914,8 @@ class Reactor:
                 if st.loss_streak and done.started - st.acquired_at >= self.timing.lease_duration:
                     st.loss_streak = 0  # a tenure that lasted a lease duration: the trouble is over
                 st.renew_started = done.started
-                self.metrics.renew_seconds.observe(max(0.0, now - done.started))
+                finished = done.finished if done.finished is not None else now
+                self.metrics.renew_seconds.observe(max(0.0, finished - done.started))
                 if st.run is not None:
                     self._out.append(ExtendHandler(st.index, st.run, done.started + self.timing.renew_deadline))
         elif write.kind is WriteKind.RELEASE:
@@ -923,12 +924,15 @@ class Reactor:
             st.hold_until = 0.0
             self.metrics.releases.inc()
             if st.leaving_since is not None:
-                self.metrics.handoff_seconds.observe(max(0.0, now - st.leaving_since))
+                finished = done.finished if done.finished is not None else now
+                self.metrics.handoff_seconds.observe(max(0.0, finished - st.leaving_since))
                 st.leaving_since = None
             self._log.info("released" if was_held else "released a stale lease in our name", extra={"shard": st.index})
 
     def _apply_answer(self, done: WriteDone) -> LeaseRecord | None:
         """Put the Lease a successful write returned into the cache (its watch event comes later)."""
+        if done.record is not None:
+            return done.record  # parsed and cached by the shell as soon as it came (see WriteDone)
         record = LeaseRecord.from_object(done.obj) if done.obj is not None else None
         if record is not None:
             self._cache.apply(record)
