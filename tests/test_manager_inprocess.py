@@ -113,7 +113,11 @@ def test_shards_are_held_once_balanced_and_handed_over_on_stop(server: tuple[Dev
         assert all(m.ready() for m in managers)
         wait_until(lambda: bool(changes) and changes[-1] == managers[0].owned_shards(), 2, "on_change to catch up")
         # Creating shard Leases costs a read of the group Lease each (a create is not conditional, so
-        # the generation is confirmed before its handler starts); from here on, none at all.
+        # the generation is confirmed before its handler starts); from here on, none at all. A shard
+        # counts as held once created, its handler only after the read: wait for every handler, so the
+        # last confirming read is not mistaken for one in steady state.
+        wait_until(lambda: sum(1 for e in list(journal.entries) if e[4] is None) == shards, 5,
+                   "every handler running (its create confirmed)")
         gets_at_start = srv.request_counts().get(("get", "leases"), 0)
         assert gets_at_start <= shards  # at most one per created Lease (reads coalesce)
         time.sleep(1.0)  # several renewals: nothing may move in steady state
