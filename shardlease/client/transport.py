@@ -37,9 +37,10 @@ __all__ = ["Transport"]
 
 
 def _retry_after(headers: Mapping[str, str] | None, status_obj: Mapping[str, Any] | None) -> float | None:
+    """``headers`` with lower-cased names (both HTTP paths hand them over so)."""
     value: Any = None
     if headers is not None:
-        value = headers.get("Retry-After")
+        value = headers.get("retry-after")
     if value is None and status_obj is not None:
         details = status_obj.get("details")
         if isinstance(details, dict):

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from kubernetes.client import Configuration
+from kubernetes.client import ApiClient, Configuration
 
+from shardlease.client.leases import LeaseClient
 from shardlease.client.wire import Wire, wire_for
-from shardlease.errors import NetworkError, RequestTimeout
+from shardlease.errors import NetworkError, RequestTimeout, Throttled
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -234,3 +235,14 @@ def test_wire_for_takes_tls_and_the_path_prefix_from_the_configuration(canned: C
     assert prefixed is not None and prefixed._ssl is None
     prefixed.request("GET", "/api/v1/namespaces", "", None, 2.0)
     assert server.requests[0].startswith(b"GET /k8s/clusters/c-1/api/v1/namespaces HTTP/1.1\r\n")
+
+
+def test_a_429_with_only_a_retry_after_header_carries_its_wait(canned: Callable[..., CannedServer]) -> None:
+    # API Priority and Fairness may answer 429 with the header alone; header names arrive lower-cased.
+    server = canned(lambda _c, _n: (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\n"
+                                    b"Content-Length: 9\r\n\r\nslow down", True))
+    client = LeaseClient(ApiClient(configuration(f"http://127.0.0.1:{server.port}")), "default")
+    assert client.http_path == "wire"
+    with pytest.raises(Throttled) as throttled:
+        client.get("x", timeout=2.0)
+    assert throttled.value.retry_after == 3.0
