@@ -3,7 +3,7 @@
 Why not urllib3, the kubernetes client's own stack: a replica renews every held Lease every renew
 interval, so the client's CPU per request bounds how many shards one process can hold. Measured per
 conditional Lease PUT against the dev-server in another process (``bench/request_paths.py``), urllib3's
-``urlopen`` costs about 200 us of client CPU, http.client alone about 95 us (half of it parsing the
+``urlopen`` costs about 200 us of client CPU, http.client alone about 95 us (much of it parsing the
 response headers with the ``email`` package), and this path about 40 us: the request head is formatted
 in one step, the response is parsed in C, and a pooled connection is reused without a liveness probe
 per request. Only the framing is ours; TLS is the standard library's ``ssl`` configured from the

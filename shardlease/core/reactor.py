@@ -905,6 +905,7 @@ class Reactor:
         record = self._apply_answer(done)
         if write.kind in (WriteKind.RETIRE, WriteKind.RETIRE_CREATE, WriteKind.REFRESH):
             return
+        answered = done.finished if done.finished is not None else now  # latencies end at the answer
         if record is not None:
             st.own_rv = record.resource_version
         if write.kind in (WriteKind.CREATE, WriteKind.ACQUIRE):
@@ -914,8 +915,7 @@ class Reactor:
                 if st.loss_streak and done.started - st.acquired_at >= self.timing.lease_duration:
                     st.loss_streak = 0  # a tenure that lasted a lease duration: the trouble is over
                 st.renew_started = done.started
-                finished = done.finished if done.finished is not None else now
-                self.metrics.renew_seconds.observe(max(0.0, finished - done.started))
+                self.metrics.renew_seconds.observe(max(0.0, answered - done.started))
                 if st.run is not None:
                     self._out.append(ExtendHandler(st.index, st.run, done.started + self.timing.renew_deadline))
         elif write.kind is WriteKind.RELEASE:
@@ -924,8 +924,7 @@ class Reactor:
             st.hold_until = 0.0
             self.metrics.releases.inc()
             if st.leaving_since is not None:
-                finished = done.finished if done.finished is not None else now
-                self.metrics.handoff_seconds.observe(max(0.0, finished - st.leaving_since))
+                self.metrics.handoff_seconds.observe(max(0.0, answered - st.leaving_since))
                 st.leaving_since = None
             self._log.info("released" if was_held else "released a stale lease in our name", extra={"shard": st.index})
 

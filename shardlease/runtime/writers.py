@@ -150,6 +150,6 @@ class WriterPool(Generic[T]):
             self._closed = True
             self._backlog.clear()
             idle, self._idle = self._idle, []
+            self._active += len(idle)  # as if woken for work: _next then sees the pool closed and exits
         for parked in idle:
-            self._active += 1  # as if woken for work: _next then sees the pool closed and exits
             parked.wake.release()
