@@ -58,8 +58,10 @@ ENV = (
     "PYTHONUNBUFFERED=1",
     "PYTHONPATH=/app",
 )
-#: A fixed time for every file in a layer, so equal inputs give equal layers.
+#: A fixed time for the metadata files of an archive (oci-layout, index, config, manifest).
 EPOCH = 1700000000
+#: Bumped when the way layers are written changes, so cached base layers are written again.
+LAYER_FORMAT = 2
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -86,10 +88,9 @@ def _run(argv: Sequence[str], what: str, **kwargs: object) -> None:
 # ---------------------------------------------------------------------------- layers and layouts
 
 def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    info.mtime = EPOCH
+    # Modification times are kept: a .pyc records its source's mtime, and Python recompiles (in
+    # memory, on every start, since the root is read-only) any module whose source mtime differs.
     info.uname = info.gname = ""
-    if info.name.endswith((".pyc", "__pycache__")) and "/usr/lib/" not in info.name:
-        return None
     return info
 
 
@@ -270,9 +271,16 @@ def build_base(cache: Path) -> tuple[Path, Path, str]:
     """The debootstrapped root (cached): its directory, its layer tar and the layer's diff id."""
     key = hashlib.sha256(f"{SUITE} {MIRROR} {' '.join(BASE_PACKAGES)} v1".encode()).hexdigest()[:12]
     base = cache / f"base-{SUITE}-{key}"
-    rootfs, layer, diff_file = base / "rootfs", base / "layer.tar", base / "layer.diffid"
+    rootfs = base / "rootfs"
+    layer, diff_file = base / f"layer-{LAYER_FORMAT}.tar", base / f"layer-{LAYER_FORMAT}.diffid"
     if layer.is_file() and diff_file.is_file():
         return rootfs, layer, diff_file.read_text().strip()
+    if (base / "debootstrapped").is_file():
+        for stale in base.glob("layer*"):
+            stale.unlink()
+        diff_id = write_layer(rootfs, layer, skip=("dev", "proc", "sys", "run", "tmp"))
+        diff_file.write_text(diff_id + "\n")
+        return rootfs, layer, diff_id
     if os.geteuid() != 0:
         raise ControlPlaneError("build-images: debootstrap needs root to build the base image; run as root")
     if shutil.which("debootstrap") is None:
@@ -292,6 +300,7 @@ def build_base(cache: Path) -> tuple[Path, Path, str]:
                     shutil.rmtree(child)
                 elif child.name != "lock":
                     child.unlink()
+    (base / "debootstrapped").touch()
     diff_id = write_layer(rootfs, layer, skip=("dev", "proc", "sys", "run", "tmp"))
     diff_file.write_text(diff_id + "\n")
     return rootfs, layer, diff_id

@@ -330,7 +330,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
     sandbox = '{PAUSE_IMAGE}'
 
 [plugins.'io.containerd.cri.v1.runtime']
-  netns_mounts_under = '{self.work_dir / "netns"}'
+  # Pod network namespaces under the state directory (inside the work dir), not /var/run/netns.
+  netns_mounts_under_state_dir = true
+  # This machine withholds CAP_SYS_RESOURCE, so no process may lower its OOM score: without this the
+  # sandbox's -998 fails every pod ("failed to update /proc/self/oom_score_adj: Permission denied").
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ['{CNI_BIN_DIR}']
     conf_dir = '{cni_conf}'
@@ -339,7 +343,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = 'io.containerd.runc.v2'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-        BinaryName = '{shutil.which("runc")}'
+        BinaryName = '{os.environ.get("SHARDLEASE_RUNC") or shutil.which("runc")}'
         Root = '{base / "runc"}'
         SystemdCgroup = false
 """
