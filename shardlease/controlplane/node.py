@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -394,6 +395,9 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "fileCheckFrequency": "5s", "nodeStatusReportFrequency": "10s",
+            # Container logs inside the work dir (the kubelet still links them from /var/log/containers,
+            # a fixed path; stop() removes those links).
+            "podLogsDir": str(self.work_dir / "pod-logs"),
         }
         (root / "config.json").write_text(json.dumps(config, indent=2))
         self._child("kubelet", [
@@ -557,12 +561,12 @@ def _teardown(work_dir: Path, errors: list[str], stop_containerd: Child | None =
         time.sleep(0.1)
     else:
         errors.append(f"processes still in {pids_root}: {sorted(_cgroup_pids(pids_root))}")
-    socket = work_dir / "containerd" / "containerd.sock"
-    _kill_all(_shim_pids(socket))
+    address = work_dir / "containerd" / "containerd.sock"
+    _kill_all(_shim_pids(address))
     if stop_containerd is not None:
         stop_containerd.stop(grace=5.0)
     deadline = time.monotonic() + 10
-    while _shim_pids(socket) and time.monotonic() < deadline:
+    while _shim_pids(address) and time.monotonic() < deadline:
         time.sleep(0.1)
     # Deepest first, so a mount inside another comes off before it.
     for point in sorted(_mounts_under(work_dir), key=lambda p: p.count("/"), reverse=True):
@@ -583,11 +587,49 @@ def _teardown(work_dir: Path, errors: list[str], stop_containerd: Child | None =
                 directory.rmdir()
             except OSError as exc:
                 errors.append(f"rmdir {directory}: {exc}")
+    _remove_fixed_path_leftovers(work_dir)
     if Path("/sys/class/net", BRIDGE).exists():
         result = _run(["ip", "link", "del", BRIDGE], check=False)
         if result.returncode != 0:
             errors.append(f"ip link del {BRIDGE}: {result.stderr.strip()}")
     _remove_kube_chains(errors)
+
+
+def _remove_fixed_path_leftovers(work_dir: Path) -> None:
+    """What the kubelet, containerd and CNI write at fixed paths outside the work dir: the kubelet's
+    links in /var/log/containers (to logs under the work dir), the CNI result cache of our network,
+    and containerd's empty runtime directories under /run/containerd."""
+    links = Path("/var/log/containers")
+    if links.is_dir():
+        for link in links.iterdir():
+            try:
+                if link.is_symlink() and os.readlink(link).startswith(str(work_dir)):
+                    link.unlink()
+            except OSError:
+                pass
+    results = Path("/var/lib/cni/results")
+    if results.is_dir():
+        # Our network's entries, and containerd's loopback ones (no other containerd runs pods here).
+        for cached in [*results.glob("shardlease-*"), *results.glob("cni-loopback-*")]:
+            cached.unlink(missing_ok=True)
+    # Sockets of the runc shims we killed: nothing listens on them any more (a live shim's answers).
+    shim_sockets = Path("/run/containerd/s")
+    if shim_sockets.is_dir():
+        for path in shim_sockets.iterdir():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except ConnectionRefusedError:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+    for directory in ("/run/containerd/fifo", "/run/containerd/s", "/run/containerd/runc/k8s.io",
+                      "/run/containerd/runc", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni",
+                      "/var/log/containers", "/var/log/pods"):
+        try:
+            os.rmdir(directory)  # only when empty: another containerd's files are never touched
+        except OSError:
+            pass
 
 
 def _remove_kube_chains(errors: list[str]) -> None:

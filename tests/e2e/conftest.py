@@ -89,3 +89,8 @@ def assert_nothing_left(node: LocalNode) -> None:
             except OSError:
                 pass
     assert not left, f"processes of the node still running: {left}"
+    links = [p for p in Path("/var/log/containers").glob("*") if str(node.work_dir) in os.path.realpath(p)] \
+        if Path("/var/log/containers").is_dir() else []
+    assert not links, f"kubelet log links left in /var/log/containers: {links}"
+    assert not list(Path("/run/containerd/s").glob("*")) if Path("/run/containerd/s").is_dir() else True, \
+        "shim sockets left in /run/containerd/s"
