@@ -993,11 +993,16 @@ class Reactor:
             st.conflict_at = now
             st.failures += 1
             return
-        if isinstance(err, ConflictError):
+        # A write that went out without an answer (outcome unknown) may have landed: read back like after a
+        # conflict (the watch, else a GET) before deciding again; sent again blindly it would meet itself
+        # as a Conflict or AlreadyExists. Not while held: the renew deadline runs, and the conditional
+        # write retried as before cannot apply twice (if the first landed, its 409 is read back here).
+        unknown = err.outcome_unknown and not st.held
+        if isinstance(err, ConflictError) or unknown:
             st.conflict_rv = done.write.sent_rv
             st.conflict_at = now
-            self._log.debug("%s conflicted at resourceVersion %r", kind.value, done.write.sent_rv,
-                            extra={"shard": st.index})
+            self._log.debug("%s %s at resourceVersion %r", kind.value, "may have landed" if unknown else
+                            "conflicted", done.write.sent_rv, extra={"shard": st.index})
             return
         st.failures += 1
         delay = backoff(st.failures, err, self.timing, held=st.held, jitter=self._jitter)
