@@ -84,6 +84,8 @@ def _transport_error(exc: BaseException, method: str = "GET") -> ApiError:
     unknown = method not in REPLAYABLE and not isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
     if unknown:  # NewConnectionError (refused, DNS) is a ConnectTimeoutError in urllib3: never sent
         text += "; the request may have been sent, so whether the server applied it is unknown (read it back)"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return NetworkError(text)  # refused or unresolvable, as the wire reports it: not a timeout
     timeout_types = (urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
     if isinstance(exc, timeout_types) or "timed out" in text.lower():
         return RequestTimeout(text, outcome_unknown=unknown)
