@@ -45,8 +45,9 @@ Where this path intentionally differs from urllib3 (``retries=False``)
 * The request target must be ASCII without spaces or control characters (:func:`check_target`, checked
   for both paths): urllib3 would percent-encode such a target, which hides a caller's encoding bug and
   could address another object than the one named.
-* A ``1xx`` interim response is skipped and the final one read, as http.client does; a ``101`` (never
-  asked for) is a ``NetworkError``.
+* Every ``1xx`` interim response is skipped and the final one read. http.client (under urllib3) skips
+  only ``100 Continue`` and hands back any other, e.g. a proxy's ``103 Early Hints``, as if it were the
+  answer (an ``UnexpectedApiError`` there). A ``101`` (never asked for) is a ``NetworkError`` here.
 
 Everything else is meant to match: keep-alive unless ``Connection: close`` or HTTP/1.0, bodies framed by
 ``Content-Length``, chunking or the end of the connection, a liveness check of a pooled connection before

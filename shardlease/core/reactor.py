@@ -990,8 +990,11 @@ class Reactor:
         kind = done.write.kind
         self.metrics.api_error(err.label)
         if kind is WriteKind.REFRESH:
-            st.conflict_at = now
             st.failures += 1
+            # The next read a retry period later; for a shard we do not hold, backing off like any failed
+            # write once reads keep failing (lost answers are common while the server is unreachable).
+            extra = 0.0 if st.held else backoff(st.failures, err, self.timing, held=False, jitter=self._jitter)
+            st.conflict_at = now + max(0.0, extra - self.timing.retry_period)
             return
         # A write that went out without an answer (outcome unknown) may have landed: read back like after a
         # conflict (the watch, else a GET) before deciding again; sent again blindly it would meet itself

@@ -256,6 +256,24 @@ def test_a_create_that_provably_never_went_out_is_retried_after_the_back_off() -
     assert [w.kind for w in shard_writes(t)] == [WriteKind.CREATE]
 
 
+def test_reads_after_a_lost_answer_back_off_while_they_keep_failing() -> None:
+    """The server unreachable: the create's answer was lost, and so are the reads that would tell whether
+    it landed. They come a retry period apart at first, then further apart, as failed writes do."""
+    t = Table(shards=1)
+    (create,) = t.writes(t.bootstrap(), WriteKind.CREATE)
+    t.fail(create, lost_answer(outcome_unknown=True))
+    sent: list[float] = []
+    end = t.now + 8.0
+    while t.now < end:
+        t.clock.advance(0.05)
+        for write in shard_writes(t):
+            assert write.kind is WriteKind.REFRESH
+            sent.append(t.now)
+            t.fail(write, RequestTimeout("GET timed out"))
+    gaps = [round(later - earlier, 2) for earlier, later in zip(sent, sent[1:])]
+    assert gaps[0] <= TIMING.retry_period + 0.05 and max(gaps) >= TIMING.lease_duration - 0.05, gaps
+
+
 def test_a_held_renewal_whose_answer_was_lost_is_retried_within_the_deadline() -> None:
     """While held the renew deadline runs: the conditional renewal is simply sent again (it cannot apply
     twice), as after any failure."""
