@@ -168,11 +168,11 @@ class _Connection:
     """One socket with its response parser (llhttp parses the responses of a keep-alive connection one
     after another) and a ``poll`` object for the liveness check."""
 
-    __slots__ = ("idle_since", "message", "parser", "poller", "reused", "sock")
+    __slots__ = ("message", "parser", "poller", "reused", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.idle_since = 0.0
+        #: Carried a request before: a failure may be a keep-alive connection the server closed meanwhile.
         self.reused = False
         self.message = _Message()
         self.parser = httptools.HttpResponseParser(self.message)
@@ -341,7 +341,6 @@ class Wire:
             connection.close()
 
     def _checkin(self, connection: _Connection) -> None:
-        connection.idle_since = time.monotonic()
         with self._lock:
             if not self._closed and len(self._idle) < self._pool_size:
                 self._idle.append(connection)
