@@ -24,7 +24,6 @@ import pytest
 
 import shardlease.config as config_module
 from shardlease.cli import main
-from shardlease.config import find_namespace
 
 NAMESPACE = "team-a"
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +42,8 @@ def no_namespace_in_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 # ---------------------------------------------------------------- the rule itself
 
 def test_the_rule_takes_the_flag_then_each_source_in_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from shardlease.config import find_namespace
+
     assert (find_namespace().name, find_namespace().source) == ("default", "default")
     mounted = tmp_path / "namespace"
     mounted.write_text("from-file\n")
