@@ -268,3 +268,23 @@ def test_demo_runs_its_group_in_the_namespace_of_the_rule(tmp_path: Path) -> Non
     assert "kubectl get leases -n team-a" in result.stdout, result.stdout
     # The demo settles by reading its group's Leases in that namespace: the replicas wrote them there.
     assert "settled: 1 replicas" in result.stdout, result.stdout
+
+
+def test_the_python_reshard_call_follows_the_rule_too(group_in_team_a: tuple[Server, str],
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``shardlease.reshard`` called from inside a replica's pod (POD_NAMESPACE set by the downward API)
+    reaches that pod's group without being told the namespace."""
+    from shardlease.client.connect import load_api_client
+    from shardlease.runtime.reshard import reshard
+
+    server, group = group_in_team_a
+    _wait_owned(capsys, group, server.kubeconfig, 4)
+    monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
+    api = load_api_client(kubeconfig=server.kubeconfig)
+    try:
+        result = reshard(group, 5, api_client=api, wait=60)
+    finally:
+        api.close()
+    assert (result.before.count, result.state.count, result.pending) == (4, 5, ())
+    _wait_owned(capsys, group, server.kubeconfig, 5)
