@@ -30,7 +30,6 @@ __all__ = [
     "ENV_PREFIX",
     "GROUP_MAX_LENGTH",
     "MAX_SHARDS",
-    "NAMESPACE_RULE",
     "SERVICE_ACCOUNT_NAMESPACE_FILE",
     "NamespaceChoice",
     "ShardConfig",
@@ -63,11 +62,6 @@ def _is_dns_label(value: str, max_length: int = 63) -> bool:
 
 def _is_dns_subdomain(value: str) -> bool:
     return len(value) <= _NAME_MAX_LENGTH and _DNS_SUBDOMAIN.fullmatch(value) is not None
-
-
-NAMESPACE_RULE = ("--namespace, then SHARDLEASE_NAMESPACE, then POD_NAMESPACE, then the service account "
-                  f"namespace file {SERVICE_ACCOUNT_NAMESPACE_FILE}, then 'default'")
-"""The namespace rule in words, for help texts and messages."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ __all__ = ["ConnectFailed", "add_cluster_flags", "api_failure", "connect", "conn
 
 #: ``--namespace``'s help: the rule of ``shardlease.config.find_namespace``, shared by every command.
 NAMESPACE_HELP = ("namespace of the group's Leases (default: $SHARDLEASE_NAMESPACE, then $POD_NAMESPACE, then the "
-                  "in-cluster service account namespace, then 'default', as for run)")
+                  "in-cluster service account namespace, then 'default'; the same rule for every command)")
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from shardlease.commands.cluster import NAMESPACE_HELP
+
 # Re-exported: it lived here before moving into the one error hierarchy.
 from shardlease.errors import HandlerImportError as HandlerImportError
 
@@ -31,8 +33,7 @@ __all__ = ["load_handler", "register", "run"]
 _FLAGS: tuple[tuple[str, str | None, str], ...] = (
     ("--group", "G", "group name (Lease name prefix)"),
     ("--shards", "S", "number of shards in the group"),
-    ("--namespace", "NS", "namespace of the Leases (default: $SHARDLEASE_NAMESPACE, then $POD_NAMESPACE, then the "
-                          "in-cluster service account namespace, then 'default')"),
+    ("--namespace", "NS", NAMESPACE_HELP),
     ("--identity", "ID", "this replica's identity, unique per replica (default: $POD_NAME, else the hostname)"),
     ("--kubeconfig", "PATH", "kubeconfig file"),
     ("--context", "C", "kubeconfig context"),

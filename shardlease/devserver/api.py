@@ -37,6 +37,8 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 _HEALTH = frozenset(("/healthz", "/readyz", "/livez"))
 _REVIEW_GROUPS = {f"/apis/{review.group}": review for review in reviews.ALL}
 _REVIEW_VERSIONS = {f"/apis/{review.api_version}": review for review in reviews.ALL}
+#: Distinct unserved resources reported at most (a client inventing paths cannot grow the set for ever).
+_UNSERVED_LIMIT = 1000
 #: What the unserved-type line lists.
 SERVED = "Leases, ConfigMaps, Namespaces, SelfSubjectAccessReviews and SelfSubjectReviews"
 
@@ -314,12 +316,15 @@ class Api:
         a typo; this line names the type and the way to a server that has it.
         """
         what = unserved_resource(path)
-        if what is None or what in self.unserved_reported:
+        if what is None or what in self.unserved_reported or len(self.unserved_reported) >= _UNSERVED_LIMIT:
             return
         self.unserved_reported.add(what)
         group, version, plural = what
         group_version = f"{group}/{version}" if group else version
-        subject = f"{group_version} {plural}" if plural else f"API group version {group_version}"
+        if plural:
+            subject = f"{group_version} {plural}"
+        else:
+            subject = f"API group version {group_version}" if version else f"API group {group}"
         log.warning("%s %s: %s is not served by the embedded dev-server (it serves %s) and was answered 404 "
                     "NotFound, as kube-apiserver answers for a type it does not know; for every other type run "
                     "a real kube-apiserver: shardlease dev-server --kube-assets DIR (DIR built by "
