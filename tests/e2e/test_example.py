@@ -199,6 +199,34 @@ def test_killed_main_process_restarts_in_the_same_pod(local_node: LocalNode, g: 
           f"({len(theirs)} shards it held)")
 
 
+def test_rollout_restart_keeps_every_shard_covered(g: PodGroup) -> None:
+    before = g.ready_pods()
+    began = time.monotonic()
+    g.kubectl("rollout", "restart", f"deployment/{DEPLOYMENT}")
+    g.kubectl("rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=400s", timeout=420)
+    view = g.wait("balanced on the new pods", lambda: g.balanced(4), 60)
+    took = time.monotonic() - began
+    assert not ({row["holder"] for row in view["shard_table"]} & before), "an old pod still holds a shard"
+    print(f"rollout restart of 4 pods: balanced on the new ones {took:.1f} s after kubectl rollout restart")
+
+
+def test_kubelet_stopped_longer_than_a_lease_disturbs_nothing(local_node: LocalNode, g: PodGroup) -> None:
+    """The kubelet is a process like any other: stopped, its containers keep running and keep their
+    shards (the API server's node controller only marks the node NotReady after 50 s)."""
+    held = g.holders()
+    local_node.kubelet_stop()
+    try:
+        time.sleep(LEASE_DURATION + 5)
+        assert g.holders() == held, "shards moved while only the kubelet was down"
+    finally:
+        local_node.kubelet_start()
+    g.wait("node Ready again", lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
+                                           g.json("get", "node", "shardlease-node", namespaced=False)
+                                           ["status"]["conditions"]), 60)
+    g.wait("balanced, same pods", lambda: g.balanced(4), 60)
+    assert g.holders() == held, "shards moved after the kubelet came back"
+
+
 def test_journal_shows_no_overlap(journal_dir: Path) -> None:
     attempts = [a for a in load_attempts(journal_dir) if a.end is not None]
     assert attempts, "the journal is empty: the controller never wrote"
