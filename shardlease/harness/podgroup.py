@@ -35,6 +35,8 @@ class PodGroup:
         self.group = group
         self.shards = shards
         self.env = {**os.environ, "KUBECONFIG": kubeconfig}
+        #: Why the last :meth:`balanced` could not read the status (for failure messages).
+        self.last_error = ""
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 120.0, namespaced: bool = True) -> str:
         """Run kubectl (in the group's namespace unless ``namespaced=False``); its stdout. A non-zero
@@ -83,7 +85,11 @@ class PodGroup:
     def balanced(self, count: int) -> dict[str, Any] | None:
         """The status when ``count`` Ready pods are exactly the live members and hold every shard
         where the assignment puts it (nothing unowned, expired or misplaced); else ``None``."""
-        view = self.status()
+        try:
+            view = self.status()
+        except AssertionError as exc:  # e.g. no Lease of the group yet, right after `kubectl apply`
+            self.last_error = str(exc)
+            return None
         live = {m["identity"] for m in view["members"] if m["live"]}
         summary = view["summary"]
         ready = self.ready_pods()
