@@ -187,6 +187,7 @@ class LocalNode:
         self.children: dict[str, Child] = {}
         self._argv: dict[str, list[str]] = {}
         self._saved_sysctls: dict[str, str] = {}
+        self.stop_phases: list[str] = []
         self._lock = threading.Lock()
         self._stopped = False
         self.containerd_socket = self.work_dir / "containerd" / "containerd.sock"
@@ -488,24 +489,42 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
                 return
             self._stopped = True
         errors: list[str] = []
-        for name in ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"):
-            child = self.children.get(name)
-            if child is not None:
-                child.stop(grace=5.0)
+        phases: list[str] = []
+        mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            phases.append(f"{name} {now - mark:.1f}s")
+            mark = now
+
+        # SIGTERM to the four at once: each exits within a second or two, one after another adds up.
+        stoppers = [threading.Thread(target=self.children[name].stop, args=(5.0,))
+                    for name in ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager")
+                    if name in self.children]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
+        phase("node components")
         try:
             if "kube-proxy-config" in self._argv:
                 _run([str(self.node_assets / "kube-proxy"), "--cleanup",
                       f"--config={self._argv['kube-proxy-config'][0]}"], check=False, timeout=60)
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(f"kube-proxy --cleanup: {exc}")
-        _teardown(self.work_dir, errors, stop_containerd=self.children.get("containerd"))
+        phase("kube-proxy --cleanup")
+        _teardown(self.work_dir, errors, stop_containerd=self.children.get("containerd"), phase=phase)
         if self.plane is not None:
             self.plane.stop(grace=5.0)
+        phase("control plane")
         _restore_sysctls(self._saved_sysctls, errors)
         try:
             STATE_FILE.unlink()
         except FileNotFoundError:
             pass
+        self.stop_phases = phases  # how long each part took; printed to the launcher's log too
+        print("local node stopped: " + ", ".join(phases), file=sys.stderr, flush=True)
         # The container store (image layers) is large; logs and configuration stay for inspection.
         for bulky in ("containerd", "kubelet"):
             shutil.rmtree(self.work_dir / bulky, ignore_errors=True)
@@ -549,7 +568,8 @@ def _kill_all(pids: Sequence[int]) -> None:
             pass
 
 
-def _teardown(work_dir: Path, errors: list[str], stop_containerd: Child | None = None) -> None:
+def _teardown(work_dir: Path, errors: list[str], stop_containerd: Child | None = None,
+              phase: Callable[[str], None] = lambda name: None) -> None:
     """Containers, shims, containerd, mounts, cgroups, bridge and iptables chains of a node whose
     work directory is ``work_dir`` (the control plane is stopped by its owner)."""
     pids_root = Path("/sys/fs/cgroup/pids") / CGROUP_ROOT
@@ -563,8 +583,10 @@ def _teardown(work_dir: Path, errors: list[str], stop_containerd: Child | None =
         errors.append(f"processes still in {pids_root}: {sorted(_cgroup_pids(pids_root))}")
     address = work_dir / "containerd" / "containerd.sock"
     _kill_all(_shim_pids(address))
+    phase("containers")
     if stop_containerd is not None:
         stop_containerd.stop(grace=5.0)
+    phase("containerd")
     deadline = time.monotonic() + 10
     while _shim_pids(address) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -577,6 +599,7 @@ def _teardown(work_dir: Path, errors: list[str], stop_containerd: Child | None =
     left = _mounts_under(work_dir)
     if left:
         errors.append(f"still mounted: {left}")
+    phase("mounts")
     for mount in _cgroup_mounts():
         top = mount / CGROUP_ROOT
         if not top.is_dir():
@@ -592,7 +615,9 @@ def _teardown(work_dir: Path, errors: list[str], stop_containerd: Child | None =
         result = _run(["ip", "link", "del", BRIDGE], check=False)
         if result.returncode != 0:
             errors.append(f"ip link del {BRIDGE}: {result.stderr.strip()}")
+    phase("cgroups, bridge, leftovers")
     _remove_kube_chains(errors)
+    phase("iptables chains")
 
 
 def _remove_fixed_path_leftovers(work_dir: Path) -> None:
@@ -742,11 +767,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: the launcher `up` left behind is reparented, and its new parent may
+    leave it a zombie for a while after it exited, so a /proc entry alone does not say it runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _up(args: argparse.Namespace) -> int:
     if STATE_FILE.exists():
         state = _read_state() or {}
         pid = int(state.get("pid", 0))
-        if pid and Path(f"/proc/{pid}").exists():
+        if pid and _alive(pid):
             print(f"local-cluster: a node is already running (launcher pid {pid}, work dir "
                   f"{state.get('work_dir')}); `scripts/local-cluster down` first", file=sys.stderr)
             return 1
@@ -791,10 +826,10 @@ def _down(args: argparse.Namespace) -> int:
         print("local-cluster: no node is running", file=sys.stderr)
         return 0
     pid = int(state.get("pid", 0))
-    if pid and Path(f"/proc/{pid}").exists():
+    if pid and _alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 90
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
     problems = cleanup()  # whatever the launcher could not remove (or it was gone)
     for problem in problems:
