@@ -29,7 +29,7 @@ and the feed drops what is not ours, so behaviour is the same everywhere and onl
 Exclusivity comes from the shard: a stream delivers only while its shard is held by this process (it
 ends when the shard is stopped, and when the handler run it was opened in ends), and the Lease is
 released only after the handler has returned. A handler that writes should still fence its writes with
-``shard.token`` (see docs/objects.md).
+``shard.fence`` (see docs/objects.md).
 """
 
 from __future__ import annotations
