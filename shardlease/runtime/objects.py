@@ -1,16 +1,17 @@
 """``shard.objects(...)``: the Kubernetes objects of one held shard, as a stream of events.
 
-One feed per resource (api_version, resource, namespace, label selector, hash field) and shard count per
-replica, shared by all the shards the replica holds: one LIST + WATCH whose ``shardSelector`` names the hash ranges of
-exactly the shards that have a stream open (adjacent ranges merged), so with the ``ShardedListAndWatch``
-gate on, the API server sends this replica only its own objects (events ~ total / N). When the set of
-streamed shards changes, the feed re-targets: it cuts its watch, lists again with the new selector and
-hands each stream the difference to what it already delivered (informer style), so a shard that stays
-sees no gap and no repeat, and a shard that arrives starts from a fresh list of its objects. On 410 it
-relists the same way; transient failures (timeouts, 5xx, 429) resume the watch from the last
-resourceVersion after a back-off. A failure no retry can heal (an unknown resource, missing RBAC, a bad
-argument, or any unexpected exception, i.e. a bug) is raised from every stream of the feed instead, so
-each handler fails loudly and is restarted with back-off, and a restart opens its streams afresh.
+One feed per resource (api_version, resource, namespace, label selector, hash field) and shard count
+per replica, shared by all the shards the replica holds: one LIST + WATCH whose ``shardSelector`` names
+the hash ranges of exactly the shards that have a stream open (adjacent ranges merged), so with the
+``ShardedListAndWatch`` gate on, the API server sends this replica only its own objects (events ~
+total / N). When the set of streamed shards changes, the feed re-targets: it cuts its watch, lists again
+with the new selector and hands each stream the difference to what it already delivered (informer
+style), so a shard that stays sees no gap and no repeat, and a shard that arrives starts from a fresh
+list of its objects. On 410 it relists the same way; transient failures (timeouts, 5xx, 429) resume
+the watch from the last resourceVersion after a back-off. A failure no retry can heal (an unknown
+resource, missing RBAC, a bad argument, or any unexpected exception, i.e. a bug) is raised from every
+stream of the feed instead, so each handler fails loudly and is restarted with back-off, and a restart
+opens its streams afresh.
 
 The shard count is part of the feed's key. The hash ranges (and so the ``shardSelector`` and the
 client-side placement) depend on it, and a stream is served with the count of its shard's generation
@@ -406,6 +407,8 @@ class _Feed:
                 self._log.warning("objects %s: %s; retrying in %.2fs", self.label, err, delay)
                 self._stop.wait(delay)
             except Exception as err:
+                if self._stop.is_set() or self._changed.is_set():
+                    continue  # the watch was cut on purpose (re-target, stop): whatever it raised, go on
                 # A bug or a bad argument (InvalidArgument): the same request would fail the same way,
                 # so retrying would only repeat this line forever while the shard gets nothing. Fail
                 # the streams instead: each handler raises it, is counted and restarted with back-off.
