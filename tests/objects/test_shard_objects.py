@@ -244,8 +244,10 @@ def test_unknown_resource_fails_the_handler_loudly(server: Server, namespace: st
         m.start()
         wait_until(lambda: len(errors) >= SHARDS, 20, "every shard's handler to fail")
         assert all(type(e).__name__ == "NotFound" for e in errors), errors
-        assert m.metrics.registry.get_sample_value(
-            "shardlease_handler_errors_total", {"group": m.group, "identity": "r0"}) >= SHARDS
+        # Counted once the runner has logged the raise, a moment after the handler saw it: wait for it.
+        wait_until(lambda: (m.metrics.registry.get_sample_value(
+            "shardlease_handler_errors_total", {"group": m.group, "identity": "r0"}) or 0) >= SHARDS, 10,
+            "every failure counted in shardlease_handler_errors_total")
     finally:
         stop_all([m])
 
