@@ -515,6 +515,35 @@ def test_streams_follow_the_count_of_their_generation_across_a_switch(server: Se
         feeds.close()
 
 
+def test_a_replica_that_keeps_only_low_shard_ids_gets_their_new_ranges(server: Server, namespace: str) -> None:
+    """The quieter half of the same failure: a replica that holds shard 1 of 2, then (after a switch to
+    3) shard 1 of 3, must be served shard 1's range under 3. A feed that kept the count of its first
+    stream served the old range, i.e. objects that another shard, maybe on another replica, owns now."""
+    import logging
+
+    from shardlease.runtime.objects import ObjectFeeds
+
+    objects = create(server, namespace, 30)
+    owner = {uid: {n: shard_for_object(obj, n) for n in (2, 3)} for uid, obj in objects.items()}
+    assert {u for u, o in owner.items() if o[2] == 1} != {u for u, o in owner.items() if o[3] == 1}
+    feeds = ObjectFeeds(server.api, logger=logging.getLogger("test.objects"))
+    drained = Drained()
+    before, after = threading.Event(), threading.Event()
+    try:
+        stream = feeds.stream(1, 2, before, "v1", "configmaps", namespace=namespace)
+        drained.start(2, 1, stream)
+        wait_until(lambda: drained.synced(2, range(1, 2)), 20, "shard 1 of 2 synced")
+        before.set()
+        stream.close()
+        drained.start(3, 1, feeds.stream(1, 3, after, "v1", "configmaps", namespace=namespace))
+        wait_until(lambda: drained.synced(3, range(1, 2)), 20, "shard 1 of 3 synced")
+        assert drained.uids(3, 1, "ADDED") == {u for u, o in owner.items() if o[3] == 1}
+    finally:
+        before.set()
+        after.set()
+        feeds.close()
+
+
 def test_a_shard_outside_the_count_is_refused_when_the_stream_opens(server: Server) -> None:
     import logging
 

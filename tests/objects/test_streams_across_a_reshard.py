@@ -5,8 +5,9 @@ Replica processes of ``examples/configmap_controller.py`` (``shardlease run``), 
 or by a rolling update that starts replicas with ``--shards 24`` next to the old ones. Then every
 ConfigMap is changed, and each must be reconciled by the holder of its shard *under 24* within 10 s,
 while no replica acts on an object for a shard that does not own it under 24, no two replicas are inside
-a write for one object at once, and no replica logs an ERROR. On each server: the dev-server without and with the ``ShardedListAndWatch`` gate (the replica
-filters, or the server does), and kube-apiserver 1.36 with the gate on.
+a write for one object at once, and no replica logs an ERROR. On each server: the dev-server without
+and with the ``ShardedListAndWatch`` gate (the replica filters, or the server does), and kube-apiserver
+1.36 with the gate on.
 
 What is read: the example's journal (``CONFIGMAP_JOURNAL_DIR``: one line per write attempt, naming the
 object's uid, the shard it was handled as and the replica), the ConfigMaps' ``reconciled-by``
