@@ -6,7 +6,8 @@ Everything shardlease raises deliberately derives from ``ShardleaseError``:
   cannot start as configured; the message names what was tried and the fix.
 - ``ApiError`` and one subclass per failure kind of a Kubernetes API request (``Conflict``,
   ``AlreadyExists``, ``NotFound``, ``Expired``, ``Throttled``, ``ServerError``, ``RequestTimeout``,
-  ``NetworkError``, ``Invalid``, ``Forbidden`` (and its ``CredentialsError``), ``UnexpectedApiError``):
+  ``NetworkError``, ``Invalid``, ``Unauthorized`` (and its ``CredentialsError``), ``Forbidden``,
+  ``UnexpectedApiError``):
   callers branch with ``except Conflict`` instead of comparing strings, and the type checker sees every
   branch. ``outcome_unknown`` says a write may have been applied although it failed.
 - ``InvalidArgument`` (also a ``ValueError``): a function was called with a value it cannot accept.
@@ -42,6 +43,7 @@ __all__ = [
     "ServerError",
     "ShardleaseError",
     "Throttled",
+    "Unauthorized",
     "UnexpectedApiError",
     "api_error",
     "api_error_class",
@@ -178,18 +180,30 @@ class Invalid(ApiError):
     label = "invalid"
 
 
-class Forbidden(ApiError):
-    """401 Unauthorized or 403 Forbidden: the credentials (or RBAC) do not allow the request."""
+class Unauthorized(ApiError):
+    """401 Unauthorized: the server did not accept the credentials sent (an expired or revoked token, a
+    token of another cluster, a kubeconfig user the server does not know).
 
-    label = "forbidden"
+    Unlike ``Forbidden`` this is usually temporary in a pod: the kubelet rewrites the projected
+    service-account token file, an exec plugin hands out a fresh token. So the client re-reads its
+    credentials (token file, exec plugin) before the next request, and retrying is right; while it lasts
+    the replica logs it once per lease duration and fails readiness."""
+
+    label = "unauthorized"
 
 
-class CredentialsError(Forbidden):
+class CredentialsError(Unauthorized):
     """The client could not get credentials to send (an in-cluster token file that is empty or gone, an
-    exec plugin that failed): no request was sent. A ``Forbidden``, because callers treat it alike: the
-    fix is the credentials, not a retry now."""
+    exec plugin that failed): no request was sent. An ``Unauthorized``, because callers treat it alike:
+    the fix is the credentials (the token file or exec plugin may recover on its own), not RBAC."""
 
     label = "credentials"
+
+
+class Forbidden(ApiError):
+    """403 Forbidden: the server knows who we are, and RBAC does not allow the request (fix the Role)."""
+
+    label = "forbidden"
 
 
 class UnexpectedApiError(ApiError):
@@ -212,7 +226,9 @@ def api_error_class(status: int, reason: str = "") -> type[ApiError]:
         return ServerError
     if status in (400, 422):
         return Invalid
-    if status in (401, 403):
+    if status == 401:
+        return Unauthorized
+    if status == 403:
         return Forbidden
     return UnexpectedApiError
 

@@ -31,6 +31,7 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client import rest as _rest
 
+from shardlease.client.credentials import credential_state, reload_credentials
 from shardlease.client.wire import REPLAYABLE, Reply, Stream, Wire, check_target, wire_for
 from shardlease.errors import (
     ApiError,
@@ -38,6 +39,7 @@ from shardlease.errors import (
     Expired,
     NetworkError,
     RequestTimeout,
+    Unauthorized,
     UnexpectedApiError,
     api_error,
 )
@@ -211,6 +213,7 @@ class Transport:
         self._head_text = ""
         self._head_map: dict[str, str] = {}
         self._auth_at = -1e9
+        self._credentials = credential_state(api_client)
         self.current_watch: _Streaming | None = None
 
     @property
@@ -230,11 +233,13 @@ class Transport:
                 try:  # may refresh the token: read the in-cluster token file again, run an exec plugin
                     self._api_client.update_params_for_auth(auth, [], ["BearerToken"], "", "GET", None)
                 except Exception as exc:
-                    raise CredentialsError(
+                    failed = CredentialsError(
                         f"could not get the credentials to send ({type(exc).__name__}: {exc}); no request was "
                         "sent. Check the pod's service account token (automountServiceAccountToken, "
                         "/var/run/secrets/kubernetes.io/serviceaccount/token) or the kubeconfig user's "
-                        "token file or exec plugin") from exc
+                        "token file or exec plugin")
+                    self._credentials.reject(failed)
+                    raise failed from exc
                 headers = dict(self._api_client.default_headers)
                 headers.update(auth)
                 headers["Accept"] = "application/json"
@@ -254,6 +259,18 @@ class Transport:
                 self._auth_at = now
             return self._head_map, self._head_text
 
+    def _answered(self, status: int, error: ApiError | None = None) -> None:
+        """Note how the server took our credentials. Any answer but 401 accepts them; a 401 makes the
+        next request read them again from their source (token file, exec plugin), as client-go does,
+        instead of sending the rejected token until the kubernetes client's own refresh is due."""
+        if status != 401:
+            self._credentials.accept()
+            return
+        reload_credentials(self._api_client.configuration)
+        with self._lock:
+            self._auth_at = -1e9  # re-render the headers before the next request
+        self._credentials.reject(error or Unauthorized(f"HTTP {status} Unauthorized", status=status))
+
     def _send(self, method: str, target: str, body: Any, timeout: float | None) -> Reply:
         """One request to ``target`` (a path with its query); raise the typed ``ApiError`` unless 2xx."""
         head_map, head_text = self._headers()
@@ -264,7 +281,10 @@ class Transport:
             check_target(target)  # the wire checks its own; urllib3 would quietly percent-encode it
             reply = self._pool_request(method, target, head_map, payload, timeout)
         if not 200 <= reply.status < 300:
-            raise _error_from_response(reply.status, reply.body, reply.headers)
+            error = _error_from_response(reply.status, reply.body, reply.headers)
+            self._answered(reply.status, error)
+            raise error
+        self._answered(reply.status)
         return reply
 
     def _pool_request(self, method: str, target: str, headers: dict[str, str], payload: bytes | None,
@@ -295,8 +315,11 @@ class Transport:
             stream: Stream = self._wire.stream("GET", target, head_text, connect_timeout=connect_timeout,
                                                read_timeout=read_timeout)
             if not 200 <= stream.status < 300:
-                raise _error_from_response(stream.status, self._failed_watch_body(stream, read_timeout),
-                                           stream.headers)
+                error = _error_from_response(stream.status, self._failed_watch_body(stream, read_timeout),
+                                             stream.headers)
+                self._answered(stream.status, error)
+                raise error
+            self._answered(stream.status)
             return stream
         assert self._pool is not None
         check_target(target)
@@ -309,7 +332,10 @@ class Transport:
         pooled = _PoolStream(response)
         if not 200 <= response.status < 300:
             headers = {k.lower(): v for k, v in response.headers.items()}
-            raise _error_from_response(response.status, self._failed_watch_body(pooled, read_timeout), headers)
+            error = _error_from_response(response.status, self._failed_watch_body(pooled, read_timeout), headers)
+            self._answered(response.status, error)
+            raise error
+        self._answered(response.status)
         return pooled
 
     def _failed_watch_body(self, stream: _Streaming, read_timeout: float) -> bytes:

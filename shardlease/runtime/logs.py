@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from shardlease.errors import Unauthorized
+
 __all__ = [
     "ContextAdapter",
     "ContextFilter",
@@ -36,6 +38,7 @@ __all__ = [
     "configure",
     "current_log_context",
     "get_logger",
+    "quiet_unauthorized",
     "log_context",
     "set_log_context",
 ]
@@ -53,6 +56,26 @@ class ContextAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
         return msg, kwargs
+
+
+class _DropUnauthorized(logging.Filter):
+    """Drops records whose arguments carry an ``Unauthorized``: while credentials are rejected every
+    request fails with it (renewals, watches, several a second), and the manager logs the rejection
+    itself once per lease duration, with what to check."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        return not any(isinstance(arg, Unauthorized) for arg in args)
+
+
+_DROP_UNAUTHORIZED = _DropUnauthorized()
+
+
+def quiet_unauthorized(name: str = LOGGER_NAME) -> None:
+    """Install the filter that drops per-request ``Unauthorized`` lines on the ``name`` logger (once)."""
+    logger = logging.getLogger(name)
+    if _DROP_UNAUTHORIZED not in logger.filters:
+        logger.addFilter(_DROP_UNAUTHORIZED)
 
 
 def get_logger(identity: str, group: str, name: str = LOGGER_NAME) -> ContextAdapter:

@@ -53,11 +53,13 @@ import queue
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from shardlease.client.credentials import CredentialState, credential_state
 from shardlease.client.leases import LeaseClient
 from shardlease.client.watch import LeaseWatcher
 from shardlease.core.cache import LeaseCache
@@ -90,11 +92,17 @@ from shardlease.core.records import (
 )
 from shardlease.errors import ApiError, HandlerSignatureError, RequestTimeout, UnexpectedApiError
 from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
-from shardlease.runtime.logs import get_logger
+from shardlease.runtime.logs import get_logger, quiet_unauthorized
 from shardlease.runtime.metrics import ManagerMetrics
 from shardlease.runtime.objects import ObjectFeeds
 from shardlease.runtime.signals import STOP_SIGNALS, take_early
 from shardlease.runtime.writers import WriterPool
+
+_CREDENTIALS_HINT = (
+    "the token is re-read from its source before each retry; check the service account token file "
+    "(/var/run/secrets/kubernetes.io/serviceaccount/token: automountServiceAccountToken, the pod's "
+    "serviceAccountName, that the account exists) or, with a kubeconfig, its user's token, tokenFile or "
+    "exec plugin (is it for this cluster, not expired or revoked?)")
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -183,6 +191,8 @@ class ShardManager:
         self._health: Any = None
         self._notifier: ThreadPoolExecutor | None = None
         self._objects: ObjectFeeds | None = None
+        self._credentials: CredentialState | None = None
+        self._credentials_logged_at = float("-inf")
 
         # Writes are bounded by the renew deadline; a request that hangs is abandoned well before it.
         self._request_timeout = min(self._timing.renew_deadline, max(1.0, 2 * self._timing.retry_period))
@@ -222,6 +232,9 @@ class ShardManager:
             assert self._api_client is not None
             self._store = LeaseClient(self._api_client, self.config.namespace, pool_size=self._workers + 2)
         if self._api_client is not None:
+            self._credentials = credential_state(self._api_client)
+            self._credentials.add_listener(self._credentials_changed)
+            quiet_unauthorized()
             self._objects = ObjectFeeds(self._api_client, logger=self._log, metrics=self.metrics)
         self._writers = WriterPool(self._do_write, max_threads=self._workers, name=f"shardlease-write-{self.identity}")
         self._runner = HandlerRunner(self._handler, on_exit=self._handler_exited, logger=self._log,
@@ -328,10 +341,34 @@ class ShardManager:
     def health(self) -> dict[str, Any]:
         """Readiness and its reasons, as ``/readyz`` and ``/health`` report them (see ``Reactor.health``)."""
         health = self._reactor.health(self._clock.monotonic())
+        credentials = self._credentials
+        since = credentials.rejected_since if credentials is not None else None
+        if since is not None:
+            health["failures"].append(f"credentials rejected (HTTP 401) for {time.monotonic() - since:.0f}s: "
+                                      f"{_CREDENTIALS_HINT}")
+            health["ready"] = False
         if self._stopping.is_set() and "stopping" not in health["failures"]:
             health["failures"].insert(0, "stopping")
             health["ready"] = False
         return health
+
+    def _credentials_changed(self, rejected: bool, error: ApiError | None) -> None:
+        """Called from request threads on every 401 and once when credentials work again: counted every
+        time, logged once per lease duration (every request of every thread fails alike meanwhile; the
+        per-request lines that carry an ``Unauthorized`` are dropped, see ``quiet_unauthorized``)."""
+        if not rejected:
+            self._credentials_logged_at = float("-inf")
+            self._log.warning("credentials accepted again; requests succeed")
+            return
+        self.metrics.credentials_rejected.inc()
+        now = time.monotonic()
+        if now - self._credentials_logged_at < self._timing.lease_duration:
+            return
+        self._credentials_logged_at = now
+        credentials = self._credentials
+        count = credentials.rejections if credentials is not None else 0
+        self._log.error("the API server rejects our credentials (%s; %d rejected so far); not ready until a "
+                        "request succeeds. %s", str(error), count, _CREDENTIALS_HINT)
 
     def crashing_shards(self) -> list[int]:
         """Held shards whose handler keeps raising (see :meth:`health`)."""
@@ -543,6 +580,8 @@ class ShardManager:
                 self._health.stop()
             except Exception:
                 pass
+        if self._credentials is not None:
+            self._credentials.remove_listener(self._credentials_changed)
         if self._store is not None:
             self._store.close()
         if self._own_api_client and self._api_client is not None:

@@ -63,6 +63,10 @@ class ManagerMetrics:
                                          labels, buckets=_HANDOFF_BUCKETS, registry=r).labels(*self._lv)
         self.renew_seconds = Histogram("shardlease_renew_latency_seconds", "Latency of successful renewals",
                                        labels, buckets=_LATENCY_BUCKETS, registry=r).labels(*self._lv)
+        self.credentials_rejected = Counter(
+            "shardlease_credentials_rejected", "Requests the API server answered 401 Unauthorized (or that "
+            "went unsent because no credentials could be read): the service account token or kubeconfig "
+            "user is not accepted", labels, registry=r).labels(*self._lv)
         self._api_errors = Counter("shardlease_api_errors", "Failed API requests by kind",
                                    labels + ("kind",), registry=r)
         self.oldest_renewal = Gauge("shardlease_oldest_renewal_age_seconds",

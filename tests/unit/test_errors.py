@@ -28,6 +28,7 @@ from shardlease.errors import (
     ServerError,
     ShardleaseError,
     Throttled,
+    Unauthorized,
     UnexpectedApiError,
     api_error,
     api_error_class,
@@ -47,7 +48,7 @@ from shardlease.errors import (
     (504, "Timeout", ServerError, "server"),
     (400, "BadRequest", Invalid, "invalid"),
     (422, "Invalid", Invalid, "invalid"),
-    (401, "Unauthorized", Forbidden, "forbidden"),
+    (401, "Unauthorized", Unauthorized, "unauthorized"),
     (403, "Forbidden", Forbidden, "forbidden"),
     (418, "", UnexpectedApiError, "other"),
 ])

@@ -38,6 +38,7 @@ from shardlease.errors import (
     NetworkError,
     RequestTimeout,
     Throttled,
+    Unauthorized,
     UnexpectedApiError,
 )
 
@@ -559,7 +560,8 @@ def test_a_failed_credential_refresh_is_a_typed_api_error(tmp_path: Path) -> Non
     loader.token_expires_at = datetime.datetime.now()             # the periodic re-read of the token is due
     with pytest.raises(CredentialsError, match="Token file exists but empty") as failed:
         client.get("x", timeout=2.0)
-    assert isinstance(failed.value, Forbidden) and failed.value.status is None
+    assert isinstance(failed.value, Unauthorized) and not isinstance(failed.value, Forbidden)
+    assert failed.value.status is None
 
 
 # ---- the same misbehaviour through both HTTP paths: the same outcome, the same requests -----------------
