@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from shardlease.core.cache import COVERAGE_UNCHANGED, CoverageUnchanged, LeaseCache
 from shardlease.core.records import LeaseRecord
-from shardlease.errors import ApiError, Expired, RequestTimeout, Throttled
+from shardlease.errors import ApiError, Expired, RequestTimeout, Throttled, Unauthorized
 
 if TYPE_CHECKING:
     from shardlease.client.store import LeaseStore
@@ -132,6 +132,11 @@ class LeaseWatcher:
                     self._on_error(err.label)
                 if isinstance(err, Throttled):  # the server's wait, not ours: no jitter
                     delay = err.retry_after or min(self._max_backoff, 0.2 * 2 ** min(failures, 6))
+                elif isinstance(err, Unauthorized):
+                    # The token has just been re-read from its source (see client.credentials); the one
+                    # written next should be used at once, and a 401 costs the server little: retry within
+                    # a second however long the rejection has lasted.
+                    delay = min(self._max_backoff, 1.0, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
                 else:
                     delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
                 level = logging.DEBUG if isinstance(err, RequestTimeout) and failures == 1 else logging.WARNING
