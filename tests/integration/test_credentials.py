@@ -10,6 +10,7 @@ alone would wait up to a minute for the in-cluster file, and forever for a kubec
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -149,3 +150,53 @@ def test_a_rejected_token_is_reported_once_per_lease_and_the_rewritten_one_used_
         assert any("credentials accepted again" in text for text in lines.between(written, time.monotonic()))
     finally:
         manager.stop()
+
+
+def kubectl(kubeconfig: str, *args: str) -> str:
+    proc = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc.stdout.strip()
+
+
+def test_a_service_account_token_that_stops_working_is_replaced_by_the_rotated_one(
+        kube_apiserver: RealControlPlane, kube_apiserver_kubeconfig: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, lines: Lines) -> None:
+    """The pod's own case: a bound service-account token (TokenRequest, as the kubelet projects it) that
+    worked, then is rejected (its service account deleted and re-created), then the rotated token is
+    written to the file: the cached, rejected token is dropped on the 401, not a minute later."""
+    admin = kube_apiserver_kubeconfig
+    kubectl(admin, "create", "serviceaccount", "creds-pod", "-n", "default")
+    kubectl(admin, "create", "rolebinding", "creds-pod", "-n", "default", "--clusterrole=cluster-admin",
+            "--serviceaccount=default:creds-pod")
+    token = in_cluster(kube_apiserver, tmp_path, monkeypatch)
+    token.write_text(kubectl(admin, "create", "token", "creds-pod", "-n", "default", "--duration=1h"))
+    manager = ShardManager(ShardConfig(group="creds-rotated", shards=4, namespace="default", identity="pod-1",
+                                       metrics_port=0, **FAST),  # type: ignore[arg-type]
+                           lambda shard: shard.stopped.wait())
+    try:
+        manager.start()
+        port = manager.health_port
+        assert port is not None
+        wait_until(lambda: len(manager.owned_shards()) == 4 and readyz(port)[0] == 200, 15,
+                   "all 4 shards held with the service-account token")
+
+        kubectl(admin, "delete", "serviceaccount", "creds-pod", "-n", "default")
+        rejected_at = time.monotonic()
+        wait_until(lambda: "credentials rejected" in readyz(port)[1], 10, "/readyz to fail once the token is rejected")
+        time.sleep(3.0)
+        outage = lines.between(rejected_at, time.monotonic())
+        # Losing the 4 shards is logged once each; the rejection itself once per lease duration (2 s).
+        rejections = [text for text in outage if "401" in text or "Unauthorized" in text]
+        assert 1 <= len(rejections) <= 3, outage
+        assert len(outage) <= 4 + 5, outage
+        assert any("rejects our credentials" in text and "service account token file" in text for text in outage)
+
+        kubectl(admin, "create", "serviceaccount", "creds-pod", "-n", "default")
+        token.write_text(kubectl(admin, "create", "token", "creds-pod", "-n", "default", "--duration=1h"))
+        took = wait_until(lambda: len(manager.owned_shards()) == 4 and readyz(port)[0] == 200, 15,
+                          "all 4 shards and readiness with the rotated token")
+        assert took < 5.0, f"took {took:.1f}s to use the rotated token"
+    finally:
+        manager.stop()
+        subprocess.run(["kubectl", "--kubeconfig", admin, "delete", "serviceaccount,rolebinding", "creds-pod",
+                        "-n", "default", "--ignore-not-found"], capture_output=True, timeout=60)
