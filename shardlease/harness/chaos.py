@@ -556,8 +556,10 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
             plan.append(Fault(at, "overwrite_lease", None, {"shard": rng.randrange(model.shards),
                                                             "holder": rng.choice(("stranger", "peer"))}))
         elif kind == "duplicate":
+            # Long enough for the second process to start (imports take seconds on a busy machine),
+            # find the identity taken and refuse for a while.
             target = rng.choice(usable)
-            length = r3(rng.uniform(1.25 * lease, 3.0 * lease))
+            length = r3(rng.uniform(2.5 * lease, 4.0 * lease))
             model.duplicated.add(target)
             plan.append(Fault(at, "duplicate", target, {"for": length}))
             schedule_end(t + length, Fault(end_at(t + length), "duplicate_end", target))

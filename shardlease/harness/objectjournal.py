@@ -132,14 +132,13 @@ class _Controller:
     """What a replica's shards share: one API client for the writes (identified as the replica, so a
     dev-server partition of the replica cuts its writes too) and the journal file."""
 
-    def __init__(self, shard: Any) -> None:
+    def __init__(self, shard: Any, writer: Any) -> None:
         from kubernetes.client import CoreV1Api
 
         from shardlease.client.connect import load_api_client
-        from shardlease.harness.journal import _get_writer
 
         self.identity = str(getattr(shard, "identity", "") or os.environ.get("SHARDLEASE_IDENTITY", ""))
-        self.writer = _get_writer(shard)
+        self.writer = writer
         self.namespace = os.environ.get(ENV_NAMESPACE) or os.environ.get("SHARDLEASE_NAMESPACE") or "default"
         kubeconfig = os.environ.get(ENV_KUBECONFIG) or os.environ.get("KUBECONFIG") or None
         # Plain dicts in and out (``_preload_content=False``): the client's models cost more than the request.
@@ -231,17 +230,22 @@ def handle(shard: Any) -> None:
     """Reconcile the ConfigMaps of ``shard`` until the runtime stops it, journaling every write; then
     ``$SHARDLEASE_CHAOS_DRAIN`` seconds of clean-up (no write during it)."""
     global _controller
+    from shardlease.harness.journal import _get_writer
+
     if not os.environ.get(ENV_DIR):
         raise RuntimeError(f"shardlease.harness.objectjournal needs {ENV_DIR} to name a directory")
-    with _controller_lock:
-        if _controller is None:
-            _controller = _Controller(shard)
-        ctl = _controller
+    writer = _get_writer(shard)
     token = int(shard.token)
-    ctl.writer.write({"event": "handler_start", "shard": shard.id, "token": token, "t": time.monotonic(),
-                      "count": shard.count, "generation": shard.generation})
+    # First: the handler runs from here on, whatever setting up its API client takes (seconds for the
+    # first shard of a new process on a busy machine), and the idle-holder check reads this line.
+    writer.write({"event": "handler_start", "shard": shard.id, "token": token, "t": time.monotonic(),
+                  "count": shard.count, "generation": shard.generation})
     reason = "stopped"
     try:
+        with _controller_lock:
+            if _controller is None:
+                _controller = _Controller(shard, writer)
+            ctl = _controller
         for event in shard.objects("v1", "configmaps", namespace=ctl.namespace):
             if event.type in ("ADDED", "MODIFIED"):
                 ctl.reconcile(shard, event.object)
@@ -249,8 +253,8 @@ def handle(shard: Any) -> None:
         reason = f"error: {type(exc).__name__}: {exc}"
         raise
     finally:
-        ctl.writer.write({"event": "handler_stop", "shard": shard.id, "token": token, "t": time.monotonic(),
-                          "units": 0, "reason": reason})
+        writer.write({"event": "handler_stop", "shard": shard.id, "token": token, "t": time.monotonic(),
+                      "units": 0, "reason": reason})
         drain = float(os.environ.get(ENV_DRAIN, "0") or 0)
         if drain > 0:
             time.sleep(drain)
