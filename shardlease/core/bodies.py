@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardlease.core.records import (
+    ANNOTATION_EPOCH,
     ANNOTATION_GENERATION,
     ANNOTATION_INCARNATION,
     ANNOTATION_PROBLEMS,
     ANNOTATION_SHARDS,
     LEASE_API_VERSION,
     LeaseRecord,
+    epoch_millis,
+    fencing_token,
     format_microtime,
     member_labels,
     member_lease_name,
@@ -28,7 +31,13 @@ from shardlease.core.records import (
     shard_lease_name,
 )
 
-__all__ = ["Writer", "put_body"]
+__all__ = ["Writer", "new_epoch", "put_body"]
+
+
+def new_epoch(wall: _dt.datetime, floor: int) -> int:
+    """The epoch of a shard Lease created at ``wall``: its time in milliseconds, but above ``floor``
+    (the highest epoch seen for the shard), so a creator whose clock is behind still goes up."""
+    return max(epoch_millis(wall), floor + 1)
 
 
 def put_body(record: LeaseRecord, spec_update: Mapping[str, Any], labels: Mapping[str, str],
@@ -65,54 +74,70 @@ class Writer:
     lease_duration_seconds: int
     shards: int
 
-    def _stamp(self, generation: int | None = None) -> dict[str, str]:
-        if generation is None:
-            return {ANNOTATION_INCARNATION: self.incarnation}
-        return {ANNOTATION_INCARNATION: self.incarnation, ANNOTATION_GENERATION: str(generation)}
+    def _stamp(self, generation: int | None = None, epoch: int | None = None) -> dict[str, str]:
+        stamp = {ANNOTATION_INCARNATION: self.incarnation}
+        if generation is not None:
+            stamp[ANNOTATION_GENERATION] = str(generation)
+        if epoch is not None:
+            stamp[ANNOTATION_EPOCH] = str(epoch)
+        return stamp
 
     def acquire(self, shard: int, record: LeaseRecord | None, wall: _dt.datetime,
-                generation: int = 1) -> tuple[dict[str, Any], int]:
+                generation: int = 1, epoch_floor: int = 0) -> tuple[dict[str, Any], int]:
         """A new tenure of ``shard`` under ``generation`` and its fencing token: a create when absent,
         else a conditional PUT with ``leaseTransitions`` one higher (even when the record already names
-        us: every tenure gets a larger token)."""
-        now = format_microtime(wall)
-        if record is None:
-            return self._created(shard, generation, {
-                "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
-                "acquireTime": now, "renewTime": now, "leaseTransitions": 0}), 0
-        transitions = (record.transitions or 0) + 1
-        return put_body(record, {
-            "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
-            "acquireTime": now, "renewTime": now, "leaseTransitions": transitions},
-            shard_labels(self.group, shard), self._stamp(generation)), transitions
+        us: every tenure gets a larger token).
 
-    def _created(self, shard: int, generation: int, spec: dict[str, Any]) -> dict[str, Any]:
+        ``epoch_floor`` is the highest epoch the caller has seen for this shard. A create starts the
+        Lease's epoch above it (and at the wall clock), so its tokens start above every token the
+        deleted Lease handed out; an update puts it back if the Lease lost its epoch annotation."""
+        now = format_microtime(wall)
+        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
+                "acquireTime": now, "renewTime": now}
+        if record is None:
+            epoch = new_epoch(wall, epoch_floor)
+            return self._created(shard, generation, epoch, {**spec, "leaseTransitions": 0}), fencing_token(epoch, 0)
+        transitions = (record.transitions or 0) + 1
+        epoch = max(record.epoch, epoch_floor)
+        return put_body(record, {**spec, "leaseTransitions": transitions}, shard_labels(self.group, shard),
+                        self._stamp(generation, epoch if epoch != record.epoch else None)), \
+            fencing_token(epoch, transitions)
+
+    def _created(self, shard: int, generation: int, epoch: int, spec: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": LEASE_API_VERSION, "kind": "Lease",
                 "metadata": {"name": shard_lease_name(self.group, shard), "namespace": self.namespace,
-                             "labels": shard_labels(self.group, shard), "annotations": self._stamp(generation)},
+                             "labels": shard_labels(self.group, shard),
+                             "annotations": self._stamp(generation, epoch)},
                 "spec": spec}
 
-    def retire(self, shard: int, record: LeaseRecord | None, wall: _dt.datetime, generation: int) -> dict[str, Any]:
+    def retire(self, shard: int, record: LeaseRecord | None, wall: _dt.datetime, generation: int,
+               epoch_floor: int = 0) -> dict[str, Any]:
         """Stamp a shard Lease nobody holds any more with ``generation`` (released, transitions kept), so
-        no replica of an older generation can take it again: a create when absent."""
+        no replica of an older generation can take it again: a create when absent (with a new epoch, as
+        in :meth:`acquire`)."""
         now = format_microtime(wall)
         spec: dict[str, Any] = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now}
         if record is None:
-            return self._created(shard, generation, {**spec, "leaseTransitions": 0})
+            return self._created(shard, generation, new_epoch(wall, epoch_floor), {**spec, "leaseTransitions": 0})
         if record.transitions is not None:
             spec["leaseTransitions"] = record.transitions
-        return put_body(record, spec, shard_labels(self.group, shard), self._stamp(generation))
+        epoch = max(record.epoch, epoch_floor)
+        return put_body(record, spec, shard_labels(self.group, shard),
+                        self._stamp(generation, epoch if epoch != record.epoch else None))
 
-    def renew(self, shard: int, record: LeaseRecord, wall: _dt.datetime) -> dict[str, Any]:
+    def renew(self, shard: int, record: LeaseRecord, wall: _dt.datetime, epoch: int | None = None) -> dict[str, Any]:
+        """Extend our tenure. ``epoch``: put the tenure's epoch back on a Lease that lost it (an operator
+        replaced the object), so the next holder's token still starts above ours."""
         return put_body(record, {
             "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
-            "renewTime": format_microtime(wall)}, shard_labels(self.group, shard), self._stamp())
+            "renewTime": format_microtime(wall)}, shard_labels(self.group, shard), self._stamp(epoch=epoch))
 
-    def release(self, shard: int, record: LeaseRecord, wall: _dt.datetime, generation: int = 1) -> dict[str, Any]:
+    def release(self, shard: int, record: LeaseRecord, wall: _dt.datetime, generation: int = 1,
+                epoch_floor: int = 0) -> dict[str, Any]:
         """Hand the shard back as client-go does: no holder, ``leaseDurationSeconds: 1``, transitions
         kept, so the next owner takes it at once and its token is still larger than ours. Stamped with
         the generation we run: a release during a switch is what lets the new generation start."""
-        return self.retire(shard, record, wall, generation)
+        return self.retire(shard, record, wall, generation, epoch_floor)
 
     def member(self, record: LeaseRecord | None, wall: _dt.datetime, *, held: bool,
                problems: str = "", generation: int = 0) -> dict[str, Any]:

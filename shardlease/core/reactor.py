@@ -62,6 +62,7 @@ from shardlease.core.messages import (
     WriteKind,
 )
 from shardlease.core.records import (
+    ANNOTATION_EPOCH,
     LeaseRecord,
     format_problems,
     group_lease_name,
@@ -158,6 +159,10 @@ class _ShardState:
     #: Created (not taken over) at this time and not yet confirmed by a later read of the group Lease:
     #: its handler waits (see ``Reactor._confirm_creates``).
     unconfirmed_since: float | None = None
+    #: The highest epoch seen on this shard's Lease (and its annotation text): a Lease we create starts
+    #: above it, and one that lost its epoch gets it back, so fencing tokens never go down for the shard.
+    epoch_floor: int = 0
+    epoch_text: str | None = None
 
 
 class _NoMetrics:
@@ -738,6 +743,8 @@ class Reactor:
     def _view(self, st: _ShardState, now: float) -> ShardView:
         cached = self._cache.get(st.name)
         record = cached.record if cached is not None else None
+        if record is not None:
+            self._note_epoch(st, record)
         # A Lease a new generation adds has been "absent" since our first list: its grace before a
         # fallback acquisition counts from when we adopted the generation, so its owner gets first go.
         observed = cached.observed if cached is not None else max(self._cache.absent_since(st.name), self._adopted_at)
@@ -753,6 +760,16 @@ class Reactor:
             incarnation=self.incarnation, identity_conflict=self._member.conflict is not None,
             acquire_after=st.acquire_after, generation=self.generation, retired=st.index >= self.shards,
             may_start=self._may_start and st.unconfirmed_since is None, sweeper=self._oldest)
+
+    @staticmethod
+    def _note_epoch(st: _ShardState, record: LeaseRecord) -> None:
+        """Remember the highest epoch the shard's Lease has carried (compared as text first: the
+        annotation is the same on every renewal, so the common case costs one dict lookup)."""
+        text = record.annotations.get(ANNOTATION_EPOCH)
+        if text is not None and text != st.epoch_text:
+            epoch = record.epoch
+            if epoch > st.epoch_floor:
+                st.epoch_floor, st.epoch_text = epoch, text
 
     def _shard_step(self, st: _ShardState, now: float) -> None:
         if not st.held and not st.in_flight and st.phase is HandlerPhase.IDLE and not self._cache.covers(st.index):
@@ -827,7 +844,7 @@ class Reactor:
 
     def _acquire(self, st: _ShardState, view: ShardView, reason: str) -> None:
         record = view.record
-        body, _token = self._writer.acquire(st.index, record, self._clock.now(), self.generation)
+        body, _token = self._writer.acquire(st.index, record, self._clock.now(), self.generation, st.epoch_floor)
         self._log.debug("acquiring (%s)", reason, extra={"shard": st.index})
         st.in_flight = True
         self._submit(Write(WriteKind.CREATE if record is None else WriteKind.ACQUIRE, st.name, shard=st.index,
@@ -836,7 +853,8 @@ class Reactor:
     def _renew(self, st: _ShardState, view: ShardView) -> None:
         record = view.record
         assert record is not None and st.renew_started is not None
-        body = self._writer.renew(st.index, record, self._clock.now())
+        lost_epoch = st.epoch_text is not None and record.annotations.get(ANNOTATION_EPOCH) != st.epoch_text
+        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None)
         st.in_flight = True
         self._submit(Write(WriteKind.RENEW, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
                            deadline=st.renew_started + self.timing.renew_deadline))
@@ -846,7 +864,7 @@ class Reactor:
         if record is None:
             self._set_held(st, False)
             return
-        body = self._writer.release(st.index, record, self._clock.now(), self.generation)
+        body = self._writer.release(st.index, record, self._clock.now(), self.generation, st.epoch_floor)
         st.in_flight = True
         deadline = st.renew_started + self.timing.renew_deadline if st.held and st.renew_started else None
         self._submit(Write(WriteKind.RELEASE, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
@@ -858,7 +876,7 @@ class Reactor:
         self._log.info("retiring the Lease of a shard the group no longer has", extra={"shard": st.index})
         self._submit(Write(WriteKind.RETIRE_CREATE if record is None else WriteKind.RETIRE, st.name, shard=st.index,
                            sent_rv=rv_of(record), body=self._writer.retire(st.index, record, self._clock.now(),
-                                                                           self.generation)))
+                                                                           self.generation, st.epoch_floor)))
 
     # ------------------------------------------------------------------ write results
 
@@ -944,7 +962,8 @@ class Reactor:
         self._set_held(st, True)
         st.renew_started = done.started
         st.acquired_at = done.started
-        st.token = record.transitions if record.transitions is not None else 0
+        self._note_epoch(st, record)
+        st.token = record.token
         st.hold_until = 0.0
         if done.write.fallback:
             # Taken because its desired owner did not take it. Keep it a while before offering it back,

@@ -32,11 +32,21 @@ ANNOTATION_REFUSED = "shardlease.io/refused-duplicate"
 #: A member's own health summary, renewed with its member Lease: ``;``-separated ``key=value`` pairs
 #: (``crashing=3,5`` for handlers that keep raising, ``stuck=2`` for handlers past the drain timeout).
 ANNOTATION_PROBLEMS = "shardlease.io/problems"
-#: The generation a Lease was last written under (issue 11, docs/resharding.md). On a shard Lease: the
+#: The generation a Lease was last written under (docs/resharding.md). On a shard Lease: the
 #: group generation of the write that acquired, converted, released or retired it (absent: 1, the
 #: generation of every Lease written before resharding existed). On a member Lease: the generation
 #: that member runs (``0``: it has not joined one yet). On the group Lease: the current generation.
 ANNOTATION_GENERATION = "shardlease.io/generation"
+#: On a shard Lease: when this Lease object was created, in milliseconds since the Unix epoch, and at
+#: least one above any epoch its creator had seen for the shard (absent: 0, a Lease created before
+#: epochs existed). ``leaseTransitions`` starts again at 0 when a Lease is deleted and created anew (by
+#: an operator, a namespace re-created, an API server that lost its state); the epoch is what keeps the
+#: fencing token (:func:`fencing_token`) growing across such a re-creation. See docs/guarantees.md.
+ANNOTATION_EPOCH = "shardlease.io/epoch"
+#: A fencing token is ``epoch * 2**TOKEN_EPOCH_SHIFT + leaseTransitions``. A Lease that lived for
+#: ``d`` milliseconds would need more than ``d * 2**20`` transitions (about a million a millisecond) to
+#: reach the tokens of a Lease created after it, so the order holds whatever the transitions count.
+TOKEN_EPOCH_SHIFT = 20
 #: On the group Lease: one past the highest shard index any generation may still hold a Lease for.
 ANNOTATION_SPAN = "shardlease.io/span"
 #: On the group Lease: the count most members were configured with when the group last changed.
@@ -122,6 +132,18 @@ def parse_microtime(value: Any) -> _dt.datetime | None:
     if parsed.tzinfo is None:
         return None
     return parsed
+
+
+def fencing_token(epoch: int, transitions: int) -> int:
+    """The token a tenure is fenced with: the Lease's epoch above its ``leaseTransitions`` (see
+    :data:`TOKEN_EPOCH_SHIFT`). Equal to ``leaseTransitions`` on a Lease without an epoch, so tokens
+    handed out before epochs existed keep their order against the ones handed out after."""
+    return (epoch << TOKEN_EPOCH_SHIFT) + transitions
+
+
+def epoch_millis(wall: _dt.datetime) -> int:
+    """``wall`` in whole milliseconds since the Unix epoch: what a new shard Lease's epoch starts from."""
+    return int(wall.timestamp() * 1000)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -219,6 +241,17 @@ class LeaseRecord:
         annotation is absent, i.e. the member runs a version that does not know generations."""
         value = self.annotations.get(ANNOTATION_GENERATION)
         return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def epoch(self) -> int:
+        """On a shard Lease: its creation epoch (:data:`ANNOTATION_EPOCH`); 0 when absent or unreadable."""
+        value = self.annotations.get(ANNOTATION_EPOCH)
+        return int(value) if value is not None and value.isdigit() else 0
+
+    @property
+    def token(self) -> int:
+        """The fencing token of the current tenure: epoch and ``leaseTransitions`` (see :func:`fencing_token`)."""
+        return fencing_token(self.epoch, self.transitions or 0)
 
     @property
     def incarnation(self) -> str | None:

@@ -6,6 +6,7 @@ import datetime as dt
 
 from shardlease.core.bodies import Writer
 from shardlease.core.records import (
+    ANNOTATION_EPOCH,
     ANNOTATION_GENERATION,
     ANNOTATION_INCARNATION,
     ANNOTATION_PROBLEMS,
@@ -24,13 +25,17 @@ def record(spec: dict[str, object], rv: str = "7", name: str = "g-shard-3", **me
     return parsed
 
 
-def test_acquire_of_an_absent_lease_creates_it_with_token_0_and_our_incarnation() -> None:
+WALL_MS = 1_795_860_000_000  # WALL in milliseconds since the Unix epoch
+
+
+def test_acquire_of_an_absent_lease_creates_it_with_an_epoch_token_and_our_incarnation() -> None:
     body, token = W.acquire(3, None, WALL)
-    assert token == 0
+    assert token == WALL_MS << 20          # transitions 0 on top of the creation epoch
     assert body["metadata"]["name"] == "g-shard-3" and "resourceVersion" not in body["metadata"]
     assert body["metadata"]["labels"] == {"shardlease.io/group": "g", "shardlease.io/role": "shard",
                                           "shardlease.io/shard": "3"}
-    assert body["metadata"]["annotations"] == {ANNOTATION_INCARNATION: "inc1", ANNOTATION_GENERATION: "1"}
+    assert body["metadata"]["annotations"] == {ANNOTATION_INCARNATION: "inc1", ANNOTATION_GENERATION: "1",
+                                               ANNOTATION_EPOCH: str(WALL_MS)}
     assert body["spec"] == {"holderIdentity": "me", "leaseDurationSeconds": 15, "acquireTime": "2026-11-28T10:00:00.000000Z",
                             "renewTime": "2026-11-28T10:00:00.000000Z", "leaseTransitions": 0}
 
@@ -39,6 +44,32 @@ def test_every_acquisition_raises_the_token_even_when_the_lease_names_us() -> No
     body, token = W.acquire(3, record({"holderIdentity": "me", "leaseTransitions": 4}), WALL)
     assert token == 5 and body["spec"]["leaseTransitions"] == 5
     assert body["metadata"]["resourceVersion"] == "7"      # conditional on what we saw
+
+
+def test_a_recreated_lease_tokens_start_above_every_token_of_the_deleted_one() -> None:
+    """leaseTransitions restarts at 0 in a new Lease object; the epoch keeps the token rising: above the
+    old Lease's tokens by the clock, and above what the creator saw even when its clock is behind."""
+    old_epoch = WALL_MS - 60_000
+    old = record({"holderIdentity": "a", "leaseTransitions": 900}, annotations={ANNOTATION_EPOCH: str(old_epoch)})
+    _, recreated = W.acquire(3, None, WALL, epoch_floor=old.epoch)
+    assert recreated > old.token
+    behind = WALL - dt.timedelta(hours=1)                  # the creator's clock is an hour slow
+    body, token = W.acquire(3, None, behind, epoch_floor=old.epoch)
+    assert token > old.token and body["metadata"]["annotations"][ANNOTATION_EPOCH] == str(old_epoch + 1)
+    retired = W.retire(3, None, behind, 2, epoch_floor=old.epoch)
+    assert retired["metadata"]["annotations"][ANNOTATION_EPOCH] == str(old_epoch + 1)
+
+
+def test_a_lease_that_lost_its_epoch_gets_it_back_on_the_next_write() -> None:
+    """An operator who replaced the object without the annotation does not send the token back down."""
+    stripped = record({"holderIdentity": "a", "leaseTransitions": 3})
+    body, token = W.acquire(3, stripped, WALL, epoch_floor=WALL_MS)
+    assert token == (WALL_MS << 20) + 4 and body["metadata"]["annotations"][ANNOTATION_EPOCH] == str(WALL_MS)
+    assert W.renew(3, stripped, WALL, WALL_MS)["metadata"]["annotations"][ANNOTATION_EPOCH] == str(WALL_MS)
+    assert ANNOTATION_EPOCH not in W.renew(3, stripped, WALL)["metadata"]["annotations"]
+    kept = record({"holderIdentity": "a", "leaseTransitions": 3}, annotations={ANNOTATION_EPOCH: "77"})
+    body, token = W.acquire(3, kept, WALL)
+    assert token == (77 << 20) + 4 and body["metadata"]["annotations"][ANNOTATION_EPOCH] == "77"
 
 
 def test_renew_keeps_tenure_fields_and_foreign_metadata() -> None:

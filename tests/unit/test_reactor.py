@@ -8,6 +8,7 @@ invariants after each step. Scaled timings: lease 2 s, renew deadline 1.2 s, ret
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from shardlease.core.reactor import (
     WriteDone,
     WriteKind,
 )
-from shardlease.core.records import ANNOTATION_INCARNATION, LeaseRecord
+from shardlease.core.records import ANNOTATION_EPOCH, ANNOTATION_INCARNATION, LeaseRecord
 from shardlease.errors import ApiError, Conflict, RequestTimeout, ServerError
 
 TIMING = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handoff_grace=0.6, drain_timeout=1.0)
@@ -38,8 +39,8 @@ class Table:
     """One reactor and the world as the test tells it: the server's objects, the cache, the clock."""
 
     def __init__(self, identity: str = "a", shards: int = 2, incarnation: str = "inc-a",
-                 timing: Timing = TIMING) -> None:
-        self.clock = FakeClock()
+                 timing: Timing = TIMING, wall: datetime.datetime | None = None) -> None:
+        self.clock = FakeClock(wall=wall)
         self.cache = LeaseCache(self.clock)
         self.reactor = Reactor(group="g", namespace="default", identity=identity, incarnation=incarnation,
                                shards=shards, timing=timing, cache=self.cache, clock=self.clock,
@@ -136,7 +137,11 @@ def test_join_creates_the_member_lease_then_takes_every_shard_with_token_0() -> 
         t.succeed(write)
     commands = t.confirm()       # a created Lease waits for a read of the group Lease (our generation?)
     runs = starts(commands)
-    assert sorted(runs) == [0, 1] and all(r.token == 0 and r.valid_until == started + 1.2 for r in runs.values())
+    # Token: transitions 0 on top of the new Lease's creation epoch.
+    epochs = {int(w.name.rsplit("-", 1)[1]): int(w.body["metadata"]["annotations"][ANNOTATION_EPOCH])
+              for w in acquisitions if w.body is not None}
+    assert sorted(runs) == [0, 1] and all(r.token == epochs[i] << 20 and r.valid_until == started + 1.2
+                                          for i, r in runs.items())
     assert t.reactor.owned() == frozenset({0, 1})  # published when acquired, before the check
     assert t.reactor.health(t.now)["ready"]
 
@@ -408,3 +413,49 @@ def test_a_fallback_hold_doubles_while_the_same_owner_fails_but_at_most_twice() 
         t.succeed(take, started=started)
         holds.append(round(t.reactor._states[shard].hold_until - started, 6))
     assert holds == [TIMING.lease_duration * k for k in (1, 2, 4, 4, 4)]
+
+
+def test_a_deleted_shard_lease_is_created_again_with_a_token_above_all_it_handed_out() -> None:
+    """leaseTransitions restarts at 0 in a re-created Lease; the fencing token must not (an operator's
+    `kubectl delete lease`, a namespace re-created, an API server that lost its state)."""
+    t = Table(shards=1)
+    first = starts(t.join())[0].token
+    taken = copy.deepcopy(t.objects["g-shard-0"])               # others held it since: transitions 7
+    taken["spec"].update(holderIdentity="b", leaseTransitions=7)
+    t.put_foreign(taken)
+    t.step()
+    seen = LeaseRecord.from_object(t.objects["g-shard-0"])
+    assert seen is not None and seen.token > first
+    # A replica whose wall clock is an hour behind saw that Lease; then it is deleted, and b is gone.
+    late = Table(identity="c", shards=1, incarnation="inc-c",
+                 wall=datetime.datetime(2025, 12, 31, 23, 0, tzinfo=datetime.timezone.utc))
+    late.objects = copy.deepcopy(t.objects)
+    late.rv = t.rv
+    for obj in late.objects.values():
+        if obj["metadata"]["name"] != "g-member-a":
+            record = LeaseRecord.from_object(obj)
+            assert record is not None
+            late.cache.apply(record)
+    for _ in range(3):                                           # c joins and watches the shard held by b
+        for w in late.writes(late.step()):
+            late.succeed(w)
+        late.clock.advance(0.3)
+    assert late.reactor.owned() == frozenset()
+    assert late.cache.delete("g-shard-0", str(late.rv + 1))
+    del late.objects["g-shard-0"]
+    late.clock.advance(TIMING.lease_duration * 2)
+    creates: list[Write] = []
+    for _ in range(40):                                          # join as a member, then take the shard
+        for w in late.writes(late.step()):
+            if w.name == "g-shard-0":
+                creates.append(w)
+            else:
+                late.succeed(w)
+        if creates:
+            break
+        late.clock.advance(0.3)
+    (create,) = creates
+    assert create.kind is WriteKind.CREATE and create.body is not None
+    created = LeaseRecord.from_object(late.server_apply(create.body))
+    assert created is not None and created.transitions == 0
+    assert created.token > seen.token > first

@@ -94,14 +94,15 @@ def test_growing_stops_every_old_handler_and_starts_the_new_count_only_once_ever
     w = World(shards=2)
     w.drive(5)
     assert sorted(s.shard for s in w.started) == [0, 1] and {s.generation for s in w.started} == {1}
+    before = {s.shard: s.token for s in w.started}
     w.started.clear()
     w.reshard(4)
     w.drive(10)
     assert sorted(s.shard for s in w.started) == [0, 1, 2, 3]
     assert {(s.count, s.generation) for s in w.started} == {(4, 2)}
     assert all(w.generation_of(i) == 2 for i in range(4))
-    # Re-acquired in place: a new tenure, so a larger token than the generation before.
-    assert {s.shard: s.token for s in w.started}[0] == 1
+    # Re-acquired in place: a new tenure of the same Lease, so the token one larger than before.
+    assert {s.shard: s.token for s in w.started}[0] == before[0] + 1
     assert w.reactor.health(w.now)["switching"] is False
 
 
