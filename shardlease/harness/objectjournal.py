@@ -58,6 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# At import, which ``shardlease run`` does at start-up: importing the client's API classes takes
+# seconds on a busy machine, and inside a handler that time would delay its return from a stop.
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+
 from shardlease.core.objects import fnv1a_64, shard_for_hash
 from shardlease.harness.journal import ENV_DIR, Entry
 
@@ -133,8 +138,6 @@ class _Controller:
     dev-server partition of the replica cuts its writes too) and the journal file."""
 
     def __init__(self, shard: Any, writer: Any) -> None:
-        from kubernetes.client import CoreV1Api
-
         from shardlease.client.connect import load_api_client
 
         self.identity = str(getattr(shard, "identity", "") or os.environ.get("SHARDLEASE_IDENTITY", ""))
@@ -147,8 +150,6 @@ class _Controller:
 
     def read(self, name: str) -> dict[str, Any] | None:
         """The object as the server has it now (``None``: deleted)."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
             response = self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False,
                                                             _request_timeout=REQUEST_TIMEOUT)
@@ -180,8 +181,6 @@ class _Controller:
                 log.info("re-reading %s failed: %s", name, exc)
 
     def write(self, shard: Any, obj: dict[str, Any]) -> str:
-        from kubernetes.client.exceptions import ApiException
-
         meta = obj["metadata"]
         annotations = dict(meta.get("annotations") or {})
         version = str((obj.get("data") or {}).get(DATA_VERSION, "0"))
@@ -309,8 +308,6 @@ class UserWriter:
 
     def change(self, name: str, deadline: float = float("inf")) -> bool:
         """Bump one ConfigMap's version; retried until accepted or ``deadline`` (monotonic)."""
-        from kubernetes.client.exceptions import ApiException
-
         delay = 0.05
         while not self._stop.is_set() or deadline < float("inf"):
             try:

@@ -298,7 +298,14 @@ class _FakeCluster:
         return [shard, group]
 
     def replica(self, identity: str) -> _FakeProcess:
-        return self.processes[identity]
+        """As ``LocalCluster.replica``: the newest process of that identity."""
+        return [p for p in self.replicas if p.identity == identity][-1]
+
+    @property
+    def replicas(self) -> list[_FakeProcess]:
+        return list(self.processes.values()) + self.later
+
+    later: list[_FakeProcess] = []
 
 
 class _FakeRun:
@@ -353,6 +360,20 @@ def test_idle_holder_watch_flags_a_holder_renewing_without_a_handler(tmp_path: P
     renew_and_sample()
     renew_and_sample()
     assert len(watch.findings) == 1                  # a frozen holder is never flagged
+
+
+def test_idle_holder_watch_counts_the_handlers_of_every_process_of_an_identity(tmp_path: Path) -> None:
+    """A duplicate started with the holder's identity is the newest process of that name but runs no
+    handler; the original beside it does, so the holder is working."""
+    cluster = _FakeCluster(tmp_path)
+    cluster.later = [_FakeProcess("a", 12)]
+    watch = IdleHolderWatch(_FakeRun(cluster), limit=0.0)  # type: ignore[arg-type]
+    (tmp_path / "a.11.jsonl").write_text(json.dumps({"event": "handler_start", "shard": 3, "identity": "a",
+                                                     "pid": 11, "t": 1.0}) + "\n")
+    for second in range(1, 5):
+        cluster.renewed = f"2026-11-21T06:00:{second:02d}.000000Z"
+        watch.sample()
+    assert watch.findings == []
 
 
 def test_idle_holder_watch_does_not_join_tenures_across_failed_reads(tmp_path: Path) -> None:
