@@ -2145,9 +2145,9 @@ class ChaosRun:
         if len(bad) > 10:
             report.failures.append(f"SAFETY (more): {len(bad) - 10} more overlapping writes")
         for problem in check_write_fences(writes)[:10]:
-            report.failures.append(f"SAFETY (object fence) {problem}")
+            report.failures.append(f"SAFETY (object fence): {problem}")
         for problem in check_placement(writes)[:10]:
-            report.failures.append(f"SAFETY (placement) {problem}")
+            report.failures.append(f"SAFETY (placement): {problem}")
 
     def object_evidence(self, title: str, detail: str, writes: Sequence[ObjectWrite]) -> str:
         """A per-object failure with the faults around it and both writers' log lines."""
