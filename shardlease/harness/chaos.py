@@ -126,6 +126,7 @@ __all__ = [
     "fault_counts",
     "live_handlers",
     "pause_windows",
+    "recheck_objects",
     "plan_faults",
     "reaction_times",
     "retry_storms",
@@ -1576,6 +1577,7 @@ class ChaosRun:
                     what = f"holder set to {holder!r}"
                 answered = time.monotonic()
                 self.operator_acts[shard].append((sent, answered))
+                params["acts"] = [[round(sent, 4), round(answered, 4)]]
                 note = f"{what} (was held by {before[0]!r}, leaseTransitions {before[1]})"
                 break
             except ApiException as exc:
@@ -1586,7 +1588,9 @@ class ChaosRun:
             except Exception as exc:  # injected errors and latency reach the operator too
                 note = f"failed: {exc!r}"
                 if sent is not None:  # no answer: it may have happened all the same
-                    self.operator_acts[int(params["shard"])].append((sent, time.monotonic()))
+                    act = (sent, time.monotonic())
+                    self.operator_acts[int(params["shard"])].append(act)
+                    params.setdefault("acts", []).append([round(act[0], 4), round(act[1], 4)])
             if attempt < 7:
                 time.sleep(0.25)
         self._log_fault(f"{fault.kind}_done", None, params, fault.at, note)
@@ -2209,6 +2213,52 @@ class ChaosRun:
             lines.append("faults applied meanwhile:")
             lines.extend(faults)
         return "\n".join(lines)
+
+
+def recheck_objects(work_dir: str | os.PathLike[str]) -> list[str]:
+    """Judge a kept object-workload run again from its files alone: ``plan.json`` (the timings),
+    ``faults.jsonl`` (when an operator touched which shard Lease) and ``journal/`` (the handlers'
+    starts and stops, every write, the user's changes and the run's markers). Returns the per-object
+    and per-shard-fence problems found, the same rules the run applied (empty: it passes)."""
+    root = Path(work_dir)
+    config = json.loads((root / "plan.json").read_text())["config"]
+    timings = config["timings"]
+    renew_deadline = float(timings["renew_deadline"])
+    margin = float(timings["lease_duration"]) - renew_deadline
+    acts: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    pauses: list[PauseWindow] = []
+    frozen: dict[int, tuple[str, float]] = {}
+    faults_log = root / "faults.jsonl"
+    if faults_log.exists():
+        for line in faults_log.read_text().splitlines():
+            record = json.loads(line)
+            kind, pid, t = str(record.get("fault", "")), record.get("pid"), float(record.get("t", 0.0))
+            if kind.endswith("_lease_done"):
+                params = record.get("params") or {}
+                for sent, answered in params.get("acts", []):
+                    acts[int(params["shard"])].append((float(sent), float(answered)))
+            elif kind == "pause" and pid is not None:
+                frozen[int(pid)] = (str(record.get("target")), t)
+            elif kind in ("resume", "kill", "terminate") and pid is not None and int(pid) in frozen:
+                identity, stopped = frozen.pop(int(pid))
+                pauses.append(PauseWindow(identity, int(pid), stopped, t, "SIGKILL" if kind == "kill" else "SIGCONT"))
+    entries = load_journal(root / "journal")
+    journal = load_object_journal(root / "journal")
+    starts = [e for e in entries if e.kind == "handler_start"]
+    problems = [j.describe() for j in classify_write_overlaps(
+        find_write_overlaps(journal.writes), margin=margin, renew_deadline=renew_deadline,
+        handler_starts=starts, operator_acts=acts) if not j.excuse]
+    problems += check_write_fences(journal.writes) + check_placement(journal.writes)
+    problems += [f"shard {v.shard}: {v.detail}" for v in
+                 analyse_journal(entries, pauses, float(config["resume_tolerance"]))[0]]
+    checked = journal.marker_records.get("reconcile_checked")
+    if checked is None:
+        problems.append("no reconcile_checked marker: the run ended before its final check")
+    else:
+        found, _ = check_reconciled(journal, entries, since=float(checked["since"]), bound=float(checked["bound"]),
+                                    at=float(checked["at"]), live_pids=checked.get("live_pids"))
+        problems += found
+    return problems
 
 
 class _Unrecovered(AssertionError):

@@ -424,6 +424,8 @@ class ObjectJournal:
     writes: list[ObjectWrite] = field(default_factory=list)
     changes: list[UserChange] = field(default_factory=list)
     markers: dict[str, float] = field(default_factory=dict)
+    #: The whole marker lines (their extra fields, e.g. the final check's ``since`` / ``bound`` / ``at``).
+    marker_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     behind: list[dict[str, Any]] = field(default_factory=list)
 
     def last_changes(self) -> dict[str, UserChange]:
@@ -460,6 +462,7 @@ def load_object_journal(directory: str | os.PathLike[str]) -> ObjectJournal:
                                                   float(rec["t"]), int(rec["rv"])))
             elif event == "marker":
                 journal.markers[str(rec["name"])] = float(rec["t"])
+                journal.marker_records[str(rec["name"])] = rec
             elif event == "behind":
                 journal.behind.append(rec)
         for number, rec in begun.values():

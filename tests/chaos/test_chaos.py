@@ -38,6 +38,7 @@ from shardlease.harness.chaos import (
     live_handlers,
     plan_faults,
     reaction_times,
+    recheck_objects,
     retry_storms,
     scan_log,
     work_coverage,
@@ -515,6 +516,8 @@ def test_chaos_run(chaos_seed: int, sharded_watch: bool, request: pytest.Fixture
     applied = report.counts()
     assert sum(applied.values()) >= 15, applied
     assert_work_was_measured(report.figures)
+    # The same verdict from the run's files alone (journal, fault log, plan).
+    assert recheck_objects(work_dir) == [], recheck_objects(work_dir)[:5]
     shutil.rmtree(work_dir, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from shardlease.harness.chaos import (
     ProxyFaults,
     fault_counts,
     plan_faults,
+    recheck_objects,
 )
 from shardlease.testing import require_kube_assets
 
@@ -184,4 +185,6 @@ def test_chaos_run_real(chaos_seed: int, request: pytest.FixtureRequest) -> None
     routes = report.figures["replica_servers"]
     assert routes and set(routes.values()) == {report.figures["proxy_url"]}, routes
     assert_work_was_measured(report.figures)
+    # The same verdict from the run's files alone (journal, fault log, plan).
+    assert recheck_objects(work_dir) == [], recheck_objects(work_dir)[:5]
     shutil.rmtree(work_dir, ignore_errors=True)
