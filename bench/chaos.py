@@ -51,6 +51,7 @@ from shardlease.harness.chaos import (  # noqa: E402
     convergence_bound,
     fault_counts,
     plan_faults,
+    recheck_objects,
     seed_from_env,
 )
 from shardlease.harness.localcluster import Timings  # noqa: E402
@@ -225,9 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory even on success")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where chaos.json / chaos.md go")
     parser.add_argument("--plan", action="store_true", help="print the fault plan and exit")
+    parser.add_argument("--recheck", metavar="WORK_DIR", default=None,
+                        help="judge a kept object-workload run again from its files alone, and exit")
     parser.add_argument("--quiet", action="store_true", help="do not print every fault as it is applied")
     args = parser.parse_args(argv)
 
+    if args.recheck:
+        problems = recheck_objects(args.recheck)
+        for problem in problems:
+            print(problem)
+        print(f"{args.recheck}: {len(problems)} problems" + ("" if problems else " (PASS)"))
+        return 1 if problems else 0
     if args.apiservers == 2 and args.server != "real":
         parser.error("--apiservers 2 needs --server real")
     seed = args.seed if args.seed is not None else seed_from_env()
