@@ -16,13 +16,17 @@ After a handoff, the new holder starts from a fresh list of the shard's objects.
 "Reconciling" here means stamping two annotations on the object::
 
     shardlease.io/reconciled-by: <identity of the replica>
-    shardlease.io/token:         <fencing token of the shard when it was written>
+    shardlease.io/fence:         <group>/<shard>/<generation>/<token>   (the shard's fence when written)
 
-Safety. A write goes out only if (1) ``shard.valid()`` is true right before it, (2) the token already on
+Safety. A write goes out only if (1) ``shard.valid()`` is true right before it, (2) the fence already on
 the object is not newer than ours (a newer holder has been there: we are a stale replica that has not yet
 noticed it lost the shard), and (3) the object is unchanged since we read it: the PUT carries the
 ``resourceVersion`` we read, so the API server answers 409 Conflict if anyone wrote in between. After a
 conflict we do not GET the object: the stream delivers the newer version, and we reconcile that.
+
+Fences, not tokens, are compared: ``shard.fence`` is ``(generation, token)``. After a reshard an object
+may belong to another shard id, whose Lease hands out smaller tokens than the old one did; the new
+generation is larger, so the new holder's fence is still the newer one and it reconciles the object.
 
 Efficiency. JSON is written as plain dicts (``_preload_content=False``), skipping the ``kubernetes``
 client's model classes, which cost more than the request itself; an object that already carries our
@@ -60,7 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("examples.configmap_controller")
 
 ANNOTATION_BY = "shardlease.io/reconciled-by"
-ANNOTATION_TOKEN = "shardlease.io/token"
+ANNOTATION_FENCE = "shardlease.io/fence"
 ENV_JOURNAL_DIR = "CONFIGMAP_JOURNAL_DIR"
 ENV_NAMESPACE = "CONFIGMAP_NAMESPACE"
 
@@ -69,6 +73,20 @@ def object_key(obj: dict[str, Any]) -> str:
     """How the journal and logs name a ConfigMap: ``namespace/name``."""
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def format_fence(shard: Shard) -> str:
+    """The fence annotation's value: ``<group>/<shard>/<generation>/<token>`` (who wrote it, and when)."""
+    generation, token = shard.fence
+    return f"{shard.group}/{shard.id}/{generation}/{token}"
+
+
+def parse_fence(value: str) -> tuple[int, int] | None:
+    """``(generation, token)`` from a fence annotation; ``None`` if absent or not in that form."""
+    parts = value.split("/")
+    if len(parts) != 4 or not (parts[2].isdigit() and parts[3].isdigit()):
+        return None
+    return int(parts[2]), int(parts[3])
 
 
 class Journal:
@@ -102,24 +120,25 @@ class Controller:
 
     def reconcile(self, shard: Shard, obj: dict[str, Any]) -> bool:
         """Bring one ConfigMap's annotations up to date for this holder of its shard; True if written."""
-        token = str(shard.token)
+        fence = format_fence(shard)
         meta = obj["metadata"]
         key = object_key(obj)
         annotations = dict(meta.get("annotations") or {})
-        if annotations.get(ANNOTATION_BY) == self.identity and annotations.get(ANNOTATION_TOKEN) == token:
+        if annotations.get(ANNOTATION_BY) == self.identity and annotations.get(ANNOTATION_FENCE) == fence:
             return False  # already done (typically: the event of our own write)
-        seen = annotations.get(ANNOTATION_TOKEN, "")
-        if seen.isdigit() and int(seen) > int(shard.token):
-            # A later holder of this shard has written; we are behind and must not overwrite it.
-            log.warning("skip %s: its token %s is newer than ours (%s)", key, seen, token)
+        seen = parse_fence(annotations.get(ANNOTATION_FENCE, ""))
+        if seen is not None and seen > shard.fence:
+            # A later holder (of this shard, or of the shard that owns the object under a newer count)
+            # has written; we are behind and must not overwrite it.
+            log.warning("skip %s: its fence %s is newer than ours (%s)", key, annotations[ANNOTATION_FENCE], fence)
             return False
 
         annotations[ANNOTATION_BY] = self.identity
-        annotations[ANNOTATION_TOKEN] = token
+        annotations[ANNOTATION_FENCE] = fence
         # The whole object as read, resourceVersion included, so the PUT is conditional.
         body = {**obj, "metadata": {**meta, "annotations": annotations}}
         record = {"key": key, "uid": meta["uid"], "shard": shard.id, "token": shard.token,
-                  "identity": self.identity}
+                  "generation": shard.generation, "count": shard.count, "identity": self.identity}
         # The span a test checks for overlaps starts *before* the valid() check: from then on this
         # replica acts as the shard's holder, until the answer to its write is in.
         started = time.monotonic()
@@ -185,8 +204,8 @@ def handle(shard: Shard) -> None:
     the restarted stream lists the shard's objects afresh, so nothing that failed is forgotten.
     """
     ctl = controller(shard)
-    log.info("shard %d/%d (token %s): reconciling its ConfigMaps in %s",
-             shard.id, shard.count, shard.token, ctl.namespace)
+    log.info("shard %d/%d (fence %s): reconciling its ConfigMaps in %s",
+             shard.id, shard.count, format_fence(shard), ctl.namespace)
     written = 0
     try:
         for event in shard.objects("v1", "configmaps", namespace=ctl.namespace):

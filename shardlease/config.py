@@ -16,6 +16,7 @@ import math
 import os
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,10 +31,14 @@ __all__ = [
     "GROUP_MAX_LENGTH",
     "MAX_SHARDS",
     "SERVICE_ACCOUNT_NAMESPACE_FILE",
+    "NamespaceChoice",
     "ShardConfig",
+    "checked_namespace",
     "default_identity",
     "default_namespace",
+    "find_namespace",
     "format_config_error",
+    "namespace_problem",
 ]
 
 ENV_PREFIX = "SHARDLEASE_"
@@ -59,21 +64,74 @@ def _is_dns_subdomain(value: str) -> bool:
     return len(value) <= _NAME_MAX_LENGTH and _DNS_SUBDOMAIN.fullmatch(value) is not None
 
 
-def default_namespace() -> str:
-    """The namespace a replica runs in, found the way in-cluster clients find it.
+@dataclass(frozen=True)
+class NamespaceChoice:
+    """A namespace and where it came from, so that a message about an empty group can say why this
+    namespace was looked at (and how to look at another)."""
 
+    name: str
+    #: ``--namespace``, ``SHARDLEASE_NAMESPACE``, ``POD_NAMESPACE``, the file's path, or ``default``.
+    source: str
+
+    def why(self) -> str:
+        """Why this namespace: ``namespace from SHARDLEASE_NAMESPACE``, or that it is the fallback."""
+        if self.source == "default":
+            return ("the fallback namespace: no --namespace, SHARDLEASE_NAMESPACE, POD_NAMESPACE or in-cluster "
+                    "namespace file")
+        return f"namespace from {self.source}"
+
+
+def find_namespace(flag: str | None = None) -> NamespaceChoice:
+    """The one rule every command uses to pick the namespace of a group's Leases.
+
+    ``flag`` (``--namespace`` or an explicit argument), else ``SHARDLEASE_NAMESPACE``, else
     ``POD_NAMESPACE`` (set from the downward API), else the service account's namespace file that
-    Kubernetes mounts into every pod, else ``"default"`` as kubectl does. ``SHARDLEASE_NAMESPACE``
-    is read by the settings machinery before this default is consulted.
+    Kubernetes mounts into every pod, else ``"default"`` as kubectl does. ``run``, ``status``, ``reshard``
+    and ``demo`` all call this, so a replica and the commands that inspect or change its group never look
+    in different namespaces. ``SHARDLEASE_NAMESPACE`` counts once set, even empty (the name is then
+    checked and refused, as any other ``SHARDLEASE_*`` setting would be); an empty ``POD_NAMESPACE`` or
+    file counts as absent, since the downward API or a mount leaves them so.
     """
+    if flag is not None:
+        return NamespaceChoice(flag, "--namespace")
+    if f"{ENV_PREFIX}NAMESPACE" in os.environ:
+        return NamespaceChoice(os.environ[f"{ENV_PREFIX}NAMESPACE"], f"{ENV_PREFIX}NAMESPACE")
     from_env = os.environ.get("POD_NAMESPACE", "").strip()
     if from_env:
-        return from_env
+        return NamespaceChoice(from_env, "POD_NAMESPACE")
     try:
         from_file = SERVICE_ACCOUNT_NAMESPACE_FILE.read_text(encoding="utf-8").strip()
     except OSError:
         from_file = ""
-    return from_file or "default"
+    if from_file:
+        return NamespaceChoice(from_file, str(SERVICE_ACCOUNT_NAMESPACE_FILE))
+    return NamespaceChoice("default", "default")
+
+
+def namespace_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a namespace name, or ``None`` if it can."""
+    if _is_dns_label(value):
+        return None
+    return (f"must be a valid namespace name (lowercase RFC 1123 label, at most 63 characters), "
+            f"got {value!r}")
+
+
+def checked_namespace(flag: str | None = None) -> NamespaceChoice:
+    """:func:`find_namespace`, refusing a name that is not one with a message naming its source and
+    the fix; raises :class:`shardlease.errors.ConfigError`."""
+    from shardlease.errors import ConfigError
+
+    choice = find_namespace(flag)
+    problem = namespace_problem(choice.name)
+    if problem is not None:
+        raise ConfigError(f"namespace: {problem} (from {choice.source}); set --namespace or "
+                          f"{ENV_PREFIX}NAMESPACE to {_FIX_HINTS['namespace']}")
+    return choice
+
+
+def default_namespace() -> str:
+    """The namespace when none is given explicitly: :func:`find_namespace` without a flag."""
+    return find_namespace().name
 
 
 def default_identity() -> str:
@@ -118,8 +176,9 @@ class ShardConfig(BaseSettings):
     namespace: str = Field(
         default_factory=default_namespace,
         description=(
-            "Namespace holding the group's Leases. Defaults to POD_NAMESPACE, then the pod's service "
-            "account namespace, then `default`."
+            "Namespace holding the group's Leases. Defaults to SHARDLEASE_NAMESPACE, then POD_NAMESPACE, "
+            "then the pod's service account namespace, then `default` (find_namespace: the rule every "
+            "command uses)."
         ),
     )
     identity: str = Field(
@@ -239,11 +298,9 @@ class ShardConfig(BaseSettings):
     @field_validator("namespace")
     @classmethod
     def _check_namespace(cls, value: str) -> str:
-        if not _is_dns_label(value):
-            raise ValueError(
-                f"must be a valid namespace name (lowercase RFC 1123 label, at most 63 characters), "
-                f"got {value!r}"
-            )
+        problem = namespace_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("identity")

@@ -444,7 +444,9 @@ def test_shards_of_a_live_member_that_never_takes_them_are_covered(server: tuple
     m = ShardManager(config(kubeconfig, group, "real", 6), journal.handler("real"))
     try:
         m.start()
-        wait_until(lambda: m.members() == frozenset({"ghost", "real"}), 5, "the ghost to count as a member")
+        # members() and desired_shards() are published one after the other: wait for the assignment too.
+        wait_until(lambda: m.members() == frozenset({"ghost", "real"}) and m.desired_shards(), 5,
+                   "the ghost to count as a member")
         mine = m.desired_shards()
         assert 0 < len(mine) < 6
         wait_until(lambda: len(m.owned_shards()) == 6, 2 + FAST["retry_period"] * 2 + 1, "grace fallback coverage")

@@ -204,12 +204,17 @@ def test_cli_flags_unowned_and_misplaced(devserver: Any, tmp_path: Path,
     assert [m["identity"] for m in data["members"]] == ["a", "b"]
 
 
-def test_cli_on_an_empty_group(devserver: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_on_a_group_with_no_lease_says_so(devserver: Any, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Not an empty table (which reads like a group whose replicas all died): no such group here."""
     from shardlease.cli import main
 
-    assert main(["status", "--group", "nothing", "--kubeconfig", str(tmp_path / "kubeconfig")]) == 0
-    out = capsys.readouterr().out
-    assert "(none)" in out and "ATTENTION: 0/0 shards owned" in out
+    assert main(["status", "--group", "nothing", "--namespace", "default",
+                 "--kubeconfig", str(tmp_path / "kubeconfig")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no group 'nothing' in namespace 'default'" in captured.err and "from --namespace" in captured.err
+    assert "0/0" not in captured.err
 
 
 def test_unreachable_cluster_exits_nonzero_naming_what_was_tried(tmp_path: Path) -> None:

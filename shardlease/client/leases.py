@@ -23,7 +23,7 @@ from kubernetes.client import ApiClient
 from shardlease.client.transport import SkipVersion, Transport
 from shardlease.errors import ApiError, NotFound
 
-__all__ = ["ApiError", "LeaseClient", "list_group_leases"]
+__all__ = ["ApiError", "LeaseClient", "group_lease_namespaces", "list_group_leases"]
 
 _GROUP_PATH = "/apis/coordination.k8s.io/v1"
 
@@ -132,3 +132,18 @@ def list_group_leases(api: ApiClient, namespace: str, selector: str) -> tuple[li
     items = body.get("items") or []
     return [item for item in items if isinstance(item, dict)], str(
         (body.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def group_lease_namespaces(api: ApiClient, selector: str) -> list[str]:
+    """The namespaces holding Leases that match ``selector``, across the cluster, sorted.
+
+    One list over all namespaces: used to tell someone who looked for a group in the wrong namespace
+    where it runs. Needs ``list leases`` cluster-wide; the caller treats a refusal as "unknown".
+    """
+    from kubernetes.client import CoordinationV1Api
+
+    response: Any = CoordinationV1Api(api).list_lease_for_all_namespaces(
+        label_selector=selector, _preload_content=False, _request_timeout=_LIST_TIMEOUT)
+    items = json.loads(response.data).get("items") or []
+    found = {str((item.get("metadata") or {}).get("namespace") or "") for item in items if isinstance(item, dict)}
+    return sorted(name for name in found if name)

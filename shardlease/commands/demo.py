@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from shardlease.commands.cluster import NAMESPACE_HELP, namespace_of
+
 if TYPE_CHECKING:  # pragma: no cover
     from shardlease.harness.localcluster import LocalCluster, Snapshot
 
@@ -323,12 +325,20 @@ def _run(args: argparse.Namespace) -> int:
     if steps is None and not interactive:
         steps = parse_script(DEFAULT_SCRIPT)
 
+    from shardlease.errors import ConfigError
+
+    try:
+        namespace = namespace_of(args).name
+    except ConfigError as exc:
+        print(f"shardlease demo: {exc}", file=sys.stderr)
+        return 2
+
     # SIGTERM to the demo itself must clean up like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     timings = Timings(lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
                       retry_period=args.retry_period)
     server: dict[str, Any] = {"devserver": "real", "assets": args.kube_assets} if args.kube_assets else {}
-    cluster = LocalCluster(group="demo", shards=args.shards, timings=timings,
+    cluster = LocalCluster(group="demo", shards=args.shards, timings=timings, namespace=namespace,
                            work_dir=args.work_dir, faults=False, **server)
     demo = Demo(cluster, sys.stdout, interactive=interactive, colour=interactive and not args.no_color)
     out = None if interactive else sys.stdout
@@ -339,7 +349,8 @@ def _run(args: argparse.Namespace) -> int:
             except ControlPlaneError as exc:
                 print(f"shardlease demo: {exc}", file=sys.stderr)
                 return 1
-            demo.state.kubectl_hint = f"KUBECONFIG={cluster.kubeconfig} kubectl get leases"
+            in_namespace = "" if namespace == "default" else f" -n {namespace}"
+            demo.state.kubectl_hint = f"KUBECONFIG={cluster.kubeconfig} kubectl get leases{in_namespace}"
             demo.state.note(f"API server at {cluster.url}; kubeconfig {cluster.kubeconfig} "
                             f"(try: {demo.state.kubectl_hint})", out)
             for _ in range(args.replicas):
@@ -379,6 +390,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Without a terminal, or with --script, it plays a script of the same steps and exits."),
     )
     parser.add_argument("--replicas", type=int, default=3, help="replicas to start (default 3)")
+    parser.add_argument("--namespace", default=None, metavar="NS", help=NAMESPACE_HELP)
     parser.add_argument("--shards", type=int, default=16, help="shard count (default 16)")
     parser.add_argument(
         "--script", default=None,

@@ -5,7 +5,8 @@ replicas switch by themselves, stopping every old handler before any of the new 
 ``--wait`` then watches the shard Leases until that switch is complete.
 
 Exit codes: 0 written (or nothing to change), 1 the cluster could not be read or written or the wait
-ended without the switch completing, 2 a bad flag or a group that cannot be resharded as it is.
+ended without the switch completing, 2 a bad flag or a group that cannot be resharded as it is (also a
+group with no Lease at all in the namespace, which the message then says, naming the namespace).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import sys
 from typing import Any, TextIO
 
-from shardlease.commands.cluster import ConnectFailed, add_cluster_flags, api_failure, connect
+from shardlease.commands.cluster import ConnectFailed, add_cluster_flags, api_failure, connect, namespace_of, no_group
 
 __all__ = ["register", "run"]
 
@@ -37,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from shardlease.errors import InvalidArgument
+    from shardlease.errors import ConfigError, InvalidArgument
     from shardlease.runtime.reshard import (
         GroupLeaseMissing,
         GroupLeaseUnreadable,
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     )
 
     out = out or sys.stdout
+    try:
+        choice = namespace_of(args)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
     try:
         check_shards(args.shards, "--shards")
     except InvalidArgument as exc:
@@ -62,7 +67,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return _fail(str(exc), 1)
     try:
         result = reshard(args.group, args.shards, namespace=args.namespace, api_client=api, wait=args.wait)
-    except (GroupLeaseMissing, GroupLeaseUnreadable) as exc:
+    except GroupLeaseMissing as exc:
+        return _fail(_missing(api, args, choice) or str(exc), 2)
+    except GroupLeaseUnreadable as exc:
         return _fail(str(exc), 2)
     except (ReshardTimeout, ReshardSuperseded) as exc:
         _report(exc.result, out)
@@ -78,6 +85,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"switch to generation {result.generation} complete: every shard Lease below {result.span} carries "
               f"it", file=out)
     return 0
+
+
+def _missing(api: Any, args: argparse.Namespace, choice: Any) -> str | None:
+    """When the group has no Lease at all in the namespace (not merely no group Lease), the message
+    ``status`` gives for it, naming the namespace, why that one, and where the group does run."""
+    from shardlease.client.leases import list_group_leases
+    from shardlease.core.records import group_selector
+
+    try:
+        items, _ = list_group_leases(api, args.namespace, group_selector(args.group))
+    except Exception:
+        return None
+    return None if items else no_group(api, args.group, choice)
 
 
 def _report(result: Any, out: TextIO) -> None:

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from shardlease.commands.cluster import NAMESPACE_HELP
+
 # Re-exported: it lived here before moving into the one error hierarchy.
 from shardlease.errors import HandlerImportError as HandlerImportError
 
@@ -31,7 +33,7 @@ __all__ = ["load_handler", "register", "run"]
 _FLAGS: tuple[tuple[str, str | None, str], ...] = (
     ("--group", "G", "group name (Lease name prefix)"),
     ("--shards", "S", "number of shards in the group"),
-    ("--namespace", "NS", "namespace of the Leases"),
+    ("--namespace", "NS", NAMESPACE_HELP),
     ("--identity", "ID", "this replica's identity, unique per replica (default: $POD_NAME, else the hostname)"),
     ("--kubeconfig", "PATH", "kubeconfig file"),
     ("--context", "C", "kubeconfig context"),
@@ -163,12 +165,15 @@ def _short_repr(obj: object, limit: int = 60) -> str:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from shardlease.config import ShardConfig, format_config_error
+    from shardlease.config import ShardConfig, find_namespace, format_config_error
     from shardlease.errors import ConfigError, ShardleaseError
     from shardlease.runtime.logs import configure
     from shardlease.runtime.manager import ShardManager
 
     given = {name: getattr(args, name) for name in _FIELDS if hasattr(args, name)}
+    # The namespace rule every command shares (find_namespace), applied here rather than left to the
+    # settings machinery, so that run, status, reshard and demo cannot drift apart.
+    given.setdefault("namespace", find_namespace().name)
     try:
         config = ShardConfig(**given)
     except ValidationError as exc:

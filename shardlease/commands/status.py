@@ -7,6 +7,12 @@ to the replicas.
 The model (``GroupView``: members, the shard table, flags and problems) is pure and lives in
 ``shardlease.core.groupview``, which says how liveness is approximated there; this module lists or
 watches the Leases and prints the view.
+
+A group with no Lease in the namespace is not shown as an empty table (which reads like a group whose
+every replica is gone): the command says that no such group is there, which namespace it looked in and
+why, and exits 1. With ``--watch`` it says so and waits for the group to appear.
+
+Exit codes: 0 shown, 1 the cluster could not be read or the group has no Lease there, 2 a bad setting.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from shardlease.client.leases import list_group_leases
-from shardlease.commands.cluster import ConnectFailed, add_cluster_flags, api_failure, connect, reason
+from shardlease.commands.cluster import (
+    ConnectFailed,
+    add_cluster_flags,
+    api_failure,
+    connect,
+    namespace_of,
+    no_group,
+    reason,
+)
 from shardlease.core.groupview import FLAG_EXPIRED, FLAG_MISPLACED, FLAG_UNOWNED, GroupView, MemberRow, ShardRow
 from shardlease.core.records import group_selector
 
@@ -34,6 +48,8 @@ __all__ = ["FLAG_EXPIRED", "FLAG_MISPLACED", "FLAG_UNOWNED", "GroupView", "Membe
 
 #: With --watch, how often to redraw just to refresh the "seconds since renew" column.
 _AGE_REFRESH = 5.0
+#: With --watch, what ``shown`` is while the group has no Lease.
+_ABSENT: tuple[Any, ...] = ("no group",)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -46,7 +62,9 @@ def register(subparsers: Any) -> None:
         "status",
         help="show which replica holds which shard of a group",
         description="Show a group's members and shard owners, and flag unowned, expired or "
-                    "misplaced shards. Liveness is judged by this machine's clock (display only).",
+                    "misplaced shards. Liveness is judged by this machine's clock (display only). Exit status: "
+                    "0 shown, 1 the cluster could not be read or the group has no Lease in the namespace, "
+                    "2 a bad setting.",
     )
     add_cluster_flags(parser)
     parser.add_argument("--watch", action="store_true", help="redraw whenever the Leases change (Ctrl-C exits)")
@@ -57,7 +75,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from shardlease.errors import ConfigError
+
     out = out or sys.stdout
+    try:
+        choice = namespace_of(args)
+    except ConfigError as exc:
+        print(f"shardlease status: {exc}", file=sys.stderr)
+        return 2
     try:
         api = connect(args, "shardlease-status")
     except ConnectFailed as exc:
@@ -76,9 +101,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 items, _ = list_group_leases(api, args.namespace, selector)
             except Exception as exc:
                 return fail(exc)
+            if not items:
+                print(f"shardlease status: {no_group(api, args.group, choice)}", file=sys.stderr)
+                return 1
             _show(_view(args, items), args.output, out, clear=False)
             return 0
-        return _watch(api, args, selector, out, fail)
+        return _watch(api, args, selector, out, fail, lambda: no_group(api, args.group, choice))
     except KeyboardInterrupt:
         return 0
     finally:
@@ -105,14 +133,30 @@ def _show(view: GroupView, output: str, out: TextIO, clear: bool) -> None:
     out.flush()
 
 
+def _show_absent(message: str, output: str, out: TextIO, clear: bool) -> None:
+    """The group has no Lease (yet, or any more): in text, that is what is drawn; in JSON, stdout carries
+    only views of a group that exists, so the message goes to stderr."""
+    line = f"shardlease status: {message}; waiting for its Leases (Ctrl-C to stop)"
+    if output == "json":
+        print(line, file=sys.stderr, flush=True)
+        return
+    if clear and out.isatty():
+        out.write("\x1b[H\x1b[2J")
+    elif clear:
+        out.write(f"--- {_dt.datetime.now().astimezone().strftime('%H:%M:%S')} ---\n")
+    out.write(line + "\n")
+    out.flush()
+
+
 def _watch(api: ApiClient, args: argparse.Namespace, selector: str, out: TextIO,
-           fail: Callable[[BaseException], int]) -> int:
+           fail: Callable[[BaseException], int], absent: Callable[[], str]) -> int:
     """List, then watch from the list's resourceVersion; relist when the watch ends or expires.
 
     A background thread feeds events into a queue; the main thread applies them (a burst within 0.2 s
     at once) and redraws when what is shown changed -- including when time alone changed it (a Lease
     went past its expiry), which needs no request. The first list failing is fatal (exit 1); later
-    failures are retried.
+    failures are retried. While the group has no Lease, ``absent()`` (which names the namespace) is
+    shown instead of an empty table, once each time the group goes missing.
     """
     try:
         items, version = list_group_leases(api, args.namespace, selector)
@@ -141,6 +185,11 @@ def _watch(api: ApiClient, args: argparse.Namespace, selector: str, out: TextIO,
                     break
         for kind, payload in batch:
             dirty |= _apply(objects, kind, payload)
+        if not objects:
+            if shown != _ABSENT:
+                _show_absent(absent(), args.output, out, clear=shown is not None)
+                shown, drawn_at, dirty = _ABSENT, time.monotonic(), False
+            continue
         view = _view(args, objects.values())
         # Renewals change only renewTime every retry period; redrawing for each would scroll the
         # screen constantly. Redraw when something shown besides the ages changed, and otherwise

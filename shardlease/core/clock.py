@@ -1,9 +1,10 @@
 """Time sources, injectable so that timing decisions can be tested without sleeping.
 
 Two clocks with different jobs: ``monotonic()`` judges every duration (expiry, renew deadlines,
-grace periods) because it never jumps; ``now()`` (wall clock, UTC) only fills the ``acquireTime`` /
-``renewTime`` fields that humans and other tools read. No decision compares a Lease's ``renewTime``
-with the local wall clock, so clock offsets between pods do not matter.
+grace periods) because it never jumps; ``now()`` (wall clock, UTC) fills the ``acquireTime`` /
+``renewTime`` fields that humans and other tools read, and the epoch of a shard Lease a replica creates
+(docs/guarantees.md). No decision compares a Lease's ``renewTime`` with the local wall clock, so clock
+offsets between pods do not matter for who holds what.
 """
 
 from __future__ import annotations

@@ -90,6 +90,8 @@ class ShardRow:
     age: float | None
     transitions: int | None
     flags: tuple[str, ...]
+    token: int | None = None
+    """The fencing token its holder works under (the Lease's epoch above its transitions)."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ class GroupView:
                 shard=shard, holder=holder, desired=desired.get(shard),
                 age=_age(rec, now) if rec is not None else None,
                 transitions=rec.transitions if rec is not None else None, flags=tuple(flags),
+                token=rec.token if rec is not None else None,
             ))
         changed_age = (now - state.changed_at).total_seconds() if state is not None and state.changed_at else None
         return cls(group, namespace, shards, members, tuple(rows), tuple(notes), tuple(problems),
@@ -257,7 +260,7 @@ class GroupView:
             "members": [{**asdict(m), "configured": m.declared_shards} for m in self.members],
             "shard_table": [
                 {"shard": r.shard, "holder": r.holder, "desired": r.desired, "age": r.age,
-                 "transitions": r.transitions, "flags": list(r.flags)} for r in self.rows
+                 "transitions": r.transitions, "token": r.token, "flags": list(r.flags)} for r in self.rows
             ],
             "summary": {
                 "owned": sum(1 for row in self.rows if row.holder),

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import admin, discovery, fieldmanager, namespaces, openapi, protobuf, shardselector, tables
+from . import admin, discovery, fieldmanager, namespaces, openapi, protobuf, reviews, shardselector, tables
 from .counters import RequestCounter
 from .faults import Faults
 from .httpserver import Request, Response, Stream, json_response, parse_json
@@ -35,6 +35,41 @@ _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                 "application/strategic-merge-patch+json", "application/apply-patch+yaml")
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _HEALTH = frozenset(("/healthz", "/readyz", "/livez"))
+_REVIEW_GROUPS = {f"/apis/{review.group}": review for review in reviews.ALL}
+_REVIEW_VERSIONS = {f"/apis/{review.api_version}": review for review in reviews.ALL}
+#: Distinct unserved resources reported at most (a client inventing paths cannot grow the set for ever).
+_UNSERVED_LIMIT = 1000
+#: What the unserved-type line lists.
+SERVED = "Leases, ConfigMaps, Namespaces, SelfSubjectAccessReviews and SelfSubjectReviews"
+
+
+def unserved_resource(path: str) -> tuple[str, str, str] | None:
+    """``(group, version, resource)`` a resource path names (resource ``""`` for a group version's
+    discovery), when this server does not serve it; ``None`` for a served type or a path that names no
+    type at all (``/nothing``, a sub-resource of a served type)."""
+    parts = [part for part in path.split("/") if part]
+    if len(parts) >= 2 and parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 2 and parts[0] == "apis":
+        group, version, rest = parts[1], (parts[2] if len(parts) > 2 else ""), parts[3:]
+    else:
+        return None
+    if rest[:1] == ["watch"]:
+        rest = rest[1:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        plural = rest[2]
+    elif rest:
+        plural = rest[0]
+    else:
+        plural = ""
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    if (prefix, plural) in BY_PATH or f"{prefix}/{plural}" in reviews.BY_PATH:
+        return None
+    if not plural and (prefix in _REVIEW_VERSIONS or prefix in ("/api/v1", "/apis/coordination.k8s.io/v1")):
+        return None
+    if (group, version, plural) == ("", "v1", "events"):
+        return None
+    return group, version, plural
 
 
 def _bool(query: dict[str, str], name: str) -> bool:
@@ -111,6 +146,8 @@ class Api:
         self.bookmark_interval = bookmark_interval
         self.address = address
         self.watchers: set[Watcher] = set()
+        #: Unserved resources already reported (see _unserved): one log line each, not one per request.
+        self.unserved_reported: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ entry point
 
@@ -146,6 +183,10 @@ class Api:
             payload = discovery.coordination_resources()
         elif path == "/api/v1":
             payload = discovery.core_resources()
+        elif path in _REVIEW_GROUPS:
+            payload = discovery.review_group(_REVIEW_GROUPS[path])
+        elif path in _REVIEW_VERSIONS:
+            payload = discovery.review_resources(_REVIEW_VERSIONS[path])
         elif path == "/openapi/v2":
             if request.method != "GET":
                 raise method_not_allowed(request.method)
@@ -174,7 +215,10 @@ class Api:
             prefix, rest = "/api/v1", path[8:]
         elif path.startswith("/apis/coordination.k8s.io/v1/"):
             prefix, rest = "/apis/coordination.k8s.io/v1", path[29:]
+        elif path in reviews.BY_PATH:
+            return await self._review(request, stream, reviews.BY_PATH[path])
         else:
+            self._unserved(request, path)
             raise path_not_found()
         parts = rest.split("/")
         watch_path = parts[0] == "watch"
@@ -199,6 +243,8 @@ class Api:
             raise path_not_found()
         if resource is None and (prefix != "/api/v1" or plural != "events" or
                                  (namespace is None and name is not None)):
+            if plural != "events":
+                self._unserved(request, path)
             raise path_not_found()
         if resource is not None and not resource.namespaced:
             namespace = ""
@@ -246,6 +292,44 @@ class Api:
         handler = getattr(self, "_" + verb)
         response: Response | None = handler(request, resource, namespace or None if verb == "list" else namespace, name)
         return response
+
+    async def _review(self, request: Request, stream: Stream, review: reviews.Review) -> Response | None:
+        """A SelfSubjectAccessReview or SelfSubjectReview: create-only, subject to faults like any request."""
+        if request.method != "POST":
+            raise method_not_allowed(request.method)
+        self.counter.add("create", review.plural)
+        verdict = self.faults.verdict(request.client)
+        if verdict.drop:
+            stream.abort()
+            return None
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)
+        if verdict.error is not None:
+            return _error(verdict.error)
+        return reviews.handle(review, request)
+
+    def _unserved(self, request: Request, path: str) -> None:
+        """Say, once per resource, that a request asked for a type this server does not serve.
+
+        The answer stays kube-apiserver's 404 (clients branch on it), but a bare "the server could not
+        find the requested resource" from a server that looks like Kubernetes sends users hunting for
+        a typo; this line names the type and the way to a server that has it.
+        """
+        what = unserved_resource(path)
+        if what is None or what in self.unserved_reported or len(self.unserved_reported) >= _UNSERVED_LIMIT:
+            return
+        self.unserved_reported.add(what)
+        group, version, plural = what
+        group_version = f"{group}/{version}" if group else version
+        if plural:
+            subject = f"{group_version} {plural}"
+        else:
+            subject = f"API group version {group_version}" if version else f"API group {group}"
+        log.warning("%s %s: %s is not served by the embedded dev-server (it serves %s) and was answered 404 "
+                    "NotFound, as kube-apiserver answers for a type it does not know; for every other type run "
+                    "a real kube-apiserver: shardlease dev-server --kube-assets DIR (DIR built by "
+                    "scripts/build-kube-assets). Said once per resource.",
+                    request.method, path, subject, SERVED)
 
     # ------------------------------------------------------------------ reads
 

@@ -17,6 +17,7 @@ DEFAULT_KUBECONFIG = "./shardlease-dev.kubeconfig"
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
     import signal
     from pathlib import Path
 
@@ -27,6 +28,14 @@ def run(args: argparse.Namespace) -> int:
               f"the server has no authentication; add --allow-remote to bind it anyway",
               file=sys.stderr)
         return 2
+    # The server's own log lines (a request for a type it does not serve, an internal error) go to
+    # stderr, marked as the dev-server's, next to what it prints at start.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("shardlease dev-server: %(message)s"))
+    server_log = logging.getLogger("shardlease.devserver")
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)
+    server_log.propagate = False
     server = DevServer(args.host, args.port, faults=args.faults, allow_remote=args.allow_remote,
                        strict_namespaces=getattr(args, "strict_namespaces", False),
                        feature_gates=getattr(args, "feature_gates", None) or None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .resources import CONFIGMAPS, LEASES, NAMESPACES
+from .reviews import ALL as REVIEWS
+from .reviews import Review
 
 VERSION_INFO: dict[str, str] = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.0-shardlease",
@@ -27,8 +29,27 @@ def api_versions(server_address: str) -> dict[str, Any]:
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
 
 
+def _review_group(review: Review) -> dict[str, Any]:
+    version = {"groupVersion": review.api_version, "version": review.version}
+    return {"name": review.group, "versions": [version], "preferredVersion": version}
+
+
 def api_group_list() -> dict[str, Any]:
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_COORDINATION_GROUP]}
+    """Groups in kube-apiserver's order (authentication and authorization come before coordination)."""
+    return {"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [*(_review_group(review) for review in REVIEWS), _COORDINATION_GROUP]}
+
+
+def review_group(review: Review) -> dict[str, Any]:
+    """``/apis/authorization.k8s.io`` and ``/apis/authentication.k8s.io``."""
+    return {"kind": "APIGroup", "apiVersion": "v1", **_review_group(review)}
+
+
+def review_resources(review: Review) -> dict[str, Any]:
+    """The one review type served in its group version (kube-apiserver lists the others of the group
+    too, e.g. SubjectAccessReview; they are not served here, so they are not listed)."""
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": review.api_version,
+            "resources": [review.discovery_entry()]}
 
 
 def coordination_group() -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Typed client-go clients -- ``kubectl create configmap`` among them -- send built-in objects as
 protobuf. Only decoding is needed (responses are always JSON, which those clients accept), and only
-for the fields of Leases, ConfigMaps, Namespaces and ObjectMeta; the result is the same dict shape JSON decoding
-gives, so validation is shared. Field numbers are from k8s.io/api's ``generated.proto``.
+for the fields of Leases, ConfigMaps, Namespaces, ObjectMeta and the two reviews ``kubectl auth can-i``
+and ``kubectl auth whoami`` send (SelfSubjectAccessReview, SelfSubjectReview); the result is the same
+dict shape JSON decoding gives, so validation is shared. Field numbers are from k8s.io/api's
+``generated.proto``.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def _object_meta(data: bytes) -> dict[str, Any]:
                         (6, "resourceVersion")):
         if number in g:
             meta[key] = _text(g[number][-1])
-    if 8 in g:
+    if 8 in g and g[8][-1] != b"":  # an empty Time is Go's zero time: unset, as JSON would omit it
         meta["creationTimestamp"] = _time(g[8][-1], micro=False)
     if 11 in g:
         meta["labels"] = _map(g[11])
@@ -162,8 +164,66 @@ def _namespace(raw: bytes) -> dict[str, Any]:
     return obj  # status (field 3) is ignored on create and update anyway
 
 
+def _strings(data: bytes, names: tuple[tuple[int, str], ...]) -> dict[str, Any]:
+    """The non-empty string fields of a message, in the order given (Go's struct order, as JSON has them:
+    an empty string is omitted there too)."""
+    g = _grouped(data)
+    out: dict[str, Any] = {}
+    for number, key in names:
+        if number in g and _text(g[number][-1]):
+            out[key] = _text(g[number][-1])
+    return out
+
+
+def _selector_attributes(data: bytes) -> dict[str, Any]:
+    """``fieldSelector`` / ``labelSelector`` of ResourceAttributes: a raw selector or requirements."""
+    g = _grouped(data)
+    out = _strings(data, ((1, "rawSelector"),))
+    requirements = []
+    for raw in g.get(2, []):
+        item = _grouped(raw if isinstance(raw, bytes) else b"")
+        requirement: dict[str, Any] = _strings(raw if isinstance(raw, bytes) else b"", ((1, "key"), (2, "operator")))
+        if 3 in item:
+            requirement["values"] = [_text(v) for v in item[3]]
+        requirements.append(requirement)
+    if requirements:
+        out["requirements"] = requirements
+    return out
+
+
+_RESOURCE_ATTRIBUTES = ((1, "namespace"), (2, "verb"), (3, "group"), (4, "version"), (5, "resource"),
+                        (6, "subresource"), (7, "name"))
+
+
+def _self_subject_access_review(raw: bytes) -> dict[str, Any]:
+    g = _grouped(raw)
+    obj: dict[str, Any] = {"metadata": _object_meta(g[1][-1]) if 1 in g else {}}  # type: ignore[arg-type]
+    spec: dict[str, Any] = {}
+    if 2 in g:
+        s = _grouped(g[2][-1])  # type: ignore[arg-type]
+        if 1 in s:
+            data = s[1][-1] if isinstance(s[1][-1], bytes) else b""
+            attributes = _strings(data, _RESOURCE_ATTRIBUTES)
+            nested = _grouped(data)
+            for number, key in ((8, "fieldSelector"), (9, "labelSelector")):
+                if number in nested and isinstance(nested[number][-1], bytes):
+                    attributes[key] = _selector_attributes(nested[number][-1])  # type: ignore[arg-type]
+            spec["resourceAttributes"] = attributes
+        if 2 in s:
+            data = s[2][-1] if isinstance(s[2][-1], bytes) else b""
+            spec["nonResourceAttributes"] = _strings(data, ((1, "path"), (2, "verb")))
+    obj["spec"] = spec
+    return obj  # status (field 3) is the server's to fill in
+
+
+def _self_subject_review(raw: bytes) -> dict[str, Any]:
+    g = _grouped(raw)
+    return {"metadata": _object_meta(g[1][-1]) if 1 in g else {}}  # type: ignore[arg-type]
+
+
 def decode(body: bytes) -> dict[str, Any]:
-    """Turn an enveloped protobuf Lease, ConfigMap or Namespace into its JSON-shaped dict."""
+    """Turn an enveloped protobuf Lease, ConfigMap, Namespace, SelfSubjectAccessReview or
+    SelfSubjectReview into its JSON-shaped dict."""
     if not body.startswith(MAGIC):
         raise ProtobufError("missing the k8s protobuf envelope")
     unknown = _grouped(body[len(MAGIC):])
@@ -179,6 +239,10 @@ def decode(body: bytes) -> dict[str, Any]:
         obj = _configmap(raw)
     elif kind == "Namespace":
         obj = _namespace(raw)
+    elif kind == "SelfSubjectAccessReview":
+        obj = _self_subject_access_review(raw)
+    elif kind == "SelfSubjectReview":
+        obj = _self_subject_review(raw)
     else:
         raise ProtobufError(f"protobuf decoding of kind {kind!r} is not supported; send JSON")
     return {"kind": kind, "apiVersion": api_version, **obj}

@@ -334,6 +334,10 @@ class Snapshot:
     def transitions(self) -> dict[int, int | None]:
         return {row.shard: row.transitions for row in self.view.rows}
 
+    def tokens(self) -> dict[int, int | None]:
+        """Each shard's fencing token as its holder has it (``shard.token``)."""
+        return {row.shard: row.token for row in self.view.rows}
+
     def members(self) -> list[str]:
         """Identities with a member Lease, live or not."""
         return [m.identity for m in self.view.members]

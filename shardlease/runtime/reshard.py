@@ -129,9 +129,13 @@ def check_shards(shards: object, name: str = "shards") -> int:
     return shards
 
 
-def reshard(group: str, shards: int, *, namespace: str = "default", api_client: ApiClient | None = None,
+def reshard(group: str, shards: int, *, namespace: str | None = None, api_client: ApiClient | None = None,
             wait: float | None = None) -> ReshardResult:
     """Switch ``group`` to ``shards`` shards in its next generation, while its replicas keep running.
+
+    ``namespace``: where the group's Leases are; ``None`` finds it by the rule every command and
+    ``ShardConfig`` use (``SHARDLEASE_NAMESPACE``, ``POD_NAMESPACE``, the in-cluster namespace file,
+    ``default``), so a call from inside a replica's pod reaches its own group.
 
     ``api_client``: a configured ``kubernetes.client.ApiClient``; by default one is loaded the way
     kubectl finds its configuration (and closed again). ``wait``: seconds to wait for the switch to
@@ -151,6 +155,10 @@ def reshard(group: str, shards: int, *, namespace: str = "default", api_client: 
     check_shards(shards)
     if wait is not None and not wait >= 0:
         raise InvalidArgument(f"wait must be a number of seconds >= 0 or None, got {wait!r}")
+    if namespace is None:
+        from shardlease.config import checked_namespace
+
+        namespace = checked_namespace().name
     owned = api_client is None
     if api_client is None:
         from shardlease.client.connect import load_api_client

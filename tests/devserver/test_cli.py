@@ -3,6 +3,7 @@ kubeconfig that works, and exits 0 on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -64,3 +65,39 @@ def test_cli_help_mentions_defaults() -> None:
     for flag in ("--host", "--port", "--kubeconfig", "--faults", "--allow-remote",
                  "shardlease-dev.kubeconfig"):
         assert flag in done.stdout
+
+
+def test_a_request_for_an_unserved_type_is_answered_as_kube_does_and_logged_once_naming_kube_assets(
+        tmp_path: Path) -> None:
+    """A handler streaming a type the embedded server lacks gets kube-apiserver's 404, unchanged; the
+    dev-server's own stderr says once per resource which type that was, and where a server with it is."""
+    import urllib.error
+    import urllib.request
+
+    process = start("--port", "0", "--kubeconfig", str(tmp_path / "dev.kubeconfig"))
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[-1]
+        answers = []
+        paths = ["/apis/apps/v1/namespaces/default/deployments"] * 3 + [
+            "/apis/apps/v1/deployments?watch=true", "/api/v1/pods", "/api/v1/namespaces/x/pods/p",
+            "/apis/example.com/v1/widgets", "/api/v1/namespaces/default/configmaps",  # served: no line
+            "/nothing"]  # names no type: no line
+        for path in paths:
+            try:
+                with urllib.request.urlopen(url + path, timeout=10) as response:
+                    answers.append((response.status, path))
+            except urllib.error.HTTPError as exc:
+                answers.append((exc.code, json.loads(exc.read())))
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    not_found = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                 "message": "the server could not find the requested resource", "reason": "NotFound",
+                 "details": {}, "code": 404}
+    assert answers == [(404, not_found)] * 7 + [(200, "/api/v1/namespaces/default/configmaps"), (404, not_found)]
+    lines = [line for line in stderr.splitlines() if "is not served by the embedded dev-server" in line]
+    named = [line.split(": ", 2)[2].split(" is not served")[0] for line in lines]
+    assert named == ["apps/v1 deployments", "v1 pods", "example.com/v1 widgets"], stderr
+    assert all(line.startswith("shardlease dev-server: ") and "--kube-assets DIR" in line
+               and "scripts/build-kube-assets" in line for line in lines), lines

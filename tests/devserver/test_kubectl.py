@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -183,3 +184,20 @@ def test_get_watch_prints_changes(watcher: tuple[subprocess.Popen[str], list[str
     assert wait_for(lambda: any(l.split()[:2] == ["watched", "first"] for l in lines)), lines
     coord.patch_namespaced_lease("watched", ns, {"spec": {"holderIdentity": "second"}})
     assert wait_for(lambda: any(l.split()[:2] == ["watched", "second"] for l in lines)), lines
+
+
+def test_auth_can_i_and_whoami_answer_as_the_admin_the_server_is(kubectl: Kubectl, ns: str) -> None:
+    """``kubectl auth can-i`` / ``whoami`` work as against kube-apiserver (which answers them for the
+    ``--kube-assets`` admin the same way), instead of failing with 404."""
+    assert kubectl("auth", "can-i", "create", "leases", "-n", ns).strip() == "yes"
+    assert kubectl("auth", "can-i", "delete", "configmaps", "--all-namespaces").strip() == "yes"
+    assert kubectl("auth", "can-i", "get", "/healthz").strip() == "yes"
+    table = rows(kubectl("auth", "whoami"))
+    assert table[0] == ["ATTRIBUTE", "VALUE"] and ["Username", "shardlease-admin"] in table
+    review = json.loads(kubectl("auth", "whoami", "-o", "json"))
+    assert review["kind"] == "SelfSubjectReview" and review["apiVersion"] == "authentication.k8s.io/v1"
+    assert review["status"]["userInfo"] == {"username": "shardlease-admin", "uid": "shardlease-admin",
+                                            "groups": ["system:masters", "system:authenticated"]}
+    resources = rows(kubectl("api-resources", "--no-headers"))
+    assert ["selfsubjectaccessreviews", "authorization.k8s.io/v1", "false", "SelfSubjectAccessReview"] in resources
+    assert ["selfsubjectreviews", "authentication.k8s.io/v1", "false", "SelfSubjectReview"] in resources

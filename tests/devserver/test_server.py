@@ -58,7 +58,8 @@ def test_version(api_client: kubernetes.client.ApiClient) -> None:
 
 def test_discovery(api_client: kubernetes.client.ApiClient) -> None:
     groups = kubernetes.client.ApisApi(api_client).get_api_versions()
-    assert [g.name for g in groups.groups] == ["coordination.k8s.io"]
+    # kube-apiserver's order; the two review groups answer `kubectl auth can-i` / `whoami`.
+    assert [g.name for g in groups.groups] == ["authentication.k8s.io", "authorization.k8s.io", "coordination.k8s.io"]
     group = kubernetes.client.CoordinationApi(api_client).get_api_group()
     assert group.preferred_version.group_version == "coordination.k8s.io/v1"
     resources = kubernetes.client.CoordinationV1Api(api_client).get_api_resources()

@@ -70,7 +70,7 @@ def logs_match_leases(cluster: LocalCluster) -> Callable[[], bool]:
         snap = cluster.snapshot()
         if not snap.all_held(cluster.running_identities()):
             return False
-        tokens = snap.transitions()
+        tokens = snap.tokens()
         for replica in cluster.running():
             expected = {shard: tokens[shard] for shard in snap.held_by(replica.identity)}
             if logged_holdings(replica.log_text()) != expected:
@@ -255,7 +255,7 @@ def test_configmap_controller_survives_rebalance_sigkill_and_churn(tmp_path: Pat
         before = len([a for a in load_attempts(journal_dir) if a.outcome == "written"])
         for key in stripped:
             core.patch_namespaced_config_map(key.split("/")[1], namespace, {"metadata": {"annotations": {
-                "shardlease.io/reconciled-by": None, "shardlease.io/token": None}}})
+                "shardlease.io/reconciled-by": None, "shardlease.io/fence": None}}})
         wait_until(lambda: len([a for a in load_attempts(journal_dir) if a.outcome == "written"])
                    >= before + len(stripped), SETTLE, "the stripped ConfigMaps stamped again", report)
         check_final_state(core, namespace, keys, shards, survivors, cluster)
@@ -353,7 +353,7 @@ def check_final_state(core: Any, namespace: str, keys: set[str], shards: int, su
 
     def stamped_right() -> bool:
         snap = cluster.snapshot()
-        holders, tokens = snap.holders(), snap.transitions()
+        holders, tokens, generation = snap.holders(), snap.tokens(), snap.view.generation or 1
         listing = json.loads(core.list_namespaced_config_map(namespace, _preload_content=False).data)
         assert {f"{namespace}/{i['metadata']['name']}" for i in listing["items"]} == keys
         wrong.clear()
@@ -361,11 +361,12 @@ def check_final_state(core: Any, namespace: str, keys: set[str], shards: int, su
             key = f"{namespace}/{item['metadata']['name']}"
             annotations = item["metadata"].get("annotations") or {}
             shard = shard_for_object(item, shards)
-            by, token = annotations.get("shardlease.io/reconciled-by"), annotations.get("shardlease.io/token")
-            if by != holders[shard] or token != str(tokens[shard]) or by not in survivors:
-                wrong.append(f"{key} (shard {shard}): by={by} token={token}; "
-                             f"lease: {holders[shard]} token {tokens[shard]}")
+            by, fence = annotations.get("shardlease.io/reconciled-by"), annotations.get("shardlease.io/fence")
+            expected = f"{cluster.group}/{shard}/{generation}/{tokens[shard]}"
+            if by != holders[shard] or fence != expected or by not in survivors:
+                wrong.append(f"{key} (shard {shard}): by={by} fence={fence}; "
+                             f"lease: {holders[shard]} fence {expected}")
         return not wrong
 
-    wait_until(stamped_right, SETTLE, "every ConfigMap stamped with its shard's holder and token",
+    wait_until(stamped_right, SETTLE, "every ConfigMap stamped with its shard's holder and fence",
                lambda: "\n".join(wrong[:20]) + "\n" + cluster.diagnostics())
