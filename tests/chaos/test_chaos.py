@@ -514,7 +514,7 @@ def test_chaos_run(chaos_seed: int, sharded_watch: bool, request: pytest.Fixture
                        + report.render_failures() + "\n\nprogress:\n" + "\n".join(messages[-80:]))
     # Not vacuous: a real number of faults was applied and work was done between them.
     applied = report.counts()
-    assert sum(applied.values()) >= 15, applied
+    assert sum(applied.values()) >= 10, applied   # the plans of 1,500 random seeds hold 12 or more
     assert_work_was_measured(report.figures)
     # The same verdict from the run's files alone (journal, fault log, plan).
     assert recheck_objects(work_dir) == [], recheck_objects(work_dir)[:5]
