@@ -175,6 +175,10 @@ HA_WEIGHTS: Mapping[str, float] = {**REAL_WEIGHTS, "apiserver_kill": 0.6}
 #: live processes with one identity is not something Kubernetes does (pod names are unique).
 RESTART_DELAY = 3.0
 
+#: Longest the runner waits for a process it is about to SIGTERM to catch the signal (a replica started
+#: a moment ago has not installed its handler yet; on a loaded 2-core machine that took up to 10 s).
+SIGTERM_READY_TIMEOUT = 20.0
+
 #: Longest a watcher waits between failed attempts (``LeaseWatcher(max_backoff=5.0)`` in cache.py).
 WATCH_MAX_BACKOFF = 5.0
 
@@ -1313,6 +1317,7 @@ class ChaosRun:
         #: Processes started with a live replica's identity (``duplicate``), by that identity.
         self._duplicates: dict[str, Replica] = {}
         self._duplicate_pids: set[int] = set()
+        self._enders: list[threading.Thread] = []
         #: Per shard id, (sent, answered) monotonic times of an operator's delete or overwrite of its Lease.
         self.operator_acts: dict[int, list[tuple[float, float]]] = defaultdict(list)
         self.user: UserWriter | None = None
@@ -1429,7 +1434,7 @@ class ChaosRun:
             elif kind == "terminate":
                 # A partition stays on: the graceful exit must then finish without the API (the
                 # manager gives up on releases at the renew deadline). A restart heals it first.
-                waited = _wait_catching_sigterm(replica.pid)
+                waited = _wait_catching_sigterm(replica.pid, timeout=SIGTERM_READY_TIMEOUT)
                 if waited > 0.01:
                     note = f"waited {waited:.2f} s for the new process to catch SIGTERM; "
                 replica.terminate()
@@ -1464,10 +1469,14 @@ class ChaosRun:
             self._duplicate_pids.add(duplicate.pid)
             note = f"pid {duplicate.pid} beside pid {self._process(target or '').pid}"
         elif kind == "duplicate_end":
+            # In a thread: on a loaded machine the second process may still be starting (seen: 10 s
+            # under a load average of 20), and a SIGTERM before it catches the signal kills it; the
+            # faults planned after this one must not wait for that.
             duplicate = self._duplicates[target or ""]
-            if duplicate.running:
-                _wait_catching_sigterm(duplicate.pid)
-                duplicate.terminate()
+            ender = threading.Thread(target=self._terminate_when_ready, args=(duplicate,),
+                                     name="chaos-duplicate-end", daemon=True)
+            ender.start()
+            self._enders.append(ender)
             note = f"pid {duplicate.pid}"
         elif kind in ("delete_lease", "overwrite_lease"):
             # In a thread of its own, like an operator's kubectl beside the faults.
@@ -1639,12 +1648,19 @@ class ChaosRun:
                 replica.resume()
                 self._log_fault("resume", replica.identity, {}, self.config.duration, "end of window")
 
+    def _terminate_when_ready(self, replica: Replica) -> None:
+        if replica.running:
+            _wait_catching_sigterm(replica.pid, timeout=SIGTERM_READY_TIMEOUT)
+            replica.terminate()
+
     def _end_duplicates(self) -> None:
-        """Every duplicate process gone (its ``duplicate_end`` sent SIGTERM; a late one gets it now)
+        """Every duplicate process gone (its ``duplicate_end`` sent SIGTERM once it could take it)
         before recovery is judged: the group's identities are then its replicas' again."""
+        for ender in self._enders:
+            ender.join(SIGTERM_READY_TIMEOUT + 1.0)
         for duplicate in self._duplicates.values():
-            if duplicate.running:
-                duplicate.terminate()
+            if duplicate.running and "SIGTERM" not in [name for _, name in duplicate.signals]:
+                self._terminate_when_ready(duplicate)
             duplicate.wait(15.0)
 
     # ---- waiting ----
