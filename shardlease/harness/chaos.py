@@ -1447,9 +1447,12 @@ class ChaosRun:
                 old = self._process(target or "")
                 if old.running:
                     # Never two live processes with one identity (pod names are unique): wait for the
-                    # terminated one to finish its graceful exit, within the runtime's own bound.
+                    # terminated one to finish its graceful exit, within the runtime's own bound plus
+                    # the time a process SIGTERMed while still starting needs to get to its handler
+                    # (13 s seen under a load average of 19, when a late schedule fired a scale-up and
+                    # its terminate back to back).
                     limit = float(self.config.timings.drain_timeout or 30.0) \
-                        + self.config.timings.renew_deadline + 5.0
+                        + self.config.timings.renew_deadline + 5.0 + SIGTERM_READY_TIMEOUT
                     waited = time.monotonic()
                     if old.wait(limit) is None:
                         self.failures.append(
