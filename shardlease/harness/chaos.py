@@ -1434,9 +1434,14 @@ class ChaosRun:
             elif kind == "terminate":
                 # A partition stays on: the graceful exit must then finish without the API (the
                 # manager gives up on releases at the renew deadline). A restart heals it first.
+                # A frozen process is continued first: one frozen while still starting (a late
+                # schedule fires a scale-up and a pause back to back) never gets to catch SIGTERM.
+                if replica.paused:
+                    replica.resume()
+                    note = "resumed first; "
                 waited = _wait_catching_sigterm(replica.pid, timeout=SIGTERM_READY_TIMEOUT)
                 if waited > 0.01:
-                    note = f"waited {waited:.2f} s for the new process to catch SIGTERM; "
+                    note += f"waited {waited:.2f} s for the new process to catch SIGTERM; "
                 replica.terminate()
             elif kind == "pause":
                 replica.pause()
