@@ -6,8 +6,9 @@ Everything shardlease raises deliberately derives from ``ShardleaseError``:
   cannot start as configured; the message names what was tried and the fix.
 - ``ApiError`` and one subclass per failure kind of a Kubernetes API request (``Conflict``,
   ``AlreadyExists``, ``NotFound``, ``Expired``, ``Throttled``, ``ServerError``, ``RequestTimeout``,
-  ``NetworkError``, ``Invalid``, ``Forbidden``, ``UnexpectedApiError``): callers branch with
-  ``except Conflict`` instead of comparing strings, and the type checker sees every branch.
+  ``NetworkError``, ``Invalid``, ``Forbidden`` (and its ``CredentialsError``), ``UnexpectedApiError``):
+  callers branch with ``except Conflict`` instead of comparing strings, and the type checker sees every
+  branch. ``outcome_unknown`` says a write may have been applied although it failed.
 - ``InvalidArgument`` (also a ``ValueError``): a function was called with a value it cannot accept.
 - ``ControlLoopCrashed``: ``ShardManager.run()`` stopped because its control loop failed for good.
 
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConflictError",
+    "CredentialsError",
     "ControlLoopCrashed",
     "Expired",
     "Forbidden",
@@ -90,19 +92,26 @@ class ApiError(ShardleaseError):
     Kubernetes ``Status`` body (``"Conflict"``, ``"AlreadyExists"``, ...), ``retry_after`` the seconds
     the server asked us to wait (429 and some 5xx), if any. ``label`` (per class) is the value of the
     ``kind`` label on ``shardlease_api_errors_total``.
+
+    ``outcome_unknown`` is true when a write was sent and the connection failed (or timed out) before a
+    complete answer: the server may have applied it. Repeating it blindly could turn our own success
+    into a ``Conflict`` or ``AlreadyExists``, so read the object back first. ``False`` says nothing
+    either way for a ``ServerError``: a 5xx can come after a write was applied, too.
     """
 
     label: ClassVar[str] = "other"
 
     def __init__(self, message: str, /, *, status: int | None = None, reason: str = "",
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, outcome_unknown: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(status={self.status!r}, reason={self.reason!r}, "
+        unknown = ", outcome_unknown=True" if self.outcome_unknown else ""
+        return (f"{type(self).__name__}(status={self.status!r}, reason={self.reason!r}{unknown}, "
                 f"message={str(self)!r})")
 
 
@@ -157,7 +166,8 @@ class RequestTimeout(ApiError):
 
 
 class NetworkError(ApiError):
-    """The connection failed (refused, reset, DNS); no HTTP status was received."""
+    """The connection failed (refused, reset, DNS); no HTTP status was received. With ``outcome_unknown``
+    the request had gone out first, so a write may have been applied."""
 
     label = "network"
 
@@ -172,6 +182,14 @@ class Forbidden(ApiError):
     """401 Unauthorized or 403 Forbidden: the credentials (or RBAC) do not allow the request."""
 
     label = "forbidden"
+
+
+class CredentialsError(Forbidden):
+    """The client could not get credentials to send (an in-cluster token file that is empty or gone, an
+    exec plugin that failed): no request was sent. A ``Forbidden``, because callers treat it alike: the
+    fix is the credentials, not a retry now."""
+
+    label = "credentials"
 
 
 class UnexpectedApiError(ApiError):

@@ -62,11 +62,13 @@ class LeaseClient(Transport):
             return None
 
     def create(self, body: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        """POST; ``AlreadyExists`` if the name is taken."""
+        """POST; ``AlreadyExists`` if the name is taken. Sent once: a ``NetworkError`` or ``RequestTimeout``
+        with ``outcome_unknown`` means it went out and its answer was lost, so the Lease may exist now."""
         return self._json(self._send("POST", self._url(), body, timeout))
 
     def replace(self, name: str, body: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        """Conditional PUT: the body must carry ``metadata.resourceVersion``; a stale one gives ``Conflict``."""
+        """Conditional PUT: the body must carry ``metadata.resourceVersion``; a stale one gives ``Conflict``.
+        Sent once: an error with ``outcome_unknown`` means it may have been applied (read the Lease back)."""
         return self._json(self._send("PUT", self._url(name), body, timeout))
 
     def delete(self, name: str, *, resource_version: str | None = None, timeout: float | None = None) -> None:

@@ -23,6 +23,7 @@ import json
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -30,8 +31,16 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client import rest as _rest
 
-from shardlease.client.wire import Reply, Stream, Wire, wire_for
-from shardlease.errors import ApiError, Expired, NetworkError, RequestTimeout, UnexpectedApiError, api_error
+from shardlease.client.wire import REPLAYABLE, Reply, Stream, Wire, check_target, wire_for
+from shardlease.errors import (
+    ApiError,
+    CredentialsError,
+    Expired,
+    NetworkError,
+    RequestTimeout,
+    UnexpectedApiError,
+    api_error,
+)
 
 __all__ = ["Transport"]
 
@@ -67,12 +76,24 @@ def _error_from_response(status: int, body: bytes, headers: Mapping[str, str] | 
     return api_error(status, reason, message, retry_after=_retry_after(headers, status_obj))
 
 
-def _transport_error(exc: BaseException) -> ApiError:
+def _transport_error(exc: BaseException, method: str = "GET") -> ApiError:
+    """The typed error for a urllib3 failure. urllib3 does not say how much of a request went out, so a
+    write that failed after its connection was made is reported with ``outcome_unknown`` (see
+    ``shardlease.client.wire`` for what the wire path can tell apart)."""
     text = f"{type(exc).__name__}: {exc}"
+    unknown = method not in REPLAYABLE and not isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
+    if unknown:  # NewConnectionError (refused, DNS) is a ConnectTimeoutError in urllib3: never sent
+        text += "; the request may have been sent, so whether the server applied it is unknown (read it back)"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return NetworkError(text)  # refused or unresolvable, as the wire reports it: not a timeout
     timeout_types = (urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
     if isinstance(exc, timeout_types) or "timed out" in text.lower():
-        return RequestTimeout(text)
-    return NetworkError(text)
+        return RequestTimeout(text, outcome_unknown=unknown)
+    return NetworkError(text, outcome_unknown=unknown)
+
+
+#: The most of a failed watch's error body that is read (a ``Status`` is a few hundred bytes).
+_ERROR_BODY_LIMIT = 65536
 
 
 def _watch_error(obj: Mapping[str, Any]) -> ApiError:
@@ -89,12 +110,12 @@ def _watch_error(obj: Mapping[str, Any]) -> ApiError:
     return api_error(status, reason, message)
 
 
-def _read_all(response: urllib3.BaseHTTPResponse) -> bytes:
+def _read_all(response: urllib3.BaseHTTPResponse, method: str = "GET") -> bytes:
     """The whole body of a urllib3 response, its connection back in the pool, failures typed."""
     try:
         return response.data
     except Exception as exc:
-        raise _transport_error(exc) from None
+        raise _transport_error(exc, method) from None
     finally:
         response.release_conn()
 
@@ -146,8 +167,11 @@ class _PoolStream:
             self.close()
 
     def close(self) -> None:
+        """Close the connection, not return it: a watch dropped before its body ended would leave the
+        rest of its events to be read as the answer to the next request on that connection."""
         if not self._closed:
             self._closed = True
+            self._response.close()
             self._response.release_conn()
 
     def abort(self) -> None:
@@ -203,7 +227,14 @@ class Transport:
         with self._lock:
             if now - self._auth_at > 1.0:
                 auth: dict[str, str] = {}
-                self._api_client.update_params_for_auth(auth, [], ["BearerToken"], "", "GET", None)
+                try:  # may refresh the token: read the in-cluster token file again, run an exec plugin
+                    self._api_client.update_params_for_auth(auth, [], ["BearerToken"], "", "GET", None)
+                except Exception as exc:
+                    raise CredentialsError(
+                        f"could not get the credentials to send ({type(exc).__name__}: {exc}); no request was "
+                        "sent. Check the pod's service account token (automountServiceAccountToken, "
+                        "/var/run/secrets/kubernetes.io/serviceaccount/token) or the kubeconfig user's "
+                        "token file or exec plugin") from exc
                 headers = dict(self._api_client.default_headers)
                 headers.update(auth)
                 headers["Accept"] = "application/json"
@@ -212,6 +243,12 @@ class Transport:
                     if any(c in str(name) + str(value) for c in "\r\n"):
                         raise UnexpectedApiError(f"request header {name!r} contains a line break; fix the "
                                                  "token or default header that sets it")
+                    try:
+                        f"{name}{value}".encode("latin-1")  # what http.client sends them as, so we do too
+                    except UnicodeEncodeError:
+                        raise UnexpectedApiError(f"request header {name!r} has a character latin-1 cannot "
+                                                 "encode; fix the token or default header that sets it "
+                                                 "(HTTP header values are latin-1)") from None
                 self._head_map = headers
                 self._head_text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
                 self._auth_at = now
@@ -224,6 +261,7 @@ class Transport:
         if self._wire is not None:
             reply = self._wire.request(method, target, head_text, payload, timeout if timeout else 60.0)
         else:
+            check_target(target)  # the wire checks its own; urllib3 would quietly percent-encode it
             reply = self._pool_request(method, target, head_map, payload, timeout)
         if not 200 <= reply.status < 300:
             raise _error_from_response(reply.status, reply.body, reply.headers)
@@ -237,8 +275,9 @@ class Transport:
                 method, self._host + target, body=payload, headers=headers,
                 timeout=urllib3.Timeout(total=timeout) if timeout else None, retries=False, preload_content=False)
         except Exception as exc:  # urllib3 transport errors
-            raise _transport_error(exc) from None
-        return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, _read_all(response))
+            raise _transport_error(exc, method) from None
+        return Reply(response.status, {k.lower(): v for k, v in response.headers.items()},
+                     _read_all(response, method))
 
     @staticmethod
     def _json(reply: Reply) -> dict[str, Any]:
@@ -256,19 +295,52 @@ class Transport:
             stream: Stream = self._wire.stream("GET", target, head_text, connect_timeout=connect_timeout,
                                                read_timeout=read_timeout)
             if not 200 <= stream.status < 300:
-                body = b"".join(stream.pieces())  # an error body is finite (and bounded by read_timeout)
-                raise _error_from_response(stream.status, body, stream.headers)
+                raise _error_from_response(stream.status, self._failed_watch_body(stream, read_timeout),
+                                           stream.headers)
             return stream
         assert self._pool is not None
+        check_target(target)
         try:
             response: urllib3.BaseHTTPResponse = self._pool.urlopen(
                 "GET", self._host + target, headers=head_map, retries=False, preload_content=False,
                 timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
         except Exception as exc:
             raise _transport_error(exc) from None
+        pooled = _PoolStream(response)
         if not 200 <= response.status < 300:
-            raise _error_from_response(response.status, _read_all(response), response.headers)
-        return _PoolStream(response)
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            raise _error_from_response(response.status, self._failed_watch_body(pooled, read_timeout), headers)
+        return pooled
+
+    def _failed_watch_body(self, stream: _Streaming, read_timeout: float) -> bytes:
+        """The error body of a watch the server refused, read for at most ``read_timeout`` in all.
+
+        Every read is bounded by ``read_timeout`` already, but a body that trickles in a byte at a time
+        never trips that; so a timer cuts the stream at the deadline, and the stream is ``current_watch``
+        meanwhile, so ``close_watch`` can cut it too. Whatever arrived by then is the message: the status
+        alone decides the error's class.
+        """
+        self.current_watch = stream
+        timer = threading.Timer(read_timeout, stream.abort)
+        timer.daemon = True
+        timer.start()
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for piece in stream.pieces():
+                parts.append(piece)
+                size += len(piece)
+                if size >= _ERROR_BODY_LIMIT:
+                    break
+        except Exception:
+            pass  # cut by the deadline or by close_watch, or broken: the status says enough
+        finally:
+            timer.cancel()
+            stream.abort()  # a no-op once the body ended; otherwise its connection must not be reused
+            stream.close()
+            if self.current_watch is stream:
+                self.current_watch = None
+        return b"".join(parts)
 
     def _watch(self, target: str, connect_timeout: float, read_timeout: float,
                skip: SkipVersion | None = None) -> Generator[dict[str, Any], None, None]:
@@ -276,7 +348,17 @@ class Transport:
         it becomes ``current_watch`` at once, so :meth:`close_watch` can cut it before the first event."""
         stream = self._open_stream(target, connect_timeout, read_timeout)
         self.current_watch = stream
-        return self._events(stream, skip)
+        events = self._events(stream, skip)
+        # A generator that is never iterated never runs its ``finally``: close the stream when it is
+        # dropped (a watcher re-targeted before reading), so its socket is not left open until exit.
+        weakref.finalize(events, self._dropped_watch, stream)
+        return events
+
+    def _dropped_watch(self, stream: _Streaming) -> None:
+        stream.abort()
+        stream.close()
+        if self.current_watch is stream:
+            self.current_watch = None
 
     def _events(self, stream: _Streaming, skip: SkipVersion | None = None) -> Generator[dict[str, Any], None, None]:
         """Decode a watch response line by line. An ``ERROR`` event is raised as its error (``Expired``
@@ -319,7 +401,8 @@ class Transport:
                 raise _transport_error(exc) from None
         finally:
             stream.close()
-            self.current_watch = None
+            if self.current_watch is stream:
+                self.current_watch = None
 
     def close_watch(self) -> None:
         """Abort a running watch from another thread (used on shutdown and to re-target a watch)."""

@@ -27,7 +27,8 @@ yes   cached record absent or not ours (another holder, or our
 yes   cached record is not the version our last write produced,
       and its writer is unknown (no incarnation to compare)        LOST (written by someone else)
 any   a write for this Lease is in flight                          WAIT (until the deadline if held)
-any   our last write hit 409 and the cache still shows that RV     WAIT, then REFRESH after retry_period
+any   our last write hit 409 (or, not held, its outcome is
+      unknown) and the cache still shows the RV it was sent at     WAIT, then REFRESH after retry_period
 yes   held under an older generation (the group resharded) and
       the handler is running / draining / has returned             STOP_HANDLER / RENEW or WAIT /
                                                                    (after any error back-off) ACQUIRE

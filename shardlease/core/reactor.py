@@ -1009,14 +1009,22 @@ class Reactor:
         kind = done.write.kind
         self.metrics.api_error(err.label)
         if kind is WriteKind.REFRESH:
-            st.conflict_at = now
             st.failures += 1
+            # The next read a retry period later; for a shard we do not hold, backing off like any failed
+            # write once reads keep failing (lost answers are common while the server is unreachable).
+            extra = 0.0 if st.held else backoff(st.failures, err, self.timing, held=False, jitter=self._jitter)
+            st.conflict_at = now + max(0.0, extra - self.timing.retry_period)
             return
-        if isinstance(err, ConflictError):
+        # A write that went out without an answer (outcome unknown) may have landed: read back like after a
+        # conflict (the watch, else a GET) before deciding again; sent again blindly it would meet itself
+        # as a Conflict or AlreadyExists. Not while held: the renew deadline runs, and the conditional
+        # write retried as before cannot apply twice (if the first landed, its 409 is read back here).
+        unknown = err.outcome_unknown and not st.held
+        if isinstance(err, ConflictError) or unknown:
             st.conflict_rv = done.write.sent_rv
             st.conflict_at = now
-            self._log.debug("%s conflicted at resourceVersion %r", kind.value, done.write.sent_rv,
-                            extra={"shard": st.index})
+            self._log.debug("%s %s at resourceVersion %r", kind.value, "may have landed" if unknown else
+                            "conflicted", done.write.sent_rv, extra={"shard": st.index})
             return
         st.failures += 1
         delay = backoff(st.failures, err, self.timing, held=st.held, jitter=self._jitter)

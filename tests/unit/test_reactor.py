@@ -30,7 +30,7 @@ from shardlease.core.reactor import (
     WriteKind,
 )
 from shardlease.core.records import ANNOTATION_EPOCH, ANNOTATION_INCARNATION, LeaseRecord
-from shardlease.errors import ApiError, Conflict, RequestTimeout, ServerError
+from shardlease.errors import ApiError, Conflict, NetworkError, RequestTimeout, ServerError
 
 TIMING = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handoff_grace=0.6, drain_timeout=1.0)
 
@@ -210,6 +210,85 @@ def test_a_conflict_waits_for_the_watch_then_reads_the_lease_once() -> None:
     t.clock.advance(0.3)
     (refresh,) = t.writes(t.step(), WriteKind.REFRESH)
     assert refresh.name == "g-shard-0"
+
+
+def lost_answer(**unknown: bool) -> NetworkError:
+    return NetworkError("POST ...: connection closed by the server before any response", **unknown)
+
+
+def shard_writes(t: Table) -> list[Write]:
+    """The writes of the next step that concern shard Leases (member renewals go on meanwhile)."""
+    return [w for w in t.writes(t.step()) if w.shard is not None]
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["create-landed", "create-lost"])
+def test_a_create_whose_answer_was_lost_is_read_back_before_anything_is_sent_again(landed: bool) -> None:
+    """The connection closed after the create went out: the server may have applied it. Sent again it
+    would meet itself as AlreadyExists; instead the reactor waits for the watch, then reads the Lease,
+    and only then decides: a conditional take-over of what landed, or the create again if nothing did."""
+    t = Table(shards=1)
+    (create,) = t.writes(t.bootstrap(), WriteKind.CREATE)
+    if landed:
+        t.server_apply(create.body or {})                          # applied, the answer lost, the watch slow
+    t.fail(create, lost_answer(outcome_unknown=True))
+    assert shard_writes(t) == []
+    t.clock.advance(TIMING.retry_period)                           # when a back-off would have sent it again
+    (refresh,) = shard_writes(t)
+    assert (refresh.kind, refresh.name) == (WriteKind.REFRESH, "g-shard-0")
+    t.succeed(refresh)
+    (again,) = shard_writes(t)
+    if landed:
+        assert again.kind is WriteKind.ACQUIRE
+        assert again.sent_rv == t.objects["g-shard-0"]["metadata"]["resourceVersion"]
+    else:
+        assert again.kind is WriteKind.CREATE
+
+
+def test_a_create_whose_answer_was_lost_waits_for_the_watch_to_show_it() -> None:
+    t = Table(shards=1)
+    (create,) = t.writes(t.bootstrap(), WriteKind.CREATE)
+    t.fail(create, lost_answer(outcome_unknown=True))
+    t.put_foreign(create.body or {})                               # the watch brings what landed
+    (take,) = shard_writes(t)                                   # no GET needed, no blind create
+    assert take.kind is WriteKind.ACQUIRE and take.sent_rv == t.objects["g-shard-0"]["metadata"]["resourceVersion"]
+
+
+def test_a_create_that_provably_never_went_out_is_retried_after_the_back_off() -> None:
+    t = Table(shards=1)
+    (create,) = t.writes(t.bootstrap(), WriteKind.CREATE)
+    t.fail(create, lost_answer())                                  # e.g. connection refused: outcome known
+    t.clock.advance(TIMING.retry_period)
+    assert [w.kind for w in shard_writes(t)] == [WriteKind.CREATE]
+
+
+def test_reads_after_a_lost_answer_back_off_while_they_keep_failing() -> None:
+    """The server unreachable: the create's answer was lost, and so are the reads that would tell whether
+    it landed. They come a retry period apart at first, then further apart, as failed writes do."""
+    t = Table(shards=1)
+    (create,) = t.writes(t.bootstrap(), WriteKind.CREATE)
+    t.fail(create, lost_answer(outcome_unknown=True))
+    sent: list[float] = []
+    end = t.now + 8.0
+    while t.now < end:
+        t.clock.advance(0.05)
+        for write in shard_writes(t):
+            assert write.kind is WriteKind.REFRESH
+            sent.append(t.now)
+            t.fail(write, RequestTimeout("GET timed out"))
+    gaps = [round(later - earlier, 2) for earlier, later in zip(sent, sent[1:])]
+    assert gaps[0] <= TIMING.retry_period + 0.05 and max(gaps) >= TIMING.lease_duration - 0.05, gaps
+
+
+def test_a_held_renewal_whose_answer_was_lost_is_retried_within_the_deadline() -> None:
+    """While held the renew deadline runs: the conditional renewal is simply sent again (it cannot apply
+    twice), as after any failure."""
+    t = Table(shards=1)
+    t.join()
+    t.clock.advance(0.3)
+    (renew,) = t.writes(t.step(), WriteKind.RENEW)
+    t.fail(renew, lost_answer(outcome_unknown=True))
+    t.clock.advance(0.3)
+    assert [w.kind for w in shard_writes(t)] == [WriteKind.RENEW]
 
 
 def test_a_lease_overwritten_by_another_holder_is_lost_at_once() -> None:
