@@ -689,7 +689,9 @@ def _pause_covering(windows: Sequence[PauseWindow], entry: Entry, start: float, 
 
 
 def analyse_journal(entries: Sequence[Entry], pauses: Sequence[PauseWindow],
-                    resume_tolerance: float, keys: Sequence[str] = ()) -> tuple[list[Violation], list[FencedEvent]]:
+                    resume_tolerance: float, keys: Sequence[str] = (),
+                    operator_acts: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+                    renew_deadline: float = 0.0) -> tuple[list[Violation], list[FencedEvent]]:
     """Mutual exclusion and fencing over a merged journal, with the SIGSTOP rule of the module
     docstring. Returns (violations, fenced events); the first must be empty.
 
@@ -730,6 +732,15 @@ def analyse_journal(entries: Sequence[Entry], pauses: Sequence[PauseWindow],
             if window is not None and later.start >= window.resumed:
                 fenced.append(FencedEvent(v.shard, later, earlier, window,
                                           max(0.0, later.end - window.resumed)))
+                continue
+            # An operator deleted or overwrote the shard's Lease: its holder, cut off from the watch
+            # that would tell it, may still start a handler under its old (lower) fence for up to a
+            # renew deadline, while the Lease's new holder starts above it (the per-object rule).
+            act = next(((sent, answered) for sent, answered in (operator_acts or {}).get(v.shard, ())
+                        if sent <= earlier.start and later.start <= answered + renew_deadline), None)
+            if act is not None:
+                fenced.append(FencedEvent(v.shard, later, earlier, PauseWindow(
+                    "operator", later.pid, act[0], act[1], "operator"), max(0.0, later.start - act[1])))
                 continue
         violations.append(Violation("token", v.shard, (earlier, later), v.problem))
     return violations, fenced
@@ -2154,7 +2165,9 @@ class ChaosRun:
                 report.failures.append(f"LIVENESS: shards of the final generation ({final.generation}, {count} "
                                        f"shards) never had a handler: {sorted(missing)}")
         pauses = pause_windows(cluster.replicas)
-        violations, fenced = analyse_journal(entries, pauses, self.config.resume_tolerance)
+        violations, fenced = analyse_journal(entries, pauses, self.config.resume_tolerance,
+                                             operator_acts=self.operator_acts,
+                                             renew_deadline=self.config.timings.renew_deadline)
         report.fenced = fenced
         for violation in violations[:10]:
             report.failures.append(self.evidence(violation, entries))
@@ -2274,7 +2287,8 @@ def recheck_objects(work_dir: str | os.PathLike[str]) -> list[str]:
         handler_starts=starts, operator_acts=acts) if not j.excuse]
     problems += check_write_fences(journal.writes) + check_placement(journal.writes)
     problems += [f"shard {v.shard}: {v.detail}" for v in
-                 analyse_journal(entries, pauses, float(config["resume_tolerance"]))[0]]
+                 analyse_journal(entries, pauses, float(config["resume_tolerance"]), operator_acts=acts,
+                                 renew_deadline=renew_deadline)[0]]
     checked = journal.marker_records.get("reconcile_checked")
     if checked is None:
         problems.append("no reconcile_checked marker: the run ended before its final check")
