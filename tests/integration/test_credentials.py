@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +85,26 @@ def kubeconfig_with_token_file(plane: RealControlPlane, tmp_path: Path, monkeypa
     return token
 
 
+def kubeconfig_with_exec_plugin(plane: RealControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kubeconfig whose user gets its token from an exec plugin (a script printing an
+    ``ExecCredential`` with the token file's content, without an expiry), as KUBECONFIG."""
+    path = Path(plane.write_kubeconfig(tmp_path / "kubeconfig"))
+    config = yaml.safe_load(path.read_text())
+    token = tmp_path / "token"
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        "import json, sys\n"
+        f"token = open({str(token)!r}).read().strip()\n"
+        "json.dump({'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential',\n"
+        "           'status': {'token': token}}, sys.stdout)\n")
+    config["users"][0]["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                           "command": sys.executable, "args": [str(plugin)],
+                                           "interactiveMode": "Never"}}
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    return token
+
+
 def readyz(port: int) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
@@ -101,7 +122,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> floa
     return time.monotonic() - start
 
 
-@pytest.mark.parametrize("setup", [in_cluster, kubeconfig_with_token_file], ids=["in-cluster", "tokenFile"])
+@pytest.mark.parametrize("setup", [in_cluster, kubeconfig_with_token_file, kubeconfig_with_exec_plugin],
+                         ids=["in-cluster", "tokenFile", "exec"])
 def test_a_rejected_token_is_reported_once_per_lease_and_the_rewritten_one_used_at_once(
         kube_apiserver: RealControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: Lines,
         request: pytest.FixtureRequest, setup: Callable[[RealControlPlane, Path, pytest.MonkeyPatch], Path]) -> None:
