@@ -158,6 +158,7 @@ def test_relay_toxics_reach_a_kube_apiserver_client(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the run
 
 
+@pytest.mark.slow  # about 70 s: in the slower tier .ci/run runs after the default one
 def test_chaos_run_real(chaos_seed: int, request: pytest.FixtureRequest) -> None:
     """REAL_WINDOW seconds of faults against 3..5 replicas on kube-apiserver (``ShardedListAndWatch``
     on) through toxiproxy: latency, resets, black holes, an outage longer than the lease,

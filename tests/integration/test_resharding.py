@@ -255,6 +255,7 @@ def roll(cluster: LocalCluster, old: list[Replica], shards: int, prefix: str, re
     return new
 
 
+@pytest.mark.slow  # about a minute: in the slower tier .ci/run runs after the default one
 def test_rolling_update_switches_once_and_rollback_once(make_cluster: MakeCluster, request: pytest.FixtureRequest) -> None:
     cluster = make_cluster(4, shards=8, env=ENV)
     cluster.wait_working(timeout=SETTLE_TIMEOUT)

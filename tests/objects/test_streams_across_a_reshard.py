@@ -265,6 +265,7 @@ def test_objects_follow_a_reshard_command(tmp_path: Path, placement: dict[str, A
         scenario.change_and_check()
 
 
+@pytest.mark.slow  # the reshard command's test covers the same feed switch in the default run
 def test_objects_follow_a_rolling_update_of_the_count(tmp_path: Path, placement: dict[str, Any]) -> None:
     """Two replicas at 16; a rollout starts two with ``--shards 24`` (a tie: no switch, they run 16 and
     open their streams under it), then terminates an old one: the majority asks for 24 and the group

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 USER_CODE = '''
@@ -74,12 +76,14 @@ def _mypy_strict(tmp_path: Path) -> subprocess.CompletedProcess[str]:
         timeout=240, check=False)
 
 
+@pytest.mark.slow  # mypy from cold, about 30 s: the slower tier
 def test_the_readme_imports_are_clean_under_mypy_strict(tmp_path: Path) -> None:
     (tmp_path / "user.py").write_text(USER_CODE)
     result = _mypy_strict(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_wrong_use_is_caught(tmp_path: Path) -> None:
     """The check above can fail: passing a str where the shard count goes is an error."""
     (tmp_path / "user.py").write_text("from shardlease import shard_for_key\nshard_for_key('k', '8')\n")
