@@ -77,6 +77,7 @@ from shardlease.core.resharding import (
     pending_shards,
     rollout_state,
 )
+from shardlease.core.watchplan import WatchPlan, wanted_shards
 from shardlease.errors import ConflictError, NotFound
 
 __all__ = [
@@ -246,13 +247,31 @@ class Reactor:
         self._stop_at: float | None = None
         self.finished = False
         self._desired_set: frozenset[int] = frozenset()
-        self._inheritable: frozenset[int] = frozenset()
-        self._watching: frozenset[int] | None = None
-        self._watch_dirty = targeted
-        self._shrink_at = float("inf")
+        self._watch = WatchPlan(lease_duration=timing.lease_duration, enabled=targeted)
         self._covered_seen: frozenset[int] | None = frozenset()
 
     # ------------------------------------------------------------------ queries
+
+    # The watch plan's state under the names table tests read and set.
+    @property
+    def _watching(self) -> frozenset[int] | None:
+        return self._watch.watching
+
+    @property
+    def _inheritable(self) -> frozenset[int]:
+        return self._watch.inheritable
+
+    @_inheritable.setter
+    def _inheritable(self, value: frozenset[int]) -> None:
+        self._watch.inheritable = value
+
+    @property
+    def _watch_dirty(self) -> bool:
+        return self._watch.dirty
+
+    @_watch_dirty.setter
+    def _watch_dirty(self, value: bool) -> None:
+        self._watch.dirty = value
 
     @property
     def shards(self) -> int:
@@ -330,7 +349,7 @@ class Reactor:
                 "shards": self.shards, "generation": self.generation,
                 "switching": self.generation > 0 and not self._may_start, "stuck_shards": stuck,
                 "crashing_shards": crashing, "shards_held": sorted(self._owned),
-                "shards_watched": None if self._watching is None else len(self._watching)}
+                "shards_watched": None if self._watch.watching is None else len(self._watch.watching)}
 
     def check_invariants(self) -> None:
         """Raise ``AssertionError`` if the state contradicts itself (tests call this after every step)."""
@@ -344,7 +363,7 @@ class Reactor:
     def next_wakeup(self, now: float) -> float:
         """When :meth:`step` must run again if no event arrives first."""
         next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
-                      self._member_recheck_at, self._member.due, self._shrink_at)
+                      self._member_recheck_at, self._member.due, self._watch.shrink_at)
         if self._rollout_since is not None:
             next_at = min(next_at, self._rollout_since + self.timing.lease_duration)
         if self.stopping:
@@ -496,7 +515,7 @@ class Reactor:
                            before_count, state.count, state.changed_by or "unknown")
         self._reassign()
         self._dirty.update(range(len(self._states)))
-        self._watch_dirty = self._targeted
+        self._watch.mark()
 
     def _confirm_creates(self, done: WriteDone, now: float) -> None:
         """The answer to a read of the group Lease made after we created shard Leases.
@@ -548,7 +567,7 @@ class Reactor:
                            pause)
             self._switch_started = None
         self._dirty.update(range(len(self._states)))
-        self._watch_dirty = self._targeted
+        self._watch.mark()
 
     def _clean_up_retired(self, now: float) -> None:
         """As the oldest member, once every live member runs our generation: delete the Leases of shards
@@ -579,38 +598,15 @@ class Reactor:
                 self._write_group(replace(state, span=state.count), group.record)
 
     def _update_watch(self, now: float) -> None:
-        """Ask for a new shard watch when the set worth watching grew (at once) or shrank (later)."""
-        if self._watch_dirty:
-            self._watch_dirty = False
-            wanted = self._watch_wanted()
-            current = self._watching
-            if current is None or not wanted <= current:
-                self._emit_watch(wanted)
-            elif wanted != current:
-                if self._shrink_at == float("inf"):
-                    self._shrink_at = now + self.timing.lease_duration
-            else:
-                self._shrink_at = float("inf")
-        if now >= self._shrink_at:
-            self._emit_watch(self._watch_wanted())
+        command = self._watch.update(now, self._watch_wanted, self._span)
+        if command is not None:
+            self.metrics.shards_watched.set(len(command.shards))
+            self._out.append(command)
 
     def _watch_wanted(self) -> frozenset[int]:
-        """The shard Leases worth watching: held, assigned here, or ours if any one peer failed; every
-        one below the span during a switch (the barrier reads them all), and the retired ones for the
-        oldest member until it has deleted them."""
-        if self._group is not None and not self._may_start:
-            return frozenset(range(self._span))
-        wanted = self._desired_set | self._inheritable | self._held
-        if self._oldest and self._span > self.shards:
-            wanted |= frozenset(range(self.shards, self._span))
-        return wanted
-
-    def _emit_watch(self, shards: frozenset[int]) -> None:
-        self._shrink_at = float("inf")
-        if shards != self._watching:
-            self._watching = shards
-            self.metrics.shards_watched.set(len(shards))
-            self._out.append(WatchShards(shards, self._span))
+        return wanted_shards(count=self.shards, span=self._span, switching=self._group is not None and not self._may_start,
+                             desired=self._desired_set, inheritable=self._watch.inheritable, held=self._held,
+                             sweeper=self._oldest)
 
     def _schedule(self, st: _ShardState, at: float | None) -> None:
         if st.phase is HandlerPhase.STOPPING and not st.stuck and st.stop_requested_at is not None:
@@ -708,9 +704,9 @@ class Reactor:
         self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible and self.shards else {}
         self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
         if self._targeted:
-            self._inheritable = inheritable(self.group, self.shards, eligible, self.identity, self.load_factor) \
-                if eligible and self.shards else frozenset()
-            self._watch_dirty = True
+            self._watch.inheritable = inheritable(self.group, self.shards, eligible, self.identity,
+                                                  self.load_factor) if eligible and self.shards else frozenset()
+            self._watch.mark()
         self.metrics.shards_desired.set(len(self._desired_set))
 
     def _collect_dead_members(self, records: list[LeaseRecord]) -> None:
@@ -1040,7 +1036,7 @@ class Reactor:
         if st.held != held:
             st.held = held
             self._owned_dirty = True
-            self._watch_dirty = self._targeted
+            self._watch.mark()
             if held:
                 self._held.add(st.index)
             else:
