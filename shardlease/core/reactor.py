@@ -46,7 +46,6 @@ from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
 from shardlease.core.elector import Action, HandlerPhase, ShardView, Timing, backoff, decide, held_retry_at, rv_of
 from shardlease.core.member import MemberLease
-from shardlease.core.membership import compute_membership
 from shardlease.core.messages import (
     Command,
     Event,
@@ -66,19 +65,18 @@ from shardlease.core.records import (
     LeaseRecord,
     format_problems,
     group_lease_name,
-    member_lease_name,
     shard_lease_name,
 )
 from shardlease.core.resharding import (
     GroupState,
-    fleet_count,
     group_lease_body,
     initial_state,
     pending_shards,
     rollout_state,
 )
+from shardlease.core.roster import Roster
 from shardlease.core.watchplan import WatchPlan, wanted_shards
-from shardlease.errors import ConflictError, NotFound
+from shardlease.errors import ConflictError
 
 __all__ = [
     "CRASH_LOOP_ERRORS",
@@ -202,10 +200,6 @@ class Reactor:
         self._switch_started: float | None = None
         self._adopted_at = float("-inf")
         self._may_start = False
-        self._oldest = False
-        self._member_generations: dict[str, int | None] = {}
-        self._configured_counts: list[int | None] = []
-        self._fleet: int | None = None
         self._cleanup_after = float("inf")
         self._group_check_wanted = False
         self._group_check_in_flight = False
@@ -220,14 +214,12 @@ class Reactor:
 
         self._states: list[_ShardState] = []
         self._index_of: dict[str, int] = {}
-        self._member_prefix = member_lease_name(group, "")
-        #: How long a member Lease must have been expired before the oldest member deletes it.
-        self._member_gc_after = 5 * timing.lease_duration
-        self._gc_pending: set[str] = set()
         self._writer = Writer(group, namespace, identity, incarnation, timing.lease_duration_seconds, shards)
         self._member = MemberLease(group=group, identity=identity, incarnation=incarnation, timing=timing,
                                    cache=cache, clock=clock, writer=self._writer, log=self._log,
                                    metrics=self.metrics, jitter=jitter)
+        self._roster = Roster(group=group, identity=identity, timing=timing, cache=cache, clock=clock,
+                              own_member_lease=self._member.name, log=self._log, metrics=self.metrics)
 
         self._timers: list[tuple[float, int, int]] = []
         self._timer_seq = 0
@@ -235,12 +227,9 @@ class Reactor:
         self._runs = 0
         self._out: list[Command] = []
 
-        self._members: frozenset[str] = frozenset()
-        self._members_initialised = False
         #: Monotonic time of the first completed list: a record observed no later has not been seen to change.
         self._synced_at = float("inf")
         self._assignment: dict[int, str] = {}
-        self._member_recheck_at = float("inf")
         self._owned: frozenset[int] = frozenset()
         self._held: set[int] = set()
         self._owned_dirty = False
@@ -297,7 +286,7 @@ class Reactor:
         return self._desired_set
 
     def members(self) -> frozenset[str]:
-        return self._members
+        return self._roster.eligible
 
     def stuck_shards(self) -> frozenset[int]:
         return frozenset(st.index for st in self._states if st.stuck)
@@ -363,7 +352,7 @@ class Reactor:
     def next_wakeup(self, now: float) -> float:
         """When :meth:`step` must run again if no event arrives first."""
         next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
-                      self._member_recheck_at, self._member.due, self._watch.shrink_at)
+                      self._roster.recheck_at, self._member.due, self._watch.shrink_at)
         if self._rollout_since is not None:
             next_at = min(next_at, self._rollout_since + self.timing.lease_duration)
         if self.stopping:
@@ -440,7 +429,7 @@ class Reactor:
             self._submit(Write(WriteKind.GROUP_CHECK, self._group_name))
         if self._targeted:
             self._update_watch(now)
-        if self._oldest and self._may_start and now >= self._cleanup_after and not self.stopping:
+        if self._roster.oldest and self._may_start and now >= self._cleanup_after and not self.stopping:
             self._clean_up_retired(now)
         if self.stopping and self._shutdown_complete(now):
             self.finished = True
@@ -459,18 +448,18 @@ class Reactor:
             self._adopt(state, now)
         elif state is not None and state.generation == self.generation:
             self._group = state  # the same generation, its span lowered once the retired Leases are gone
-        if not self._oldest:
+        if not self._roster.oldest:
             self._rollout_since = None
-        if not self._oldest or self.stopping or self._group_in_flight or now < self._group_retry_at:
+        if not self._roster.oldest or self.stopping or self._group_in_flight or now < self._group_retry_at:
             return
         if cached is None:
-            first = initial_state(self._configured_counts, oldest=self.configured)
+            first = initial_state(self._roster.configured_counts, oldest=self.configured)
             self._log.info("creating group Lease %s: %d shards, generation 1", self._group_name, first.count)
             self._write_group(first, None)
             return
         if state is None:
             return  # unreadable (edited by hand): keep running what we run; status reports it
-        target = rollout_state(state, self._fleet)
+        target = rollout_state(state, self._roster.fleet)
         if target is None:
             self._rollout_since = None
             return
@@ -575,7 +564,7 @@ class Reactor:
         state = self._group
         if state is None or state.span <= state.count or self._group_in_flight:
             return
-        if any(gen != self.generation for gen in self._member_generations.values()):
+        if any(gen != self.generation for gen in self._roster.generations.values()):
             return
         if not all(self._cache.covers(index) for index in state.retired()):
             return
@@ -586,10 +575,11 @@ class Reactor:
             # next holder start its token over within one generation.
             return
         for record in records:
-            if record.is_held or record.generation < self.generation or record.name in self._gc_pending:
+            if record.is_held or record.generation < self.generation:
                 continue
-            self._gc_pending.add(record.name)
-            self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
+            write = self._roster.delete(record)
+            if write is not None:
+                self._submit(write)
         if not records:
             group = self._cache.get(self._group_name)
             if group is not None:
@@ -606,7 +596,7 @@ class Reactor:
     def _watch_wanted(self) -> frozenset[int]:
         return wanted_shards(count=self.shards, span=self._span, switching=self._group is not None and not self._may_start,
                              desired=self._desired_set, inheritable=self._watch.inheritable, held=self._held,
-                             sweeper=self._oldest)
+                             sweeper=self._roster.oldest)
 
     def _schedule(self, st: _ShardState, at: float | None) -> None:
         if st.phase is HandlerPhase.STOPPING and not st.stuck and st.stop_requested_at is not None:
@@ -670,37 +660,20 @@ class Reactor:
     # ------------------------------------------------------------------ membership
 
     def _update_membership(self, now: float, changed: set[str]) -> None:
-        if now < self._member_recheck_at and not any(n.startswith(self._member_prefix) for n in changed) \
-                and self._members_initialised:
-            return
-        self._members_initialised = True
-        snapshot = self._cache.snapshot()
-        membership = compute_membership(
-            self.group, ((cached.record, cached.observed) for cached in snapshot.values()), now, self.timing,
-            wall_now=self._clock.now(), seen_change_after=self._synced_at, collect_after=self._member_gc_after,
-            exclude_dead=self._member.name)
-        live, dead = membership.live, membership.dead
-        self._member_recheck_at = membership.recheck_at
-        if live and live[0].identity == self.identity and not self.stopping:
-            self._member_recheck_at = min([self._member_recheck_at, *(at for at, _ in dead if at > now)])
-            self._collect_dead_members([record for at, record in dead if at <= now])
-        eligible = membership.eligible
-        self._configured_counts = [m.declared for m in live]
-        self._fleet = fleet_count(self._configured_counts)
-        self._member_generations = {m.identity: m.record.member_generation for m in live}
-        steward = next((m for m in live if m.record.member_generation is not None), None)
-        self._oldest = steward is not None and steward.identity == self.identity and self._member.conflict is None
-        if eligible != self._members:
-            self._members = eligible
+        writes, eligible_changed = self._roster.update(now, changed, synced_at=self._synced_at,
+                                                       stopping=self.stopping,
+                                                       identity_conflict=self._member.conflict is not None)
+        self._out.extend(writes)
+        if eligible_changed:
             self._reassign()
-            self._log.info("members now %s; %d of %d shards desired here", sorted(eligible), len(self._desired_set),
-                           self.shards)
-            self.metrics.members.set(len(eligible))
+            self._log.info("members now %s; %d of %d shards desired here", sorted(self._roster.eligible),
+                           len(self._desired_set), self.shards)
+            self.metrics.members.set(len(self._roster.eligible))
             self._dirty.update(range(len(self._states)))
 
     def _reassign(self) -> None:
         """The assignment of the running count over the eligible members, and what follows from it."""
-        eligible = self._members
+        eligible = self._roster.eligible
         self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible and self.shards else {}
         self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
         if self._targeted:
@@ -709,25 +682,8 @@ class Reactor:
             self._watch.mark()
         self.metrics.shards_desired.set(len(self._desired_set))
 
-    def _collect_dead_members(self, records: list[LeaseRecord]) -> None:
-        """Delete member Leases of replicas that died without cleaning up (SIGKILL, node loss).
-
-        A graceful exit deletes its own member Lease; a crash cannot, and in a Deployment every
-        crashed pod has a new name, so without this the group's Lease list would grow forever. Only
-        the oldest live member collects (one writer, not N racing), only after the Lease has been
-        expired for ``_member_gc_after`` (5 lease durations, far beyond any pause a live replica could
-        recover from), and each delete is conditional on the resourceVersion we saw, so a replica
-        that comes back and renews in the meantime keeps its Lease.
-        """
-        for record in records:
-            if record.name in self._gc_pending:
-                continue
-            self._gc_pending.add(record.name)
-            self._log.info("deleting member Lease %s, expired for over %.0f s", record.name, self._member_gc_after)
-            self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
-
     def _eligible(self) -> bool:
-        return (self.generation > 0 and self._member.conflict is None and self.identity in self._members
+        return (self.generation > 0 and self._member.conflict is None and self.identity in self._roster.eligible
                 and not self.stopping)
 
     def _problems(self, now: float) -> str:
@@ -755,7 +711,7 @@ class Reactor:
             own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
             incarnation=self.incarnation, identity_conflict=self._member.conflict is not None,
             acquire_after=st.acquire_after, generation=self.generation, retired=st.index >= self.shards,
-            may_start=self._may_start and st.unconfirmed_since is None, sweeper=self._oldest)
+            may_start=self._may_start and st.unconfirmed_since is None, sweeper=self._roster.oldest)
 
     @staticmethod
     def _note_epoch(st: _ShardState, record: LeaseRecord) -> None:
@@ -879,12 +835,7 @@ class Reactor:
     def _on_write(self, done: WriteDone, now: float) -> None:
         write, err = done.write, done.error
         if write.kind is WriteKind.COLLECT:
-            # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
-            # next membership pass retries whatever is still dead.
-            self._gc_pending.discard(write.name)
-            if err is not None and not isinstance(err, (ConflictError, NotFound)):
-                self.metrics.api_error(err.label)
-                self._log.warning("could not delete member Lease %s: %s", write.name, err)
+            self._roster.on_deleted(done)
             return
         if write.kind is WriteKind.GROUP_CHECK:
             self._confirm_creates(done, now)
