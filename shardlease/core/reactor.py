@@ -37,14 +37,15 @@ import heapq
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from shardlease.core.assignment import assign, inheritable
 from shardlease.core.bodies import Writer
-from shardlease.core.cache import LeaseCache
+from shardlease.core.cache import LeaseCache, apply_answer
 from shardlease.core.clock import Clock
 from shardlease.core.elector import Action, HandlerPhase, ShardView, Timing, backoff, decide, held_retry_at, rv_of
+from shardlease.core.groupfollow import GroupFollower
 from shardlease.core.member import MemberLease
 from shardlease.core.messages import (
     Command,
@@ -64,15 +65,7 @@ from shardlease.core.records import (
     ANNOTATION_EPOCH,
     LeaseRecord,
     format_problems,
-    group_lease_name,
     shard_lease_name,
-)
-from shardlease.core.resharding import (
-    GroupState,
-    group_lease_body,
-    initial_state,
-    pending_shards,
-    rollout_state,
 )
 from shardlease.core.roster import Roster
 from shardlease.core.watchplan import WatchPlan, wanted_shards
@@ -188,22 +181,6 @@ class Reactor:
         self.incarnation = incarnation
         #: The count this replica was started with: its vote on the group's count (docs/resharding.md).
         self.configured = shards
-        #: The generation this replica runs (its count, generation and span); ``None`` until it has read
-        #: the group Lease.
-        self._group: GroupState | None = None
-        self._group_name = group_lease_name(group)
-        self._group_in_flight = False
-        self._group_retry_at = 0.0
-        self._group_seen: tuple[str | None, GroupState | None] = (None, None)
-        #: Since when the members' majority has asked for another count (the oldest member's clock).
-        self._rollout_since: float | None = None
-        self._switch_started: float | None = None
-        self._adopted_at = float("-inf")
-        self._may_start = False
-        self._cleanup_after = float("inf")
-        self._group_check_wanted = False
-        self._group_check_in_flight = False
-        self._group_check_at = 0.0
         self.timing = timing
         self.load_factor = load_factor
         self._cache = cache
@@ -218,6 +195,8 @@ class Reactor:
         self._member = MemberLease(group=group, identity=identity, incarnation=incarnation, timing=timing,
                                    cache=cache, clock=clock, writer=self._writer, log=self._log,
                                    metrics=self.metrics, jitter=jitter)
+        self._follower = GroupFollower(group=group, namespace=namespace, configured=shards, timing=timing,
+                                       cache=cache, clock=clock, log=self._log, metrics=self.metrics)
         self._roster = Roster(group=group, identity=identity, timing=timing, cache=cache, clock=clock,
                               own_member_lease=self._member.name, log=self._log, metrics=self.metrics)
 
@@ -265,15 +244,15 @@ class Reactor:
     @property
     def shards(self) -> int:
         """The count of the generation this replica runs (0 until it has read the group Lease)."""
-        return self._group.count if self._group is not None else 0
+        return self._follower.count
 
     @property
     def generation(self) -> int:
-        return self._group.generation if self._group is not None else 0
+        return self._follower.generation
 
     @property
     def _span(self) -> int:
-        return self._group.span if self._group is not None else 0
+        return self._follower.span
 
     @property
     def stopping(self) -> bool:
@@ -336,7 +315,7 @@ class Reactor:
                 "incarnation": self.incarnation, "identity_conflict": conflict,
                 "member_lease_held": member_ok, "configured_shards": self.configured,
                 "shards": self.shards, "generation": self.generation,
-                "switching": self.generation > 0 and not self._may_start, "stuck_shards": stuck,
+                "switching": self.generation > 0 and not self._follower.may_start, "stuck_shards": stuck,
                 "crashing_shards": crashing, "shards_held": sorted(self._owned),
                 "shards_watched": None if self._watch.watching is None else len(self._watch.watching)}
 
@@ -353,8 +332,7 @@ class Reactor:
         """When :meth:`step` must run again if no event arrives first."""
         next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
                       self._roster.recheck_at, self._member.due, self._watch.shrink_at)
-        if self._rollout_since is not None:
-            next_at = min(next_at, self._rollout_since + self.timing.lease_duration)
+        next_at = min(next_at, self._follower.wakeup())
         if self.stopping:
             next_at = min(next_at, now + 0.1)
         return next_at
@@ -417,114 +395,47 @@ class Reactor:
                 self._dirty.add(index)
         if self.stopping:
             self._dirty.update(range(len(self._states)))
-        if not self._may_start and self._group is not None:
-            self._check_barrier(now)
+        if self._follower.check_barrier(now, self._record_of, self._cache.covers):
+            self._dirty.update(range(len(self._states)))
+            self._watch.mark()
         dirty, self._dirty = self._dirty, set()
         for index in sorted(dirty):
             self._shard_step(self._states[index], now)
         self._publish_owned()
-        if self._group_check_wanted and not self._group_check_in_flight and now >= self._group_check_at:
-            self._group_check_wanted = False
-            self._group_check_in_flight = True
-            self._submit(Write(WriteKind.GROUP_CHECK, self._group_name))
+        check = self._follower.check_due(now)
+        if check is not None:
+            self._submit(check)
         if self._targeted:
             self._update_watch(now)
-        if self._roster.oldest and self._may_start and now >= self._cleanup_after and not self.stopping:
-            self._clean_up_retired(now)
+        self._out.extend(self._follower.clean_up(
+            now, oldest=self._roster.oldest, stopping=self.stopping, member_generations=self._roster.generations,
+            record_of=self._record_of, covers=self._cache.covers, delete=self._roster.delete))
         if self.stopping and self._shutdown_complete(now):
             self.finished = True
 
     # ------------------------------------------------------------------ the group's count and generation
 
     def _follow_group(self, now: float) -> None:
-        """Run the generation the group Lease names; as the oldest member, create it or switch it when
-        the members' majority asks for another count (docs/resharding.md)."""
-        cached = self._cache.get(self._group_name)
-        # Parsed once per version of the group Lease: this runs on every step, renewals included.
-        if cached is not None and cached.record.resource_version != self._group_seen[0]:
-            self._group_seen = (cached.record.resource_version, GroupState.from_record(cached.record))
-        state = self._group_seen[1] if cached is not None else None
-        if state is not None and state.generation > self.generation:
-            self._adopt(state, now)
-        elif state is not None and state.generation == self.generation:
-            self._group = state  # the same generation, its span lowered once the retired Leases are gone
-        if not self._roster.oldest:
-            self._rollout_since = None
-        if not self._roster.oldest or self.stopping or self._group_in_flight or now < self._group_retry_at:
-            return
-        if cached is None:
-            first = initial_state(self._roster.configured_counts, oldest=self.configured)
-            self._log.info("creating group Lease %s: %d shards, generation 1", self._group_name, first.count)
-            self._write_group(first, None)
-            return
-        if state is None:
-            return  # unreadable (edited by hand): keep running what we run; status reports it
-        target = rollout_state(state, self._roster.fleet)
-        if target is None:
-            self._rollout_since = None
-            return
-        if target.generation == state.generation:
-            self._write_group(target, cached.record)  # only the basis moves: no switch, no pause
-            return
-        if self._rollout_since is None:
-            self._rollout_since = now
-            self._log.info("most members are configured with %d shards, the group runs %d: switching in %.1fs "
-                           "unless that changes", target.count, state.count, self.timing.lease_duration)
-        if now >= self._rollout_since + self.timing.lease_duration:
-            self._rollout_since = None
-            self._log.info("rollout: switching the group from %d to %d shards (generation %d)", state.count,
-                           target.count, target.generation)
-            self._write_group(target, cached.record)
-
-    def _write_group(self, state: GroupState, record: LeaseRecord | None) -> None:
-        self._group_in_flight = True
-        body = group_lease_body(self.group, self.namespace, state, self._clock.now(), record)
-        kind = WriteKind.GROUP_CREATE if record is None else WriteKind.GROUP_UPDATE
-        self._submit(Write(kind, self._group_name, sent_rv=rv_of(record), body=body))
-
-    def _adopt(self, state: GroupState, now: float) -> None:
-        """Start following generation ``state.generation``: new count, new assignment, and no handler
-        starts until the barrier has passed (:meth:`_check_barrier`)."""
-        before, before_count = self.generation, self.shards
-        self._group = state
-        self._member.generation = state.generation
-        self._adopted_at = now
-        self._ensure_states(max(state.span, state.count))
-        self._may_start = state.generation <= 1
-        self.metrics.generation.set(state.generation)
-        self.metrics.shard_count.set(state.count)
-        self.metrics.count_mismatch.set(int(self.configured != state.count))
-        if before == 0:
-            self._log.info("group %r runs %d shards (generation %d)", self.group, state.count, state.generation)
-        else:
-            self._switch_started = now
-            self.metrics.reshards.inc()
-            self._log.info("group resharded: generation %d -> %d, %d -> %d shards (%s); handlers of the new "
-                           "generation start once every old one has stopped", before, state.generation,
-                           before_count, state.count, state.changed_by or "unknown")
-        self._reassign()
-        self._dirty.update(range(len(self._states)))
-        self._watch.mark()
+        """Run the group's generation; on adopting a newer one, reassign and revisit every shard (no
+        handler of it starts until the barrier has passed)."""
+        writes, adopted = self._follower.follow(now, oldest=self._roster.oldest, stopping=self.stopping,
+                                                configured_counts=self._roster.configured_counts,
+                                                fleet=self._roster.fleet)
+        if adopted:
+            state = self._follower.state
+            assert state is not None
+            self._member.generation = state.generation
+            self._ensure_states(max(state.span, state.count))
+            self._reassign()
+            self._dirty.update(range(len(self._states)))
+            self._watch.mark()
+        self._out.extend(writes)
 
     def _confirm_creates(self, done: WriteDone, now: float) -> None:
-        """The answer to a read of the group Lease made after we created shard Leases.
-
-        Every other write of a shard Lease is conditional on what we saw; a create is not. A replica
-        cut off from its watches while the group moved on (a reshard, then the clean-up that deletes
-        the Leases of removed shards) would create such a Lease again under its old generation. So a
-        created shard's handler starts only once a read of the group Lease that began after the create
-        shows our generation; if it shows a newer one, we adopt it instead and hand the Lease back.
-        """
-        self._group_check_in_flight = False
-        if done.error is not None:
-            self.metrics.api_error(done.error.label)
-            self._group_check_wanted = True
-            self._group_check_at = now + self.timing.retry_period / 2
+        """The answer to a read of the group Lease made after we created shard Leases: the handlers of
+        the shards created before it began may start if it shows our generation (see groupfollow)."""
+        if not self._follower.on_checked(done, now):
             return
-        record = self._apply_answer(done)
-        state = GroupState.from_record(record) if record is not None else None
-        if state is None or state.generation != self.generation:
-            return  # a newer generation (adopted at the next step), or none readable: wait
         for st in self._states:
             if st.unconfirmed_since is not None and st.unconfirmed_since <= done.started:
                 st.unconfirmed_since = None
@@ -541,52 +452,6 @@ class Reactor:
             self._states.append(st)
             self._index_of[st.name] = i
 
-    def _check_barrier(self, now: float) -> None:
-        """Let handlers of our generation start once no shard Lease below the span is stamped lower."""
-        state = self._group
-        assert state is not None
-        if pending_shards(state, self._record_of, self._cache.covers):
-            return
-        self._may_start = True
-        self._cleanup_after = now + self.timing.lease_duration
-        if self._switch_started is not None:
-            pause = max(0.0, now - self._switch_started)
-            self.metrics.reshard_pause.observe(pause)
-            self._log.info("switch to generation %d complete after %.3fs: starting its handlers", state.generation,
-                           pause)
-            self._switch_started = None
-        self._dirty.update(range(len(self._states)))
-        self._watch.mark()
-
-    def _clean_up_retired(self, now: float) -> None:
-        """As the oldest member, once every live member runs our generation: delete the Leases of shards
-        the count no longer has, then lower the span on the group Lease."""
-        state = self._group
-        if state is None or state.span <= state.count or self._group_in_flight:
-            return
-        if any(gen != self.generation for gen in self._roster.generations.values()):
-            return
-        if not all(self._cache.covers(index) for index in state.retired()):
-            return
-        records = [r for r in map(self._record_of, state.retired()) if r is not None]
-        if any(record.generation > self.generation for record in records):
-            # Written under a newer generation we have not adopted yet (our two watches deliver in
-            # their own time): a live shard of it, not a tombstone of ours. Deleting it would let its
-            # next holder start its token over within one generation.
-            return
-        for record in records:
-            if record.is_held or record.generation < self.generation:
-                continue
-            write = self._roster.delete(record)
-            if write is not None:
-                self._submit(write)
-        if not records:
-            group = self._cache.get(self._group_name)
-            if group is not None:
-                self._log.info("retired shard Leases %d..%d deleted; span now %d", state.count, state.span - 1,
-                               state.count)
-                self._write_group(replace(state, span=state.count), group.record)
-
     def _update_watch(self, now: float) -> None:
         command = self._watch.update(now, self._watch_wanted, self._span)
         if command is not None:
@@ -594,7 +459,7 @@ class Reactor:
             self._out.append(command)
 
     def _watch_wanted(self) -> frozenset[int]:
-        return wanted_shards(count=self.shards, span=self._span, switching=self._group is not None and not self._may_start,
+        return wanted_shards(count=self.shards, span=self._span, switching=self._follower.switching,
                              desired=self._desired_set, inheritable=self._watch.inheritable, held=self._held,
                              sweeper=self._roster.oldest)
 
@@ -699,7 +564,8 @@ class Reactor:
             self._note_epoch(st, record)
         # A Lease a new generation adds has been "absent" since our first list: its grace before a
         # fallback acquisition counts from when we adopted the generation, so its owner gets first go.
-        observed = cached.observed if cached is not None else max(self._cache.absent_since(st.name), self._adopted_at)
+        observed = cached.observed if cached is not None else max(self._cache.absent_since(st.name),
+                                                                               self._follower.adopted_at)
         if st.conflict_rv is not None and rv_of(record) != st.conflict_rv:
             st.conflict_rv = None
             st.conflict_at = None
@@ -711,7 +577,7 @@ class Reactor:
             own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
             incarnation=self.incarnation, identity_conflict=self._member.conflict is not None,
             acquire_after=st.acquire_after, generation=self.generation, retired=st.index >= self.shards,
-            may_start=self._may_start and st.unconfirmed_since is None, sweeper=self._roster.oldest)
+            may_start=self._follower.may_start and st.unconfirmed_since is None, sweeper=self._roster.oldest)
 
     @staticmethod
     def _note_epoch(st: _ShardState, record: LeaseRecord) -> None:
@@ -841,15 +707,7 @@ class Reactor:
             self._confirm_creates(done, now)
             return
         if write.kind in (WriteKind.GROUP_CREATE, WriteKind.GROUP_UPDATE):
-            self._group_in_flight = False
-            if err is None:
-                self._apply_answer(done)
-            else:
-                # 409/AlreadyExists: another writer won; the watch brings its state. Else retry later.
-                self._group_retry_at = now + self.timing.retry_period
-                if not isinstance(err, ConflictError):
-                    self.metrics.api_error(err.label)
-                    self._log.warning("could not write the group Lease: %s", err)
+            self._follower.on_written(done, now)
             return
         if write.shard is None:
             self._out.extend(self._member.on_result(done, now))
@@ -867,7 +725,7 @@ class Reactor:
         if write.kind is WriteKind.REFRESH and done.obj is None:
             self._cache.delete(st.name, "")
             return
-        record = self._apply_answer(done)
+        record = apply_answer(self._cache, done)
         if write.kind in (WriteKind.RETIRE, WriteKind.RETIRE_CREATE, WriteKind.REFRESH):
             return
         answered = done.finished if done.finished is not None else now  # latencies end at the answer
@@ -892,15 +750,6 @@ class Reactor:
                 self.metrics.handoff_seconds.observe(max(0.0, answered - st.leaving_since))
                 st.leaving_since = None
             self._log.info("released" if was_held else "released a stale lease in our name", extra={"shard": st.index})
-
-    def _apply_answer(self, done: WriteDone) -> LeaseRecord | None:
-        """Put the Lease a successful write returned into the cache (its watch event comes later)."""
-        if done.record is not None:
-            return done.record  # parsed and cached by the shell as soon as it came (see WriteDone)
-        record = LeaseRecord.from_object(done.obj) if done.obj is not None else None
-        if record is not None:
-            self._cache.apply(record)
-        return record
 
     def _acquired(self, st: _ShardState, record: LeaseRecord | None, done: WriteDone, now: float) -> None:
         if record is None or record.holder != self.identity:
@@ -939,12 +788,12 @@ class Reactor:
         created = done.write.kind is WriteKind.CREATE
         st.unconfirmed_since = now if created else None
         waits = ("its handler waits for a read of the group Lease" if created
-                 else "its handler waits for the switch to complete" if not self._may_start else "")
+                 else "its handler waits for the switch to complete" if not self._follower.may_start else "")
         self._log.info("acquired (token %d, generation %d%s)%s", st.token, self.generation,
                        ", grace fallback" if done.write.fallback else "", f"; {waits}" if waits else "",
                        extra={"shard": st.index})
         if created:
-            self._group_check_wanted = True
+            self._follower.want_check()
         if waits:
             st.handler_wanted = True  # started by decide() once nothing holds it back
             return
