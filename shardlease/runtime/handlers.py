@@ -76,7 +76,9 @@ class Shard:
         see :func:`shardlease.shard_for_object`; the API server does the filtering when its
         ``ShardedListAndWatch`` gate is on, and this replica does it otherwise. ``resource`` is the plural
         name (``"configmaps"``, ``"deployments"`` with ``api_version="apps/v1"``); ``namespace=None``
-        watches all namespaces.
+        watches all namespaces. The ranges are those of ``self.count``, the count of this run's
+        generation: after a reshard, the new generation's handlers get streams of the new ranges, each
+        starting from a fresh list (docs/objects.md, "Across a change of the shard count").
         """
         if self._feeds is None:
             raise ShardleaseError("shard.objects() needs the Kubernetes API, but this manager was built with "

@@ -1,13 +1,27 @@
 """``shard.objects(...)``: the Kubernetes objects of one held shard, as a stream of events.
 
-One feed per resource (api_version, resource, namespace, label selector, hash field) per replica, shared
-by all the shards the replica holds: one LIST + WATCH whose ``shardSelector`` names the hash ranges of
-exactly the shards that have a stream open (adjacent ranges merged), so with the ``ShardedListAndWatch``
-gate on, the API server sends this replica only its own objects (events ~ total / N). When the set of
-streamed shards changes, the feed re-targets: it cuts its watch, lists again with the new selector and
-hands each stream the difference to what it already delivered (informer style), so a shard that stays
-sees no gap and no repeat, and a shard that arrives starts from a fresh list of its objects. On 410 it
-relists the same way; other failures resume the watch from the last resourceVersion after a back-off.
+One feed per resource (api_version, resource, namespace, label selector, hash field) and shard count
+per replica, shared by all the shards the replica holds: one LIST + WATCH whose ``shardSelector`` names
+the hash ranges of exactly the shards that have a stream open (adjacent ranges merged), so with the
+``ShardedListAndWatch`` gate on, the API server sends this replica only its own objects (events ~
+total / N). When the set of streamed shards changes, the feed re-targets: it cuts its watch, lists again
+with the new selector and hands each stream the difference to what it already delivered (informer
+style), so a shard that stays sees no gap and no repeat, and a shard that arrives starts from a fresh
+list of its objects. On 410 it relists the same way; transient failures (timeouts, 5xx, 429) resume
+the watch from the last resourceVersion after a back-off. A failure no retry can heal (an unknown
+resource, missing RBAC, a bad argument, or any unexpected exception, i.e. a bug) is raised from every
+stream of the feed instead, so each handler fails loudly and is restarted with back-off, and a restart
+opens its streams afresh.
+
+The shard count is part of the feed's key. The hash ranges (and so the ``shardSelector`` and the
+client-side placement) depend on it, and a stream is served with the count of its shard's generation
+(``shard.count``): after a reshard, the new generation's streams open a feed of the new count with a
+fresh list, and never share one with a stream of the old count. The switch's barrier (docs/resharding.md)
+makes the hand-over safe: a replica stops every handler of the old generation (their streams end the
+moment ``shard.stopped`` is set) before any handler of the new one starts, so a feed of the old count and
+one of the new never deliver at the same time. A feed with no stream left closes itself after
+``idle_timeout`` (its watch is cut at once; the thread and connections go then), so the feed of an old
+count does not linger.
 
 Every item is placed by the client too (:func:`shardlease.core.objects.shard_for_hash`), whatever the
 server did: on a cluster without the feature (no ``shardInfo`` in the list) the server sends everything
@@ -16,16 +30,19 @@ and the feed drops what is not ours, so behaviour is the same everywhere and onl
 Exclusivity comes from the shard: a stream delivers only while its shard is held by this process (it
 ends when the shard is stopped, and when the handler run it was opened in ends), and the Lease is
 released only after the handler has returned. A handler that writes should still fence its writes with
-``shard.token`` (see docs/objects.md).
+``shard.fence`` (see docs/objects.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import logging
 import random
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -157,10 +174,19 @@ class ObjectStream:
         return self._deliverable(item)
 
     def _deliverable(self, item: ObjectEvent | BaseException) -> ObjectEvent:
-        """The event to hand out; a failure the feed passed on is raised instead (and ends the stream)."""
+        """The event to hand out; a failure the feed passed on is raised instead (and ends the stream).
+
+        Each stream raises its own copy: the feed hands one exception to every stream, and raising one
+        object in several handler threads at once would splice their tracebacks together."""
         if isinstance(item, BaseException):
             self.close()
-            raise item
+            try:
+                error = copy.copy(item)
+            except Exception:  # an exception type that cannot be rebuilt from its args: raise the original
+                error = item
+            else:
+                error.__cause__ = item.__cause__
+            raise error
         return item
 
     def __aiter__(self) -> ObjectStream:
@@ -191,7 +217,8 @@ class ObjectStream:
         return self._deliverable(item)
 
 
-FeedKey = tuple[str, str, "str | None", "str | None", str]
+#: (api_version, resource, namespace, label_selector, by, shard count).
+FeedKey = tuple[str, str, "str | None", "str | None", str, int]
 
 
 @dataclass
@@ -215,16 +242,25 @@ def _rv(obj: dict[str, Any]) -> str:
 
 
 class _Feed:
-    """One list+watch for one resource, serving every stream of this replica on it."""
+    """One list+watch for one resource under one shard count, serving every stream of this replica on it.
+
+    ``on_idle(feed)`` is asked, once the feed has had no stream for ``idle_timeout`` seconds, whether it
+    may close; it answers True after forgetting the feed (then no new stream can join it)."""
 
     def __init__(self, client: ObjectClient, key: FeedKey, by: ShardBy, count: int, *, name: str,
                  logger: logging.LoggerAdapter[Any] | logging.Logger, metrics: ManagerMetrics | None,
-                 read_timeout: float, debounce: float) -> None:
+                 read_timeout: float, debounce: float, idle_timeout: float = float("inf"),
+                 on_idle: Callable[[_Feed], bool] | None = None) -> None:
         self._client = client
         self.key = key
         self._by = by
-        self._count = count
+        self.count = count
+        #: The resource, as metrics label it (feeds of two counts of one resource share the label).
         self.name = name
+        #: How logs name the feed: the resource and the count it places objects by.
+        self.label = f"{name} ({count} shards)"
+        self._idle_timeout = idle_timeout
+        self._on_idle = on_idle
         self._log = logger
         self._metrics = metrics
         self._read_timeout = read_timeout
@@ -238,10 +274,20 @@ class _Feed:
         self._resource_version = ""
         self._changed = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"shardlease-objects-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"shardlease-objects-{name}-{count}", daemon=True)
         self._started = False
         self.server_filtered: bool | None = None
         self.lists = 0
+
+    @property
+    def running(self) -> bool:
+        """The feed's thread is alive (False once it stopped or closed itself for lack of streams)."""
+        return self._thread.is_alive()
+
+    @property
+    def stream_count(self) -> int:
+        with self._lock:
+            return sum(len(group) for group in self._streams.values())
 
     # ---- streams ----
 
@@ -292,13 +338,20 @@ class _Feed:
             stream._end()
         if self._thread.is_alive():
             self._thread.join(2.0)
-        self._client.close()
+        self._client.close()  # the thread closes it too when it ends; closing twice is harmless
 
     # ---- the thread ----
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._client.close()
+
+    def _serve(self) -> None:
         failures = 0
         relist = True
+        idle_since: float | None = None
         while not self._stop.is_set():
             if self._changed.is_set():
                 self._stop.wait(self._debounce)
@@ -314,9 +367,17 @@ class _Feed:
                     # wait for the next list, even if the shard is covered now: this list drops it.
                     self._listing = wanted
             if not wanted:
-                self._changed.wait(1.0)
+                # No stream: no watch either (the last unsubscribe cut it). Close for good after the
+                # idle timeout (the feed of a count the group no longer runs never gets one back).
+                now = time.monotonic()
+                idle_since = now if idle_since is None else idle_since
+                if now - idle_since >= self._idle_timeout and self._on_idle is not None and self._on_idle(self):
+                    self._log.debug("objects %s: no stream for %.1fs; closed", self.label, now - idle_since)
+                    return
+                self._changed.wait(max(0.01, min(1.0, idle_since + self._idle_timeout - now)))
                 relist = True
                 continue
+            idle_since = None
             try:
                 if self._listing is not None:
                     try:
@@ -328,7 +389,7 @@ class _Feed:
                 self._watch()
                 failures = 0
             except Expired:
-                self._log.info("objects %s: watch history expired; relisting", self.name)
+                self._log.info("objects %s: watch history expired; relisting", self.label)
                 relist = True
             except _FATAL as err:
                 self._fail(err)
@@ -343,16 +404,24 @@ class _Feed:
                     self._metrics.api_error(err.label)
                 delay = (err.retry_after if isinstance(err, Throttled) and err.retry_after else
                          min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(0.5, 1.0))
-                self._log.warning("objects %s: %s; retrying in %.2fs", self.name, err, delay)
+                self._log.warning("objects %s: %s; retrying in %.2fs", self.label, err, delay)
                 self._stop.wait(delay)
-            except Exception:
-                failures += 1
-                self._log.exception("objects %s: unexpected error in the feed", self.name)
-                self._stop.wait(min(5.0, 0.2 * 2 ** min(failures, 5)))
+            except Exception as err:
+                if self._stop.is_set() or self._changed.is_set():
+                    continue  # the watch was cut on purpose (re-target, stop): whatever it raised, go on
+                # A bug or a bad argument (InvalidArgument): the same request would fail the same way,
+                # so retrying would only repeat this line forever while the shard gets nothing. Fail
+                # the streams instead: each handler raises it, is counted and restarted with back-off.
+                self._fail(err)
+                relist = True
 
-    def _fail(self, err: ApiError) -> None:
+    def _fail(self, err: Exception) -> None:
         """A failure no retry fixes: every stream raises it; the feed idles until streams come back."""
-        self._log.error("objects %s: %s", self.name, err)
+        if isinstance(err, ApiError):
+            self._log.error("objects %s: %s", self.label, err)
+        else:
+            self._log.error("objects %s: unexpected error in the feed; failing its streams", self.label,
+                            exc_info=err)
         with self._lock:
             streams = [s for group in self._streams.values() for s in group]
             self._streams.clear()
@@ -366,12 +435,12 @@ class _Feed:
         if not _uid(obj):
             return None
         try:
-            return shard_for_hash(object_hash(obj, self._by), self._count)
+            return shard_for_hash(object_hash(obj, self._by), self.count)
         except InvalidArgument:
             return None
 
     def _relist(self, wanted: frozenset[int]) -> None:
-        selector = selector_for_shards(wanted, self._count, self._by)
+        selector = selector_for_shards(wanted, self.count, self._by)
         listed = self._client.list(selector, timeout=max(10.0, self._read_timeout))
         self.lists += 1
         self.server_filtered = listed.applied_selector is not None
@@ -410,7 +479,7 @@ class _Feed:
         if self._metrics is not None and delivered:
             self._metrics.object_events(self.name, "delivered", delivered)
         self._log.debug("objects %s: listed %d items (%d ours) for %d shards, server filtering %s",
-                        self.name, len(listed.items), len(fresh), len(wanted), self.server_filtered)
+                        self.label, len(listed.items), len(fresh), len(wanted), self.server_filtered)
 
     def _deliver(self, event: ObjectEvent) -> int:
         """To every synced stream of the event's shard; the lock is held. Returns 1 if anyone got it."""
@@ -420,7 +489,7 @@ class _Feed:
         return 1 if streams else 0
 
     def _watch(self) -> None:
-        selector = selector_for_shards(self._covered, self._count, self._by)
+        selector = selector_for_shards(self._covered, self.count, self._by)
         stream = self._client.watch(selector, self._resource_version,
                                     timeout_seconds=random.randint(240, 360), read_timeout=self._read_timeout)
         if self._changed.is_set() or self._stop.is_set():
@@ -462,15 +531,18 @@ class _Feed:
 
 
 class ObjectFeeds:
-    """The feeds of one manager, created on the first ``shard.objects(...)`` for each resource."""
+    """The feeds of one manager: one per resource and shard count, created by the first
+    ``shard.objects(...)`` that needs it and closed once it has had no stream for ``idle_timeout``."""
 
     def __init__(self, api_client: ApiClient, *, logger: logging.LoggerAdapter[Any] | logging.Logger,
-                 metrics: ManagerMetrics | None = None, read_timeout: float = 90.0, debounce: float = 0.05) -> None:
+                 metrics: ManagerMetrics | None = None, read_timeout: float = 90.0, debounce: float = 0.05,
+                 idle_timeout: float = 5.0) -> None:
         self._api_client = api_client
         self._log = logger
         self._metrics = metrics
         self._read_timeout = read_timeout
         self._debounce = debounce
+        self._idle_timeout = idle_timeout
         self._lock = threading.Lock()
         self._feeds: dict[FeedKey, _Feed] = {}
         self._closed = False
@@ -478,12 +550,20 @@ class ObjectFeeds:
     def stream(self, shard: int, count: int, stopped: threading.Event, api_version: str, resource: str, *,
                namespace: str | None = None, label_selector: str | None = None,
                by: ShardBy = "uid") -> ObjectStream:
+        """A stream of shard ``shard``'s objects, placed by the hash ranges of ``count`` shards (the
+        count of the shard's generation): served by the feed of that resource and count."""
         path = resource_path(api_version, resource, namespace)
         if by not in ("uid", "namespace"):
             raise InvalidArgument(f"by must be 'uid' or 'namespace', got {by!r}")
         if label_selector is not None and not isinstance(label_selector, str):
             raise InvalidArgument(f"label_selector must be a string like 'app=web', got {label_selector!r}")
-        key: FeedKey = (api_version, resource, namespace, label_selector or None, by)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidArgument(f"count must be the group's shard count, a positive integer, got {count!r}")
+        if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < count:
+            raise InvalidArgument(f"shard must be an integer in 0..{count - 1} (shards={count}), got {shard!r}")
+        key: FeedKey = (api_version, resource, namespace, label_selector or None, by, count)
+        # Joined under the lock that also decides whether an idle feed closes (_retire): a feed found
+        # here cannot close before this stream is on it.
         with self._lock:
             if self._closed:
                 raise InvalidArgument("shard.objects(): the manager is stopping; no new streams")
@@ -492,11 +572,22 @@ class ObjectFeeds:
                 name = resource if api_version == "v1" else f"{api_version.split('/')[0]}/{resource}"
                 feed = _Feed(ObjectClient(self._api_client, path, label_selector=label_selector or None), key, by,
                              count, name=name, logger=self._log, metrics=self._metrics,
-                             read_timeout=self._read_timeout, debounce=self._debounce)
+                             read_timeout=self._read_timeout, debounce=self._debounce,
+                             idle_timeout=self._idle_timeout, on_idle=self._retire)
                 self._feeds[key] = feed
-        stream = ObjectStream(feed, shard, count, stopped)
-        feed.subscribe(stream)
+            stream = ObjectStream(feed, shard, count, stopped)
+            feed.subscribe(stream)
         return stream
+
+    def _retire(self, feed: _Feed) -> bool:
+        """Called by an idle feed's thread: forget it (True) unless a stream joined it meanwhile."""
+        with self._lock:
+            if feed.stream_count:
+                return False
+            if self._feeds.get(feed.key) is feed:
+                del self._feeds[feed.key]
+            feed._stop.set()
+            return True
 
     def feeds(self) -> list[_Feed]:
         with self._lock:
@@ -509,4 +600,3 @@ class ObjectFeeds:
             self._feeds.clear()
         for feed in feeds:
             feed.stop()
-

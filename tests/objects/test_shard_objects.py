@@ -236,8 +236,10 @@ def test_unknown_resource_fails_the_handler_loudly(server: Server, namespace: st
         m.start()
         wait_until(lambda: len(errors) >= SHARDS, 20, "every shard's handler to fail")
         assert all(type(e).__name__ == "NotFound" for e in errors), errors
-        assert m.metrics.registry.get_sample_value(
-            "shardlease_handler_errors_total", {"group": m.group, "identity": "r0"}) >= SHARDS
+        # Counted once the runner has logged the raise, a moment after the handler saw it: wait for it.
+        wait_until(lambda: (m.metrics.registry.get_sample_value(
+            "shardlease_handler_errors_total", {"group": m.group, "identity": "r0"}) or 0) >= SHARDS, 10,
+            "every failure counted in shardlease_handler_errors_total")
     finally:
         stop_all([m])
 
@@ -409,3 +411,206 @@ def test_a_stream_opened_while_a_list_drops_its_shard_is_served_by_the_next_list
             for event in stopped:
                 event.set()
             feeds.close()
+
+
+class Drained:
+    """Each stream's events, read by a thread per stream as a handler would."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: dict[tuple[int, int], list[ObjectEvent]] = collections.defaultdict(list)
+        self.errors: dict[tuple[int, int], BaseException] = {}
+
+    def start(self, count: int, shard: int, stream: Any) -> None:
+        def drain() -> None:
+            try:
+                for event in stream:
+                    with self.lock:
+                        self.events[(count, shard)].append(event)
+            except Exception as exc:
+                with self.lock:
+                    self.errors[(count, shard)] = exc
+        threading.Thread(target=drain, daemon=True).start()
+
+    def synced(self, count: int, shards: range) -> bool:
+        with self.lock:
+            return all(any(e.type == "SYNCED" for e in self.events[(count, s)]) for s in shards)
+
+    def uids(self, count: int, shard: int, kind: str) -> set[str]:
+        with self.lock:
+            return {e.uid for e in self.events[(count, shard)] if e.type == kind}
+
+
+def test_streams_follow_the_count_of_their_generation_across_a_switch(server: Server, namespace: str) -> None:
+    """A switch from 2 to 3 shards, as one replica's handlers go through it: the old generation's
+    streams end (the barrier stops them) before the new generation's open. Each new stream gets a fresh
+    list of exactly its objects under 3 shards, and later changes go to the owner under 3 only; the
+    feed of the old count closes once idle. (The count used to be fixed by the first stream of a feed:
+    shard 2 of 3 got nothing, an error logged every few seconds, and shards 0 and 1 their old ranges.)"""
+    import logging
+
+    from shardlease.runtime.objects import ObjectFeeds
+
+    objects = create(server, namespace, 30)
+    owner = {uid: {n: shard_for_object(obj, n) for n in (2, 3)} for uid, obj in objects.items()}
+    assert {o[2] for o in owner.values()} == {0, 1} and {o[3] for o in owner.values()} == {0, 1, 2}
+    feeds = ObjectFeeds(server.api, logger=logging.getLogger("test.objects"), idle_timeout=0.2)
+    drained = Drained()
+    old = {s: threading.Event() for s in range(2)}      # shard.stopped of generation 1 (2 shards)...
+    new = {s: threading.Event() for s in range(3)}      # ...and of generation 2 (3 shards)
+    try:
+        old_streams = [feeds.stream(s, 2, old[s], "v1", "configmaps", namespace=namespace) for s in range(2)]
+        for s, stream in enumerate(old_streams):
+            drained.start(2, s, stream)
+        wait_until(lambda: drained.synced(2, range(2)), 20, "the 2-shard streams synced")
+        [old_feed] = feeds.feeds()
+        for s in range(2):
+            assert drained.uids(2, s, "ADDED") == {u for u, o in owner.items() if o[2] == s}
+
+        # The switch: every old handler is stopped (its streams end) before a new one starts.
+        for event in old.values():
+            event.set()
+        for stream in old_streams:
+            stream.close()
+        for s in range(3):
+            drained.start(3, s, feeds.stream(s, 3, new[s], "v1", "configmaps", namespace=namespace))
+        wait_until(lambda: drained.synced(3, range(3)), 20, "every 3-shard stream synced")
+        for s in range(3):
+            assert drained.uids(3, s, "ADDED") == {u for u, o in owner.items() if o[3] == s}, s
+        assert not drained.errors, drained.errors
+
+        for obj in objects.values():
+            server.core.patch_namespaced_config_map(obj["metadata"]["name"], namespace, {"data": {"v": "1"}})
+        wait_until(lambda: sum(len(drained.uids(3, s, "MODIFIED")) for s in range(3)) == len(objects), 10,
+                   "every change delivered")
+        for s in range(3):
+            assert drained.uids(3, s, "MODIFIED") == {u for u, o in owner.items() if o[3] == s}, s
+        # Nothing reached the old generation's streams after they ended.
+        assert not any(drained.uids(2, s, "MODIFIED") for s in range(2))
+
+        # The feed of the old count had no stream left: it closed, thread and all.
+        wait_until(lambda: [f.count for f in feeds.feeds()] == [3], 10, "the 2-shard feed to close")
+        wait_until(lambda: not old_feed.running, 5, "the 2-shard feed's thread to end")
+        assert all(f.running for f in feeds.feeds())
+
+        # A replica whose first stream opens after the switch is served the same way.
+        late, late_drained = ObjectFeeds(server.api, logger=logging.getLogger("test.objects.late")), Drained()
+        try:
+            late_drained.start(3, 2, late.stream(2, 3, threading.Event(), "v1", "configmaps", namespace=namespace))
+            wait_until(lambda: late_drained.synced(3, range(2, 3)), 20, "the late replica's stream synced")
+            assert late_drained.uids(3, 2, "ADDED") == {u for u, o in owner.items() if o[3] == 2}
+        finally:
+            late.close()
+    finally:
+        for event in [*old.values(), *new.values()]:
+            event.set()
+        feeds.close()
+
+
+def test_a_replica_that_keeps_only_low_shard_ids_gets_their_new_ranges(server: Server, namespace: str) -> None:
+    """The quieter half of the same failure: a replica that holds shard 1 of 2, then (after a switch to
+    3) shard 1 of 3, must be served shard 1's range under 3. A feed that kept the count of its first
+    stream served the old range, i.e. objects that another shard, maybe on another replica, owns now."""
+    import logging
+
+    from shardlease.runtime.objects import ObjectFeeds
+
+    objects = create(server, namespace, 30)
+    owner = {uid: {n: shard_for_object(obj, n) for n in (2, 3)} for uid, obj in objects.items()}
+    assert {u for u, o in owner.items() if o[2] == 1} != {u for u, o in owner.items() if o[3] == 1}
+    feeds = ObjectFeeds(server.api, logger=logging.getLogger("test.objects"))
+    drained = Drained()
+    before, after = threading.Event(), threading.Event()
+    try:
+        stream = feeds.stream(1, 2, before, "v1", "configmaps", namespace=namespace)
+        drained.start(2, 1, stream)
+        wait_until(lambda: drained.synced(2, range(1, 2)), 20, "shard 1 of 2 synced")
+        before.set()
+        stream.close()
+        drained.start(3, 1, feeds.stream(1, 3, after, "v1", "configmaps", namespace=namespace))
+        wait_until(lambda: drained.synced(3, range(1, 2)), 20, "shard 1 of 3 synced")
+        assert drained.uids(3, 1, "ADDED") == {u for u, o in owner.items() if o[3] == 1}
+    finally:
+        before.set()
+        after.set()
+        feeds.close()
+
+
+def test_a_shard_outside_the_count_is_refused_when_the_stream_opens(server: Server) -> None:
+    import logging
+
+    from shardlease.errors import InvalidArgument
+    from shardlease.runtime.objects import ObjectFeeds
+
+    feeds = ObjectFeeds(server.api, logger=logging.getLogger("test.objects"))
+    try:
+        with pytest.raises(InvalidArgument, match=r"shard must be an integer in 0\.\.15 \(shards=16\), got 16"):
+            feeds.stream(16, 16, threading.Event(), "v1", "configmaps")
+        with pytest.raises(InvalidArgument, match="count must be"):
+            feeds.stream(0, 0, threading.Event(), "v1", "configmaps")
+        assert feeds.feeds() == []
+    finally:
+        feeds.close()
+
+
+def test_an_error_a_retry_cannot_heal_fails_the_streams_once_not_forever(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure inside the feed that is not a transient API error (here a bug, injected into the real
+    client's LIST) is raised from the iteration of every stream, so each handler fails loudly
+    and is restarted; the feed does not retry it behind an ERROR line every few seconds. The restarted
+    handler's stream is served normally."""
+    import logging
+
+    from shardlease.client.objects import ObjectClient, ObjectList, resource_path
+    from shardlease.runtime.objects import ObjectStream, _Feed
+
+    class ListBreaks(ObjectClient):
+        broken = True
+
+        def list(self, shard_selector: str, *, timeout: float) -> ObjectList:
+            if self.broken:
+                raise RuntimeError("injected: a bug while listing")
+            return super().list(shard_selector, timeout=timeout)
+
+    with DevServer(port=0) as dev:
+        path = str(tmp_path / "kubeconfig")
+        dev.write_kubeconfig(path)
+        server = Server("dev-broken", path, False)
+        objects = create(server, "default", 6)
+        client_ = ListBreaks(server.api, resource_path("v1", "configmaps", "default"))
+        feed = _Feed(client_, ("v1", "configmaps", "default", None, "uid", 1), "uid", 1, name="configmaps",
+                     logger=logging.getLogger("test.feed"), metrics=None, read_timeout=5.0, debounce=0.01)
+        stopped = threading.Event()
+        try:
+            with caplog.at_level(logging.ERROR, logger="test.feed"):
+                first = ObjectStream(feed, 0, 1, stopped)
+                feed.subscribe(first)
+                raised: list[BaseException] = []
+
+                def read() -> None:
+                    try:
+                        next(first)
+                    except BaseException as exc:
+                        raised.append(exc)
+
+                reader = threading.Thread(target=read, daemon=True)
+                reader.start()
+                reader.join(10)
+                assert raised and isinstance(raised[0], RuntimeError) and "injected" in str(raised[0]), raised
+                time.sleep(1.0)  # a feed that retried (with nobody left to serve) would log again within this
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and "unexpected error in the feed" in errors[0].getMessage(), errors
+            assert errors[0].exc_info is not None  # the traceback is logged once, where the bug is
+
+            client_.broken = False
+            again = ObjectStream(feed, 0, 1, stopped)   # the handler, restarted, opens its stream again
+            feed.subscribe(again)
+            got = []
+            for event in again:
+                got.append(event)
+                if event.type == "SYNCED":
+                    break
+            assert {e.uid for e in got if e.type == "ADDED"} == set(objects)
+        finally:
+            stopped.set()
+            feed.stop()
