@@ -256,7 +256,8 @@ class ShardElections:
         return frozenset(st.index for st in self.states if st.stuck)
 
     def crashing_shards(self, now: float) -> list[int]:
-        """Held shards whose handler keeps raising (see :meth:`health`)."""
+        """Shards whose handler raised ``CRASH_LOOP_ERRORS`` times in its current run, the last within
+        ``CRASH_LOOP_WINDOW`` (the replica then reports itself not ready)."""
         return sorted(st.index for st in self.states if st.run is not None and st.errors >= CRASH_LOOP_ERRORS
                       and now - st.last_error_at < CRASH_LOOP_WINDOW)
 
@@ -274,6 +275,7 @@ class ShardElections:
         return cached.record if cached is not None else None
 
     def ensure(self, n: int) -> None:
+        """Track shards ``0..n-1`` (a generation's count or span; never shrinks)."""
         for i in range(len(self.states), n):
             st = ShardState(i, shard_lease_name(self._group, i))
             self.states.append(st)
