@@ -6,11 +6,17 @@ Usage::
     python bench/chaos.py --duration 600 --seed 4242 --plan   # print the fault plan only, run nothing
     python bench/chaos.py --server real --duration 300        # kube-apiserver behind toxiproxy
     python bench/chaos.py --server real --apiservers 2 --duration 120   # two apiservers, one etcd
+    python bench/chaos.py --gate --duration 500 --mean-gap 0.4         # dev-server, ShardedListAndWatch on
+    python bench/chaos.py --workload keys --duration 600              # the journaling handler's units instead
 
-Prints the seed and the fault counts, then the outcome, and writes ``bench/results/chaos.json`` and
-``bench/results/chaos.md`` (``chaos_real.*`` on the real server, ``chaos_real_ha.*`` with two
-apiservers). The run's work directory (journal, ``faults.jsonl``, ``plan.json``,
-replica logs, ``chaos-report.json``) is kept when a check fails or with ``--keep``, otherwise deleted
+The workload is the object controller (``--workload objects``, the default): replicas reconcile
+ConfigMaps through ``shard.objects()`` while a user keeps changing them, judged per object
+(docs/chaos.md). Prints the seed and the fault counts, then the outcome, and writes
+``bench/results/<name>.json`` and ``<name>.md``: ``chaos_objects`` (``_gate`` with the gate on the
+dev-server; ``chaos_objects_real`` on kube-apiserver, ``_ha`` with two apiservers), or for the key
+workload ``chaos`` / ``chaos_real`` / ``chaos_real_ha`` as before; ``--name`` chooses another.
+The run's work directory (journal, ``faults.jsonl``, ``plan.json``, replica logs,
+``chaos-report.json``) is kept when a check fails or with ``--keep``, otherwise deleted
 (a ten-minute journal is tens of megabytes). Exit status 0 when every check passed, 1 otherwise.
 
 What is injected and checked, the overlap rule for frozen replicas and the derivation of the recovery
@@ -45,6 +51,7 @@ from shardlease.harness.chaos import (  # noqa: E402
     convergence_bound,
     fault_counts,
     plan_faults,
+    recheck_objects,
     seed_from_env,
 )
 from shardlease.harness.localcluster import Timings  # noqa: E402
@@ -75,7 +82,8 @@ def _config(args: argparse.Namespace, seed: int) -> ChaosConfig:
         timings=Timings(lease_duration=args.lease, renew_deadline=args.renew_deadline,
                         retry_period=args.retry, drain_timeout=5.0),
         devserver=args.server or args.devserver, apiservers=args.apiservers, assets=args.assets,
-        drain_delay=args.drain)
+        drain_delay=args.drain, workload=args.workload, objects=args.objects, change_rate=args.change_rate,
+        sharded_watch=args.gate)
 
 
 def _markdown(report: ChaosReport, result: dict[str, Any]) -> str:
@@ -85,6 +93,8 @@ def _markdown(report: ChaosReport, result: dict[str, Any]) -> str:
     server = ("kube-apiserver " + str(fig.get("kube_version", "")) + " on etcd, replicas through toxiproxy"
               + (" (two kube-apiservers on one etcd; replicas with an odd index use the second directly)"
                  if c.apiservers == 2 else "")) if c.devserver == "real" else f"dev-server ({c.devserver})"
+    server += ", ShardedListAndWatch " + ("on (the server filters each stream)" if c.sharded_watch
+                                          else "off (each replica filters its stream)")
     lines = [
         "# Chaos run" + (" on the real server" if c.devserver == "real" else ""),
         "",
@@ -117,9 +127,10 @@ def _markdown(report: ChaosReport, result: dict[str, Any]) -> str:
         f"| fenced stale units (frozen replica, lower token) | {len(report.fenced)} |",
         f"| longest stale work after SIGCONT | {fig.get('max_resume_residual_s', 0) * 1000:.0f} ms "
         f"(tolerance {c.resume_tolerance * 1000:.0f} ms) |",
-        f"| units of work journaled | {fig.get('units')} |",
+        *(_object_rows(report) if c.workload == "objects" else [
+            f"| units of work journaled | {fig.get('units')} |",
+            f"| shard-time with work during the fault window | {100 * fig.get('coverage', 0):.1f} % |"]),
         f"| handler starts | {fig.get('handler_starts')} |",
-        f"| shard-time with work during the fault window | {100 * fig.get('coverage', 0):.1f} % |",
         f"| recovery: whole and balanced after | {fig.get('balanced_after_s')} s |",
         f"| recovery: exactly as assigned after | {fig.get('assigned_after_s')} s |",
         f"| recovery bound (derived + noise allowance) | {fig.get('bound_derived_s')} + "
@@ -148,6 +159,38 @@ def _markdown(report: ChaosReport, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _default_name(config: ChaosConfig) -> str:
+    base = "chaos" if config.workload == "keys" else "chaos_objects"
+    if config.devserver == "real":
+        return base + ("_real_ha" if config.apiservers == 2 else "_real")
+    return base + ("_gate" if config.sharded_watch else "")
+
+
+def _object_rows(report: ChaosReport) -> list[str]:
+    """The object workload's figures, as rows of the results table."""
+    fig, c = report.figures, report.config
+    kinds = report.failure_kinds()
+    per_object = sum(n for k, n in kinds.items() if k.startswith(("SAFETY (object", "SAFETY (placement",
+                                                                   "RECONCILE")))
+    delay = fig.get("reconcile_delay") or {}
+    excused = fig.get("write_overlaps_excused") or {}
+    return [
+        f"| workload | {c.objects} ConfigMaps through `shard.objects()`, the user changing {c.change_rate:g} a "
+        f"second |",
+        f"| **per-object violations** (overlapping writes, fences, placement, final reconcile) | **{per_object}** |",
+        f"| writes (outcomes) | {fig.get('writes')} ({fig.get('write_outcomes')}) |",
+        f"| user changes | {fig.get('user_changes')} |",
+        f"| overlapping writes excused (lower fence: in flight past the margin / after an operator's act) | "
+        f"{excused.get('in flight', 0)} / {excused.get('operator', 0)} |",
+        f"| skipped as behind (a newer fence on the object) | {fig.get('behind_skips')} |",
+        f"| reshards done / generations seen | {fig.get('reshards')} / {fig.get('generations')} |",
+        f"| user change -> written, during the window (median / p90 / max) | {delay.get('median_s')} / "
+        f"{delay.get('p90_s')} / {delay.get('max_s')} s |",
+        f"| every object's final change written by its final holder after | "
+        f"{fig.get('objects_reconciled_after_s')} s (bound {fig.get('objects_bound_s')} s) |",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=600.0, help="fault window in seconds (600)")
@@ -171,13 +214,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assets", default=None,
                         help="kube-apiserver/etcd/toxiproxy-server directory (default: KUBEBUILDER_ASSETS "
                              "or the scripts/build-kube-assets cache)")
+    parser.add_argument("--workload", choices=("objects", "keys"), default="objects",
+                        help="objects: a ConfigMap controller on shard.objects() (default); keys: work units")
+    parser.add_argument("--objects", type=int, default=ChaosConfig.objects, help="ConfigMaps (32)")
+    parser.add_argument("--change-rate", type=float, default=ChaosConfig.change_rate,
+                        help="user changes per second (4)")
+    parser.add_argument("--gate", action="store_true",
+                        help="ShardedListAndWatch on: the server filters each replica's stream")
+    parser.add_argument("--name", default=None, help="results file name (default from the settings)")
     parser.add_argument("--work-dir", default=None, help="keep the run's files here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory even on success")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where chaos.json / chaos.md go")
     parser.add_argument("--plan", action="store_true", help="print the fault plan and exit")
+    parser.add_argument("--recheck", metavar="WORK_DIR", default=None,
+                        help="judge a kept object-workload run again from its files alone, and exit")
     parser.add_argument("--quiet", action="store_true", help="do not print every fault as it is applied")
     args = parser.parse_args(argv)
 
+    if args.recheck:
+        problems = recheck_objects(args.recheck)
+        for problem in problems:
+            print(problem)
+        print(f"{args.recheck}: {len(problems)} problems" + ("" if problems else " (PASS)"))
+        return 1 if problems else 0
     if args.apiservers == 2 and args.server != "real":
         parser.error("--apiservers 2 needs --server real")
     seed = args.seed if args.seed is not None else seed_from_env()
@@ -217,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     # The per-fault log is in the work directory; the results file keeps the counts and the outcome.
     summary = {k: v for k, v in result.items() if k != "applied"}
     summary["applied_events"] = len(report.applied)
-    name = "chaos" if config.devserver != "real" else ("chaos_real_ha" if config.apiservers == 2
-                                                        else "chaos_real")
+    name = args.name or _default_name(config)
     (out / f"{name}.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     (out / f"{name}.md").write_text(_markdown(report, result))
     print(report.render_failures() if report.failures else report.summary())

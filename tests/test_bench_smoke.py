@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+#: Whole benchmark runs take minutes: they run in the slower tier (`pytest -m slow`, which .ci/run runs
+#: after the default run), not in the README's default test command.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = {"balance", "cold-start", "handoff", "failover", "scale-up", "api-cost", "replica-cost"}
 
@@ -170,7 +174,6 @@ def test_object_events_bench_server_filtering_sends_each_replica_less(tmp_path: 
     assert client["share_stats"]["min"] == 1.0  # without the gate every replica reads the whole churn
 
 
-@pytest.mark.slow  # 26 s; tests/test_targeted_watch.py checks the same saving in the default run
 def test_quick_scale_scenario(tmp_path: Path) -> None:
     """``bench/run.py scale --quick``: the scale scenario's figures exist and are sane, and the watch
     events each replica receives follow the targeted-watch model (N + W) / interval rather than every

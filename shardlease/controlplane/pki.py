@@ -13,6 +13,7 @@ import datetime as _dt
 import ipaddress
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,11 @@ class Credentials:
     service_account_public_file: Path
     token_file: Path
     token: str
+    #: Tokens of the further users asked for (user name -> token), in the same token file.
+    user_tokens: dict[str, str]
+    #: A client certificate in ``system:masters`` kube-apiserver presents to kubelets (``kubectl logs``).
+    kubelet_client_cert_file: Path
+    kubelet_client_key_file: Path
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -40,9 +46,12 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def generate(directory: Path, hosts: tuple[str, ...]) -> Credentials:
+def generate(directory: Path, hosts: tuple[str, ...],
+             users: Mapping[str, Sequence[str]] | None = None) -> Credentials:
     """Create the CA, the serving certificate for ``hosts`` (IPs or DNS names), the
-    service-account key and the token file in ``directory``."""
+    service-account key, a client certificate for kubelet connections and the token file in
+    ``directory``; ``users`` (name -> groups) get a token each besides the admin, so each component
+    of a node (kubelet, kube-proxy, ...) runs as the user Kubernetes' built-in roles are bound to."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -94,8 +103,22 @@ def generate(directory: Path, hosts: tuple[str, ...]) -> Credentials:
         .sign(ca_key, hashes.SHA256())
     )
 
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]))
+        .issuer_name(ca_name).public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
     service_account_key = ec.generate_private_key(ec.SECP256R1())
     token = secrets.token_urlsafe(32)
+    user_tokens = {name: secrets.token_urlsafe(32) for name in (users or {})}
 
     creds = Credentials(
         ca_file=directory / "ca.crt",
@@ -105,7 +128,12 @@ def generate(directory: Path, hosts: tuple[str, ...]) -> Credentials:
         service_account_public_file=directory / "service-account.pub",
         token_file=directory / "tokens.csv",
         token=token,
+        user_tokens=user_tokens,
+        kubelet_client_cert_file=directory / "kubelet-client.crt",
+        kubelet_client_key_file=directory / "kubelet-client.key",
     )
+    creds.kubelet_client_cert_file.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(creds.kubelet_client_key_file, private_pem(client_key))
     creds.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     creds.cert_file.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
     _write_private(creds.key_file, private_pem(serving_key))
@@ -114,5 +142,9 @@ def generate(directory: Path, hosts: tuple[str, ...]) -> Credentials:
     creds.service_account_public_file.write_bytes(service_account_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     # token,user,uid,"group1,group2": kube-apiserver's static token file format.
-    _write_private(creds.token_file, f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'.encode())
+    lines = [f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"']
+    for name, groups in (users or {}).items():
+        line = f"{user_tokens[name]},{name},{name}"
+        lines.append(line + f',"{",".join(groups)}"' if groups else line)
+    _write_private(creds.token_file, ("\n".join(lines) + "\n").encode())
     return creds

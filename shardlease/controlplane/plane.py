@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -115,7 +115,16 @@ class RealControlPlane:
         work_dir: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        serve_pods: bool = False,
+        users: Mapping[str, Sequence[str]] | None = None,
+        service_cidr: str = "10.0.0.0/24",
     ) -> None:
+        """``serve_pods`` configures kube-apiserver for a cluster that runs pods (see
+        :mod:`shardlease.controlplane.node`): the ServiceAccount admission plugin (which mounts the
+        projected token), the ``kubernetes`` Service's endpoints kept at ``host``, the Node
+        authorizer, a client certificate for kubelet connections and the Service's IP among the
+        serving certificate's names. ``users`` (name -> groups) get a bearer token each
+        (:attr:`user_tokens`, :meth:`write_kubeconfig` ``user=``)."""
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -127,6 +136,14 @@ class RealControlPlane:
         self.assets_dir = Path(assets_dir).expanduser()
         check_assets(self.assets_dir)  # fail before leaving a work dir behind; start() checks again
         self.feature_gates = _validate_feature_gates(feature_gates or {})
+        try:
+            self.service_network = ipaddress.ip_network(service_cidr)
+        except ValueError:
+            raise ControlPlaneError(f"service_cidr: {service_cidr!r} is not a network (e.g. 10.0.0.0/24)") from None
+        self.serve_pods = serve_pods
+        self.users = {name: tuple(groups) for name, groups in (users or {}).items()}
+        #: Bearer tokens of ``users``, after :meth:`start`.
+        self.user_tokens: dict[str, str] = {}
         self.host = host
         self.port = port
         self.work_dir = (Path(work_dir) if work_dir is not None
@@ -195,9 +212,14 @@ class RealControlPlane:
         self.port = self.port or _free_port(self.host)
         client_port, peer_port = _free_port("127.0.0.1"), _free_port("127.0.0.1")
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        hosts = (self.host, "127.0.0.1", "localhost")
-        creds = pki.generate(self.work_dir / "pki", hosts)
+        hosts: tuple[str, ...] = (self.host, "127.0.0.1", "localhost")
+        if self.serve_pods:
+            # What pods dial: the Service's cluster IP and its DNS names.
+            hosts += (str(next(self.service_network.hosts())), "kubernetes", "kubernetes.default",
+                      "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+        creds = pki.generate(self.work_dir / "pki", hosts, self.users)
         self.token = creds.token
+        self.user_tokens = dict(creds.user_tokens)
         self._ssl = ssl.create_default_context(cafile=str(creds.ca_file))
         host_in_url = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"https://{host_in_url}:{self.port}"
@@ -222,17 +244,29 @@ class RealControlPlane:
                 f"--cert-dir={self.work_dir / 'pki'}",
                 f"--tls-cert-file={creds.cert_file}", f"--tls-private-key-file={creds.key_file}",
                 f"--token-auth-file={creds.token_file}",
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC" if self.serve_pods else "--authorization-mode=RBAC",
                 f"--service-account-issuer={self.url}/",
                 f"--service-account-key-file={creds.service_account_public_file}",
                 f"--service-account-signing-key-file={creds.service_account_key_file}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={self.service_network}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
-                # The "kubernetes" Service cannot point at a loopback address; without this the
-                # reconciler logs an error every 10 s forever.
-                "--endpoint-reconciler-type=none",
             ]
+            if self.serve_pods:
+                self._apiserver_argv += [
+                    f"--kubelet-client-certificate={creds.kubelet_client_cert_file}",
+                    f"--kubelet-client-key={creds.kubelet_client_key_file}",
+                    # The node's name does not resolve; its InternalIP is where the kubelet listens.
+                    "--kubelet-preferred-address-types=InternalIP",
+                ]
+            else:
+                self._apiserver_argv += [
+                    # No pods, so no service-account tokens to mount (and no "default" account
+                    # without a controller-manager).
+                    "--disable-admission-plugins=ServiceAccount",
+                    # The "kubernetes" Service cannot point at a loopback address; without this the
+                    # reconciler logs an error every 10 s forever.
+                    "--endpoint-reconciler-type=none",
+                ]
             if self.feature_gates:
                 gates = ",".join(f"{k}={str(v).lower()}" for k, v in sorted(self.feature_gates.items()))
                 self._apiserver_argv.append(f"--feature-gates={gates}")
@@ -297,19 +331,23 @@ class RealControlPlane:
     # ---------------------------------------------------------------- clients
 
     def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default",
-                         *, server: str | None = None) -> str:
+                         *, server: str | None = None, user: str | None = None) -> str:
         """Write a kubeconfig (CA embedded, bearer token; readable by this user only) and return its
         path. JSON, which every YAML reader (kubectl, ``load_kube_config``) accepts. ``server``
-        replaces the URL (another apiserver of this control plane, or a proxy in front of it)."""
+        replaces the URL (another apiserver of this control plane, or a proxy in front of it);
+        ``user`` picks one of the ``users`` given at construction instead of the admin."""
         if not self.url:
             raise ControlPlaneError("write_kubeconfig: start() the control plane first")
+        if user is not None and user not in self.user_tokens:
+            raise ControlPlaneError(f"write_kubeconfig: user {user!r} is not one of the users given to "
+                                    f"RealControlPlane(users=...): {sorted(self.user_tokens)}")
         config = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": CONTEXT, "cluster": {
                 "server": server or self.url,
                 "certificate-authority-data": base64.b64encode(self.ca_file.read_bytes()).decode(),
             }}],
-            "users": [{"name": CONTEXT, "user": {"token": self.token}}],
+            "users": [{"name": CONTEXT, "user": {"token": self.user_tokens[user] if user else self.token}}],
             "contexts": [{"name": CONTEXT, "context": {
                 "cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}],
             "current-context": CONTEXT,
@@ -331,6 +369,10 @@ class RealControlPlane:
                 return int(response.status), bytes(response.read())
         except urllib.error.HTTPError as exc:
             return int(exc.code), bytes(exc.read())
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        """``GET path`` as the admin, decoded; a :class:`ControlPlaneError` unless it answers 200."""
+        return self._get_json(path)
 
     def _get_json(self, path: str) -> dict[str, Any]:
         code, body = self._request(path)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 # argv: parent pid, binary, args...  Exit code 70 if the parent is already gone.
@@ -37,7 +37,8 @@ os.execv(sys.argv[2], sys.argv[2:])
 class Child:
     """A started binary: its process (``.process.pid``), its log file, and an orderly stop."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -46,7 +47,7 @@ class Child:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *self.argv],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
+                start_new_session=True, close_fds=True, env=dict(env) if env is not None else None,
             )
 
     @property

@@ -78,6 +78,25 @@ from shardlease.harness.journal import (
     shard_history,
 )
 from shardlease.harness.localcluster import DEFAULT_HANDLER, LocalCluster, Replica, Snapshot, Timings, child_processes
+from shardlease.harness.objectjournal import (
+    ANNOTATION_BY,
+    ANNOTATION_FENCE,
+    ANNOTATION_VERSION,
+    ENV_DRAIN,
+    ENV_KUBECONFIG,
+    ENV_NAMESPACE,
+    ObjectWrite,
+    UserWriter,
+    check_placement,
+    check_reconciled,
+    check_write_fences,
+    classify_write_overlaps,
+    find_write_overlaps,
+    load_object_journal,
+    object_shard,
+    reconcile_delays,
+    summarize,
+)
 
 __all__ = [
     "ChaosConfig",
@@ -89,6 +108,8 @@ __all__ = [
     "DEV_ONLY_KINDS",
     "FAULT_KINDS",
     "HA_WEIGHTS",
+    "OBJECT_HANDLER",
+    "OPERATOR_KINDS",
     "ProxyFaults",
     "REAL_FAULT_KINDS",
     "REAL_WEIGHTS",
@@ -105,6 +126,7 @@ __all__ = [
     "fault_counts",
     "live_handlers",
     "pause_windows",
+    "recheck_objects",
     "plan_faults",
     "reaction_times",
     "retry_storms",
@@ -118,12 +140,17 @@ ENV_SEED = "SHARDLEASE_CHAOS_SEED"
 #: Faults the planner draws from. Each "start" fault that lasts has a matching end event in the plan
 #: (``resume``, ``heal``, ``latency_end``, ``errors_end``, ``unfreeze_watches``).
 FAULT_KINDS = ("kill", "terminate", "pause", "restart", "scale_up", "latency", "errors",
-               "cut_watches", "freeze_watches", "partition", "reshard")
-END_KINDS = ("resume", "heal", "latency_end", "errors_end", "unfreeze_watches")
+               "cut_watches", "freeze_watches", "partition", "reshard", "delete_lease", "overwrite_lease",
+               "duplicate")
+END_KINDS = ("resume", "heal", "latency_end", "errors_end", "unfreeze_watches", "duplicate_end")
+#: An operator's hand on the group's Leases (``kubectl delete lease`` / ``kubectl edit lease``), and a
+#: second process started with a live replica's identity: faults of both servers.
+OPERATOR_KINDS = ("delete_lease", "overwrite_lease", "duplicate")
 
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "kill": 1.0, "terminate": 1.0, "pause": 1.2, "restart": 1.0, "scale_up": 1.0, "latency": 1.0,
     "errors": 1.0, "cut_watches": 0.8, "freeze_watches": 0.5, "partition": 1.0, "reshard": 0.5,
+    "delete_lease": 0.5, "overwrite_lease": 0.5, "duplicate": 0.5,
 }
 
 #: Faults only the real-server mode injects: toxics on the relay in front of kube-apiserver
@@ -139,6 +166,7 @@ ALL_FAULT_KINDS = FAULT_KINDS + REAL_FAULT_KINDS
 REAL_WEIGHTS: Mapping[str, float] = {
     "kill": 1.0, "terminate": 1.0, "pause": 1.2, "restart": 1.0, "scale_up": 1.0, "latency": 1.0,
     "resets": 0.8, "timeouts": 0.6, "outage": 0.35, "apiserver_restart": 0.35, "reshard": 0.5,
+    "delete_lease": 0.5, "overwrite_lease": 0.5, "duplicate": 0.5,
 }
 HA_WEIGHTS: Mapping[str, float] = {**REAL_WEIGHTS, "apiserver_kill": 0.6}
 
@@ -146,6 +174,10 @@ HA_WEIGHTS: Mapping[str, float] = {**REAL_WEIGHTS, "apiserver_kill": 0.6}
 #: after it was killed or terminated; the runner also waits for the old process to be gone, since two
 #: live processes with one identity is not something Kubernetes does (pod names are unique).
 RESTART_DELAY = 3.0
+
+#: Longest the runner waits for a process it is about to SIGTERM to catch the signal (a replica started
+#: a moment ago has not installed its handler yet; on a loaded 2-core machine that took up to 10 s).
+SIGTERM_READY_TIMEOUT = 20.0
 
 #: Longest a watcher waits between failed attempts (``LeaseWatcher(max_backoff=5.0)`` in cache.py).
 WATCH_MAX_BACKOFF = 5.0
@@ -162,8 +194,9 @@ def seed_from_env(default: int | None = None) -> int:
     return random.SystemRandom().randrange(1, 2**31)
 
 
-ENV_DRAIN = "SHARDLEASE_CHAOS_DRAIN"
 DRAINING_HANDLER = "shardlease.harness.chaos:draining_handle"
+#: The object workload's handler: a ConfigMap controller on ``shard.objects()`` (clean-up included).
+OBJECT_HANDLER = "shardlease.harness.objectjournal:handle"
 
 
 def draining_handle(shard: Any) -> None:
@@ -226,6 +259,19 @@ class ChaosConfig:
     #: runtime keeps the Lease until the handler has returned, so this keeps every handoff window
     #: open long enough for membership to change again in the middle of it (a reversed handoff).
     drain_delay: float = 0.25
+    #: ``"objects"``: the replicas reconcile ConfigMaps through ``shard.objects()`` while a user keeps
+    #: changing them (:mod:`shardlease.harness.objectjournal`), judged per object; ``"keys"``: the
+    #: journaling handler's units of work, judged per shard and per key (the operator faults are then
+    #: left out of the default weights, so the plans of its published seeds are unchanged).
+    workload: str = "objects"
+    #: ConfigMaps of the object workload, and how many changes a second the user makes to them.
+    objects: int = 32
+    change_rate: float = 4.0
+    #: The ``ShardedListAndWatch`` feature gate of the server: the API server filters object streams.
+    sharded_watch: bool = False
+    #: Seconds on top of the recovery bound for the final holders to list their objects and write
+    #: each one (the object workload's reconcile bound).
+    object_allowance: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
@@ -235,9 +281,17 @@ class ChaosConfig:
         if self.apiservers not in (1, 2) or (self.apiservers == 2 and self.devserver != "real"):
             raise ValueError(f"apiservers: {self.apiservers!r}; 1, or 2 with devserver='real' (the "
                              f"high-availability variant)")
+        if self.workload not in ("objects", "keys"):
+            raise ValueError(f"workload: {self.workload!r} is not 'objects' or 'keys'")
+        if self.workload == "objects" and (self.objects < 1 or not self.change_rate > 0):
+            raise ValueError(f"objects ({self.objects}) and change_rate ({self.change_rate}) must be positive")
         if self.devserver == "real" and dict(self.weights) == dict(DEFAULT_WEIGHTS):
             object.__setattr__(self, "weights",
                                dict(HA_WEIGHTS if self.apiservers == 2 else REAL_WEIGHTS))
+        if self.workload == "keys" and dict(self.weights) in (dict(DEFAULT_WEIGHTS), dict(REAL_WEIGHTS),
+                                                              dict(HA_WEIGHTS)):
+            object.__setattr__(self, "weights", {k: (0.0 if k in OPERATOR_KINDS else w)
+                                                 for k, w in self.weights.items()})
         unknown = set(self.weights) - set(ALL_FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds in weights: {sorted(unknown)}")
@@ -327,6 +381,7 @@ class _Model:
     apiserver_until: float = -1.0  # a restart or kill of a kube-apiserver, plus time to settle
     shards: int = 0                # the group's count after the reshards planned so far
     reshard_until: float = -1.0    # reshards are at least three leases apart
+    duplicated: set[str] = field(default_factory=set)  # identities a second process runs under
 
 
 def plan_faults(config: ChaosConfig) -> list[Fault]:
@@ -362,6 +417,9 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
             if target in model.partitioned:
                 model.partitioned.discard(target)
                 plan.append(fault)
+        elif fault.kind == "duplicate_end":
+            model.duplicated.discard(target or "")
+            plan.append(fault)
         else:
             plan.append(fault)
 
@@ -379,12 +437,16 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
         while pending and pending[0][0] <= t:
             apply_end(heapq.heappop(pending)[2])
         alive = sorted(model.alive)
-        usable = [i for i in alive if model.alive[i] == "running" and i not in model.partitioned]
+        # A replica running beside a duplicate of its identity is left alone until the duplicate is
+        # gone: a signal would reach the newest process of that name.
+        usable = [i for i in alive if model.alive[i] == "running" and i not in model.partitioned
+                  and i not in model.duplicated]
+        killable = [i for i in alive if i not in model.duplicated]
         feasible: dict[str, float] = {}
         for kind, weight in config.weights.items():
             ok = {
-                "kill": len(alive) > config.min_replicas,
-                "terminate": len(alive) > config.min_replicas,
+                "kill": len(alive) > config.min_replicas and bool(killable),
+                "terminate": len(alive) > config.min_replicas and bool(killable),
                 "pause": bool(usable) and "paused" not in model.alive.values(),
                 "restart": any(t - died >= RESTART_DELAY for died in model.dead.values())
                            and len(alive) < config.max_replicas,
@@ -402,6 +464,9 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
                 "apiserver_restart": t >= model.apiserver_until,
                 "apiserver_kill": t >= model.apiserver_until,
                 "reshard": t >= model.reshard_until,
+                "delete_lease": True,
+                "overwrite_lease": True,
+                "duplicate": bool(usable) and not model.duplicated,
             }[kind]
             if ok and weight > 0:
                 feasible[kind] = weight
@@ -411,7 +476,7 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
         kind = rng.choices(kinds, weights=[feasible[k] for k in kinds])[0]
         at = end_at(t)
         if kind in ("kill", "terminate"):
-            target = rng.choice(alive)
+            target = rng.choice(killable)
             del model.alive[target]
             model.partitioned.discard(target)  # healed by the runner on kill / before a restart
             model.dead[target] = t
@@ -490,6 +555,19 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
             model.shards = rng.choice(choices)
             model.reshard_until = t + 3 * lease
             plan.append(Fault(at, "reshard", None, {"shards": model.shards}))
+        elif kind == "delete_lease":
+            plan.append(Fault(at, "delete_lease", None, {"shard": rng.randrange(model.shards)}))
+        elif kind == "overwrite_lease":
+            plan.append(Fault(at, "overwrite_lease", None, {"shard": rng.randrange(model.shards),
+                                                            "holder": rng.choice(("stranger", "peer"))}))
+        elif kind == "duplicate":
+            # Long enough for the second process to start (imports take seconds on a busy machine),
+            # find the identity taken and refuse for a while.
+            target = rng.choice(usable)
+            length = r3(rng.uniform(2.5 * lease, 4.0 * lease))
+            model.duplicated.add(target)
+            plan.append(Fault(at, "duplicate", target, {"for": length}))
+            schedule_end(t + length, Fault(end_at(t + length), "duplicate_end", target))
         elif kind == "apiserver_restart":
             model.apiserver_until = t + 6.0
             plan.append(Fault(at, "apiserver_restart", None, {}))
@@ -611,7 +689,9 @@ def _pause_covering(windows: Sequence[PauseWindow], entry: Entry, start: float, 
 
 
 def analyse_journal(entries: Sequence[Entry], pauses: Sequence[PauseWindow],
-                    resume_tolerance: float, keys: Sequence[str] = ()) -> tuple[list[Violation], list[FencedEvent]]:
+                    resume_tolerance: float, keys: Sequence[str] = (),
+                    operator_acts: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+                    renew_deadline: float = 0.0) -> tuple[list[Violation], list[FencedEvent]]:
     """Mutual exclusion and fencing over a merged journal, with the SIGSTOP rule of the module
     docstring. Returns (violations, fenced events); the first must be empty.
 
@@ -652,6 +732,15 @@ def analyse_journal(entries: Sequence[Entry], pauses: Sequence[PauseWindow],
             if window is not None and later.start >= window.resumed:
                 fenced.append(FencedEvent(v.shard, later, earlier, window,
                                           max(0.0, later.end - window.resumed)))
+                continue
+            # An operator deleted or overwrote the shard's Lease: its holder, cut off from the watch
+            # that would tell it, may still start a handler under its old (lower) fence for up to a
+            # renew deadline, while the Lease's new holder starts above it (the per-object rule).
+            act = next(((sent, answered) for sent, answered in (operator_acts or {}).get(v.shard, ())
+                        if sent <= earlier.start and later.start <= answered + renew_deadline), None)
+            if act is not None:
+                fenced.append(FencedEvent(v.shard, later, earlier, PauseWindow(
+                    "operator", later.pid, act[0], act[1], "operator"), max(0.0, later.start - act[1])))
                 continue
         violations.append(Violation("token", v.shard, (earlier, later), v.problem))
     return violations, fenced
@@ -776,6 +865,9 @@ def scan_log(text: str, context: int = 12) -> list[str]:
     return found
 
 
+#: The ERROR line of a process refused because another live process holds its identity's member Lease.
+_REFUSAL = re.compile(r" ERROR +shardlease .*another live process \(incarnation \S+\) holds the member Lease ")
+
 _FAILED_WRITE = re.compile(r"(?: (?P<shard>shard=\d+) | member Lease )(?:\S+ )?"
                            r"(?:renew|acquire|release|create|delete|refresh) failed: ")
 
@@ -856,10 +948,13 @@ class ChaosReport:
         server = ""
         if c.devserver == "real":
             server = " --server real" + (f" --apiservers {c.apiservers}" if c.apiservers != 1 else "")
+        workload = (f" --workload objects --objects {c.objects} --change-rate {c.change_rate:g}"
+                    if c.workload == "objects" else " --workload keys")
         return (f"python bench/chaos.py{server} --seed {c.seed} --duration {c.duration:g} --shards {c.shards} "
                 f"--initial {c.initial_replicas} --min {c.min_replicas} --max {c.max_replicas} "
                 f"--mean-gap {c.mean_gap:g} --lease {t.lease_duration:g} --renew-deadline "
-                f"{t.renew_deadline:g} --retry {t.retry_period:g} --drain {c.drain_delay:g}")
+                f"{t.renew_deadline:g} --retry {t.retry_period:g} --drain {c.drain_delay:g}{workload}"
+                f"{' --gate' if c.sharded_watch else ''}")
 
     def summary(self) -> str:
         lines = [f"chaos seed {self.config.seed}: {'PASS' if self.ok else 'FAIL'} "
@@ -872,7 +967,8 @@ class ChaosReport:
             lines.append(f"dev-server errors (harness, not the runtime): {len(self.infrastructure)}; "
                          f"first: {self.infrastructure[0].splitlines()[0][:200]}")
         for key in ("settle_s", "balanced_after_s", "assigned_after_s", "bound_s", "units",
-                    "coverage", "max_resume_residual_s"):
+                    "coverage", "max_resume_residual_s", "objects_reconciled_after_s", "write_outcomes",
+                    "write_overlaps_excused", "reconcile_delay"):
             if key in self.figures:
                 lines.append(f"  {key} = {self.figures[key]}")
         return "\n".join(lines)
@@ -1042,14 +1138,15 @@ class IdleHolderWatch:
             if not holder or previous is None or previous[:2] != (holder, tenure) or previous[2] == renewed:
                 self._idle_since.pop(shard, None)  # no holder, a new holder or tenure, or not renewing
                 continue
-            try:
-                process = cluster.replica(holder)
-            except KeyError:
+            # Every live process of that identity: a duplicate started with it runs beside the original.
+            processes = [r for r in cluster.replicas if r.identity == holder and r.running]
+            if not processes:
                 continue
-            if not process.running or process.paused:
+            process = processes[-1]
+            if any(p.paused for p in processes):
                 self._idle_since.pop(shard, None)
                 continue
-            working = holder in self._tracker.running([process.pid]).get(shard, set())
+            working = holder in self._tracker.running([p.pid for p in processes]).get(shard, set())
             if working or switching or not self.run.latency_calm(now):
                 self._idle_since.pop(shard, None)
                 continue
@@ -1228,6 +1325,13 @@ class ChaosRun:
         self._network_faults_on: set[str] = set()
         #: Errors of the relay or control plane while applying faults (harness, not runtime).
         self.infrastructure: list[str] = []
+        #: Processes started with a live replica's identity (``duplicate``), by that identity.
+        self._duplicates: dict[str, Replica] = {}
+        self._duplicate_pids: set[int] = set()
+        self._enders: list[threading.Thread] = []
+        #: Per shard id, (sent, answered) monotonic times of an operator's delete or overwrite of its Lease.
+        self.operator_acts: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        self.user: UserWriter | None = None
 
     @property
     def faults(self) -> Any:
@@ -1274,7 +1378,8 @@ class ChaosRun:
         }
         if target and self.cluster is not None:
             try:
-                record["pid"] = self.cluster.replica(target).pid
+                record["pid"] = (self._duplicates[target].pid if kind.startswith("duplicate")
+                                 else self._process(target).pid)
             except KeyError:
                 pass
         if note:
@@ -1284,6 +1389,24 @@ class ChaosRun:
             with open(self.fault_log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
         return record
+
+    # ---- processes ----
+
+    def _process(self, identity: str) -> Replica:
+        """The newest process of a replica identity, duplicates left aside."""
+        assert self.cluster is not None
+        for replica in reversed(self.cluster.replicas):
+            if replica.identity == identity and replica.pid not in self._duplicate_pids:
+                return replica
+        raise KeyError(identity)
+
+    def _add_replica(self, identity: str) -> Replica:
+        """Start a replica process; the object workload's writes go where its Lease requests go (the
+        relay on the real server), so the network faults reach them too."""
+        cluster = self.cluster
+        assert cluster is not None
+        env = {ENV_KUBECONFIG: str(cluster.kubeconfig_of(identity))} if self.config.workload == "objects" else {}
+        return cluster.add_replica(identity, env=env)
 
     # ---- applying faults ----
 
@@ -1313,7 +1436,7 @@ class ChaosRun:
         kind, target, params = fault.kind, fault.target, fault.params
         note = ""
         if kind in ("kill", "terminate", "pause", "resume"):
-            replica = cluster.replica(target or "")
+            replica = self._process(target or "")
             if not replica.running:
                 note = f"skipped: {target} had already exited ({replica.returncode})"
             elif kind == "kill":
@@ -1322,9 +1445,14 @@ class ChaosRun:
             elif kind == "terminate":
                 # A partition stays on: the graceful exit must then finish without the API (the
                 # manager gives up on releases at the renew deadline). A restart heals it first.
-                waited = _wait_catching_sigterm(replica.pid)
+                # A frozen process is continued first: one frozen while still starting (a late
+                # schedule fires a scale-up and a pause back to back) never gets to catch SIGTERM.
+                if replica.paused:
+                    replica.resume()
+                    note = "resumed first; "
+                waited = _wait_catching_sigterm(replica.pid, timeout=SIGTERM_READY_TIMEOUT)
                 if waited > 0.01:
-                    note = f"waited {waited:.2f} s for the new process to catch SIGTERM; "
+                    note += f"waited {waited:.2f} s for the new process to catch SIGTERM; "
                 replica.terminate()
             elif kind == "pause":
                 replica.pause()
@@ -1332,12 +1460,15 @@ class ChaosRun:
                 replica.resume()
         elif kind in ("restart", "scale_up"):
             if kind == "restart":
-                old = cluster.replica(target or "")
+                old = self._process(target or "")
                 if old.running:
                     # Never two live processes with one identity (pod names are unique): wait for the
-                    # terminated one to finish its graceful exit, within the runtime's own bound.
+                    # terminated one to finish its graceful exit, within the runtime's own bound plus
+                    # the time a process SIGTERMed while still starting needs to get to its handler
+                    # (13 s seen under a load average of 19, when a late schedule fired a scale-up and
+                    # its terminate back to back).
                     limit = float(self.config.timings.drain_timeout or 30.0) \
-                        + self.config.timings.renew_deadline + 5.0
+                        + self.config.timings.renew_deadline + 5.0 + SIGTERM_READY_TIMEOUT
                     waited = time.monotonic()
                     if old.wait(limit) is None:
                         self.failures.append(
@@ -1347,8 +1478,29 @@ class ChaosRun:
                         return
                     note = f"waited {time.monotonic() - waited:.2f} s for the old process to exit; "
             faults.heal(target)  # a new process must not inherit its predecessor's partition
-            replica = cluster.add_replica(target)
+            replica = self._add_replica(target or "")
             note += f"pid {replica.pid}"
+        elif kind == "duplicate":
+            # A second process with a live replica's identity (a pod name reused by mistake, or two
+            # Deployments with one name): it must refuse, and never work beside the original.
+            duplicate = self._add_replica(target or "")
+            self._duplicates[target or ""] = duplicate
+            self._duplicate_pids.add(duplicate.pid)
+            note = f"pid {duplicate.pid} beside pid {self._process(target or '').pid}"
+        elif kind == "duplicate_end":
+            # In a thread: on a loaded machine the second process may still be starting (seen: 10 s
+            # under a load average of 20), and a SIGTERM before it catches the signal kills it; the
+            # faults planned after this one must not wait for that.
+            duplicate = self._duplicates[target or ""]
+            ender = threading.Thread(target=self._terminate_when_ready, args=(duplicate,),
+                                     name="chaos-duplicate-end", daemon=True)
+            ender.start()
+            self._enders.append(ender)
+            note = f"pid {duplicate.pid}"
+        elif kind in ("delete_lease", "overwrite_lease"):
+            # In a thread of its own, like an operator's kubectl beside the faults.
+            threading.Thread(target=self._operator, args=(fault,), name=f"chaos-{kind}", daemon=True).start()
+            note = "started"
         elif kind == "latency":
             faults.set_latency(float(params["seconds"]), float(params.get("jitter", 0.0)))
             worst = float(params["seconds"]) + float(params.get("jitter", 0.0))
@@ -1414,6 +1566,63 @@ class ChaosRun:
             break
         self._log_fault("reshard_done", None, {"shards": shards}, at, note)
 
+    def _operator(self, fault: Fault) -> None:
+        """An operator's hand on one shard Lease, through the observer's client (as ``kubectl`` would,
+        unconditionally): ``delete_lease`` deletes it; ``overwrite_lease`` writes another holder into
+        it (``stranger``: a name no replica has; ``peer``: another running replica's identity). The
+        shard index is taken modulo the group's count at that moment. The outcome goes into the fault
+        log as ``<kind>_done``, with the monotonic times the request was sent and answered, which the
+        per-object check uses (:func:`~shardlease.harness.objectjournal.classify_write_overlaps`)."""
+        from kubernetes.client import CoordinationV1Api
+        from kubernetes.client.exceptions import ApiException
+
+        cluster = self.cluster
+        assert cluster is not None
+        api: Any = CoordinationV1Api(cluster.api_client())
+        note = "failed"
+        params: dict[str, Any] = dict(fault.params)
+        for attempt in range(8):
+            sent: float | None = None
+            try:
+                state = cluster.group_state()
+                count = state.count if state is not None else self.config.shards
+                shard = int(fault.params["shard"]) % count
+                name = f"{cluster.group}-shard-{shard}"
+                params.update({"shard": shard, "lease": name})
+                lease = api.read_namespaced_lease(name, cluster.namespace, _request_timeout=5)
+                before = (lease.spec.holder_identity or "", lease.spec.lease_transitions)
+                sent = time.monotonic()
+                if fault.kind == "delete_lease":
+                    api.delete_namespaced_lease(name, cluster.namespace, _request_timeout=5)
+                    what = "deleted"
+                else:
+                    holder = "operator-edit"
+                    if fault.params.get("holder") == "peer":
+                        peers = sorted(set(cluster.running_identities()) - {before[0]})
+                        holder = peers[0] if peers else holder
+                    lease.spec.holder_identity = holder
+                    api.replace_namespaced_lease(name, cluster.namespace, lease, _request_timeout=5)
+                    what = f"holder set to {holder!r}"
+                answered = time.monotonic()
+                self.operator_acts[shard].append((sent, answered))
+                params["acts"] = [[round(sent, 4), round(answered, 4)]]
+                note = f"{what} (was held by {before[0]!r}, leaseTransitions {before[1]})"
+                break
+            except ApiException as exc:
+                note = f"failed: HTTP {exc.status} {exc.reason}"
+                if exc.status == 404:
+                    note = "skipped: the Lease was absent"
+                    break
+            except Exception as exc:  # injected errors and latency reach the operator too
+                note = f"failed: {exc!r}"
+                if sent is not None:  # no answer: it may have happened all the same
+                    act = (sent, time.monotonic())
+                    self.operator_acts[int(params["shard"])].append(act)
+                    params.setdefault("acts", []).append([round(act[0], 4), round(act[1], 4)])
+            if attempt < 7:
+                time.sleep(0.25)
+        self._log_fault(f"{fault.kind}_done", None, params, fault.at, note)
+
     def _apply_real(self, kind: str, params: Mapping[str, Any]) -> str:
         """A real-server fault (:class:`ProxyFaults`); returns a note for the fault log."""
         faults = self.proxy_faults
@@ -1458,7 +1667,82 @@ class ChaosRun:
                 replica.resume()
                 self._log_fault("resume", replica.identity, {}, self.config.duration, "end of window")
 
+    def _terminate_when_ready(self, replica: Replica) -> None:
+        if replica.running:
+            _wait_catching_sigterm(replica.pid, timeout=SIGTERM_READY_TIMEOUT)
+            replica.terminate()
+
+    def _end_duplicates(self) -> None:
+        """Every duplicate process gone (its ``duplicate_end`` sent SIGTERM once it could take it)
+        before recovery is judged: the group's identities are then its replicas' again."""
+        for ender in self._enders:
+            ender.join(SIGTERM_READY_TIMEOUT + 1.0)
+        for duplicate in self._duplicates.values():
+            if duplicate.running and "SIGTERM" not in [name for _, name in duplicate.signals]:
+                self._terminate_when_ready(duplicate)
+            duplicate.wait(15.0)
+
     # ---- waiting ----
+
+    def _wait_reconciled(self, report: ChaosReport, since: float, bound: float) -> None:
+        """Poll the journals until every object's latest change is written by the holder of its shard
+        under the final count (:func:`~shardlease.harness.objectjournal.check_reconciled`), at the
+        latest ``since + bound``; then confirm it on the API server (the ConfigMaps' annotations)."""
+        cluster = self.cluster
+        assert cluster is not None and self.user is not None
+        deadline = since + bound
+        while True:
+            at = time.monotonic()
+            live = [r.pid for r in cluster.running()]
+            problems, times = check_reconciled(load_object_journal(cluster.journal_dir),
+                                               load_journal(cluster.journal_dir), since=since, bound=bound,
+                                               at=at, live_pids=live)
+            if not problems or at >= deadline:
+                break
+            time.sleep(0.25)
+        self.user.marker("reconcile_checked", at=at, since=since, bound=bound, live_pids=live)
+        report.figures["objects_bound_s"] = round(bound, 3)
+        if times:
+            report.figures["objects_reconciled_after_s"] = round(max(times.values()), 3)
+        for problem in problems[:10]:
+            report.failures.append(f"RECONCILE: {problem}")
+        if len(problems) > 10:
+            report.failures.append(f"RECONCILE: ... and {len(problems) - 10} more objects")
+        if not problems:
+            report.failures.extend(self._api_agrees(at))
+
+    def _api_agrees(self, at: float) -> list[str]:
+        """The ConfigMaps as the API server has them carry what the journals say was written last (the
+        journals could lie): the final change, stamped by the Lease holder of their shard, with the
+        fence of the last write the journals show accepted for them."""
+        cluster = self.cluster
+        assert cluster is not None and self.user is not None
+        try:
+            snap = cluster.snapshot()
+            items = json.loads(self.user.core.list_namespaced_config_map(
+                cluster.namespace, _preload_content=False).data)["items"]
+        except Exception as exc:
+            return [f"RECONCILE: could not read the ConfigMaps or Leases to confirm: {exc!r}"]
+        holders = snap.holders()
+        last: dict[str, ObjectWrite] = {}
+        for w in load_object_journal(cluster.journal_dir).writes:
+            if w.accepted and w.rv is not None and (w.uid not in last or (last[w.uid].rv or 0) < w.rv):
+                last[w.uid] = w
+        wrong = []
+        for item in items:
+            meta = item["metadata"]
+            if meta["name"] not in self.user.versions:
+                continue
+            annotations = meta.get("annotations") or {}
+            shard = object_shard(meta["uid"], snap.shards)
+            journaled = last.get(meta["uid"])
+            want = {ANNOTATION_VERSION: str(self.user.versions[meta["name"]]), ANNOTATION_BY: holders.get(shard),
+                    ANNOTATION_FENCE: f"{journaled.generation}/{journaled.token}" if journaled else None}
+            got = {k: annotations.get(k) for k in want}
+            if got != want:
+                wrong.append(f"{meta['name']} (shard {shard}/{snap.shards}): {got}, expected {want}")
+        return [f"RECONCILE (API): {len(wrong)} ConfigMaps do not carry their final holder's stamp:\n"
+                + "\n".join(wrong[:10])] if wrong else []
 
     def _joined_at(self, replica: Replica) -> float | None:
         """Monotonic time of the replica's first member-Lease success, from its log."""
@@ -1476,11 +1760,13 @@ class ChaosRun:
         assert cluster is not None
         deadline = time.monotonic() + timeout
         while True:
-            times = [self._joined_at(r) for r in cluster.running()]
+            # A refused duplicate never holds its member Lease; it is being terminated by now.
+            running = [r for r in cluster.running() if r.pid not in self._duplicate_pids]
+            times = [self._joined_at(r) for r in running]
             if all(t is not None for t in times):
                 return max([t for t in times if t is not None], default=time.monotonic())
             if time.monotonic() >= deadline:
-                missing = [r.identity for r, t in zip(cluster.running(), times) if t is None]
+                missing = [r.identity for r, t in zip(running, times) if t is None]
                 raise AssertionError(f"replicas {missing} never held their member Lease within "
                                      f"{timeout:g} s\n{cluster.diagnostics()}")
             time.sleep(0.1)
@@ -1591,12 +1877,17 @@ class ChaosRun:
             {"config": config.describe(), "plan": [asdict(f) for f in self.plan]}, indent=1, default=str))
         report = ChaosReport(config, self.work_dir, self.plan)
         before = set(child_processes())
+        handler = config.handler
+        if handler == DEFAULT_HANDLER:
+            handler = OBJECT_HANDLER if config.workload == "objects" else \
+                DRAINING_HANDLER if config.drain_delay > 0 else DEFAULT_HANDLER
         cluster = LocalCluster(
-            handler=DRAINING_HANDLER if config.drain_delay > 0 and config.handler == DEFAULT_HANDLER
-            else config.handler, group=config.group, shards=config.shards, timings=config.timings,
+            handler=handler, group=config.group, shards=config.shards, timings=config.timings,
             work_dir=self.work_dir, devserver=config.devserver, faults=config.devserver != "real",
             assets=config.assets if config.devserver == "real" else None,
+            feature_gates={"ShardedListAndWatch": True} if config.sharded_watch else None,
             env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}"})
+        cluster.env[ENV_NAMESPACE] = cluster.namespace
         self.cluster = cluster
         collector = _ErrorCollector()
         watched = [logging.getLogger(name) for name in ("shardlease.devserver", "asyncio")]
@@ -1612,8 +1903,14 @@ class ChaosRun:
             cluster.start()
             if config.devserver == "real":
                 self._start_relay(report)
+            if config.workload == "objects":
+                from kubernetes.client import CoreV1Api
+
+                self.user = UserWriter(CoreV1Api(cluster.api_client()), cluster.namespace, cluster.journal_dir,
+                                       seed=config.seed, rate=config.change_rate)
+                self.user.create(config.objects)
             for i in range(config.initial_replicas):
-                cluster.add_replica(f"replica-{i}")
+                self._add_replica(f"replica-{i}")
             cluster.wait_working(timeout=60)
             report.figures["settle_s"] = round(time.monotonic() - started, 3)
             self.progress(f"settled with {config.initial_replicas} replicas; {len(self.plan)} planned "
@@ -1621,6 +1918,9 @@ class ChaosRun:
             self._window_start = time.monotonic()
             report.figures["window_start"] = self._window_start
             watch = IdleHolderWatch(self, limit=config.drain_delay + 2.0).start()
+            if self.user is not None:
+                self.user.marker("window_start")
+                self.user.start()
             for fault in self.plan:
                 due = self._window_start + fault.at
                 delay = due - time.monotonic()
@@ -1633,6 +1933,10 @@ class ChaosRun:
                 time.sleep(remaining)
             self._quiesce()
             cleared = time.monotonic()
+            if self.user is not None:
+                self.user.stop()
+                self.user.marker("faults_cleared", at=cleared)
+            self._end_duplicates()
             self.failures.extend(watch.stop())
             report.figures["idle_holder_samples"] = watch.samples
             report.figures["idle_holder_samples_failed"] = watch.skipped
@@ -1641,8 +1945,18 @@ class ChaosRun:
             report.figures["window_overrun_s"] = round(cleared - self._window_start - config.duration, 3)
             since = max(cleared, self._wait_joined(timeout=60))
             report.figures["recovery_clock_start_s"] = round(since - cleared, 3)
+            if self.user is not None:
+                # The change every object must reach: made once the faults are over and every process
+                # is up, so the final holders have something to reconcile after the last move.
+                self.user.change_all(timeout=30.0)
+                self.user.marker("final_changes", since=since)
+                report.figures["final_changes_s"] = round(time.monotonic() - since, 3)
             stability = config.stability if config.stability is not None else config.lease
-            times = self._wait_recovered(since, bound["asserted"], stability)
+            try:
+                times = self._wait_recovered(since, bound["asserted"], stability)
+            finally:
+                if self.user is not None:
+                    self._wait_reconciled(report, since, bound["asserted"] + config.object_allowance)
             report.figures.update({k: round(v, 3) for k, v in times.items()})
             self.progress(f"recovered: balanced after {times['balanced_after_s']:.2f} s, as assigned "
                           f"and stable after {times['assigned_after_s']:.2f} s (bound "
@@ -1655,6 +1969,8 @@ class ChaosRun:
         finally:
             if watch is not None:  # the run failed half-way: stop sampling before the cluster goes
                 watch.stop()
+            if self.user is not None:
+                self.user.stop()
             grace = 15.0 if outcome is None else 3.0
             stopped = time.monotonic()
             try:
@@ -1762,8 +2078,15 @@ class ChaosRun:
     def _check_logs(self, report: ChaosReport) -> None:
         cluster = self.cluster
         assert cluster is not None
+        refusals = 0
         for replica in cluster.replicas:
             text = replica.log_text()
+            if replica.identity in self._duplicates:
+                # The refusal of a second process with a live identity is an ERROR by design (a
+                # misconfiguration to fix), and this run caused it on purpose: counted, not failed.
+                kept = [line for line in text.splitlines() if not _REFUSAL.search(line)]
+                refusals += len(text.splitlines()) - len(kept)
+                text = "\n".join(kept)
             for finding in scan_log(text):
                 report.failures.append(
                     f"LOG ERROR: replica {replica.identity} (pid {replica.pid}) logged an error or traceback "
@@ -1773,7 +2096,12 @@ class ChaosRun:
                     f"RETRY STORM: replica {replica.identity} (pid {replica.pid}) retried a failing "
                     f"write far faster than its retry policy allows ({replica.log_path}):\n{storm}")
 
+        report.figures["duplicate_refusals_logged"] = refusals
+
     def _check_journal(self, report: ChaosReport) -> None:
+        if self.config.workload == "objects":
+            self._check_object_journal(report)
+            return
         cluster = self.cluster
         assert cluster is not None
         entries = load_journal(cluster.journal_dir)
@@ -1808,6 +2136,74 @@ class ChaosRun:
             report.failures.append(self.evidence(violation, entries))
         if len(violations) > 20:
             report.failures.append(f"SAFETY (more): {len(violations) - 20} more safety violations")
+
+    def _check_object_journal(self, report: ChaosReport) -> None:
+        """The per-object checks (:mod:`shardlease.harness.objectjournal`) over the writes, plus the
+        per-shard fence check over the handlers' starts (a new tenure never under a lower fence)."""
+        cluster = self.cluster
+        assert cluster is not None
+        entries = load_journal(cluster.journal_dir)
+        journal = load_object_journal(cluster.journal_dir)
+        starts = [e for e in entries if e.kind == "handler_start"]
+        writes = journal.writes
+        outcomes = Counter((w.outcome or "unfinished").split(" ")[0] for w in writes)
+        report.figures.update({
+            "handler_starts": len(starts), "writes": len(writes), "units": outcomes.get("written", 0),
+            "write_outcomes": dict(outcomes), "behind_skips": len(journal.behind),
+            "user_changes": len(journal.changes), "objects": len({c.uid for c in journal.changes}),
+            "reshards": self._reshards, "generations": len({e.generation for e in starts}),
+            "reconcile_delay": summarize(reconcile_delays(journal)),
+        })
+        if not outcomes.get("written"):
+            report.failures.append("SAFETY (vacuous): no write was accepted: the checks would pass vacuously")
+            return
+        if starts:
+            final = max(starts, key=lambda e: (e.generation, e.start))
+            count = final.count or self.config.shards
+            missing = set(range(count)) - {e.shard for e in starts if e.generation == final.generation}
+            if missing:
+                report.failures.append(f"LIVENESS: shards of the final generation ({final.generation}, {count} "
+                                       f"shards) never had a handler: {sorted(missing)}")
+        pauses = pause_windows(cluster.replicas)
+        violations, fenced = analyse_journal(entries, pauses, self.config.resume_tolerance,
+                                             operator_acts=self.operator_acts,
+                                             renew_deadline=self.config.timings.renew_deadline)
+        report.fenced = fenced
+        for violation in violations[:10]:
+            report.failures.append(self.evidence(violation, entries))
+        t = self.config.timings
+        judged = classify_write_overlaps(find_write_overlaps(writes), margin=t.lease_duration - t.renew_deadline,
+                                         renew_deadline=t.renew_deadline, handler_starts=starts,
+                                         operator_acts=self.operator_acts)
+        excused = Counter(j.excuse for j in judged if j.excuse)
+        report.figures["write_overlaps_excused"] = dict(excused)
+        report.figures["fenced"] = len(fenced) + sum(excused.values())
+        report.figures["excused_examples"] = [j.describe() for j in judged if j.excuse][:5]
+        bad = [j for j in judged if not j.excuse]
+        for overlap in bad[:10]:
+            report.failures.append(self.object_evidence("SAFETY (object overlap)", overlap.describe(),
+                                                        (overlap.first, overlap.second)))
+        if len(bad) > 10:
+            report.failures.append(f"SAFETY (more): {len(bad) - 10} more overlapping writes")
+        for problem in check_write_fences(writes)[:10]:
+            report.failures.append(f"SAFETY (object fence): {problem}")
+        for problem in check_placement(writes)[:10]:
+            report.failures.append(f"SAFETY (placement): {problem}")
+
+    def object_evidence(self, title: str, detail: str, writes: Sequence[ObjectWrite]) -> str:
+        """A per-object failure with the faults around it and both writers' log lines."""
+        cluster = self.cluster
+        assert cluster is not None
+        lease = self.config.lease
+        lo, hi = min(w.start for w in writes) - 2 * lease - 1.0, max(w.end for w in writes) + lease
+        parts = [f"{title}: {detail}", f"faults from +{lo - self._window_start:.2f}s to "
+                 f"+{hi - self._window_start:.2f}s:"]
+        parts.extend(self.faults_between(lo, hi) or ["  (none)"])
+        pids = {(w.identity, w.pid): w.shard for w in writes}
+        for replica in cluster.replicas:
+            if (replica.identity, replica.pid) in pids:
+                parts.append(self.log_excerpt(replica, pids[(replica.identity, replica.pid)], lo + lease, hi))
+        return "\n".join(parts)
 
     def evidence(self, violation: Violation, entries: Sequence[Entry]) -> str:
         """The shard, the replicas, the intervals, the faults around that time and the replicas' log
@@ -1854,6 +2250,53 @@ class ChaosRun:
             lines.append("faults applied meanwhile:")
             lines.extend(faults)
         return "\n".join(lines)
+
+
+def recheck_objects(work_dir: str | os.PathLike[str]) -> list[str]:
+    """Judge a kept object-workload run again from its files alone: ``plan.json`` (the timings),
+    ``faults.jsonl`` (when an operator touched which shard Lease) and ``journal/`` (the handlers'
+    starts and stops, every write, the user's changes and the run's markers). Returns the per-object
+    and per-shard-fence problems found, the same rules the run applied (empty: it passes)."""
+    root = Path(work_dir)
+    config = json.loads((root / "plan.json").read_text())["config"]
+    timings = config["timings"]
+    renew_deadline = float(timings["renew_deadline"])
+    margin = float(timings["lease_duration"]) - renew_deadline
+    acts: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    pauses: list[PauseWindow] = []
+    frozen: dict[int, tuple[str, float]] = {}
+    faults_log = root / "faults.jsonl"
+    if faults_log.exists():
+        for line in faults_log.read_text().splitlines():
+            record = json.loads(line)
+            kind, pid, t = str(record.get("fault", "")), record.get("pid"), float(record.get("t", 0.0))
+            if kind.endswith("_lease_done"):
+                params = record.get("params") or {}
+                for sent, answered in params.get("acts", []):
+                    acts[int(params["shard"])].append((float(sent), float(answered)))
+            elif kind == "pause" and pid is not None:
+                frozen[int(pid)] = (str(record.get("target")), t)
+            elif kind in ("resume", "kill", "terminate") and pid is not None and int(pid) in frozen:
+                identity, stopped = frozen.pop(int(pid))
+                pauses.append(PauseWindow(identity, int(pid), stopped, t, "SIGKILL" if kind == "kill" else "SIGCONT"))
+    entries = load_journal(root / "journal")
+    journal = load_object_journal(root / "journal")
+    starts = [e for e in entries if e.kind == "handler_start"]
+    problems = [j.describe() for j in classify_write_overlaps(
+        find_write_overlaps(journal.writes), margin=margin, renew_deadline=renew_deadline,
+        handler_starts=starts, operator_acts=acts) if not j.excuse]
+    problems += check_write_fences(journal.writes) + check_placement(journal.writes)
+    problems += [f"shard {v.shard}: {v.detail}" for v in
+                 analyse_journal(entries, pauses, float(config["resume_tolerance"]), operator_acts=acts,
+                                 renew_deadline=renew_deadline)[0]]
+    checked = journal.marker_records.get("reconcile_checked")
+    if checked is None:
+        problems.append("no reconcile_checked marker: the run ended before its final check")
+    else:
+        found, _ = check_reconciled(journal, entries, since=float(checked["since"]), bound=float(checked["bound"]),
+                                    at=float(checked["at"]), live_pids=checked.get("live_pids"))
+        problems += found
+    return problems
 
 
 class _Unrecovered(AssertionError):

@@ -48,9 +48,15 @@ def no_child_processes_left() -> Iterator[None]:
 
 
 def assert_work_was_measured(figures: dict[str, Any]) -> None:
-    """Not vacuous: a run's work coverage was measured, or (coverage being defined for one shard count
-    only) the run resharded, and then the report's own liveness check, every shard of the final
-    generation worked on, is what ``report.ok`` includes."""
+    """Not vacuous. Object workload: every object was written at least once, the user's changes went
+    through, and the final reconcile was measured. Key workload: its work coverage was measured, or
+    (coverage being defined for one shard count only) the run resharded, and then the report's own
+    liveness check, every shard of the final generation worked on, is what ``report.ok`` includes."""
+    if "writes" in figures:
+        assert figures["units"] >= figures["objects"] > 0, figures
+        assert figures["user_changes"] > 2 * figures["objects"], figures
+        assert "objects_reconciled_after_s" in figures, figures
+        return
     if figures.get("generations", 1) == 1:
         assert not math.isnan(figures.get("coverage", math.nan)), figures
     else:
