@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import wait_until
 
 from shardlease.client.connect import load_api_client
 from shardlease.config import ShardConfig
@@ -81,15 +82,6 @@ class Journal:
 def config(kubeconfig: str, group: str, identity: str, shards: int, **kw: Any) -> ShardConfig:
     return ShardConfig(group=group, shards=shards, namespace="default", identity=identity, kubeconfig=kubeconfig,
                        **{**FAST, **kw})
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def exactly_once(managers: list[ShardManager], shards: int) -> bool:

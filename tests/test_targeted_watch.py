@@ -10,9 +10,10 @@ not two (which is what watching a dead holder's Leases only once they are needed
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from support import wait_until
 
 from shardlease.config import ShardConfig
 from shardlease.core.assignment import assign, inheritable
@@ -46,15 +47,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevServe
                 m.stop()
             for m in managers:
                 m.wait(15)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def balanced(managers: list[ShardManager]) -> bool:

@@ -1,4 +1,4 @@
-"""``shardlease reshard``: change a running group's shard count (issue 11, ``core/resharding.py``).
+"""``shardlease reshard``: change a running group's shard count (rules: ``core/resharding.py``).
 
 One conditional write of the group Lease's next generation (``shardlease.runtime.reshard``); the
 replicas switch by themselves, stopping every old handler before any of the new generation starts.

@@ -17,11 +17,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shardlease.core.clock import Clock
 from shardlease.core.records import LeaseRecord
 
-__all__ = ["COVERAGE_UNCHANGED", "CachedLease", "CoverageUnchanged", "LeaseCache", "rv_newer"]
+if TYPE_CHECKING:
+    from shardlease.core.messages import WriteDone
+
+__all__ = ["COVERAGE_UNCHANGED", "CachedLease", "CoverageUnchanged", "LeaseCache", "apply_answer", "rv_newer"]
 
 
 def _rv_int(rv: str) -> int | None:
@@ -192,3 +196,13 @@ class LeaseCache:
         with self._lock:
             changed, self._changed = self._changed, set()
         return changed
+
+
+def apply_answer(cache: LeaseCache, done: WriteDone) -> LeaseRecord | None:
+    """The Lease a successful write returned, put into the cache (its watch event comes later)."""
+    if done.record is not None:
+        return done.record  # parsed and cached by the shell as soon as it came (see WriteDone)
+    record = LeaseRecord.from_object(done.obj) if done.obj is not None else None
+    if record is not None:
+        cache.apply(record)
+    return record

@@ -5,7 +5,7 @@
 sleeps, reads a clock of its own or touches the network. Each call gets ``now`` (monotonic seconds);
 wall time, needed only for the ``renewTime`` written into Leases, comes from the injected ``Clock``.
 
-The vocabulary:
+The vocabulary (``core/messages.py``, re-exported here):
 
 * events the shell feeds in: :class:`WriteDone` (a request finished), :class:`HandlerExited`,
   :class:`HandlerRaised`, plus changes of the watch-fed :class:`~shardlease.core.cache.LeaseCache` that the
@@ -15,38 +15,50 @@ The vocabulary:
   ``shard.valid()`` further out), :class:`PublishOwned` (the held set changed), and, with ``targeted``,
   :class:`WatchShards` (the shard Leases worth watching changed).
 
-Targeted watching (issue 9). A replica need not read every renewal of every shard: it watches the
-member Leases plus the shard Leases it holds, is assigned, or would inherit if any one peer failed
-(:func:`~shardlease.core.assignment.inheritable`), so failover still finds the dead holder's Leases
-observed for a whole lease. The set grows at once and shrinks after a lease duration (one relist for a
-whole rebalance, not one per released shard). A shard the cache does not cover yet is left alone
-unless we hold it: its absence from the cache means "not listed yet", not "does not exist".
+The reactor composes one component per concern, each with its own state and its own table tests, and
+routes events to them; it decides only the order in which they are asked:
+
+* :class:`~shardlease.core.member.MemberLease` (``core/member.py``): this replica's member Lease and
+  the duplicate-identity rule;
+* :class:`~shardlease.core.roster.Roster` (``core/roster.py``): who is in the group, the oldest
+  member, and the collection of dead members' Leases;
+* :class:`~shardlease.core.groupfollow.GroupFollower` (``core/groupfollow.py``): the group Lease, the
+  generation this replica runs, the resharding barrier, confirming created Leases, and the clean-up of
+  retired shards;
+* the assignment (``core/assignment.py``): which shards are desired here, and which would be inherited;
+* :class:`~shardlease.core.elections.ShardElections` (``core/elections.py``): every shard's state, the
+  per-shard decisions (:func:`~shardlease.core.elector.decide`), the answers to shard writes and the
+  handler runs;
+* :class:`~shardlease.core.watchplan.WatchPlan` (``core/watchplan.py``): which shard Leases to watch.
 
 A shell runs ``handle`` for each event, then ``step``, carries out the commands, and sleeps until
 ``next_wakeup`` or the next event. Because nothing here waits, the same reactor runs in table tests and
 deterministic simulations with a fake clock and an in-memory store (tests/unit/test_reactor.py).
-
-Per-shard timing decisions are :func:`shardlease.core.elector.decide`'s; membership is
-:func:`shardlease.core.membership.compute_membership`'s; Lease bodies are :class:`shardlease.core.bodies.Writer`'s.
-This module decides when to ask them and keeps the state they are asked about.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from shardlease.core.assignment import assign, inheritable
 from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
-from shardlease.core.elector import Action, HandlerPhase, ShardView, Timing, backoff, decide, held_retry_at, rv_of
+from shardlease.core.elections import (
+    CRASH_LOOP_ERRORS,
+    CRASH_LOOP_WINDOW,
+    FALLBACK_HOLD_MAX_DOUBLINGS,
+    STUCK_CATCH_UP,
+    ShardElections,
+    ShardState,
+    Standing,
+)
+from shardlease.core.elector import Timing
+from shardlease.core.groupfollow import GroupFollower
 from shardlease.core.member import MemberLease
-from shardlease.core.membership import compute_membership
 from shardlease.core.messages import (
     Command,
     Event,
@@ -61,23 +73,9 @@ from shardlease.core.messages import (
     WriteDone,
     WriteKind,
 )
-from shardlease.core.records import (
-    ANNOTATION_EPOCH,
-    LeaseRecord,
-    format_problems,
-    group_lease_name,
-    member_lease_name,
-    shard_lease_name,
-)
-from shardlease.core.resharding import (
-    GroupState,
-    fleet_count,
-    group_lease_body,
-    initial_state,
-    pending_shards,
-    rollout_state,
-)
-from shardlease.errors import ConflictError, NotFound
+from shardlease.core.records import format_problems
+from shardlease.core.roster import Roster
+from shardlease.core.watchplan import WatchPlan, wanted_shards
 
 __all__ = [
     "CRASH_LOOP_ERRORS",
@@ -98,71 +96,6 @@ __all__ = [
     "WriteDone",
     "WriteKind",
 ]
-
-#: A shard taken as a grace fallback is kept a lease, doubled each time the same owner fails again, at
-#: most this many times (4 leases: a minute at the defaults). An owner blinded by a passing fault counts
-#: as failing too, and the hold then delays recovery after the fault: 6 doublings (64 leases) once held a
-#: chaos run's shard away from its recovered owner for 16 s at a 2 s lease.
-FALLBACK_HOLD_MAX_DOUBLINGS = 2
-
-#: How long after the control loop first sees a handler's drain deadline passed it is judged stuck. A
-#: process that was frozen (SIGSTOP, a VM or GC pause) sees every deadline pass at once, while its
-#: handler threads were frozen too: they get this long (of time, not of loop passes: several passes can
-#: run within a millisecond of waking up) to be scheduled and return before they count as stuck.
-STUCK_CATCH_UP = 1.0
-
-#: A handler counts as crash-looping after this many raises in one run, while the last was recent.
-CRASH_LOOP_ERRORS = 3
-CRASH_LOOP_WINDOW = 90.0  # seconds; the runner's restart back-off caps at 30 s
-
-
-
-# ------------------------------------------------------------------------------------------- state
-
-
-@dataclass(slots=True)
-class _ShardState:
-    """Everything this replica knows about one shard beyond its cached Lease record.
-
-    Invariants (checked by :meth:`Reactor.check_invariants`): a running or stopping handler has a run
-    number and the run number is cleared with the phase; ``stuck`` only while stopping; a shard is in
-    the held set exactly when ``held``; ``renew_started`` is set while held.
-    """
-
-    index: int
-    name: str
-    held: bool = False
-    renew_started: float | None = None
-    token: int | None = None
-    run: int | None = None
-    stop_requested_at: float | None = None
-    past_drain_seen_at: float | None = None
-    phase: HandlerPhase = HandlerPhase.IDLE
-    in_flight: bool = False
-    retry_at: float = 0.0
-    failures: int = 0
-    conflict_rv: str | None = None
-    conflict_at: float | None = None
-    hold_until: float = 0.0
-    fallback_streak: int = 0
-    fallback_owner: str | None = None
-    leaving_since: float | None = None
-    stuck: bool = False
-    scheduled: float = float("inf")
-    own_rv: str | None = None
-    handler_wanted: bool = False
-    loss_streak: int = 0
-    acquire_after: float = 0.0
-    acquired_at: float = 0.0
-    errors: int = 0
-    last_error_at: float = float("-inf")
-    #: Created (not taken over) at this time and not yet confirmed by a later read of the group Lease:
-    #: its handler waits (see ``Reactor._confirm_creates``).
-    unconfirmed_since: float | None = None
-    #: The highest epoch seen on this shard's Lease (and its annotation text): a Lease we create starts
-    #: above it, and one that lost its epoch gets it back, so fencing tokens never go down for the shard.
-    epoch_floor: int = 0
-    epoch_text: str | None = None
 
 
 class _NoMetrics:
@@ -189,67 +122,33 @@ class Reactor:
         self.incarnation = incarnation
         #: The count this replica was started with: its vote on the group's count (docs/resharding.md).
         self.configured = shards
-        #: The generation this replica runs (its count, generation and span); ``None`` until it has read
-        #: the group Lease.
-        self._group: GroupState | None = None
-        self._group_name = group_lease_name(group)
-        self._group_in_flight = False
-        self._group_retry_at = 0.0
-        self._group_seen: tuple[str | None, GroupState | None] = (None, None)
-        #: Since when the members' majority has asked for another count (the oldest member's clock).
-        self._rollout_since: float | None = None
-        self._switch_started: float | None = None
-        self._adopted_at = float("-inf")
-        self._may_start = False
-        self._oldest = False
-        self._member_generations: dict[str, int | None] = {}
-        self._configured_counts: list[int | None] = []
-        self._fleet: int | None = None
-        self._cleanup_after = float("inf")
-        self._group_check_wanted = False
-        self._group_check_in_flight = False
-        self._group_check_at = 0.0
         self.timing = timing
         self.load_factor = load_factor
         self._cache = cache
-        self._clock = clock
         self._log = log if log is not None else logging.getLogger("shardlease")
         self.metrics = metrics if metrics is not None else _NoMetrics()
-        self._jitter = jitter
 
-        self._states: list[_ShardState] = []
-        self._index_of: dict[str, int] = {}
-        self._member_prefix = member_lease_name(group, "")
-        #: How long a member Lease must have been expired before the oldest member deletes it.
-        self._member_gc_after = 5 * timing.lease_duration
-        self._gc_pending: set[str] = set()
-        self._writer = Writer(group, namespace, identity, incarnation, timing.lease_duration_seconds, shards)
+        writer = Writer(group, namespace, identity, incarnation, timing.lease_duration_seconds, shards)
         self._member = MemberLease(group=group, identity=identity, incarnation=incarnation, timing=timing,
-                                   cache=cache, clock=clock, writer=self._writer, log=self._log,
+                                   cache=cache, clock=clock, writer=writer, log=self._log,
                                    metrics=self.metrics, jitter=jitter)
+        self._roster = Roster(group=group, identity=identity, timing=timing, cache=cache, clock=clock,
+                              own_member_lease=self._member.name, log=self._log, metrics=self.metrics)
+        self._follower = GroupFollower(group=group, namespace=namespace, configured=shards, timing=timing,
+                                       cache=cache, clock=clock, log=self._log, metrics=self.metrics)
+        self._watch = WatchPlan(lease_duration=timing.lease_duration, enabled=targeted)
+        self._elections = ShardElections(group=group, identity=identity, incarnation=incarnation, timing=timing,
+                                         cache=cache, clock=clock, writer=writer, log=self._log,
+                                         metrics=self.metrics, jitter=jitter, on_held_change=self._watch.mark,
+                                         on_create=self._follower.want_check)
 
-        self._timers: list[tuple[float, int, int]] = []
-        self._timer_seq = 0
-        self._dirty: set[int] = set()
-        self._runs = 0
         self._out: list[Command] = []
-
-        self._members: frozenset[str] = frozenset()
-        self._members_initialised = False
         #: Monotonic time of the first completed list: a record observed no later has not been seen to change.
         self._synced_at = float("inf")
         self._assignment: dict[int, str] = {}
-        self._member_recheck_at = float("inf")
-        self._owned: frozenset[int] = frozenset()
-        self._held: set[int] = set()
-        self._owned_dirty = False
+        self._desired_set: frozenset[int] = frozenset()
         self._stop_at: float | None = None
         self.finished = False
-        self._desired_set: frozenset[int] = frozenset()
-        self._inheritable: frozenset[int] = frozenset()
-        self._watching: frozenset[int] | None = None
-        self._watch_dirty = targeted
-        self._shrink_at = float("inf")
         self._covered_seen: frozenset[int] | None = frozenset()
 
     # ------------------------------------------------------------------ queries
@@ -257,44 +156,63 @@ class Reactor:
     @property
     def shards(self) -> int:
         """The count of the generation this replica runs (0 until it has read the group Lease)."""
-        return self._group.count if self._group is not None else 0
+        return self._follower.count
 
     @property
     def generation(self) -> int:
-        return self._group.generation if self._group is not None else 0
-
-    @property
-    def _span(self) -> int:
-        return self._group.span if self._group is not None else 0
+        return self._follower.generation
 
     @property
     def stopping(self) -> bool:
         return self._stop_at is not None
 
     def owned(self) -> frozenset[int]:
-        return self._owned
+        return self._elections.owned()
 
     def desired(self) -> frozenset[int]:
         return self._desired_set
 
     def members(self) -> frozenset[str]:
-        return self._members
+        return self._roster.eligible
 
     def stuck_shards(self) -> frozenset[int]:
-        return frozenset(st.index for st in self._states if st.stuck)
+        return self._elections.stuck_shards()
 
     def crashing_shards(self, now: float) -> list[int]:
         """Held shards whose handler keeps raising (see :meth:`health`)."""
-        return sorted(st.index for st in self._states if st.run is not None and st.errors >= CRASH_LOOP_ERRORS
-                      and now - st.last_error_at < CRASH_LOOP_WINDOW)
+        return self._elections.crashing_shards(now)
 
     def running_handlers(self) -> frozenset[int]:
         """Shards with a handler run that has not returned (at exit: the abandoned ones)."""
-        return frozenset(st.index for st in self._states if st.run is not None)
+        return self._elections.running_handlers()
 
     def oldest_renewal_age(self, now: float) -> float:
-        starts = [st.renew_started for st in self._states if st.held and st.renew_started is not None]
-        return max(0.0, now - min(starts)) if starts else 0.0
+        return self._elections.oldest_renewal_age(now)
+
+    # The components' state under the names table tests read and set.
+    @property
+    def _states(self) -> list[ShardState]:
+        return self._elections.states
+
+    @property
+    def _watching(self) -> frozenset[int] | None:
+        return self._watch.watching
+
+    @property
+    def _inheritable(self) -> frozenset[int]:
+        return self._watch.inheritable
+
+    @_inheritable.setter
+    def _inheritable(self, value: frozenset[int]) -> None:
+        self._watch.inheritable = value
+
+    @property
+    def _watch_dirty(self) -> bool:
+        return self._watch.dirty
+
+    @_watch_dirty.setter
+    def _watch_dirty(self, value: bool) -> None:
+        self._watch.dirty = value
 
     def health(self, now: float) -> dict[str, Any]:
         """Readiness and its reasons, as ``/readyz`` and ``/health`` report them (docs/operations.md).
@@ -324,29 +242,23 @@ class Reactor:
             failures.append(f"handlers stuck past drain_timeout: shards {stuck}")
         if crashing:
             failures.append(f"handlers crash-looping: shards {crashing}")
+        watching = self._watch.watching
         return {"ready": not failures, "failures": failures, "identity": self.identity,
                 "incarnation": self.incarnation, "identity_conflict": conflict,
                 "member_lease_held": member_ok, "configured_shards": self.configured,
                 "shards": self.shards, "generation": self.generation,
-                "switching": self.generation > 0 and not self._may_start, "stuck_shards": stuck,
-                "crashing_shards": crashing, "shards_held": sorted(self._owned),
-                "shards_watched": None if self._watching is None else len(self._watching)}
+                "switching": self.generation > 0 and not self._follower.may_start, "stuck_shards": stuck,
+                "crashing_shards": crashing, "shards_held": sorted(self.owned()),
+                "shards_watched": None if watching is None else len(watching)}
 
     def check_invariants(self) -> None:
         """Raise ``AssertionError`` if the state contradicts itself (tests call this after every step)."""
-        for st in self._states:
-            assert (st.run is None) == (st.phase is HandlerPhase.IDLE), (st.index, st.run, st.phase)
-            assert not st.stuck or st.phase is HandlerPhase.STOPPING, (st.index, "stuck while not stopping")
-            assert (st.index in self._held) == st.held, (st.index, "held set out of step")
-            assert not st.held or st.renew_started is not None, (st.index, "held without a renewal time")
-            assert st.stop_requested_at is None or st.run is not None, (st.index, "stop time without a run")
+        self._elections.check_invariants()
 
     def next_wakeup(self, now: float) -> float:
         """When :meth:`step` must run again if no event arrives first."""
-        next_at = min(self._timers[0][0] if self._timers else now + 1.0, now + 1.0,
-                      self._member_recheck_at, self._member.due, self._shrink_at)
-        if self._rollout_since is not None:
-            next_at = min(next_at, self._rollout_since + self.timing.lease_duration)
+        next_at = min(self._elections.next_timer(), now + 1.0, self._roster.recheck_at, self._member.due,
+                      self._watch.shrink_at, self._follower.wakeup())
         if self.stopping:
             next_at = min(next_at, now + 0.1)
         return next_at
@@ -359,15 +271,27 @@ class Reactor:
             self._stop_at = now
 
     def handle(self, event: Event, now: float) -> None:
+        """Route one event to the component it answers."""
+        elections = self._elections
+        elections.ctx = self._standing()
         if isinstance(event, WriteDone):
-            self._on_write(event, now)
+            kind = event.write.kind
+            if kind is WriteKind.COLLECT:
+                self._roster.on_deleted(event)
+            elif kind is WriteKind.GROUP_CHECK:
+                if self._follower.on_checked(event, now):
+                    elections.confirm_created(event.started)
+            elif kind in (WriteKind.GROUP_CREATE, WriteKind.GROUP_UPDATE):
+                self._follower.on_written(event, now)
+            elif event.write.shard is None:
+                self._out.extend(self._member.on_result(event, now))
+            else:
+                elections.on_write(event, now)
         elif isinstance(event, HandlerExited):
-            self._on_exit(event, now)
+            elections.on_exit(event, now)
         elif isinstance(event, HandlerRaised):
-            st = self._states[event.shard]
-            if st.run == event.run:
-                st.errors += 1
-                st.last_error_at = now
+            elections.on_raised(event, now)
+        self._out.extend(elections.take())
 
     def step(self, now: float) -> list[Command]:
         """One pass over whatever may have changed; returns the commands to carry out, in order."""
@@ -382,703 +306,130 @@ class Reactor:
             return
         if self._synced_at == float("inf"):
             self._synced_at = now  # records observed up to now came from the initial list
+        elections = self._elections
+        # 1. Our member Lease (and whether another process holds our identity).
         writes, conflict_changed = self._member.step(now, stopping=self.stopping, synced_at=self._synced_at,
                                                      problems=lambda: self._problems(now))
         self._out.extend(writes)
         if conflict_changed:
-            self._dirty.update(range(len(self._states)))
+            elections.touch_all()
+        # 2. Who is in the group, then the generation it runs.
         changed = self._cache.take_changed()
         self._update_membership(now, changed)
         self._follow_group(now)
+        # 3. Which shards to pass over: changed Leases, newly listed ones, everything while stopping.
         for name in changed:
-            index = self._index_of.get(name)
+            index = elections.index_of.get(name)
             if index is not None:
-                self._dirty.add(index)
+                elections.dirty.add(index)
         if self._targeted:
             covered = self._cache.covered
             if covered is not self._covered_seen:
                 # Newly listed shards: their state (or the absence of their Lease) is known now.
-                fresh = range(len(self._states)) if covered is None else \
-                    {i for i in covered - (self._covered_seen or frozenset()) if i < len(self._states)}
-                self._dirty.update(fresh)
+                fresh = range(len(elections.states)) if covered is None else \
+                    {i for i in covered - (self._covered_seen or frozenset()) if i < len(elections.states)}
+                elections.dirty.update(fresh)
                 self._covered_seen = covered
-        while self._timers and self._timers[0][0] <= now:
-            at, _seq, index = heapq.heappop(self._timers)
-            if self._states[index].scheduled == at:
-                self._states[index].scheduled = float("inf")
-                self._dirty.add(index)
         if self.stopping:
-            self._dirty.update(range(len(self._states)))
-        if not self._may_start and self._group is not None:
-            self._check_barrier(now)
-        dirty, self._dirty = self._dirty, set()
-        for index in sorted(dirty):
-            self._shard_step(self._states[index], now)
-        self._publish_owned()
-        if self._group_check_wanted and not self._group_check_in_flight and now >= self._group_check_at:
-            self._group_check_wanted = False
-            self._group_check_in_flight = True
-            self._submit(Write(WriteKind.GROUP_CHECK, self._group_name))
+            elections.touch_all()
+        if self._follower.check_barrier(now, elections.record_of, self._cache.covers):
+            elections.touch_all()
+            self._watch.mark()
+        # 4. The shard elections, then what depends on their outcome.
+        elections.ctx = self._standing()
+        self._out.extend(elections.run(now))
+        check = self._follower.check_due(now)
+        if check is not None:
+            self._out.append(check)
         if self._targeted:
             self._update_watch(now)
-        if self._oldest and self._may_start and now >= self._cleanup_after and not self.stopping:
-            self._clean_up_retired(now)
+        self._out.extend(self._follower.clean_up(
+            now, oldest=self._roster.oldest, stopping=self.stopping, member_generations=self._roster.generations,
+            record_of=elections.record_of, covers=self._cache.covers, delete=self._roster.delete))
         if self.stopping and self._shutdown_complete(now):
             self.finished = True
 
-    # ------------------------------------------------------------------ the group's count and generation
+    def _standing(self) -> Standing:
+        """What the shard elections need to know of the rest of the replica, as of now."""
+        conflict = self._member.conflict is not None
+        stopping = self.stopping
+        return Standing(
+            generation=self.generation, count=self.shards, assignment=self._assignment,
+            eligible=(self.generation > 0 and not conflict and self.identity in self._roster.eligible
+                      and not stopping),
+            stopping=stopping, identity_conflict=conflict, may_start=self._follower.may_start,
+            adopted_at=self._follower.adopted_at, sweeper=self._roster.oldest)
 
-    def _follow_group(self, now: float) -> None:
-        """Run the generation the group Lease names; as the oldest member, create it or switch it when
-        the members' majority asks for another count (docs/resharding.md)."""
-        cached = self._cache.get(self._group_name)
-        # Parsed once per version of the group Lease: this runs on every step, renewals included.
-        if cached is not None and cached.record.resource_version != self._group_seen[0]:
-            self._group_seen = (cached.record.resource_version, GroupState.from_record(cached.record))
-        state = self._group_seen[1] if cached is not None else None
-        if state is not None and state.generation > self.generation:
-            self._adopt(state, now)
-        elif state is not None and state.generation == self.generation:
-            self._group = state  # the same generation, its span lowered once the retired Leases are gone
-        if not self._oldest:
-            self._rollout_since = None
-        if not self._oldest or self.stopping or self._group_in_flight or now < self._group_retry_at:
-            return
-        if cached is None:
-            first = initial_state(self._configured_counts, oldest=self.configured)
-            self._log.info("creating group Lease %s: %d shards, generation 1", self._group_name, first.count)
-            self._write_group(first, None)
-            return
-        if state is None:
-            return  # unreadable (edited by hand): keep running what we run; status reports it
-        target = rollout_state(state, self._fleet)
-        if target is None:
-            self._rollout_since = None
-            return
-        if target.generation == state.generation:
-            self._write_group(target, cached.record)  # only the basis moves: no switch, no pause
-            return
-        if self._rollout_since is None:
-            self._rollout_since = now
-            self._log.info("most members are configured with %d shards, the group runs %d: switching in %.1fs "
-                           "unless that changes", target.count, state.count, self.timing.lease_duration)
-        if now >= self._rollout_since + self.timing.lease_duration:
-            self._rollout_since = None
-            self._log.info("rollout: switching the group from %d to %d shards (generation %d)", state.count,
-                           target.count, target.generation)
-            self._write_group(target, cached.record)
-
-    def _write_group(self, state: GroupState, record: LeaseRecord | None) -> None:
-        self._group_in_flight = True
-        body = group_lease_body(self.group, self.namespace, state, self._clock.now(), record)
-        kind = WriteKind.GROUP_CREATE if record is None else WriteKind.GROUP_UPDATE
-        self._submit(Write(kind, self._group_name, sent_rv=rv_of(record), body=body))
-
-    def _adopt(self, state: GroupState, now: float) -> None:
-        """Start following generation ``state.generation``: new count, new assignment, and no handler
-        starts until the barrier has passed (:meth:`_check_barrier`)."""
-        before, before_count = self.generation, self.shards
-        self._group = state
-        self._member.generation = state.generation
-        self._adopted_at = now
-        self._ensure_states(max(state.span, state.count))
-        self._may_start = state.generation <= 1
-        self.metrics.generation.set(state.generation)
-        self.metrics.shard_count.set(state.count)
-        self.metrics.count_mismatch.set(int(self.configured != state.count))
-        if before == 0:
-            self._log.info("group %r runs %d shards (generation %d)", self.group, state.count, state.generation)
-        else:
-            self._switch_started = now
-            self.metrics.reshards.inc()
-            self._log.info("group resharded: generation %d -> %d, %d -> %d shards (%s); handlers of the new "
-                           "generation start once every old one has stopped", before, state.generation,
-                           before_count, state.count, state.changed_by or "unknown")
-        self._reassign()
-        self._dirty.update(range(len(self._states)))
-        self._watch_dirty = self._targeted
-
-    def _confirm_creates(self, done: WriteDone, now: float) -> None:
-        """The answer to a read of the group Lease made after we created shard Leases.
-
-        Every other write of a shard Lease is conditional on what we saw; a create is not. A replica
-        cut off from its watches while the group moved on (a reshard, then the clean-up that deletes
-        the Leases of removed shards) would create such a Lease again under its old generation. So a
-        created shard's handler starts only once a read of the group Lease that began after the create
-        shows our generation; if it shows a newer one, we adopt it instead and hand the Lease back.
-        """
-        self._group_check_in_flight = False
-        if done.error is not None:
-            self.metrics.api_error(done.error.label)
-            self._group_check_wanted = True
-            self._group_check_at = now + self.timing.retry_period / 2
-            return
-        record = self._apply_answer(done)
-        state = GroupState.from_record(record) if record is not None else None
-        if state is None or state.generation != self.generation:
-            return  # a newer generation (adopted at the next step), or none readable: wait
-        for st in self._states:
-            if st.unconfirmed_since is not None and st.unconfirmed_since <= done.started:
-                st.unconfirmed_since = None
-                self._dirty.add(st.index)
-
-    def _record_of(self, index: int) -> LeaseRecord | None:
-        """Shard ``index``'s Lease as the cache has it (``None``: absent, or not listed)."""
-        cached = self._cache.get(self._states[index].name)
-        return cached.record if cached is not None else None
-
-    def _ensure_states(self, n: int) -> None:
-        for i in range(len(self._states), n):
-            st = _ShardState(i, shard_lease_name(self.group, i))
-            self._states.append(st)
-            self._index_of[st.name] = i
-
-    def _check_barrier(self, now: float) -> None:
-        """Let handlers of our generation start once no shard Lease below the span is stamped lower."""
-        state = self._group
-        assert state is not None
-        if pending_shards(state, self._record_of, self._cache.covers):
-            return
-        self._may_start = True
-        self._cleanup_after = now + self.timing.lease_duration
-        if self._switch_started is not None:
-            pause = max(0.0, now - self._switch_started)
-            self.metrics.reshard_pause.observe(pause)
-            self._log.info("switch to generation %d complete after %.3fs: starting its handlers", state.generation,
-                           pause)
-            self._switch_started = None
-        self._dirty.update(range(len(self._states)))
-        self._watch_dirty = self._targeted
-
-    def _clean_up_retired(self, now: float) -> None:
-        """As the oldest member, once every live member runs our generation: delete the Leases of shards
-        the count no longer has, then lower the span on the group Lease."""
-        state = self._group
-        if state is None or state.span <= state.count or self._group_in_flight:
-            return
-        if any(gen != self.generation for gen in self._member_generations.values()):
-            return
-        if not all(self._cache.covers(index) for index in state.retired()):
-            return
-        records = [r for r in map(self._record_of, state.retired()) if r is not None]
-        if any(record.generation > self.generation for record in records):
-            # Written under a newer generation we have not adopted yet (our two watches deliver in
-            # their own time): a live shard of it, not a tombstone of ours. Deleting it would let its
-            # next holder start its token over within one generation.
-            return
-        for record in records:
-            if record.is_held or record.generation < self.generation or record.name in self._gc_pending:
-                continue
-            self._gc_pending.add(record.name)
-            self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
-        if not records:
-            group = self._cache.get(self._group_name)
-            if group is not None:
-                self._log.info("retired shard Leases %d..%d deleted; span now %d", state.count, state.span - 1,
-                               state.count)
-                self._write_group(replace(state, span=state.count), group.record)
-
-    def _update_watch(self, now: float) -> None:
-        """Ask for a new shard watch when the set worth watching grew (at once) or shrank (later)."""
-        if self._watch_dirty:
-            self._watch_dirty = False
-            wanted = self._watch_wanted()
-            current = self._watching
-            if current is None or not wanted <= current:
-                self._emit_watch(wanted)
-            elif wanted != current:
-                if self._shrink_at == float("inf"):
-                    self._shrink_at = now + self.timing.lease_duration
-            else:
-                self._shrink_at = float("inf")
-        if now >= self._shrink_at:
-            self._emit_watch(self._watch_wanted())
-
-    def _watch_wanted(self) -> frozenset[int]:
-        """The shard Leases worth watching: held, assigned here, or ours if any one peer failed; every
-        one below the span during a switch (the barrier reads them all), and the retired ones for the
-        oldest member until it has deleted them."""
-        if self._group is not None and not self._may_start:
-            return frozenset(range(self._span))
-        wanted = self._desired_set | self._inheritable | self._held
-        if self._oldest and self._span > self.shards:
-            wanted |= frozenset(range(self.shards, self._span))
-        return wanted
-
-    def _emit_watch(self, shards: frozenset[int]) -> None:
-        self._shrink_at = float("inf")
-        if shards != self._watching:
-            self._watching = shards
-            self.metrics.shards_watched.set(len(shards))
-            self._out.append(WatchShards(shards, self._span))
-
-    def _schedule(self, st: _ShardState, at: float | None) -> None:
-        if st.phase is HandlerPhase.STOPPING and not st.stuck and st.stop_requested_at is not None:
-            drain_at = st.stop_requested_at + self.timing.drain_timeout
-            at = drain_at if at is None else min(at, drain_at)
-        if at is None or at >= st.scheduled:
-            return
-        st.scheduled = at
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (at, self._timer_seq, st.index))
-
-    def _submit(self, write: Write) -> None:
-        self._out.append(write)
-
-    # ------------------------------------------------------------------ handler runs
-
-    def _on_exit(self, event: HandlerExited, now: float) -> None:
-        st = self._states[event.shard]
-        if st.run != event.run:
-            return
-        stop_requested = st.stop_requested_at is not None
-        st.run = None
-        st.stop_requested_at = None
-        st.past_drain_seen_at = None
-        st.phase = HandlerPhase.IDLE
-        if st.stuck:
-            self._log.warning("stuck handler finally returned", extra={"shard": st.index})
-            st.stuck = False
-            self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
-        elif not stop_requested:
-            st.handler_wanted = False  # it finished by itself: do not start it again in this tenure
-            self._log.info("handler returned on its own; the shard stays held", extra={"shard": st.index})
-        self._dirty.add(st.index)
-
-    def _start_handler(self, st: _ShardState) -> None:
-        assert st.renew_started is not None and st.run is None
-        self._runs += 1
-        st.run = self._runs
-        st.stop_requested_at = None
-        st.past_drain_seen_at = None
-        st.phase = HandlerPhase.RUNNING
-        st.handler_wanted = True
-        st.errors = 0
-        st.last_error_at = float("-inf")
-        self._out.append(StartHandler(st.index, st.run, st.token or 0, self.shards,
-                                      st.renew_started + self.timing.renew_deadline, self.generation))
-
-    def _stop_handler(self, st: _ShardState, now: float, reason: str) -> None:
-        if st.run is None:
-            st.phase = HandlerPhase.IDLE
-            return
-        self._log.info("stopping handler (%s)", reason, extra={"shard": st.index})
-        st.phase = HandlerPhase.STOPPING
-        if st.leaving_since is None:
-            st.leaving_since = now
-        if st.stop_requested_at is None:
-            st.stop_requested_at = now
-            self._out.append(StopHandler(st.index, st.run))
-        self._dirty.add(st.index)
-
-    # ------------------------------------------------------------------ membership
+    # ------------------------------------------------------------------ membership, generation, assignment
 
     def _update_membership(self, now: float, changed: set[str]) -> None:
-        if now < self._member_recheck_at and not any(n.startswith(self._member_prefix) for n in changed) \
-                and self._members_initialised:
-            return
-        self._members_initialised = True
-        snapshot = self._cache.snapshot()
-        membership = compute_membership(
-            self.group, ((cached.record, cached.observed) for cached in snapshot.values()), now, self.timing,
-            wall_now=self._clock.now(), seen_change_after=self._synced_at, collect_after=self._member_gc_after,
-            exclude_dead=self._member.name)
-        live, dead = membership.live, membership.dead
-        self._member_recheck_at = membership.recheck_at
-        if live and live[0].identity == self.identity and not self.stopping:
-            self._member_recheck_at = min([self._member_recheck_at, *(at for at, _ in dead if at > now)])
-            self._collect_dead_members([record for at, record in dead if at <= now])
-        eligible = membership.eligible
-        self._configured_counts = [m.declared for m in live]
-        self._fleet = fleet_count(self._configured_counts)
-        self._member_generations = {m.identity: m.record.member_generation for m in live}
-        steward = next((m for m in live if m.record.member_generation is not None), None)
-        self._oldest = steward is not None and steward.identity == self.identity and self._member.conflict is None
-        if eligible != self._members:
-            self._members = eligible
+        writes, eligible_changed = self._roster.update(now, changed, synced_at=self._synced_at,
+                                                       stopping=self.stopping,
+                                                       identity_conflict=self._member.conflict is not None)
+        self._out.extend(writes)
+        if eligible_changed:
             self._reassign()
-            self._log.info("members now %s; %d of %d shards desired here", sorted(eligible), len(self._desired_set),
-                           self.shards)
-            self.metrics.members.set(len(eligible))
-            self._dirty.update(range(len(self._states)))
+            self._log.info("members now %s; %d of %d shards desired here", sorted(self._roster.eligible),
+                           len(self._desired_set), self.shards)
+            self.metrics.members.set(len(self._roster.eligible))
+            self._elections.touch_all()
+
+    def _follow_group(self, now: float) -> None:
+        """Run the group's generation; on adopting a newer one, reassign and revisit every shard (no
+        handler of it starts until the barrier has passed)."""
+        writes, adopted = self._follower.follow(now, oldest=self._roster.oldest, stopping=self.stopping,
+                                                configured_counts=self._roster.configured_counts,
+                                                fleet=self._roster.fleet)
+        if adopted:
+            state = self._follower.state
+            assert state is not None
+            self._member.generation = state.generation
+            self._elections.ensure(max(state.span, state.count))
+            self._reassign()
+            self._elections.touch_all()
+            self._watch.mark()
+        self._out.extend(writes)
 
     def _reassign(self) -> None:
         """The assignment of the running count over the eligible members, and what follows from it."""
-        eligible = self._members
+        eligible = self._roster.eligible
         self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible and self.shards else {}
         self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
         if self._targeted:
-            self._inheritable = inheritable(self.group, self.shards, eligible, self.identity, self.load_factor) \
-                if eligible and self.shards else frozenset()
-            self._watch_dirty = True
+            self._watch.inheritable = inheritable(self.group, self.shards, eligible, self.identity,
+                                                  self.load_factor) if eligible and self.shards else frozenset()
+            self._watch.mark()
         self.metrics.shards_desired.set(len(self._desired_set))
-
-    def _collect_dead_members(self, records: list[LeaseRecord]) -> None:
-        """Delete member Leases of replicas that died without cleaning up (SIGKILL, node loss).
-
-        A graceful exit deletes its own member Lease; a crash cannot, and in a Deployment every
-        crashed pod has a new name, so without this the group's Lease list would grow forever. Only
-        the oldest live member collects (one writer, not N racing), only after the Lease has been
-        expired for ``_member_gc_after`` (5 lease durations, far beyond any pause a live replica could
-        recover from), and each delete is conditional on the resourceVersion we saw, so a replica
-        that comes back and renews in the meantime keeps its Lease.
-        """
-        for record in records:
-            if record.name in self._gc_pending:
-                continue
-            self._gc_pending.add(record.name)
-            self._log.info("deleting member Lease %s, expired for over %.0f s", record.name, self._member_gc_after)
-            self._submit(Write(WriteKind.COLLECT, record.name, sent_rv=record.resource_version))
-
-    def _eligible(self) -> bool:
-        return (self.generation > 0 and self._member.conflict is None and self.identity in self._members
-                and not self.stopping)
 
     def _problems(self, now: float) -> str:
         """This replica's health summary for its member Lease (``records.ANNOTATION_PROBLEMS``)."""
         return format_problems(crashing=self.crashing_shards(now), stuck=self.stuck_shards())
 
-    # ------------------------------------------------------------------ per-shard steps
+    # ------------------------------------------------------------------ watch plan
 
-    def _view(self, st: _ShardState, now: float) -> ShardView:
-        cached = self._cache.get(st.name)
-        record = cached.record if cached is not None else None
-        if record is not None:
-            self._note_epoch(st, record)
-        # A Lease a new generation adds has been "absent" since our first list: its grace before a
-        # fallback acquisition counts from when we adopted the generation, so its owner gets first go.
-        observed = cached.observed if cached is not None else max(self._cache.absent_since(st.name), self._adopted_at)
-        if st.conflict_rv is not None and rv_of(record) != st.conflict_rv:
-            st.conflict_rv = None
-            st.conflict_at = None
-        return ShardView(
-            identity=self.identity, record=record, observed=observed, desired=self._assignment.get(st.index),
-            eligible=self._eligible(), shutting_down=self.stopping, held=st.held,
-            renew_started=st.renew_started, handler=st.phase, in_flight=st.in_flight, retry_at=st.retry_at,
-            conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
-            own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
-            incarnation=self.incarnation, identity_conflict=self._member.conflict is not None,
-            acquire_after=st.acquire_after, generation=self.generation, retired=st.index >= self.shards,
-            may_start=self._may_start and st.unconfirmed_since is None, sweeper=self._oldest)
+    def _update_watch(self, now: float) -> None:
+        command = self._watch.update(now, self._watch_wanted, self._follower.span)
+        if command is not None:
+            self.metrics.shards_watched.set(len(command.shards))
+            self._out.append(command)
 
-    @staticmethod
-    def _note_epoch(st: _ShardState, record: LeaseRecord) -> None:
-        """Remember the highest epoch the shard's Lease has carried (compared as text first: the
-        annotation is the same on every renewal, so the common case costs one dict lookup)."""
-        text = record.annotations.get(ANNOTATION_EPOCH)
-        if text is not None and text != st.epoch_text:
-            epoch = record.epoch
-            if epoch > st.epoch_floor:
-                st.epoch_floor, st.epoch_text = epoch, text
+    def _watch_wanted(self) -> frozenset[int]:
+        return wanted_shards(count=self.shards, span=self._follower.span, switching=self._follower.switching,
+                             desired=self._desired_set, inheritable=self._watch.inheritable,
+                             held=self._elections.held, sweeper=self._roster.oldest)
 
-    def _shard_step(self, st: _ShardState, now: float) -> None:
-        if not st.held and not st.in_flight and st.phase is HandlerPhase.IDLE and not self._cache.covers(st.index):
-            return  # not listed yet: an empty cache entry would wrongly read as "no Lease"
-        for _ in range(4):
-            view = self._view(st, now)
-            decision = decide(view, now, self.timing)
-            action = decision.action
-            if action is Action.WAIT:
-                self._check_stuck(st, now)
-                self._schedule(st, decision.at)
-                return
-            if action is Action.LOST:
-                self._lose(st, now, decision.reason)
-                continue
-            if action is Action.STOP_HANDLER:
-                self._stop_handler(st, now, decision.reason)
-                continue
-            if action is Action.START_HANDLER:
-                self._log.info("starting handler: %s", decision.reason, extra={"shard": st.index})
-                self._start_handler(st)
-                continue
-            if action is Action.ACQUIRE:
-                self._acquire(st, view, decision.reason)
-            elif action is Action.RENEW:
-                self._renew(st, view)
-            elif action is Action.RELEASE:
-                self._release(st, view)
-            elif action is Action.RETIRE:
-                self._retire(st, view)
-            elif action is Action.REFRESH:
-                st.in_flight = True
-                self._submit(Write(WriteKind.REFRESH, st.name, shard=st.index, sent_rv=st.conflict_rv or ""))
-            self._check_stuck(st, now)
-            if st.held and st.renew_started is not None:
-                self._schedule(st, st.renew_started + self.timing.renew_deadline)
-            return
-
-    def _check_stuck(self, st: _ShardState, now: float) -> None:
-        if st.phase is not HandlerPhase.STOPPING or st.stuck or st.run is None or st.stop_requested_at is None:
-            return
-        due = st.stop_requested_at + self.timing.drain_timeout
-        if now < due:
-            return
-        if st.past_drain_seen_at is None:
-            st.past_drain_seen_at = now
-        if now < st.past_drain_seen_at + STUCK_CATCH_UP:
-            # Had the process been frozen, the handler's exit may be just behind: judge once its thread
-            # has had a moment to run and its exit to be drained.
-            self._schedule(st, st.past_drain_seen_at + STUCK_CATCH_UP)
-            return
-        st.stuck = True
-        self.metrics.stuck_handlers.set(sum(1 for s in self._states if s.stuck))
-        self._log.error("handler did not return within drain_timeout (%.1fs); keeping the shard held and "
-                        "reporting not ready", self.timing.drain_timeout, extra={"shard": st.index})
-
-    def _lose(self, st: _ShardState, now: float, reason: str) -> None:
-        # Rate-limited: whatever made us lose it (a fight over the Lease, an editing tool), taking it back
-        # at once, every time, is how a misconfiguration turns into a tight loop of writes and log lines.
-        st.loss_streak += 1
-        pause = min(self.timing.retry_period * 2 ** min(st.loss_streak - 1, 5), self.timing.lease_duration)
-        st.acquire_after = now + pause
-        level = logging.WARNING if st.loss_streak <= 3 or st.loss_streak % 10 == 0 else logging.DEBUG
-        self._log.log(level, "lost shard: %s%s", reason,
-                      f" (lost {st.loss_streak} times in a row; next try in {pause:.1f}s)" if st.loss_streak > 1 else "",
-                      extra={"shard": st.index})
-        self.metrics.losses.inc()
-        self._set_held(st, False)
-        st.hold_until = 0.0
-        if st.run is not None and st.phase is HandlerPhase.RUNNING:
-            self._stop_handler(st, now, "lost")
-
-    def _acquire(self, st: _ShardState, view: ShardView, reason: str) -> None:
-        record = view.record
-        body, _token = self._writer.acquire(st.index, record, self._clock.now(), self.generation, st.epoch_floor)
-        self._log.debug("acquiring (%s)", reason, extra={"shard": st.index})
-        st.in_flight = True
-        self._submit(Write(WriteKind.CREATE if record is None else WriteKind.ACQUIRE, st.name, shard=st.index,
-                           sent_rv=rv_of(record), body=body, fallback=view.desired != self.identity))
-
-    def _renew(self, st: _ShardState, view: ShardView) -> None:
-        record = view.record
-        assert record is not None and st.renew_started is not None
-        lost_epoch = st.epoch_text is not None and record.annotations.get(ANNOTATION_EPOCH) != st.epoch_text
-        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None)
-        st.in_flight = True
-        self._submit(Write(WriteKind.RENEW, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
-                           deadline=st.renew_started + self.timing.renew_deadline))
-
-    def _release(self, st: _ShardState, view: ShardView) -> None:
-        record = view.record
-        if record is None:
-            self._set_held(st, False)
-            return
-        body = self._writer.release(st.index, record, self._clock.now(), self.generation, st.epoch_floor)
-        st.in_flight = True
-        deadline = st.renew_started + self.timing.renew_deadline if st.held and st.renew_started else None
-        self._submit(Write(WriteKind.RELEASE, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
-                           deadline=deadline))
-
-    def _retire(self, st: _ShardState, view: ShardView) -> None:
-        record = view.record
-        st.in_flight = True
-        self._log.info("retiring the Lease of a shard the group no longer has", extra={"shard": st.index})
-        self._submit(Write(WriteKind.RETIRE_CREATE if record is None else WriteKind.RETIRE, st.name, shard=st.index,
-                           sent_rv=rv_of(record), body=self._writer.retire(st.index, record, self._clock.now(),
-                                                                           self.generation, st.epoch_floor)))
-
-    # ------------------------------------------------------------------ write results
-
-    def _on_write(self, done: WriteDone, now: float) -> None:
-        write, err = done.write, done.error
-        if write.kind is WriteKind.COLLECT:
-            # Fire and forget: 404 (someone else deleted it) and 409 (it came back) are both fine; the
-            # next membership pass retries whatever is still dead.
-            self._gc_pending.discard(write.name)
-            if err is not None and not isinstance(err, (ConflictError, NotFound)):
-                self.metrics.api_error(err.label)
-                self._log.warning("could not delete member Lease %s: %s", write.name, err)
-            return
-        if write.kind is WriteKind.GROUP_CHECK:
-            self._confirm_creates(done, now)
-            return
-        if write.kind in (WriteKind.GROUP_CREATE, WriteKind.GROUP_UPDATE):
-            self._group_in_flight = False
-            if err is None:
-                self._apply_answer(done)
-            else:
-                # 409/AlreadyExists: another writer won; the watch brings its state. Else retry later.
-                self._group_retry_at = now + self.timing.retry_period
-                if not isinstance(err, ConflictError):
-                    self.metrics.api_error(err.label)
-                    self._log.warning("could not write the group Lease: %s", err)
-            return
-        if write.shard is None:
-            self._out.extend(self._member.on_result(done, now))
-            return
-        st = self._states[write.shard]
-        st.in_flight = False
-        self._dirty.add(st.index)
-        if err is not None:
-            self._on_write_error(st, done, now)
-            return
-        st.failures = 0
-        st.retry_at = 0.0
-        st.conflict_rv = None
-        st.conflict_at = None
-        if write.kind is WriteKind.REFRESH and done.obj is None:
-            self._cache.delete(st.name, "")
-            return
-        record = self._apply_answer(done)
-        if write.kind in (WriteKind.RETIRE, WriteKind.RETIRE_CREATE, WriteKind.REFRESH):
-            return
-        answered = done.finished if done.finished is not None else now  # latencies end at the answer
-        if record is not None:
-            st.own_rv = record.resource_version
-        if write.kind in (WriteKind.CREATE, WriteKind.ACQUIRE):
-            self._acquired(st, record, done, now)
-        elif write.kind is WriteKind.RENEW:
-            if st.held:
-                if st.loss_streak and done.started - st.acquired_at >= self.timing.lease_duration:
-                    st.loss_streak = 0  # a tenure that lasted a lease duration: the trouble is over
-                st.renew_started = done.started
-                self.metrics.renew_seconds.observe(max(0.0, answered - done.started))
-                if st.run is not None:
-                    self._out.append(ExtendHandler(st.index, st.run, done.started + self.timing.renew_deadline))
-        elif write.kind is WriteKind.RELEASE:
-            was_held = st.held
-            self._set_held(st, False)
-            st.hold_until = 0.0
-            self.metrics.releases.inc()
-            if st.leaving_since is not None:
-                self.metrics.handoff_seconds.observe(max(0.0, answered - st.leaving_since))
-                st.leaving_since = None
-            self._log.info("released" if was_held else "released a stale lease in our name", extra={"shard": st.index})
-
-    def _apply_answer(self, done: WriteDone) -> LeaseRecord | None:
-        """Put the Lease a successful write returned into the cache (its watch event comes later)."""
-        if done.record is not None:
-            return done.record  # parsed and cached by the shell as soon as it came (see WriteDone)
-        record = LeaseRecord.from_object(done.obj) if done.obj is not None else None
-        if record is not None:
-            self._cache.apply(record)
-        return record
-
-    def _acquired(self, st: _ShardState, record: LeaseRecord | None, done: WriteDone, now: float) -> None:
-        if record is None or record.holder != self.identity:
-            self._log.warning("acquire response does not name us; ignoring it", extra={"shard": st.index})
-            return
-        self._set_held(st, True)
-        st.renew_started = done.started
-        st.acquired_at = done.started
-        self._note_epoch(st, record)
-        st.token = record.token
-        st.hold_until = 0.0
-        if done.write.fallback:
-            # Taken because its desired owner did not take it. Keep it a while before offering it back,
-            # and twice as long each time the same owner fails again, so an owner that is live but not
-            # taking shards costs a handler restart every now and then rather than every few seconds.
-            owner = self._assignment.get(st.index)
-            st.fallback_streak = st.fallback_streak + 1 if owner == st.fallback_owner else 1
-            st.fallback_owner = owner
-            doublings = min(st.fallback_streak - 1, FALLBACK_HOLD_MAX_DOUBLINGS)
-            st.hold_until = done.started + self.timing.lease_duration * 2 ** doublings
-        else:
-            st.fallback_streak = 0
-            st.fallback_owner = None
-        st.leaving_since = None
-        self.metrics.acquisitions.inc()
-        valid_until = done.started + self.timing.renew_deadline
-        if now >= valid_until:
-            return  # acquired too late to be safe; decide() reports it lost and we start over
-        if st.run is not None:
-            return
-        if self.stopping:
-            st.handler_wanted = False  # acquired as we began to stop: hand it straight back
-            return
-        # An update was conditional on what we saw; a create succeeds whatever the group did meanwhile,
-        # so its handler waits for a read of the group Lease that confirms our generation.
-        created = done.write.kind is WriteKind.CREATE
-        st.unconfirmed_since = now if created else None
-        waits = ("its handler waits for a read of the group Lease" if created
-                 else "its handler waits for the switch to complete" if not self._may_start else "")
-        self._log.info("acquired (token %d, generation %d%s)%s", st.token, self.generation,
-                       ", grace fallback" if done.write.fallback else "", f"; {waits}" if waits else "",
-                       extra={"shard": st.index})
-        if created:
-            self._group_check_wanted = True
-        if waits:
-            st.handler_wanted = True  # started by decide() once nothing holds it back
-            return
-        self._start_handler(st)
-
-    def _on_write_error(self, st: _ShardState, done: WriteDone, now: float) -> None:
-        err = done.error
-        assert err is not None
-        kind = done.write.kind
-        self.metrics.api_error(err.label)
-        if kind is WriteKind.REFRESH:
-            st.failures += 1
-            # The next read a retry period later; for a shard we do not hold, backing off like any failed
-            # write once reads keep failing (lost answers are common while the server is unreachable).
-            extra = 0.0 if st.held else backoff(st.failures, err, self.timing, held=False, jitter=self._jitter)
-            st.conflict_at = now + max(0.0, extra - self.timing.retry_period)
-            return
-        # A write that went out without an answer (outcome unknown) may have landed: read back like after a
-        # conflict (the watch, else a GET) before deciding again; sent again blindly it would meet itself
-        # as a Conflict or AlreadyExists. Not while held: the renew deadline runs, and the conditional
-        # write retried as before cannot apply twice (if the first landed, its 409 is read back here).
-        unknown = err.outcome_unknown and not st.held
-        if isinstance(err, ConflictError) or unknown:
-            st.conflict_rv = done.write.sent_rv
-            st.conflict_at = now
-            self._log.debug("%s %s at resourceVersion %r", kind.value, "may have landed" if unknown else
-                            "conflicted", done.write.sent_rv, extra={"shard": st.index})
-            return
-        st.failures += 1
-        delay = backoff(st.failures, err, self.timing, held=st.held, jitter=self._jitter)
-        st.retry_at = held_retry_at(now, st.renew_started, delay, self.timing) if st.held else now + delay
-        level = logging.DEBUG if kind is WriteKind.ACQUIRE and st.failures < 3 else logging.WARNING
-        self._log.log(level, "%s failed: %s", kind.value, err, extra={"shard": st.index})
-
-    # ------------------------------------------------------------------ owned set, shutdown
-
-    def _set_held(self, st: _ShardState, held: bool) -> None:
-        if not held:
-            st.unconfirmed_since = None
-        if st.held != held:
-            st.held = held
-            self._owned_dirty = True
-            self._watch_dirty = self._targeted
-            if held:
-                self._held.add(st.index)
-            else:
-                self._held.discard(st.index)
-
-    def _publish_owned(self) -> None:
-        if not self._owned_dirty:
-            return
-        self._owned_dirty = False
-        owned = frozenset(self._held)
-        if owned == self._owned:
-            return
-        self._owned = owned
-        self.metrics.shards_held.set(len(owned))
-        self._out.append(PublishOwned(owned))
+    # ------------------------------------------------------------------ shutdown
 
     def _shutdown_complete(self, now: float) -> bool:
         stop_at = self._stop_at if self._stop_at is not None else now
         hard_deadline = stop_at + self.timing.drain_timeout + self.timing.renew_deadline
         if now >= hard_deadline:
             self._log.warning("giving up on shutdown after %.1fs; shards still held: %s", now - stop_at,
-                              sorted(st.index for st in self._states if st.held))
+                              sorted(self._elections.held))
             return True
-        if not self._member.settled:
-            return False
-        for st in self._states:
-            if st.in_flight:
-                return False
-            if st.held and not st.stuck:
-                return False
-            if not st.held and st.phase is not HandlerPhase.IDLE and not st.stuck:
-                return False  # a lost shard's handler still draining
-        return True
+        return self._member.settled and self._elections.settled()
 
     def drop_all(self) -> PublishOwned | None:
         """At exit: nothing counts as held any more (Leases left held simply expire)."""
-        for st in self._states:
-            self._set_held(st, False)
-        self._publish_owned()
-        out, self._out = self._out, []
-        return next((c for c in out if isinstance(c, PublishOwned)), None)
+        self._out = []
+        return self._elections.drop_all()

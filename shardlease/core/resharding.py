@@ -1,4 +1,4 @@
-"""The group's shard count and generation, and the rules that change them (issue 11, docs/resharding.md).
+"""The group's shard count and generation, and the rules that change them (docs/resharding.md).
 
 The count is group state, not per-replica configuration: it lives on one Lease per group (the *group
 Lease*, ``<group>-group``) with a generation number that only grows. Every member runs the count of the

@@ -11,18 +11,32 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-if TYPE_CHECKING:
-    from shardlease.runtime.manager import ShardManager
+__all__ = ["HealthServer", "Probed"]
 
-__all__ = ["HealthServer"]
+
+class _HasRegistry(Protocol):
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
+class Probed(Protocol):
+    """What the server reads from the process it reports on (``ShardManager`` is one). Named here, not
+    imported, so that the manager can import this module without the two importing each other."""
+
+    @property
+    def metrics(self) -> _HasRegistry: ...
+
+    def alive(self) -> bool: ...
+
+    def health(self) -> dict[str, Any]: ...
 
 
 class HealthServer:
-    def __init__(self, manager: ShardManager, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, manager: Probed, port: int, host: str = "0.0.0.0") -> None:
         self._manager = manager
         outer = self
 

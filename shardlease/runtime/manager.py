@@ -92,6 +92,7 @@ from shardlease.core.records import (
 )
 from shardlease.errors import ApiError, HandlerSignatureError, RequestTimeout, UnexpectedApiError
 from shardlease.runtime.handlers import HandlerRun, HandlerRunner, Shard, check_handler_signature
+from shardlease.runtime.health import HealthServer
 from shardlease.runtime.logs import get_logger, quiet_unauthorized
 from shardlease.runtime.metrics import ManagerMetrics
 from shardlease.runtime.objects import ObjectFeeds
@@ -188,7 +189,7 @@ class ShardManager:
         self._shard_store: LeaseStore | None = None
         self._watched_names: frozenset[str] = frozenset()
         self._thread: threading.Thread | None = None
-        self._health: Any = None
+        self._health: HealthServer | None = None
         self._notifier: ThreadPoolExecutor | None = None
         self._objects: ObjectFeeds | None = None
         self._credentials: CredentialState | None = None
@@ -222,8 +223,6 @@ class ShardManager:
                                                    client_id=self.identity, pool_size=self._workers + 4)
             port = getattr(self.config, "metrics_port", None)
             if port is not None:
-                from shardlease.runtime.health import HealthServer
-
                 self._health = HealthServer(self, port)
         except BaseException:
             self._done.set()

@@ -1,4 +1,5 @@
-"""Change a running group's shard count: :func:`reshard`, behind ``shardlease reshard`` (issue 11).
+"""Change a running group's shard count: :func:`reshard`, behind ``shardlease reshard`` (the
+rules: ``core/resharding.py``, docs/resharding.md).
 
 The count lives on the group Lease (``core/resharding.py`` states the protocol). Changing it is one
 conditional write of the next generation, ``reshard_state(state, shards, fleet)``, where ``fleet`` is the

@@ -15,17 +15,18 @@ import importlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import free_port
+from support import wait_until as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -333,15 +334,6 @@ def test_dockerfile_matches_the_deployment() -> None:
 # RBAC verbs against what real replicas send
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def settled(managers: list[Any], shards: int) -> bool:
     """Every manager sees the same members and holds exactly what the assignment gives it."""
     identities = {m.identity for m in managers}
@@ -397,12 +389,6 @@ def test_role_grants_exactly_the_lease_verbs_replicas_send(tmp_path: Path) -> No
     assert observed <= granted, f"the code sends {sorted(observed - granted)} on leases; the Role lacks it"
     unused = granted - observed - set(RARE_LEASE_VERBS)
     assert not unused, f"the Role grants {sorted(unused)} on leases, which the code never sent"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, bytes]:

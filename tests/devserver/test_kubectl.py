@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes.client import CoordinationV1Api, CoreV1Api
+from support import poll as wait_for
 
 from .helpers import lease_body
 
@@ -165,15 +166,6 @@ def watcher(kubectl: Kubectl, ns: str) -> Iterator[tuple[subprocess.Popen[str], 
     yield process, lines
     process.kill()
     process.wait(5)
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_get_watch_prints_changes(watcher: tuple[subprocess.Popen[str], list[str]],

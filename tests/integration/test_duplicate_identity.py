@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from support import free_port as _free_port
+
 from shardlease.harness.journal import running_handlers
 from shardlease.harness.localcluster import LocalCluster, Replica
 
@@ -26,12 +28,6 @@ from .conftest import BOTH_SERVERS, SETTLE_TIMEOUT, SHARDS, finish
 IDENTITY = "same"
 #: Log lines a refused process may write in the ~8 s it is refused (before: ~940 per second).
 MAX_REFUSED_LOG_LINES = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(cluster: LocalCluster) -> tuple[Replica, int]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from support import wait_until
 
 from shardlease import ShardleaseError
 from shardlease.client.connect import load_api_client
@@ -116,15 +117,6 @@ def async_handler(seen: Seen, identity: str, namespace: str) -> Callable[[Shard]
 def managers(server: Server, group: str, handlers: list[Callable[[Shard], Any]]) -> list[ShardManager]:
     return [ShardManager(ShardConfig(group=group, shards=SHARDS, namespace="default", identity=f"r{i}",
                                      kubeconfig=server.kubeconfig, **FAST), h) for i, h in enumerate(handlers)]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def stop_all(ms: list[ShardManager]) -> None:

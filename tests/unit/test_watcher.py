@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from support import wait_until as wait_for
 
 from shardlease.client.connect import load_api_client
 from shardlease.client.leases import LeaseClient
@@ -48,15 +49,6 @@ def setup(tmp_path) -> Iterator[tuple[DevServer, LeaseClient, LeaseCache, LeaseW
 def make(writer: LeaseClient, name: str) -> None:
     writer.create({"metadata": {"name": name, "labels": {"shardlease.io/group": "wt"}},
                    "spec": {"holderIdentity": "x", "leaseDurationSeconds": 5}})
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 def test_sees_creates_and_deletes(setup) -> None:  # type: ignore[no-untyped-def]

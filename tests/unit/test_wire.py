@@ -26,6 +26,7 @@ import certifi
 import pytest
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.config.incluster_config import InClusterConfigLoader
+from support import poll as wait_until
 
 from shardlease.client.leases import LeaseClient
 from shardlease.client.wire import Wire, wire_for
@@ -458,15 +459,6 @@ def test_close_closes_a_connection_in_use_once_its_request_ends(canned: Callable
     assert replies == [200] and w._idle == []
     assert wait_until(lambda: server.ended == 1)                   # the server saw it closed
     assert w.request("GET", "/x", "", None, 2.0).status == 200     # later requests still work
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # ---- request heads --------------------------------------------------------------------------------------

@@ -5,16 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+from support import poll as wait_until
+
 from shardlease.runtime.writers import WriterPool
-
-
-def wait_until(condition: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_every_item_is_carried_out_once() -> None:
