@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -544,10 +544,8 @@ def _cgroup_pids(root: Path) -> set[int]:
     return pids
 
 
-def _shim_pids(socket: Path) -> list[int]:
-    """The runc shims containerd started for this node (matched by the containerd address they
-    were given, so no other containerd's shims are touched)."""
-    found = []
+def _command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """``(pid, argv)`` of every process whose command line can be read now."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -555,9 +553,16 @@ def _shim_pids(socket: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and str(socket).encode() in argv:
-            found.append(int(entry.name))
-    return found
+        if argv and argv[0]:
+            yield int(entry.name), argv
+
+
+def _shim_pids(socket: Path) -> list[int]:
+    """The runc shims containerd started for this node (matched by the containerd address they
+    were given, so no other containerd's shims are touched)."""
+    address = str(socket).encode()
+    return [pid for pid, argv in _command_lines()
+            if argv[0].endswith(b"containerd-shim-runc-v2") and address in argv]
 
 
 def _kill_all(pids: Sequence[int]) -> None:
@@ -723,17 +728,8 @@ def cleanup() -> list[str]:
 
 def _pids_of_binary_under(binary: str, work_dir: Path) -> list[int]:
     """Processes named ``binary`` whose command line names ``work_dir`` (so only this node's)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(binary.encode()) and any(str(work_dir).encode() in a for a in argv):
-            found.append(int(entry.name))
-    return found
+    name, under = binary.encode(), str(work_dir).encode()
+    return [pid for pid, argv in _command_lines() if argv[0].endswith(name) and any(under in a for a in argv)]
 
 
 # ---------------------------------------------------------------------- command line
