@@ -366,13 +366,23 @@ class LoadSnapshot:
     loads: tuple[int, ...]
     owners: tuple[str, ...]
     reason: str = ""
+    #: The bound and the move budget the steward balanced with: every replica (and ``status``) uses
+    #: these, not its own settings, so a replica configured differently still agrees.
+    epsilon: float = 0.1
+    max_moves: int = 32
+
+    def assign(self, members: Mapping[str, float]) -> Balance:
+        """The owners every replica runs under this snapshot, over the live ``members`` (capacities)."""
+        return balance(members=members, loads=self.loads, base=self.owners, epsilon=self.epsilon,
+                       max_moves=self.max_moves)
 
     def encode(self) -> str:
         names = sorted(set(self.owners))
         index = {name: i for i, name in enumerate(names)}
         return json.dumps({"v": 1, "generation": self.generation, "count": self.count, "seq": self.seq,
                            "at": format_microtime(self.taken_at), "reason": self.reason, "members": names,
-                           "owners": [index[o] for o in self.owners], "loads": list(self.loads)},
+                           "owners": [index[o] for o in self.owners], "loads": list(self.loads),
+                           "epsilon": self.epsilon, "max_moves": self.max_moves},
                           separators=(",", ":"))
 
     @classmethod
@@ -390,6 +400,7 @@ class LoadSnapshot:
             owners = tuple(names[i] for i in data["owners"])
             loads = tuple(data["loads"])
             reason = data.get("reason", "")
+            epsilon, max_moves = data["epsilon"], data["max_moves"]
         except (ValueError, KeyError, TypeError, IndexError):
             return None
         ints = (count, generation, seq, *loads)
@@ -397,6 +408,10 @@ class LoadSnapshot:
             return None
         if not all(isinstance(n, str) for n in names) or not isinstance(reason, str):
             return None
+        if isinstance(max_moves, bool) or not isinstance(max_moves, int) or max_moves < 0:
+            return None
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (0 <= epsilon < 100):
+            return None
         if len(owners) != count or len(loads) != count or count < 1:
             return None
-        return cls(generation, count, seq, taken, loads, owners, reason)
+        return cls(generation, count, seq, taken, loads, owners, reason, float(epsilon), max_moves)

@@ -149,8 +149,7 @@ class LoadPlanner:
         snap = self.snapshot
         if snap is None or snap.count != count:
             return assign(group, count, capacities, load_factor)
-        result = balance(members=capacities, loads=snap.loads, base=snap.owners, epsilon=self.settings.epsilon,
-                         max_moves=self.settings.max_moves)
+        result = snap.assign(capacities)
         self.last_moves = len(result.moved)
         self.last_too_hot = result.too_hot
         return dict(enumerate(result.owners))
@@ -198,7 +197,8 @@ class LoadPlanner:
         reason = f"imbalance {ratio:.2f} > {limit:.2f}"
         seq = last.seq + 1 if last is not None else 1
         snap = LoadSnapshot(generation=generation, count=count, seq=seq, taken_at=wall, loads=quantised,
-                            owners=tuple(current), reason=reason)
+                            owners=tuple(current), reason=reason, epsilon=self.settings.epsilon,
+                            max_moves=self.settings.max_moves)
         body = put_body(cached.record, {}, group_labels(self._group), {
             ANNOTATION_LOAD_SNAPSHOT: snap.encode(),
             ANNOTATION_REBALANCED: f"{format_microtime(wall)} {len(trial.moved)} {reason}"})

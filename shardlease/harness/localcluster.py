@@ -883,13 +883,15 @@ class LocalCluster:
         from shardlease.harness.journal import running_handlers
 
         expected = sorted(self.running_identities() if members is None else members)
-        desired = self.desired(expected)
         pids = {r.identity: r.pid for r in self.running()}
-        want_running = {shard: {(holder, pids.get(holder, -1))} for shard, holder in desired.items()}
 
         def placed(snap: Snapshot) -> bool:
+            # The desired owners as the replicas compute them over the live members (who are then the
+            # expected ones): by count, or from the group's load snapshot (docs/load.md).
+            desired = {row.shard: row.desired for row in snap.view.rows}
             if sorted(snap.live_members()) != expected or snap.holders() != desired:
                 return False
+            want_running = {shard: {(holder, pids.get(holder or "", -1))} for shard, holder in desired.items()}
             if not handlers:
                 return True
             # Handlers of processes that are gone (SIGKILL writes no stop) do not count.

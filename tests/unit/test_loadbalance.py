@@ -285,11 +285,13 @@ def test_quantise_puts_the_mean_at_the_scale_and_fills_missing_reports() -> None
 def test_snapshot_round_trips_and_rejects_damage() -> None:
     snap = LoadSnapshot(generation=2, count=3, seq=7,
                         taken_at=_dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=_dt.timezone.utc),
-                        loads=(10, 0, 2000), owners=("b", "a", "b"), reason="imbalance 1.31 > 1.15")
+                        loads=(10, 0, 2000), owners=("b", "a", "b"), reason="imbalance 1.31 > 1.15",
+                        epsilon=0.2, max_moves=7)
     text = snap.encode()
     assert LoadSnapshot.decode(text) == snap
     data = json.loads(text)
     assert data["members"] == ["a", "b"] and data["owners"] == [1, 0, 1]
     for broken in ("", "not json", "[]", text.replace('"v":1', '"v":2'), text.replace("[10,0,2000]", "[10,0]"),
-                   text.replace("[10,0,2000]", "[10,-1,2000]"), text.replace("[1,0,1]", "[1,0,5]")):
+                   text.replace("[10,0,2000]", "[10,-1,2000]"), text.replace("[1,0,1]", "[1,0,5]"),
+                   text.replace('"max_moves":7', '"max_moves":-7'), text.replace('"epsilon":0.2', '"epsilon":"x"')):
         assert LoadSnapshot.decode(broken) is None, broken
