@@ -43,6 +43,7 @@ _FLAGS: tuple[tuple[str, str | None, str], ...] = (
     ("--renew-interval", "SECONDS", "how often a held Lease is renewed (default: the retry period)"),
     ("--load-factor", "F", "bounded-load factor, >= 1.0 (default 1.0)"),
     ("--capacity", "C", "this replica's size relative to the others, > 0 (default 1; docs/load.md)"),
+    ("--weights", "JSON", "static per-shard loads, a JSON object: '{\"0\": 5, \"3\": 20}' (docs/load.md)"),
     ("--load-half-life", "SECONDS", "half-life of the smoothing of reported shard loads (default 30)"),
     ("--rebalance-period", "SECONDS", "at most one load rebalance per this many seconds (default 60)"),
     ("--rebalance-threshold", "T", "rebalance when a replica carries over (1+T) x its fair load (default 0.15)"),
