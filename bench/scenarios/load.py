@@ -133,7 +133,7 @@ def write(out: Path, result: dict[str, Any], meta: dict[str, Any]) -> None:
     lines = [
         "# Load-aware assignment vs count-only (`bench/run.py load`)",
         "",
-        f"{result['method']}. S={result['shards']}, N={result['replicas']}, Zipf exponent "
+        f"Computed with {result['method']}. S={result['shards']}, N={result['replicas']}, Zipf exponent "
         f"{result['zipf_exponent']} (seed {result['seed']}), epsilon {result['epsilon']}, threshold "
         f"{result['threshold']}, at most {result['max_moves']} moves per period. Generated {meta['generated']} "
         f"from {meta['git']}.",
