@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shardlease.harness.journal import (
     Entry,
@@ -41,7 +41,6 @@ from shardlease.harness.journal import (
     find_overlaps,
     load_journal,
 )
-from shardlease.harness.localcluster import Replica
 from shardlease.harness.objectjournal import (
     check_placement,
     check_reconciled,
@@ -63,8 +62,23 @@ class PauseWindow:
     ended_by: str
 
 
-def pause_windows(replicas: Iterable[Replica], until: float | None = None) -> list[PauseWindow]:
-    """The SIGSTOP windows of every replica process, from the signals the cluster sent."""
+class SignalledProcess(Protocol):
+    """A replica process and the signals the harness sent it: a live
+    :class:`~shardlease.harness.localcluster.Replica`, or one read back from a work directory."""
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def signals(self) -> Sequence[tuple[float, str]]: ...
+
+
+def pause_windows(replicas: Iterable[SignalledProcess], until: float | None = None) -> list[PauseWindow]:
+    """The SIGSTOP windows of every replica process, from the signals the cluster sent (monotonic
+    time, signal name)."""
     windows: list[PauseWindow] = []
     for replica in replicas:
         stopped: float | None = None

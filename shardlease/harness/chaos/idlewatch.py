@@ -31,7 +31,7 @@ class IdleHolderWatch:
     write from a series. A new tenure (other ``leaseTransitions`` or ``acquireTime``) starts a new chain
     even under the same holder: release, re-acquire and lose can all happen between two samples, and
     the seconds before the gap say nothing about the tenure after it. Joining them is how this watch
-    once flagged a replica that never renewed without a handler for more than one write (issue 12).
+    once flagged a replica that never renewed without a handler for more than one write.
 
     A reshard is the one designed gap: a replica holds the Leases of the new generation, renewing
     them, and starts no handler until every shard Lease carries that generation (docs/resharding.md),

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from shardlease.harness.chaos.checkers import HandlerTracker, log_wall_time
+from shardlease.harness.chaos.judge import reconcile_failures
 from shardlease.harness.chaos.report import ChaosReport
 from shardlease.harness.chaos.state import RunState
 from shardlease.harness.journal import load_journal
@@ -180,10 +181,7 @@ class RecoveryWait(RunState):
         report.figures["objects_bound_s"] = round(bound, 3)
         if times:
             report.figures["objects_reconciled_after_s"] = round(max(times.values()), 3)
-        for problem in problems[:10]:
-            report.failures.append(f"RECONCILE: {problem}")
-        if len(problems) > 10:
-            report.failures.append(f"RECONCILE: ... and {len(problems) - 10} more objects")
+        report.failures.extend(reconcile_failures(problems))
         if not problems:
             report.failures.extend(self._api_agrees(at))
 

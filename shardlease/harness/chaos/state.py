@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shardlease.harness.chaos.checkers import HandlerTracker, log_wall_time
+from shardlease.harness.chaos.checkers import HandlerTracker
+from shardlease.harness.chaos.judge import Evidence
 from shardlease.harness.chaos.plan import ChaosConfig, plan_faults
 from shardlease.harness.chaos.proxy import ProxyFaults
 from shardlease.harness.localcluster import LocalCluster, Replica
@@ -139,26 +140,12 @@ class RunState:
         env = {ENV_KUBECONFIG: str(cluster.kubeconfig_of(identity))} if self.config.workload == "objects" else {}
         return cluster.add_replica(identity, env=env)
 
-    def faults_between(self, lo: float, hi: float) -> list[str]:
-        """The fault log between two monotonic times, one line each."""
-        return [f"  +{f['offset']:.3f}s {f['fault']} {f['target'] or ''} {f['params'] or ''} "
-                f"{f.get('note', '')}".rstrip() for f in self._applied if lo <= f["t"] <= hi]
+    def evidence(self) -> Evidence:
+        """The evidence builder over this run's processes and fault log so far."""
+        return Evidence(self.cluster.replicas if self.cluster is not None else [], self._applied,
+                        self._window_start, self.wall_of, self.config.lease)
 
     def log_excerpt(self, replica: Replica, shard: int, lo: float, hi: float, limit: int = 30) -> str:
-        """A replica's log lines between two monotonic times that concern ``shard`` or no shard
-        (membership, watch, signals), plus the faults applied meanwhile."""
-        wlo, whi = self.wall_of(lo), self.wall_of(hi)
-        tag = f" shard={shard} "
-        lines = [f"--- {replica.identity} pid {replica.pid} log, +{lo - self._window_start:.2f}s.."
-                 f"+{hi - self._window_start:.2f}s ({replica.log_path}) ---"]
-        picked = []
-        for line in replica.log_text().splitlines():
-            wall = log_wall_time(line)
-            if wall is not None and wlo <= wall <= whi and (tag in line or " shard=" not in line):
-                picked.append(line)
-        lines.extend(picked[-limit:] or ["(no log lines in that interval)"])
-        faults = self.faults_between(lo, hi)
-        if faults:
-            lines.append("faults applied meanwhile:")
-            lines.extend(faults)
-        return "\n".join(lines)
+        """A replica's log lines between two monotonic times that concern ``shard`` or no shard, plus
+        the faults applied meanwhile (:meth:`~shardlease.harness.chaos.judge.Evidence.log_excerpt`)."""
+        return self.evidence().log_excerpt(replica, shard, lo, hi, limit)
