@@ -57,7 +57,7 @@ from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SE
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
 SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
-#: What ``--server real`` runs when no scenario is named (issue 13, item 6).
+#: What ``--server real`` runs when no scenario is named: the lifecycle scenarios and the API cost.
 REAL_DEFAULT = (*LIFECYCLE, "api-cost")
 #: Run only when named, with their own outputs: scale (minutes long; scale.json/scale.md, see
 #: bench/scenarios/scale.py) and load (load-aware vs count-only assignment; load.json/load.md).
