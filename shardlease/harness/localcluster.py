@@ -828,7 +828,8 @@ class LocalCluster:
 
     def desired(self, members: Iterable[str] | None = None) -> dict[int, str]:
         """Who should own each shard if ``members`` (default: the running replicas) are live, under
-        the group's running count."""
+        the group's running count, by the count assignment (under a load snapshot the replicas' owners
+        are the ``desired`` column of :meth:`snapshot`'s view, which :meth:`wait_settled` follows)."""
         from shardlease.core.assignment import assign
 
         chosen = self.running_identities() if members is None else list(members)
