@@ -4,8 +4,10 @@ never overlap on a shard while moving (the journal check in :func:`conftest.fini
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,17 +20,20 @@ from .conftest import BOTH_SERVERS, SETTLE_TIMEOUT, dump, finish, record_figure
 
 LOADS = [8.0, 6.0, 4.0, 3.0, 2.0, 2.0] + [1.0] * 10   # 16 shards, 35 in all
 CAPACITIES = {"replica-0": 1.0, "replica-1": 1.0, "replica-2": 2.0}
-EPSILON = 0.1
+#: What the group settles within: a snapshot aims for 1 + epsilon (0.1), but a new one is taken only
+#: above 1 + threshold (0.15, the default), and smoothed loads may be caught half-way when one is taken:
+#: between the two the group stays put by design (docs/load.md, "Why it cannot flip-flop").
+SETTLED = 0.15
 HERE = Path(__file__).resolve().parent
 
 
-def within_bound(snap: Snapshot) -> bool:
+def within_bound(snap: Snapshot, loads: list[float] = LOADS) -> bool:
     holders = snap.holders()
-    if not all(holders.get(i) in CAPACITIES for i in range(len(LOADS))):
+    if not all(holders.get(i) in CAPACITIES for i in range(len(loads))):
         return False
-    owners = [holders[i] for i in range(len(LOADS))]
-    limits = bounds(CAPACITIES, owners, LOADS, EPSILON)
-    carried = member_loads(owners, LOADS, CAPACITIES)
+    owners = [holders[i] for i in range(len(loads))]
+    limits = bounds(CAPACITIES, owners, loads, SETTLED)
+    carried = member_loads(owners, loads, CAPACITIES)
     return all(carried[m] <= limits.limit[m] + 1e-9 for m in CAPACITIES)
 
 
@@ -41,7 +46,8 @@ def group_snapshot(cluster: LocalCluster) -> LoadSnapshot | None:
 
 @pytest.mark.slow
 @BOTH_SERVERS
-def test_replicas_of_different_capacity_converge_to_the_load_bound_without_overlap(make_cluster, request) -> None:
+def test_replicas_of_different_capacity_converge_to_the_load_bound_without_overlap(
+        make_cluster: Callable[..., LocalCluster], request: pytest.FixtureRequest) -> None:
     cluster: LocalCluster = make_cluster(
         0, shards=len(LOADS), cwd=str(HERE), handler="load_handler:handle",
         env={"LOAD_TABLE": ",".join(f"{v:g}" for v in LOADS)},
@@ -51,7 +57,7 @@ def test_replicas_of_different_capacity_converge_to_the_load_bound_without_overl
         cluster.add_replica(identity, extra_args=["--capacity", f"{capacity:g}"])
     cluster.wait_working(timeout=SETTLE_TIMEOUT)
     snap = cluster.wait_for(lambda s: within_bound(s) and s.all_held(), timeout=60.0,
-                            what="every replica within 1.1 x its capacity's share of the load")
+                            what="every replica within 1.15 x its capacity's share of the load")
     record_figure(request, "start to load-balanced (3 replicas, capacities 1/1/2, 16 shards)", snap.taken - started)
     published = group_snapshot(cluster)
     assert published is not None and published.count == len(LOADS), dump(cluster.leases())
@@ -69,4 +75,33 @@ def test_replicas_of_different_capacity_converge_to_the_load_bound_without_overl
     assert after.holders() == before, dump({"before": before, "after": after.holders()})
     latest = group_snapshot(cluster)
     assert latest is not None and latest.seq == seq, json.dumps([seq, latest and latest.seq])
+    finish(cluster)
+
+
+@pytest.mark.slow
+def test_a_load_shift_moves_shards_again_with_no_overlap_and_rising_fences(
+        make_cluster: Callable[..., LocalCluster], tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The handlers' loads change while the group runs (the hottest shard cools, a cold one heats): the
+    oldest member takes a new snapshot, the group moves back within the bound, and through every load
+    move the journal shows no overlapping work and rising fencing tokens."""
+    load_file = tmp_path / "loads"
+    load_file.write_text(",".join(f"{v:g}" for v in LOADS))
+    cluster: LocalCluster = make_cluster(
+        0, shards=len(LOADS), cwd=str(HERE), handler="load_handler:handle", env={"LOAD_FILE": str(load_file)},
+        extra_args=["--rebalance-period", "1", "--rebalance-max-moves", "4", "--load-half-life", "0.5"])
+    for identity, capacity in CAPACITIES.items():
+        cluster.add_replica(identity, extra_args=["--capacity", f"{capacity:g}"])
+    cluster.wait_for(lambda s: within_bound(s) and s.all_held(), timeout=60.0, what="within the load bound")
+    # Every shard replica-0 holds now becomes four times as hot: it is then far over its share.
+    settled = cluster.snapshot()
+    shifted = [v * 4 if settled.holders()[i] == "replica-0" else v for i, v in enumerate(LOADS)]
+    assert not within_bound(settled, shifted)
+    seq_before = (group_snapshot(cluster) or LoadSnapshot(1, 1, 0, _dt.datetime.now(_dt.timezone.utc), (0,), ("",))).seq
+    started = time.monotonic()
+    load_file.write_text(",".join(f"{v:g}" for v in shifted))
+    snap = cluster.wait_for(lambda s: within_bound(s, shifted) and s.all_held(), timeout=60.0,
+                            what="every replica within the bound of the shifted loads")
+    record_figure(request, "load shift to back within the bound (1 s period)", snap.taken - started)
+    latest = group_snapshot(cluster)
+    assert latest is not None and latest.seq > seq_before
     finish(cluster)
