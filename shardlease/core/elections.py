@@ -435,7 +435,10 @@ class ShardElections:
         due = budget.due(st.renew_started)
         if now < due:
             return due
+        forced = budget.forced
         at = budget.reserve(now, st.renew_started)
+        if budget.forced != forced:
+            self._metrics.write_budget_forced.inc()
         if at > now:
             st.paced_at = at
         return at

@@ -89,6 +89,8 @@ class WriteBudget:
         self._slot = 1.0 / rate
         #: The earliest time the next write fits the budget.
         self._next_free = -math.inf
+        #: Renewals sent at the bound without a slot (over the budget for a moment).
+        self.forced = 0
         self.plan = self.plan_for(0)
 
     def plan_for(self, held: int) -> BudgetPlan:
@@ -126,6 +128,7 @@ class WriteBudget:
         latest = renew_started + self.longest
         slot = max(now, self._next_free)
         if slot > latest:
+            self.forced += 1
             return max(now, latest)
         self._next_free = slot + self._slot
         return slot

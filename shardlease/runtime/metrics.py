@@ -83,6 +83,9 @@ class ManagerMetrics:
             "shardlease_write_budget_exceeded", "1 while the held Leases need more writes per second than "
             "max_write_rate even at the longest safe renew interval (renew_deadline - retry_period)",
             labels, registry=r).labels(*self._lv)
+        self.write_budget_forced = Counter(
+            "shardlease_write_budget_forced", "Renewals sent at the bound (renew_deadline - retry_period after the "
+            "last one) without waiting for a slot of the write budget", labels, registry=r).labels(*self._lv)
         self.oldest_renewal = Gauge("shardlease_oldest_renewal_age_seconds",
                                     "Seconds since the start of the oldest last-successful renewal among held shards",
                                     labels, registry=r).labels(*self._lv)
