@@ -426,15 +426,12 @@ class ShardElections:
             return
 
     def _paced(self, st: ShardState, now: float) -> float:
-        """With a write budget, when a renewal ``decide`` finds due may go (``<= now``: at once): at the
-        budget's interval after the last one, then in the slot it reserves (``core/writebudget.py``)."""
+        """With a write budget, when a renewal ``decide`` finds due may go (``<= now``: at once): in the
+        slot it reserves, never past the bound (``core/writebudget.py``)."""
         budget = self.budget
         assert budget is not None and st.renew_started is not None
         if st.paced_at is not None:
             return st.paced_at
-        due = budget.due(st.renew_started)
-        if now < due:
-            return due
         forced = budget.forced
         at = budget.reserve(now, st.renew_started)
         if budget.forced != forced:

@@ -16,8 +16,9 @@ rules, all pure (time comes in as ``now``):
   bound (over the budget for a moment, but safe). That leaves at least one retry period before the renew
   deadline for a failed renewal to be retried (the room ``renew_interval + retry_period <=
   renew_deadline`` leaves without a budget), so spacing never costs a shard that a plain renewal keeps.
-* **Cannot be met.** When even renewing every ``B`` needs more than ``W`` (``H / B + 1/RI > W``), every
-  held shard is renewed every ``B``, the fewest writes that are safe, and the replica reports it (log,
+* **Cannot be met.** When even renewing every ``B`` needs more than ``W`` (``H / B + 1/RI > W``), the
+  slots come at the rate that renews every held shard about every ``B`` (3% faster, so that turns stay
+  inside the bound), close to the fewest writes that are safe, and the replica reports it (log,
   metrics, status): :attr:`BudgetPlan.exceeded`.
 
 Without a budget none of this runs: :class:`~shardlease.core.elections.ShardElections` holds no
@@ -33,6 +34,10 @@ __all__ = ["BudgetPlan", "WriteBudget", "longest_renew_gap"]
 
 # A plan within this fraction of the budget counts as meeting it (float rounding of H / interval).
 _TOLERANCE = 1e-9
+#: When the budget cannot be met, slots come this much faster than the fewest safe writes need, so the
+#: turns come round a little inside the bound instead of exactly at it (where any delay would push
+#: renewals past it, all together).
+_EXCEEDED_HEADROOM = 1.03
 
 
 def longest_renew_gap(renew_every: float, renew_deadline: float, retry_period: float) -> float:
@@ -71,7 +76,7 @@ class BudgetPlan:
         """The numbers and the fix, for the log line that reports an exceeded budget."""
         return (f"{self.held} shard Leases + the member Lease need {self.planned:.3g} writes/s even when each shard "
                 f"is renewed only every {self.longest:g}s (the longest safe interval, renew_deadline - "
-                f"retry_period), over max_write_rate {self.rate:g}; renewing every {self.longest:g}s anyway. "
+                f"retry_period), over max_write_rate {self.rate:g}; renewing each about every {self.longest:g}s anyway. "
                 f"Fix: raise --max-write-rate / SHARDLEASE_MAX_WRITE_RATE to at least {math.ceil(self.planned * 100) / 100:g}, "
                 f"run more replicas (fewer shards each), or raise --renew-deadline and --lease-duration")
 
@@ -111,13 +116,9 @@ class WriteBudget:
             return None
         before = self.plan.exceeded
         self.plan = self.plan_for(held)
+        pace = self.plan.planned * _EXCEEDED_HEADROOM if self.plan.exceeded else self.rate
+        self._slot = 1.0 / pace
         return self.plan if self.plan.exceeded != before else None
-
-    def due(self, renew_started: float) -> float:
-        """The earliest a held shard whose last renewal started at ``renew_started`` may reserve a slot
-        (the renew interval has passed already when this is asked): at once while the budget can be
-        met, else only at the bound, the fewest writes that are safe."""
-        return renew_started + self.longest if self.plan.exceeded else -math.inf
 
     def reserve(self, now: float, renew_started: float) -> float:
         """The time a renewal due now may be sent: the next free slot, but never past the bound.
