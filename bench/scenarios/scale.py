@@ -92,7 +92,7 @@ class Plan:
     window: float
     max_load_wait: float
     #: Title of the report and stem of its files (``scale`` -> scale.json, scale.md).
-    title: str = "Scale: cost as shards and replicas grow (issue 9)"
+    title: str = "Scale: cost as shards and replicas grow"
     stem: str = "scale"
 
 

@@ -145,7 +145,7 @@ class ShardElections:
     def __init__(self, *, group: str, identity: str, incarnation: str, timing: Timing, cache: LeaseCache,
                  clock: Clock, writer: Writer, log: logging.LoggerAdapter[Any] | logging.Logger, metrics: Any,
                  jitter: Callable[[float, float], float], on_held_change: Callable[[], None],
-                 on_create: Callable[[], None]) -> None:
+                 on_create: Callable[[], None], load_of: Callable[[int], float | None] | None = None) -> None:
         self._group = group
         self.identity = identity
         self.incarnation = incarnation
@@ -158,6 +158,7 @@ class ShardElections:
         self._jitter = jitter
         self._on_held_change = on_held_change
         self._on_create = on_create
+        self._load_of = load_of
         self.ctx = Standing()
         self.states: list[ShardState] = []
         self.index_of: dict[str, int] = {}
@@ -461,7 +462,8 @@ class ShardElections:
         assert record is not None and st.renew_started is not None
         st.paced_at = None
         lost_epoch = st.epoch_text is not None and record.annotations.get(ANNOTATION_EPOCH) != st.epoch_text
-        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None)
+        load = self._load_of(st.index) if self._load_of is not None else None
+        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None, load)
         st.in_flight = True
         self._submit(Write(WriteKind.RENEW, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
                            deadline=st.renew_started + self._timing.renew_deadline))
