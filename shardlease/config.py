@@ -219,6 +219,19 @@ class ShardConfig(BaseSettings):
             "the renew deadline: renew_interval + retry_period <= renew_deadline."
         ),
     )
+    max_write_rate: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Lease writes per second this replica may make (shard renewals + its member Lease). Renewals "
+            "of held shards are spaced out to stay under it, but never later than renew_deadline - "
+            "retry_period after the last successful renewal; when that is not enough for the shards held, "
+            "the replica says so in its log, metrics (shardlease_write_budget_exceeded) and `shardlease "
+            "status`. Must leave room for the member Lease (more than 1 / renew_interval). Default: no "
+            "budget, every held Lease renewed every renew interval."
+        ),
+    )
     load_factor: float = Field(
         default=1.0,
         ge=1.0,
@@ -431,6 +444,14 @@ class ShardConfig(BaseSettings):
                 f"set --renew-interval / SHARDLEASE_RENEW_INTERVAL to at most {longest:g}, or raise "
                 f"--renew-deadline (and --lease-duration above it)"
             )
+        member_rate = 1.0 / self.effective_renew_interval
+        if self.max_write_rate is not None and self.max_write_rate <= member_rate:
+            raise ValueError(
+                f"max_write_rate: must leave room for shard renewals beyond the member Lease's own "
+                f"{member_rate:g} writes/s (1 / renew_interval {self.effective_renew_interval:g}s), got "
+                f"max_write_rate={self.max_write_rate:g}; set --max-write-rate / SHARDLEASE_MAX_WRITE_RATE "
+                f"above {member_rate:g}, or leave it unset"
+            )
         if self.rebalance_threshold < self.rebalance_epsilon:
             raise ValueError(
                 f"rebalance_threshold: must be at least rebalance_epsilon, got rebalance_threshold="
@@ -498,6 +519,7 @@ _FIX_HINTS: dict[str, str] = {
     "renew_deadline": "a positive number of seconds",
     "retry_period": "a positive number of seconds",
     "renew_interval": "a positive number of seconds, or leave it unset",
+    "max_write_rate": "a positive number of writes per second, or leave it unset",
     "load_factor": "a number >= 1.0",
     "handoff_grace": "a number of seconds >= 0, or leave it unset",
     "capacity": "a number > 0, e.g. 2 for a replica twice the size of the others",

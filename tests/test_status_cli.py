@@ -403,6 +403,17 @@ def test_an_old_count_mismatch_report_is_not_a_problem() -> None:
                              "shardlease_handler_errors_total)",)
 
 
+def test_a_member_over_its_write_budget_is_a_problem_naming_the_numbers_and_the_fix() -> None:
+    objects = healthy_objects(["a", "b"])
+    objects[0]["metadata"]["annotations"]["shardlease.io/problems"] = "write-budget=47.8/20"
+    view = view_of(objects)
+    (problem,) = view.problems
+    assert problem.startswith("member a: its Leases need 47.8 writes/s even at the longest safe renew interval, "
+                              "over its --max-write-rate 20")
+    assert "raise --max-write-rate" in problem
+    assert view.summary().startswith("ATTENTION")
+
+
 def test_load_columns_the_snapshot_and_a_shard_too_hot_to_help() -> None:
     """With loads reported, status shows capacity, load and share per member, load per shard, the
     snapshot the replicas assign from, and names a shard hotter than any replica's share."""

@@ -41,6 +41,8 @@ _FLAGS: tuple[tuple[str, str | None, str], ...] = (
     ("--renew-deadline", "SECONDS", "stop a handler after failing to renew for this long (default 10)"),
     ("--retry-period", "SECONDS", "retry period after failures, and the renew interval unless set (default 2)"),
     ("--renew-interval", "SECONDS", "how often a held Lease is renewed (default: the retry period)"),
+    ("--max-write-rate", "W", "space renewals so this replica writes at most W Leases per second, never later "
+                              "than renew deadline - retry period after the last renewal (default: no limit)"),
     ("--load-factor", "F", "bounded-load factor, >= 1.0 (default 1.0)"),
     ("--capacity", "C", "this replica's size relative to the others, > 0 (default 1; docs/load.md)"),
     ("--weights", "JSON", "static per-shard loads, a JSON object: '{\"0\": 5, \"3\": 20}' (docs/load.md)"),

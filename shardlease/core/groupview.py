@@ -414,6 +414,11 @@ def _member_problems(members: Mapping[str, LeaseRecord], live: Iterable[LeaseRec
             elif key == "stuck":
                 found.append(f"member {identity}: handlers of shards {value} did not return within the drain "
                              f"timeout; their Leases stay held")
+            elif key == "write-budget":
+                needed, _, rate = value.partition("/")
+                found.append(f"member {identity}: its Leases need {needed} writes/s even at the longest safe renew "
+                             f"interval, over its --max-write-rate {rate}; raise --max-write-rate, run more "
+                             f"replicas, or raise --renew-deadline and --lease-duration")
             elif key == "count-mismatch":
                 # Written by versions from before resharding. Every member now follows the group's
                 # count, so a configured count of its own is not a problem (the members table shows it).

@@ -259,7 +259,18 @@ class Reactor:
                 "shards": self.shards, "generation": self.generation,
                 "switching": self.generation > 0 and not self._follower.may_start, "stuck_shards": stuck,
                 "crashing_shards": crashing, "shards_held": sorted(self.owned()),
-                "shards_watched": None if watching is None else len(watching)}
+                "shards_watched": None if watching is None else len(watching),
+                "write_budget": self._budget_health()}
+
+    def _budget_health(self) -> dict[str, Any] | None:
+        """The write budget's plan for ``/health`` (``None`` without ``max_write_rate``)."""
+        budget = self._elections.budget
+        if budget is None:
+            return None
+        plan = budget.plan
+        return {"max_write_rate": plan.rate, "writes_asked": round(plan.asked, 3),
+                "writes_planned": round(plan.planned, 3), "renew_interval": round(plan.interval, 3),
+                "longest_renew_gap": plan.longest, "exceeded": plan.exceeded}
 
     def check_invariants(self) -> None:
         """Raise ``AssertionError`` if the state contradicts itself (tests call this after every step)."""
@@ -309,6 +320,13 @@ class Reactor:
         """One pass over whatever may have changed; returns the commands to carry out, in order."""
         self._step(now)
         out, self._out = self._out, []
+        budget = self._elections.budget
+        if budget is not None:
+            # Renewals took their slots when they were paced; every other write takes one as it goes.
+            for command in out:
+                if isinstance(command, Write) and command.kind is not WriteKind.RENEW \
+                        and command.kind.store_call != "get":
+                    budget.spend(now)
         return out
 
     def _step(self, now: float) -> None:
@@ -449,7 +467,10 @@ class Reactor:
 
     def _problems(self, now: float) -> str:
         """This replica's health summary for its member Lease (``records.ANNOTATION_PROBLEMS``)."""
-        return format_problems(crashing=self.crashing_shards(now), stuck=self.stuck_shards())
+        budget = self._elections.budget
+        over = budget.plan if budget is not None and budget.plan.exceeded else None
+        return format_problems(crashing=self.crashing_shards(now), stuck=self.stuck_shards(),
+                               write_budget=None if over is None else (over.planned, over.rate))
 
     # ------------------------------------------------------------------ watch plan
 

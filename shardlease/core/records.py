@@ -166,13 +166,18 @@ def _int_or_none(value: Any) -> int | None:
     return value
 
 
-def format_problems(*, crashing: Iterable[int] = (), stuck: Iterable[int] = ()) -> str:
-    """The ``shardlease.io/problems`` value: ``crashing=3,5;stuck=2``, ``""`` when all is well. (Versions
-    before resharding also wrote ``count-mismatch=8/16``; :func:`parse_problems` still reads it.)"""
+def format_problems(*, crashing: Iterable[int] = (), stuck: Iterable[int] = (),
+                    write_budget: tuple[float, float] | None = None) -> str:
+    """The ``shardlease.io/problems`` value: ``crashing=3,5;stuck=2;write-budget=12.5/10``, ``""`` when all
+    is well. ``write_budget`` is (writes/s needed at the longest safe renew interval, ``max_write_rate``)
+    while the budget cannot be met. (Versions before resharding also wrote ``count-mismatch=8/16``;
+    :func:`parse_problems` still reads it.)"""
     parts = []
     for key, shards in (("crashing", sorted(crashing)), ("stuck", sorted(stuck))):
         if shards:
             parts.append(f"{key}=" + ",".join(map(str, shards)))
+    if write_budget is not None:
+        parts.append(f"write-budget={write_budget[0]:.3g}/{write_budget[1]:g}")
     return ";".join(parts)
 
 

@@ -80,6 +80,23 @@ class ManagerMetrics:
             "user is not accepted", labels, registry=r).labels(*self._lv)
         self._api_errors = Counter("shardlease_api_errors", "Failed API requests by kind",
                                    labels + ("kind",), registry=r)
+        # The write budget (max_write_rate, core/writebudget.py); unset without one.
+        self.write_budget = Gauge("shardlease_write_budget", "max_write_rate: Lease writes per second this replica "
+                                  "may make", labels, registry=r).labels(*self._lv)
+        self.writes_asked = Gauge("shardlease_writes_asked", "Lease writes per second the held Leases (shards + "
+                                  "member) would make at the plain renew interval", labels, registry=r).labels(*self._lv)
+        self.writes_planned = Gauge("shardlease_writes_planned", "Lease writes per second the held Leases make with "
+                                    "renewals spaced for the write budget", labels, registry=r).labels(*self._lv)
+        self.budget_renew_interval = Gauge("shardlease_write_budget_renew_interval_seconds",
+                                           "Seconds between renewals of one held shard Lease under the write budget",
+                                           labels, registry=r).labels(*self._lv)
+        self.write_budget_exceeded = Gauge(
+            "shardlease_write_budget_exceeded", "1 while the held Leases need more writes per second than "
+            "max_write_rate even at the longest safe renew interval (renew_deadline - retry_period)",
+            labels, registry=r).labels(*self._lv)
+        self.write_budget_forced = Counter(
+            "shardlease_write_budget_forced", "Renewals sent at the bound (renew_deadline - retry_period after the "
+            "last one) without waiting for a slot of the write budget", labels, registry=r).labels(*self._lv)
         self.oldest_renewal = Gauge("shardlease_oldest_renewal_age_seconds",
                                     "Seconds since the start of the oldest last-successful renewal among held shards",
                                     labels, registry=r).labels(*self._lv)

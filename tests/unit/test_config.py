@@ -136,6 +136,9 @@ def test_shards_message_matches_the_documented_form() -> None:
         ("retry_period", "soon"),
         ("renew_interval", 0),
         ("renew_interval", 9),
+        ("max_write_rate", 0),
+        ("max_write_rate", "fast"),
+        ("max_write_rate", 0.4),
         ("load_factor", 0.9),
         ("handoff_grace", -0.5),
         ("drain_timeout", 0),
@@ -172,6 +175,18 @@ def test_renew_interval_defaults_to_the_retry_period_and_must_leave_room_for_a_r
     message = errors_of(group="g", shards=4, renew_interval=8.5)
     assert message.startswith("renew_interval: must leave time for one retry before the renew deadline")
     assert "--renew-interval" in message and "SHARDLEASE_RENEW_INTERVAL" in message and "at most 8" in message
+
+
+def test_max_write_rate_must_leave_room_beyond_the_member_lease_and_is_read_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ShardConfig(group="g", shards=4).max_write_rate is None
+    message = errors_of(group="g", shards=4, max_write_rate=0.5)   # the member Lease alone writes 0.5/s
+    assert message.startswith("max_write_rate: must leave room for shard renewals beyond the member Lease's own "
+                              "0.5 writes/s")
+    assert "--max-write-rate" in message and "SHARDLEASE_MAX_WRITE_RATE" in message and "above 0.5" in message
+    assert ShardConfig(group="g", shards=4, renew_interval=8, max_write_rate=0.2).max_write_rate == 0.2
+    monkeypatch.setenv("SHARDLEASE_MAX_WRITE_RATE", "12.5")
+    assert ShardConfig(group="g", shards=4).max_write_rate == 12.5
 
 
 def test_missing_required_fields_are_named() -> None:
