@@ -44,7 +44,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from shardlease.core.assignment import inheritable
 from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
@@ -460,8 +459,8 @@ class Reactor:
             if eligible and self.shards else {}
         self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
         if self._targeted:
-            self._watch.inheritable = inheritable(self.group, self.shards, eligible, self.identity,
-                                                  self.load_factor) if eligible and self.shards else frozenset()
+            self._watch.inheritable = self._planner.inheritable(self.group, self.shards, capacities, self.identity,
+                                                                self.load_factor) if eligible and self.shards else frozenset()
             self._watch.mark()
         self.metrics.shards_desired.set(len(self._desired_set))
 
