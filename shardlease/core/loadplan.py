@@ -8,7 +8,9 @@ replica ever assigns from live loads. Instead:
   capacity (:mod:`shardlease.core.records`), with the renewals it sends anyway;
 * the oldest member (the steward) looks at those loads at most every quarter period. When the busiest
   replica carries more than ``(1 + threshold)`` x its fair share, the last snapshot is at least a
-  ``period`` old, no reshard switch is under way, and a rebalance would move something, it writes a
+  ``period`` old, no reshard switch is under way, no member left within a lease duration (the
+  reactor's ``may_rebalance``: the dead member's shards are failing over to heirs that watched them in
+  advance), and a rebalance would move something, it writes a
   new :class:`~shardlease.core.loadbalance.LoadSnapshot` on the group Lease: the quantised loads and the
   owners in force (one conditional write; none at all while the group is balanced);
 * every replica, the steward included, assigns from the snapshot of the generation it runs:
