@@ -1,0 +1,75 @@
+"""The admission policies that fence a group's writes: what `shardlease fencing install` would create.
+
+The rules themselves are proven on kube-apiserver (tests/controlplane/test_fencing_real.py); here, the
+shape a GitOps user reviews and the inputs refused with a message naming the flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardlease.core import fencing
+from shardlease.errors import InvalidArgument
+
+
+def test_one_policy_a_guard_and_one_binding_per_shard_naming_its_lease() -> None:
+    t = fencing.target("cm", "team-a", "apps/v1/deployments", objects_namespace="prod")
+    out = fencing.manifests(t, 3)
+    kinds = [m["kind"] for m in out]
+    assert kinds == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 4
+    policy = out[0]
+    assert policy["spec"]["paramKind"] == {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}
+    rule = policy["spec"]["matchConstraints"]["resourceRules"][0]
+    assert (rule["apiGroups"], rule["apiVersions"], rule["resources"]) == (["apps"], ["v1"], ["deployments"])
+    assert rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
+    per_shard = out[3:]
+    for shard, binding in enumerate(per_shard):
+        spec = binding["spec"]
+        assert spec["policyName"] == policy["metadata"]["name"]
+        assert spec["paramRef"] == {"name": f"cm-shard-{shard}", "namespace": "team-a", "parameterNotFoundAction": "Deny"}
+        assert spec["matchResources"]["objectSelector"] == {"matchLabels": {
+            fencing.LABEL_FENCED_GROUP: "cm", fencing.LABEL_FENCED_SHARD: str(shard)}}
+        assert spec["matchResources"]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "prod"}}
+    names = {m["metadata"]["name"] for m in out}
+    assert len(names) == 5  # the guard policy and its binding share a name; kinds differ
+    for m in out:
+        assert m["metadata"]["labels"][fencing.LABEL_FENCING_GROUP] == "cm"
+    assert "'0', '1', '2'" in out[1]["spec"]["validations"][0]["expression"]
+
+
+def test_core_group_resource_and_all_namespaces() -> None:
+    t = fencing.target("cm", "default", "v1/configmaps")
+    binding = fencing.manifests(t, 1)[-1]
+    assert "namespaceSelector" not in binding["spec"]["matchResources"]
+    assert fencing.manifests(t, 1)[0]["spec"]["matchConstraints"]["resourceRules"][0]["apiGroups"] == [""]
+
+
+@pytest.mark.parametrize(("resource", "words"), [
+    ("configmaps", "[GROUP/]VERSION/RESOURCE"),
+    ("v1/ConfigMaps", "lower-case plural"),
+    ("1/configmaps", "like v1"),
+    ("Apps/v1/deployments", "DNS name"),
+    ("a/b/c/d", "[GROUP/]VERSION/RESOURCE"),
+])
+def test_bad_resource_names_the_flag_and_the_form(resource: str, words: str) -> None:
+    with pytest.raises(InvalidArgument, match="--resource") as info:
+        fencing.target("cm", "default", resource)
+    assert words in str(info.value)
+
+
+def test_bad_group_namespace_and_count_name_their_flag() -> None:
+    with pytest.raises(InvalidArgument, match="--group"):
+        fencing.target("Bad_Group", "default", "v1/configmaps")
+    with pytest.raises(InvalidArgument, match="--namespace"):
+        fencing.target("cm", "Default", "v1/configmaps")
+    with pytest.raises(InvalidArgument, match="--objects-namespace"):
+        fencing.target("cm", "default", "v1/configmaps", objects_namespace="a b")
+    with pytest.raises(InvalidArgument, match="--shards"):
+        fencing.manifests(fencing.target("cm", "default", "v1/configmaps"), 0)
+    with pytest.raises(InvalidArgument, match="own shard Leases"):
+        fencing.target("cm", "default", "coordination.k8s.io/v1/leases")
+
+
+def test_fence_round_trip() -> None:
+    assert fencing.parse_fence(fencing.format_fence("cm", 5, 2, 1 << 40)) == ("cm", 5, 2, 1 << 40)
+    assert fencing.parse_fence("cm/5/2") is None
+    assert fencing.parse_fence("cm/x/2/3") is None
