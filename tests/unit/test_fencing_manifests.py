@@ -73,3 +73,23 @@ def test_fence_round_trip() -> None:
     assert fencing.parse_fence(fencing.format_fence("cm", 5, 2, 1 << 40)) == ("cm", 5, 2, 1 << 40)
     assert fencing.parse_fence("cm/5/2") is None
     assert fencing.parse_fence("cm/x/2/3") is None
+
+
+def test_shard_stamp_sets_the_fence_and_labels_on_dicts_and_models() -> None:
+    from kubernetes.client import V1ConfigMap, V1ObjectMeta
+
+    from shardlease import Shard
+
+    shard = Shard(5, 16, (1_700_000_000_000 << 20) + 3, group="cm", generation=2)
+    body: dict[str, object] = {"data": {"k": "v"}}
+    assert shard.stamp(body) is body
+    assert body["metadata"] == {
+        "labels": {fencing.LABEL_FENCED_GROUP: "cm", fencing.LABEL_FENCED_SHARD: "5"},
+        "annotations": {fencing.ANNOTATION_FENCE: f"cm/5/2/{(1_700_000_000_000 << 20) + 3}"}}
+    model = V1ConfigMap(metadata=V1ObjectMeta(name="x", labels={"app": "a"}, annotations={"keep": "1"}))
+    shard.stamp(model)
+    assert model.metadata.labels == {"app": "a", fencing.LABEL_FENCED_GROUP: "cm", fencing.LABEL_FENCED_SHARD: "5"}
+    assert model.metadata.annotations == {"keep": "1", fencing.ANNOTATION_FENCE: shard.fence_annotation}
+    assert fencing.parse_fence(shard.fence_annotation) == ("cm", 5, 2, (1_700_000_000_000 << 20) + 3)
+    with pytest.raises(InvalidArgument, match="shard.stamp"):
+        shard.stamp(object())
