@@ -15,7 +15,10 @@ directory (default ``bench/results``). A full run also rewrites ``docs/benchmark
 Scenarios: balance, cold-start, handoff, failover, scale-up (these four run together on one group
 per implementation and profile, see ``bench/scenarios/lifecycle.py``), api-cost, replica-cost, and,
 only when named, scale (``bench/scenarios/scale.py``: 1 to 8 replicas, up to 8,192 shards; ~10 min;
-writes ``scale.json``/``scale.md`` as well).
+writes ``scale.json``/``scale.md`` as well), and fencing (``bench/scenarios/fencing.py``: the cost of
+the admission policies of ``shardlease fencing`` at 64, 256 and 1,024 shards and the window after a
+takeover, always on a real kube-apiserver, ``--kube-assets`` or ``$KUBEBUILDER_ASSETS``; ~5 min; writes
+``fencing.json``/``fencing.md``).
 Running a subset merges its results into an existing ``suite.json`` in the output directory, so a
 scenario that could not run in one go can be completed later.
 
@@ -52,7 +55,7 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.scenarios import cost, lifecycle, report, scale  # noqa: E402
+from bench.scenarios import cost, fencing, lifecycle, report, scale  # noqa: E402
 from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SERVER_KINDS, Server  # noqa: E402
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
@@ -60,7 +63,7 @@ SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
 #: What ``--server real`` runs when no scenario is named (issue 13, item 6).
 REAL_DEFAULT = (*LIFECYCLE, "api-cost")
 #: Run only when named (minutes long; own scale.json/scale.md, see bench/scenarios/scale.py).
-ON_REQUEST = ("scale",)
+ON_REQUEST = ("scale", "fencing")
 #: Result file stem per server: ``suite.json`` stays the dev-server's.
 SUITE_STEM = {"dev": "suite", "real": "suite_real"}
 RESULTS_DIR = BENCH_DIR / "results"
@@ -235,6 +238,28 @@ def _interrupt_on_sigterm() -> None:
         pass
 
 
+def run_fencing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The fencing scenario: always on its own real control plane; writes fencing.json and fencing.md."""
+    server = resolve_server("real", args.kube_assets, parser)
+    assert server.assets is not None
+    out: Path = args.out or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    load_start = round(os.getloadavg()[0], 2)
+    work = Path(tempfile.mkdtemp(prefix="shardlease-bench-fencing-"))
+    started = time.monotonic()
+    results = fencing.run(args.quick, server.assets, work, _log)
+    meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
+            "git": _git_revision(), "quick": args.quick, "elapsed_s": round(time.monotonic() - started, 1),
+            "cpus": os.cpu_count(), "machine": _machine(),
+            "load_avg": {"start": load_start, "end": round(os.getloadavg()[0], 2)}}
+    (out / "fencing.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    (out / "fencing.md").write_text(fencing.markdown(results, meta))
+    shutil.rmtree(work, ignore_errors=True)
+    _log(f"fencing: wrote {out / 'fencing.json'} and {out / 'fencing.md'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -272,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(wanted) - set(SCENARIOS) - set(ON_REQUEST))
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {SCENARIOS + ON_REQUEST}")
+    if "fencing" in wanted:
+        wanted.remove("fencing")
+        code = run_fencing(args, parser)
+        if code or not wanted:
+            return code
     sizes = QUICK if args.quick else FULL
     profiles = tuple(p.strip() for p in args.profiles.split(",")) if args.profiles else sizes.profiles
     impls = tuple(i.strip() for i in args.impls.split(","))

@@ -15,6 +15,9 @@ and ``shardlease.io/fenced-shard``. What gets installed for one group and one re
   that shard's Lease as the parameter. Measured on kube-apiserver 1.36.3, this keeps one rule evaluation
   per write whatever the shard count, where one binding selecting every shard Lease evaluates the rule
   once per Lease (docs/fencing.md has the figures). A missing Lease denies (``Deny``): fail closed.
+* the anchor (:func:`anchor_manifests`), shared by every installation and never uninstalled: it works
+  around a kube-apiserver bug that would otherwise disable every Lease-parameter policy of the cluster
+  after the last one is removed;
 * a guard policy without parameters, ``<name>-unbound``, with its one binding: it refuses a fenced write
   stamped with a shard that has no binding (the group grew past the count installed), naming the
   command that fixes it, rather than letting that write through unchecked.
@@ -49,7 +52,9 @@ __all__ = [
     "LABEL_FENCING_RESOURCE",
     "LABEL_FENCING_SHARD",
     "ADMISSION_API_VERSION",
+    "ANCHOR_NAME",
     "FencingTarget",
+    "anchor_manifests",
     "binding_name",
     "format_fence",
     "manifests",
@@ -243,6 +248,38 @@ def _constraints(t: FencingTarget) -> dict[str, Any]:
                                "operations": ["CREATE", "UPDATE", "DELETE"]}]}
 
 
+#: The cluster-wide policy and binding that keep kube-apiserver's Lease parameter informer alive.
+ANCHOR_NAME = "shardlease-fence-anchor"
+LABEL_ANCHOR = "fencing.shardlease.io/anchor"
+
+
+def anchor_manifests() -> list[dict[str, Any]]:
+    """A policy with ``paramKind: Lease`` and a binding that matches no object, never uninstalled.
+
+    Why: kube-apiserver (1.30 through at least 1.36.3, kubernetes/kubernetes#130887, #133827) stops its
+    informer for a built-in ``paramKind`` as soon as no binding uses that kind for one policy refresh
+    (about a second), and a policy created afterwards reuses the stopped informer for the life of the
+    process: every fenced write is then refused with "no params found", or, worse, checked against the
+    Lease as it was when the informer stopped. Uninstalling the last fenced resource of a cluster would
+    do exactly that, so this binding stays and the informer with it. It costs one label-selector match
+    per request of the one resource it names."""
+    labels = {LABEL_ANCHOR: "true"}
+    return [
+        {"apiVersion": ADMISSION_API_VERSION, "kind": "ValidatingAdmissionPolicy",
+         "metadata": _meta(ANCHOR_NAME, labels),
+         "spec": {"failurePolicy": "Ignore",
+                  "paramKind": {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"},
+                  "matchConstraints": {"resourceRules": [{"apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
+                                                          "resources": ["leases"], "operations": ["DELETE"]}]},
+                  "validations": [{"expression": "true"}]}},
+        {"apiVersion": ADMISSION_API_VERSION, "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": _meta(ANCHOR_NAME, labels),
+         "spec": {"policyName": ANCHOR_NAME, "validationActions": ["Deny"],
+                  "paramRef": {"name": ANCHOR_NAME, "namespace": "default", "parameterNotFoundAction": "Allow"},
+                  "matchResources": {"objectSelector": {"matchLabels": {LABEL_ANCHOR: "never-set"}}}}},
+    ]
+
+
 def manifests(t: FencingTarget, shards: int) -> list[dict[str, Any]]:
     """Every object fencing ``t`` for shards ``0..shards-1``, policies first (a binding naming a policy
     that does not exist yet is accepted, but applying policies first reads better in a GitOps diff)."""
@@ -283,7 +320,7 @@ def manifests(t: FencingTarget, shards: int) -> list[dict[str, Any]]:
         },
     }
     group_only = {"matchLabels": {LABEL_FENCED_GROUP: t.group}}
-    out: list[dict[str, Any]] = [policy, guard, {
+    out: list[dict[str, Any]] = [*anchor_manifests(), policy, guard, {
         "apiVersion": ADMISSION_API_VERSION, "kind": "ValidatingAdmissionPolicyBinding",
         "metadata": _meta(unbound, labels),
         "spec": {"policyName": unbound, "validationActions": ["Deny"], "matchResources": _match_resources(t, group_only)},

@@ -106,3 +106,52 @@ def test_a_replica_frozen_inside_its_write_is_refused_after_a_takeover(
     assert landed.data == {"v": "0"} and landed.metadata.annotations[ANNOTATION_FENCE] == stale_fence
     assert core.read_namespaced_config_map(f"{group}-fresh", NS).metadata.annotations[ANNOTATION_FENCE] == fresh_fence
     api.close()
+
+
+@pytest.mark.slow
+def test_fencing_still_enforced_after_the_last_fenced_resource_was_uninstalled(tmp_path: Path) -> None:
+    """kube-apiserver stops its Lease parameter informer once no binding uses Leases for a refresh tick
+    and never starts it again (kubernetes/kubernetes#130887): without the anchor binding ``install``
+    leaves behind, an install after an uninstall refuses every fenced write with "no params found".
+    A fresh server, so that no earlier test's anchor hides the problem."""
+    from kubernetes.client import CoordinationV1Api
+
+    from shardlease.core.records import ANNOTATION_EPOCH, shard_labels
+    from shardlease.testing import real_control_plane
+
+    with real_control_plane(tmp_path / "plane") as plane:
+        api = kubernetes.config.new_client_from_config(config_file=plane.write_kubeconfig(tmp_path / "kubeconfig"))
+        core, leases = CoreV1Api(api), CoordinationV1Api(api)
+
+        def lease(group: str) -> None:
+            leases.create_namespaced_lease(NS, {
+                "metadata": {"name": f"{group}-shard-0", "labels": shard_labels(group, 0),
+                             "annotations": {ANNOTATION_EPOCH: "5"}},
+                "spec": {"holderIdentity": "h", "leaseTransitions": 1}})
+
+        def enforced(group: str) -> None:
+            """A stale write is refused as stale (not merely for missing params), a current one accepted."""
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    core.create_namespaced_config_map(
+                        NS, Shard(0, 1, 5 << 20, group=group).stamp({"metadata": {"generateName": f"{group}-"}}))
+                    message = "accepted"
+                except ApiException as exc:
+                    message = str(exc.body)
+                if "stale shard fence" in message:
+                    break
+                assert time.monotonic() < deadline, f"a stale write of {group} was not refused as stale: {message}"
+                time.sleep(0.2)
+            core.create_namespaced_config_map(
+                NS, Shard(0, 1, (5 << 20) + 1, group=group).stamp({"metadata": {"generateName": f"{group}-"}}))
+
+        lease("first")
+        install_fencing("first", "v1/configmaps", shards=1, namespace=NS, api_client=api)
+        enforced("first")
+        uninstall_fencing("first", "v1/configmaps", namespace=NS, api_client=api)
+        time.sleep(3)  # a few policy refresh ticks (1 s) with no fencing binding left
+        lease("second")  # a group started since: a stopped informer never sees its Lease
+        install_fencing("second", "v1/configmaps", shards=1, namespace=NS, api_client=api)
+        enforced("second")
+        api.close()

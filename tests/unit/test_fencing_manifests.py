@@ -13,7 +13,9 @@ from shardlease.errors import InvalidArgument
 
 def test_one_policy_a_guard_and_one_binding_per_shard_naming_its_lease() -> None:
     t = fencing.target("cm", "team-a", "apps/v1/deployments", objects_namespace="prod")
-    out = fencing.manifests(t, 3)
+    everything = fencing.manifests(t, 3)
+    assert everything[:2] == fencing.anchor_manifests()
+    out = everything[2:]
     kinds = [m["kind"] for m in out]
     assert kinds == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 4
     policy = out[0]
@@ -40,7 +42,7 @@ def test_core_group_resource_and_all_namespaces() -> None:
     t = fencing.target("cm", "default", "v1/configmaps")
     binding = fencing.manifests(t, 1)[-1]
     assert "namespaceSelector" not in binding["spec"]["matchResources"]
-    assert fencing.manifests(t, 1)[0]["spec"]["matchConstraints"]["resourceRules"][0]["apiGroups"] == [""]
+    assert fencing.manifests(t, 1)[2]["spec"]["matchConstraints"]["resourceRules"][0]["apiGroups"] == [""]
 
 
 @pytest.mark.parametrize(("resource", "words"), [
