@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient
 
 from shardlease.client.leases import LeaseClient
 from shardlease.client.transport import Transport
-from shardlease.core.fencing import ADMISSION_API_VERSION, LABEL_FENCING_SHARD, FencingTarget, manifests
+from shardlease.core.fencing import ADMISSION_API_VERSION, FencingTarget, manifests
 from shardlease.core.records import LeaseRecord, group_lease_name
 from shardlease.core.resharding import GroupState
 from shardlease.errors import InvalidArgument, NotFound, ShardleaseError
@@ -105,7 +105,7 @@ def group_span(api_client: ApiClient, group: str, namespace: str) -> int:
 
 def install(api_client: ApiClient, target: FencingTarget, shards: int) -> FencingChange:
     """Create or update the policies and one binding per shard ``0..shards-1``; delete this target's
-    bindings of shards at or above ``shards`` (left from a larger count)."""
+    policies and bindings that are not part of that (left from a larger count)."""
     wanted = manifests(target, shards)
     admission = _Admission(api_client, pool_size=1)
     created: list[str] = []
@@ -123,12 +123,13 @@ def install(api_client: ApiClient, target: FencingTarget, shards: int) -> Fencin
                 version = current.get("metadata", {}).get("resourceVersion")
                 admission.replace({**body, "metadata": {**body["metadata"], "resourceVersion": version}})
                 updated.append(f"{kind}/{name}")
-        for binding in admission.list("ValidatingAdmissionPolicyBinding", target.selector()):
-            shard = _labels(binding).get(LABEL_FENCING_SHARD, "")
-            if shard.isdigit() and int(shard) >= shards:
-                name = binding["metadata"]["name"]
-                admission.delete("ValidatingAdmissionPolicyBinding", name)
-                deleted.append(f"ValidatingAdmissionPolicyBinding/{name}")
+        wanted_names = {(m["kind"], m["metadata"]["name"]) for m in wanted}
+        for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"):
+            for obj in admission.list(kind, target.selector()):
+                name = obj["metadata"]["name"]
+                if (kind, name) not in wanted_names:  # a shard or bucket of a larger count
+                    admission.delete(kind, name)
+                    deleted.append(f"{kind}/{name}")
     finally:
         admission.close()
     return FencingChange(tuple(created), tuple(updated), tuple(deleted))

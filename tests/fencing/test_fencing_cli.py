@@ -17,7 +17,7 @@ def test_dry_run_prints_the_manifests_as_yaml_without_a_cluster(capsys: Any) -> 
     assert code == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs].count("ValidatingAdmissionPolicyBinding") == 6  # anchor, guard, 4 shards
-    assert {d["spec"]["paramRef"]["name"] for d in docs[2:] if "paramRef" in d.get("spec", {})} == \
+    assert {d["spec"]["paramRef"]["name"] for d in docs[4:] if "paramRef" in d.get("spec", {})} == \
         {f"cm-shard-{i}" for i in range(4)}
 
 

@@ -15,15 +15,14 @@ def test_one_policy_a_guard_and_one_binding_per_shard_naming_its_lease() -> None
     t = fencing.target("cm", "team-a", "apps/v1/deployments", objects_namespace="prod")
     everything = fencing.manifests(t, 3)
     assert everything[:2] == fencing.anchor_manifests()
-    out = everything[2:]
-    kinds = [m["kind"] for m in out]
-    assert kinds == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 4
-    policy = out[0]
+    guard, guard_binding, policy, *per_shard = everything[2:]
+    assert [m["kind"] for m in (guard, guard_binding, policy)] == [
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"]
     assert policy["spec"]["paramKind"] == {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}
     rule = policy["spec"]["matchConstraints"]["resourceRules"][0]
     assert (rule["apiGroups"], rule["apiVersions"], rule["resources"]) == (["apps"], ["v1"], ["deployments"])
     assert rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
-    per_shard = out[3:]
+    assert len(per_shard) == 3
     for shard, binding in enumerate(per_shard):
         spec = binding["spec"]
         assert spec["policyName"] == policy["metadata"]["name"]
@@ -31,18 +30,35 @@ def test_one_policy_a_guard_and_one_binding_per_shard_naming_its_lease() -> None
         assert spec["matchResources"]["objectSelector"] == {"matchLabels": {
             fencing.LABEL_FENCED_GROUP: "cm", fencing.LABEL_FENCED_SHARD: str(shard)}}
         assert spec["matchResources"]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "prod"}}
-    names = {m["metadata"]["name"] for m in out}
-    assert len(names) == 5  # the guard policy and its binding share a name; kinds differ
-    for m in out:
+    for m in everything[2:]:
         assert m["metadata"]["labels"][fencing.LABEL_FENCING_GROUP] == "cm"
-    assert "'0', '1', '2'" in out[1]["spec"]["validations"][0]["expression"]
+    assert "'0', '1', '2'" in guard["spec"]["validations"][0]["expression"]
+
+
+def test_shards_are_split_over_policies_of_a_fixed_size() -> None:
+    """kube-apiserver matches a request against every policy, then against the bindings of the policies
+    that matched: a policy per 32 shards keeps that to S/32 + 32 selector matches, and a shard's policy
+    the same whatever the count."""
+    t = fencing.target("cm", "default", "v1/configmaps")
+    out = fencing.manifests(t, 70)
+    policies = [m for m in out[4:] if m["kind"] == "ValidatingAdmissionPolicy"]
+    assert [p["metadata"]["name"] for p in policies] == [fencing.policy_name(t, b) for b in range(3)]
+    selected = [p["spec"]["matchConstraints"]["objectSelector"]["matchExpressions"][0]["values"] for p in policies]
+    assert selected == [[str(i) for i in range(0, 32)], [str(i) for i in range(32, 64)], ["64", "65", "66", "67", "68", "69"]]
+    by_policy = {}
+    for m in out[4:]:
+        if m["kind"] == "ValidatingAdmissionPolicyBinding":
+            by_policy.setdefault(m["spec"]["policyName"], []).append(m["spec"]["paramRef"]["name"])
+    assert by_policy[fencing.policy_name(t, 1)] == [f"cm-shard-{i}" for i in range(32, 64)]
+    assert fencing.manifests(t, 40)[4] == fencing.manifests(t, 1000)[4]  # bucket 0 does not depend on the count
 
 
 def test_core_group_resource_and_all_namespaces() -> None:
     t = fencing.target("cm", "default", "v1/configmaps")
     binding = fencing.manifests(t, 1)[-1]
+    assert binding["kind"] == "ValidatingAdmissionPolicyBinding"
     assert "namespaceSelector" not in binding["spec"]["matchResources"]
-    assert fencing.manifests(t, 1)[2]["spec"]["matchConstraints"]["resourceRules"][0]["apiGroups"] == [""]
+    assert fencing.manifests(t, 1)[4]["spec"]["matchConstraints"]["resourceRules"][0]["apiGroups"] == [""]
 
 
 @pytest.mark.parametrize(("resource", "words"), [
