@@ -479,10 +479,10 @@ def test_reaction_times_count_takeovers_until_the_next_fault_on_the_victim() -> 
 # ---------------------------------------------------------------- the run
 
 
-# The server-filtered run is the default run's short chaos run; the client-filtered one (and the
-# real-server run) are in the slower tier that .ci/run runs next (`pytest -m slow`).
-@pytest.mark.parametrize("sharded_watch", [pytest.param(False, marks=pytest.mark.slow), True],
-                         ids=["client-filtered", "server-filtered"])
+# Both chaos runs (and the real-server one) take half a minute each, so they are in the slower tier
+# that .ci/run runs right after the README's test command (`pytest -m slow`).
+@pytest.mark.slow
+@pytest.mark.parametrize("sharded_watch", [False, True], ids=["client-filtered", "server-filtered"])
 def test_chaos_run(chaos_seed: int, sharded_watch: bool, request: pytest.FixtureRequest) -> None:
     """Random faults for WINDOW seconds (every kind: process kills, stops and restarts, scale-ups,
     latency, errors, watch cuts and freezes, partitions, reshards, operator deletes and overwrites of
