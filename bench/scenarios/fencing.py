@@ -210,7 +210,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
              f"load average {meta['load_avg']['start']} -> {meta['load_avg']['end']} on {meta['cpus']} CPUs. "
              "Latency: client wall time of a ConfigMap create, fenced and unfenced writes alternating; CPU: "
              "kube-apiserver utime+stime per write over a batch; window: takeover reply -> first refusal of the "
-             "old fence; in force: from the end of the install until every shard's current fence is accepted.", "",
+             "old fence; in force: from the end of the install until a current fence was accepted on every shard, probed one "
+             "shard after another (so it includes one write per shard).", "",
              f"Without any policy: median {results['no_policy']['latency']['median_ms']} ms, "
              f"{results['no_policy']['cpu_ms']} ms CPU per write.", "",
              "| shards | unfenced median / p90 ms | fenced median / p90 ms | added median ms | CPU ms/write "
