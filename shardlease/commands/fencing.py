@@ -18,6 +18,9 @@ from shardlease.commands.cluster import ConnectFailed, add_cluster_flags, api_fa
 
 __all__ = ["register", "run"]
 
+#: Beyond this many objects created, updated or deleted, ``install`` prints their count.
+LIST_AT_MOST = 10
+
 RESOURCE_HELP = ("the objects to fence, [GROUP/]VERSION/RESOURCE with the plural name: v1/configmaps, "
                  "apps/v1/deployments, example.com/v1/widgets")
 
@@ -90,11 +93,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     finally:
         api.close()
     for verb, names in (("created", change.created), ("updated", change.updated), ("deleted", change.deleted)):
+        if len(names) > LIST_AT_MOST:  # one binding per shard: a count reads better than a thousand lines
+            print(f"{verb} {len(names)} objects ({names[0]} ... {names[-1]})", file=out)
+            continue
         for name in names:
             print(f"{verb} {name}", file=out)
     if args.action == "install":
         print(f"fencing of {t.resource_id} for group {t.group!r} (Leases in {t.namespace!r}) installed for shards "
-              f"0..{shards - 1}; run install again after a reshard", file=out)
+              f"0..{shards - 1}; in force within seconds (until then fenced writes may be refused with 'no params "
+              f"found'); run install again after a reshard", file=out)
     elif not change.deleted:
         print(f"no fencing of {t.resource_id} for group {t.group!r} (Leases in {t.namespace!r}) was installed",
               file=out)
