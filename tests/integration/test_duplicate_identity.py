@@ -1,4 +1,4 @@
-"""Two or three processes started with one identity never work on a shard at once (issue 14).
+"""Two or three processes started with one identity never work on a shard at once.
 
 Before incarnations, two ``shardlease run`` processes with one identity both took every Lease naming
 that identity as their own: 50 overlapping work intervals in 12 s and ~940 log lines a second each.

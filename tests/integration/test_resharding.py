@@ -1,4 +1,4 @@
-"""Live resharding with real replica processes (issue 11): no key is ever worked on by two replicas at
+"""Live resharding with real replica processes: no key is ever worked on by two replicas at
 once, across switches of the group's shard count.
 
 Every replica runs the journaling handler, which records for each unit of work the shard id, the
