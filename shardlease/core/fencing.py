@@ -46,6 +46,7 @@ from shardlease.errors import InvalidArgument
 
 __all__ = [
     "ANNOTATION_FENCE",
+    "ANNOTATION_FENCE_WRITE",
     "LABEL_FENCED_GROUP",
     "LABEL_FENCED_SHARD",
     "LABEL_FENCING_GROUP",
@@ -69,6 +70,9 @@ __all__ = [
 
 #: On a fenced object: the fence of the shard holder that wrote it, ``<group>/<shard>/<generation>/<token>``.
 ANNOTATION_FENCE = "shardlease.io/fence"
+#: On a fenced object: a random id of the write that stamped it. A write that carries the stored fence
+#: and id unchanged is another client's edit of the object, not a holder's write, and is not checked.
+ANNOTATION_FENCE_WRITE = "shardlease.io/fence-write"
 #: On a fenced object: the group and shard whose fence it carries (what the bindings select on).
 LABEL_FENCED_GROUP = "shardlease.io/fenced-group"
 LABEL_FENCED_SHARD = "shardlease.io/fenced-shard"
@@ -188,6 +192,16 @@ _VARIABLES: list[tuple[str, str]] = [
     ("oldFence", _fence_of("oldObject")),
     ("ours", "size(variables.fence) > 0 && variables.fence[0] == variables.group"),
     ("oldOurs", "size(variables.oldFence) > 0 && variables.oldFence[0] == variables.group"),
+    # An update that carries the stored stamp unchanged (fence and write id) is not a holder's write but
+    # someone else's edit (kubectl edit, a user's read-modify-write): a holder's write is stamped anew.
+    ("carried",
+     "object != null && oldObject != null && has(object.metadata.annotations) && has(oldObject.metadata.annotations)"
+     f" && '{ANNOTATION_FENCE_WRITE}' in object.metadata.annotations"
+     f" && '{ANNOTATION_FENCE_WRITE}' in oldObject.metadata.annotations"
+     f" && object.metadata.annotations['{ANNOTATION_FENCE_WRITE}'] == oldObject.metadata.annotations['{ANNOTATION_FENCE_WRITE}']"
+     f" && '{ANNOTATION_FENCE}' in oldObject.metadata.annotations"
+     f" && object.metadata.annotations['{ANNOTATION_FENCE}'] == oldObject.metadata.annotations['{ANNOTATION_FENCE}']"),
+    ("stamped", "variables.ours && !variables.carried"),
     ("leaseGeneration",
      f"has(params.metadata.annotations) && '{ANNOTATION_GENERATION}' in params.metadata.annotations"
      f" ? int(params.metadata.annotations['{ANNOTATION_GENERATION}']) : 1"),
@@ -218,18 +232,18 @@ _CLUSTER_DELETER = ("request.userInfo.username == 'system:kube-controller-manage
 
 _VALIDATIONS: list[tuple[str, str]] = [
     # A fenced write must be readable and labelled with the shard its fence names.
-    ("!variables.ours || (" + _wellformed("variables.fence") + " && has(object.metadata.labels)"
+    ("!variables.stamped || (" + _wellformed("variables.fence") + " && has(object.metadata.labels)"
      f" && '{LABEL_FENCED_SHARD}' in object.metadata.labels"
      f" && object.metadata.labels['{LABEL_FENCED_SHARD}'] == variables.fence[1])",
      "'malformed shard fence ' + object.metadata.annotations['" + ANNOTATION_FENCE + "'] + ': expected "
      "<group>/<shard>/<generation>/<token> and the label " + LABEL_FENCED_SHARD + " naming the same shard "
      "(stamp objects with Shard.stamp)'"),
     # The writer's fence is not below its shard Lease's.
-    ("!variables.ours || variables.fence[1] != variables.shard || "
+    ("!variables.stamped || variables.fence[1] != variables.shard || "
      + _not_below("variables.fence", "variables.leaseGeneration", "variables.leaseToken"),
      "'stale shard fence ' + object.metadata.annotations['" + ANNOTATION_FENCE + "'] + ': ' + " + _LEASE_AT),
     # An update does not put a fence below the one the object carries.
-    ("!variables.ours || !variables.oldOurs || !(" + _wellformed("variables.oldFence") + ") || "
+    ("!variables.stamped || !variables.oldOurs || !(" + _wellformed("variables.oldFence") + ") || "
      + _not_below("variables.fence", "int(variables.oldFence[2])", "int(variables.oldFence[3])"),
      "'stale shard fence ' + object.metadata.annotations['" + ANNOTATION_FENCE + "'] + ': the object already "
      "carries the newer fence ' + oldObject.metadata.annotations['" + ANNOTATION_FENCE + "']"),

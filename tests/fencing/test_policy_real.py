@@ -117,6 +117,10 @@ def test_stale_fence_refused_current_and_unfenced_allowed(fenced: Fenced) -> Non
     fenced.lease(0, 4)
     eventually(lambda: refused(lambda: fenced.write("a", fenced.shard(0, 3), data="late")))
     assert fenced.core.read_namespaced_config_map("a", NS).data == {"v": "x"}
+    # Someone else's edit (read-modify-write keeping the stamp it read) is not a holder's write: allowed,
+    # though the fence it carries is now stale.
+    fenced.write("a", None, data="edited by a user")
+    assert fenced.core.read_namespaced_config_map("a", NS).data == {"v": "edited by a user"}
     fenced.write("a", fenced.shard(0, 4), data="new")
     assert fenced.core.read_namespaced_config_map("a", NS).metadata.annotations[ANNOTATION_FENCE] == \
         f"{fenced.group}/0/1/{token(4)}"

@@ -101,13 +101,18 @@ def test_shard_stamp_sets_the_fence_and_labels_on_dicts_and_models() -> None:
     shard = Shard(5, 16, (1_700_000_000_000 << 20) + 3, group="cm", generation=2)
     body: dict[str, object] = {"data": {"k": "v"}}
     assert shard.stamp(body) is body
-    assert body["metadata"] == {
+    meta = body["metadata"]
+    assert isinstance(meta, dict)
+    write_id = meta["annotations"].pop(fencing.ANNOTATION_FENCE_WRITE)
+    assert meta == {
         "labels": {fencing.LABEL_FENCED_GROUP: "cm", fencing.LABEL_FENCED_SHARD: "5"},
         "annotations": {fencing.ANNOTATION_FENCE: f"cm/5/2/{(1_700_000_000_000 << 20) + 3}"}}
+    assert shard.stamp(body)["metadata"]["annotations"][fencing.ANNOTATION_FENCE_WRITE] != write_id  # new per write
     model = V1ConfigMap(metadata=V1ObjectMeta(name="x", labels={"app": "a"}, annotations={"keep": "1"}))
     shard.stamp(model)
     assert model.metadata.labels == {"app": "a", fencing.LABEL_FENCED_GROUP: "cm", fencing.LABEL_FENCED_SHARD: "5"}
-    assert model.metadata.annotations == {"keep": "1", fencing.ANNOTATION_FENCE: shard.fence_annotation}
+    assert model.metadata.annotations["keep"] == "1"
+    assert model.metadata.annotations[fencing.ANNOTATION_FENCE] == shard.fence_annotation
     assert fencing.parse_fence(shard.fence_annotation) == ("cm", 5, 2, (1_700_000_000_000 << 20) + 3)
     with pytest.raises(InvalidArgument, match="shard.stamp"):
         shard.stamp(object())
