@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     install = actions.add_parser("install", help="create or update the policies and one binding per shard",
                                  description="Create or update the fencing policies of a group and resource. Run "
-                                             "it again after changing the group's shard count.")
+                                             "it with --shards <new count> before changing the group's shard "
+                                             "count.")
     uninstall = actions.add_parser("uninstall", help="delete the policies and bindings install created")
     for sub in (install, uninstall):
         add_cluster_flags(sub)
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.action == "install":
         print(f"fencing of {t.resource_id} for group {t.group!r} (Leases in {t.namespace!r}) installed for shards "
               f"0..{shards - 1}; in force within seconds (until then fenced writes may be refused with 'no params "
-              f"found'); run install again after a reshard", file=out)
+              f"found'); before a reshard, run it again with --shards <new count>", file=out)
     elif not change.deleted:
         print(f"no fencing of {t.resource_id} for group {t.group!r} (Leases in {t.namespace!r}) was installed",
               file=out)

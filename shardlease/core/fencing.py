@@ -321,14 +321,17 @@ def manifests(t: FencingTarget, shards: int) -> list[dict[str, Any]]:
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {**_constraints(t), "objectSelector": group_only},
+            "variables": [{"name": n, "expression": e} for n, e in _VARIABLES if n == "carried"],
             "validations": [{
-                "expression": (f"object == null || !has(object.metadata.labels) || !('{LABEL_FENCED_SHARD}' in "
+                "expression": (f"object == null || variables.carried || !has(object.metadata.labels) || "
+                               f"!('{LABEL_FENCED_SHARD}' in "
                                f"object.metadata.labels) || object.metadata.labels['{LABEL_FENCED_SHARD}'] "
                                f"in {known!r}"),
                 "messageExpression": (f"'shard ' + object.metadata.labels['{LABEL_FENCED_SHARD}'] + ' of group "
                                       f"{t.group} has no fencing binding (installed for {shards} shards): run "
                                       f"`shardlease fencing install --group {t.group} --namespace {t.namespace} "
-                                      f"--resource {_resource_arg(t)}` again after changing the shard count'"),
+                                      f"--resource {_resource_arg(t)} --shards <count>` (before each change of "
+                                      f"the shard count)'"),
                 "reason": "Forbidden",
             }],
         },

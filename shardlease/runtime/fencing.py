@@ -40,10 +40,11 @@ def install_fencing(group: str, resource: str, *, shards: int | None = None, nam
     """Install (or bring up to date) the fencing of ``group``'s writes to ``resource``.
 
     ``shards``: bind shards ``0..shards-1``; ``None`` reads the group's span (its count, or the larger
-    count of a shrink not yet cleaned up) from its group Lease. Run it again after every change of the
-    shard count: a write stamped with a shard that has no binding is refused (fail closed) until then,
-    and bindings above the new count are removed. Raises :class:`FencingUnsupported` on a server that
-    cannot enforce it (the dev-server; Kubernetes before 1.30), before writing anything."""
+    count of a shrink not yet cleaned up) from its group Lease. Run it with the new count before every
+    change of the shard count (docs/fencing.md, "Resharding"): a write stamped with a shard that has no
+    binding is refused (fail closed), and bindings above the new count are removed. Raises
+    :class:`FencingUnsupported` on a server that cannot enforce it (the dev-server; Kubernetes before
+    1.30), before writing anything."""
     t = _target(group, resource, namespace, objects_namespace)
     owned = api_client is None
     if api_client is None:

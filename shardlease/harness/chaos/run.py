@@ -27,7 +27,7 @@ from shardlease.harness.chaos.recovery import RecoveryWait, Unrecovered
 from shardlease.harness.chaos.report import ChaosReport
 from shardlease.harness.chaos.verdict import RunChecks
 from shardlease.harness.localcluster import DEFAULT_HANDLER, LocalCluster, child_processes
-from shardlease.harness.objectjournal import ENV_DRAIN, ENV_NAMESPACE, UserWriter
+from shardlease.harness.objectjournal import ENV_DRAIN, ENV_NAMESPACE, ENV_PATCH, ENV_WRITE_DELAY, UserWriter
 
 
 class _ErrorCollector(logging.Handler):
@@ -68,7 +68,8 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
             work_dir=self.work_dir, devserver=config.devserver, faults=config.devserver != "real",
             assets=config.assets if config.devserver == "real" else None,
             feature_gates={"ShardedListAndWatch": True} if config.sharded_watch else None,
-            env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}"})
+            env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}",
+                 ENV_WRITE_DELAY: f"{config.write_delay:g}", ENV_PATCH: "1" if config.patch_writes else "0"})
         cluster.env[ENV_NAMESPACE] = cluster.namespace
         self.cluster = cluster
         collector = _ErrorCollector()
@@ -85,6 +86,12 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
             cluster.start()
             if config.devserver == "real":
                 self._start_relay(report)
+            if config.fencing:
+                from shardlease.runtime.fencing import install_fencing
+
+                # Each reshard fault installs for its new count first (docs/fencing.md, "Resharding").
+                install_fencing(config.group, "v1/configmaps", shards=config.shards, namespace=cluster.namespace,
+                                api_client=cluster.api_client())
             if config.workload == "objects":
                 from kubernetes.client import CoreV1Api
 
