@@ -216,7 +216,7 @@ def test_chaos_run_real_with_fencing(chaos_seed: int, request: pytest.FixtureReq
     config = ChaosConfig(seed=chaos_seed, duration=REAL_WINDOW, mean_gap=REAL_MEAN_GAP, devserver="real",
                          assets=str(assets), fencing=True, objects=32, change_rate=20.0, write_delay=0.1,
                          patch_writes=True, noise_allowance=20.0,
-                         weights={"pause": 4.0, "kill": 0.5, "restart": 0.5, "reshard": 0.5, "latency": 0.5})
+                         weights={"pause": 4.0, "kill": 0.5, "restart": 0.5, "reshard": 0.5})
     messages: list[str] = []
     work_dir = Path(tempfile.mkdtemp(prefix=f"shardlease-chaos-fenced-{chaos_seed}-"))
     report = ChaosRun(config, work_dir, progress=messages.append).run()
