@@ -38,11 +38,12 @@ class PodGroup:
         #: Why the last :meth:`balanced` could not read the status (for failure messages).
         self.last_error = ""
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 120.0, namespaced: bool = True) -> str:
-        """Run kubectl (in the group's namespace unless ``namespaced=False``); its stdout. A non-zero
-        exit raises ``AssertionError`` with its output when ``check``."""
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120.0, namespaced: bool = True,
+                input: str | None = None) -> str:
+        """Run kubectl (in the group's namespace unless ``namespaced=False``, with ``input`` on its stdin);
+        its stdout. A non-zero exit raises ``AssertionError`` with its output when ``check``."""
         argv = ["kubectl", *(["-n", self.namespace] if namespaced else []), *args]
-        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, input=input)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr}{proc.stdout}")
         return proc.stdout
@@ -83,8 +84,9 @@ class PodGroup:
         return {row["shard"]: row["holder"] for row in self.status()["shard_table"]}
 
     def balanced(self, count: int) -> dict[str, Any] | None:
-        """The status when ``count`` Ready pods are exactly the live members and hold every shard
-        where the assignment puts it (nothing unowned, expired or misplaced); else ``None``."""
+        """The status when ``count`` Ready pods are exactly the live members and hold every shard of the
+        group's count (``shards``) where the assignment puts it (nothing unowned, expired or misplaced, no
+        switch to a new count still waiting for old handlers); else ``None``."""
         try:
             view = self.status()
         except AssertionError as exc:  # e.g. no Lease of the group yet, right after `kubectl apply`
@@ -93,9 +95,30 @@ class PodGroup:
         live = {m["identity"] for m in view["members"] if m["live"]}
         summary = view["summary"]
         ready = self.ready_pods()
-        ok = (len(ready) == count and live == ready and summary["owned"] == self.shards and not summary["unowned"]
-              and not summary["expired"] and not summary["misplaced"])
+        ok = (len(ready) == count and live == ready and view["shards"] == self.shards
+              and summary["owned"] == self.shards and not summary["unowned"] and not summary["expired"]
+              and not summary["misplaced"] and not view.get("switch_pending"))
         return view if ok else None
+
+    def unworked_seconds_until(self, done: Callable[[], object], timeout: float) -> tuple[float, float]:
+        """Sample the status (about once a second: each read is a process start) until ``done()`` is
+        true: ``(elapsed seconds, shard-seconds without a working holder)``. A shard counts as without
+        one while it is unowned or, during a switch to a new count, waiting for the old generation's
+        handlers to stop (held, but no handler of the new generation runs it yet)."""
+        began = last = time.monotonic()
+        gap = 0.0
+        while time.monotonic() - began < timeout:
+            try:
+                view = self.status()
+                idle = set(view["summary"]["unowned"]) | set(view.get("switch_pending") or ())
+            except AssertionError:  # no status this instant: count nothing rather than guess
+                idle = set()
+            now = time.monotonic()
+            gap += len(idle) * (now - last)
+            last = now
+            if done():
+                return now - began, gap
+        raise AssertionError(f"not done within {timeout:g} s ({gap:.1f} shard-seconds without a holder so far)")
 
     @staticmethod
     def wait(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
