@@ -16,9 +16,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from shardlease.core.records import LABEL_SHARD, shard_selector
 
 T = TypeVar("T")
 #: The pod label deploy/base puts on every replica.
@@ -100,22 +103,34 @@ class PodGroup:
               and not summary["misplaced"] and not view.get("switch_pending"))
         return view if ok else None
 
-    def unworked_seconds_until(self, done: Callable[[], object], timeout: float) -> tuple[float, float]:
+    def unworked_seconds_until(self, done: Callable[[], object], timeout: float,
+                               on_sample: Callable[[set[int]], None] | None = None) -> tuple[float, float]:
         """Sample the status (about once a second: each read is a process start) until ``done()`` is
         true: ``(elapsed seconds, shard-seconds without a working holder)``. A shard counts as without
-        one while it is unowned or, during a switch to a new count, waiting for the old generation's
-        handlers to stop (held, but no handler of the new generation runs it yet)."""
+        one while it is unowned, its Lease expired (the holder stopped renewing), or, during a switch
+        to a new count, it waits for the old generation's handlers to stop (held, but no handler of
+        the new generation runs it yet). ``on_sample(idle shards)`` sees every sample.
+
+        Only the time between two consecutive samples that both found a shard idle is counted: a lower
+        bound. A shard seen idle in one sample only was idle for anything between a few milliseconds (a
+        release the next holder took at once, as in every handoff) and the whole interval, which is
+        several seconds here; counting the interval would report a routine handoff as seconds of
+        outage. :class:`LeaseWatch` gives the unowned time exactly."""
         began = last = time.monotonic()
+        previous: set[int] = set()
         gap = 0.0
         while time.monotonic() - began < timeout:
             try:
                 view = self.status()
-                idle = set(view["summary"]["unowned"]) | set(view.get("switch_pending") or ())
+                summary = view["summary"]
+                idle = set(summary["unowned"]) | set(summary["expired"]) | set(view.get("switch_pending") or ())
             except AssertionError:  # no status this instant: count nothing rather than guess
                 idle = set()
+            if on_sample is not None:
+                on_sample(idle)
             now = time.monotonic()
-            gap += len(idle) * (now - last)
-            last = now
+            gap += len(idle & previous) * (now - last)
+            last, previous = now, idle
             if done():
                 return now - began, gap
         raise AssertionError(f"not done within {timeout:g} s ({gap:.1f} shard-seconds without a holder so far)")
@@ -132,3 +147,74 @@ class PodGroup:
                 return last
             time.sleep(every)
         raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
+
+
+class LeaseWatch:
+    """Every change of the group's shard Leases as ``kubectl get leases --watch`` delivers it, stamped
+    with this process's monotonic clock: who held each shard when, to the watch's latency (tens of
+    milliseconds) rather than the second of a ``shardlease status`` poll. A shard released by a
+    leaving pod and taken by another a few milliseconds later is unowned for those milliseconds; a
+    poll that happens to land in between cannot tell that from a gap of a whole poll interval.
+
+    Use as a context manager around the operation; :meth:`unowned_seconds` sums, per shard, the time
+    its Lease named no holder."""
+
+    def __init__(self, group: PodGroup) -> None:
+        self._argv = ["kubectl", "-n", group.namespace, "get", "leases", "-l", shard_selector(group.group),
+                      "--watch", "--output-watch-events", "-o", "json"]
+        self._env = group.env
+        #: (monotonic time, shard, holder or None), in arrival order; the initial list comes first.
+        self.changes: list[tuple[float, int, str | None]] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._read, name="lease-watch", daemon=True)
+
+    def __enter__(self) -> LeaseWatch:
+        self._proc = subprocess.Popen(self._argv, env=self._env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+        self._thread.join(timeout=10)
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        decoder = json.JSONDecoder()
+        buffer = ""
+        fd = self._proc.stdout.fileno()
+        while chunk := os.read(fd, 65536):
+            at = time.monotonic()
+            buffer += chunk.decode()
+            while True:
+                buffer = buffer.lstrip()
+                try:
+                    event, end = decoder.raw_decode(buffer)
+                except ValueError:  # an event split across reads: wait for the rest
+                    break
+                buffer = buffer[end:]
+                lease = event.get("object") or {}
+                shard = (lease.get("metadata", {}).get("labels") or {}).get(LABEL_SHARD)
+                if shard is None:
+                    continue
+                holder = None if event.get("type") == "DELETED" else (lease.get("spec") or {}).get("holderIdentity")
+                self.changes.append((at, int(shard), holder or None))
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        """Until the initial list has arrived (the first event), so nothing before the operation is missed."""
+        PodGroup.wait("the Lease watch's first events", lambda: bool(self.changes), timeout, every=0.1)
+
+    def unowned_seconds(self, start: float, end: float) -> dict[int, float]:
+        """Per shard, the seconds within [start, end] (monotonic) during which its Lease named no holder
+        (released, or deleted); only shards with some such time are listed."""
+        idle: dict[int, float] = {}
+        state: dict[int, tuple[float, str | None]] = {}
+        for at, shard, holder in [*self.changes, *((end, s, "") for s in {c[1] for c in self.changes})]:
+            if shard in state:
+                since, was = state[shard]
+                lo, hi = max(since, start), min(at, end)
+                if was is None and hi > lo:
+                    idle[shard] = idle.get(shard, 0.0) + hi - lo
+            state[shard] = (at, holder)
+        return idle

@@ -27,7 +27,7 @@ import pytest
 from examples.configmap_controller import ANNOTATION_BY, ANNOTATION_FENCE
 from shardlease import shard_for_object
 from shardlease.controlplane.node import LocalNode
-from shardlease.harness.podgroup import PodGroup
+from shardlease.harness.podgroup import LeaseWatch, PodGroup
 from tests.examples.test_examples import Attempt, find_overlaps, load_attempts
 
 pytestmark = pytest.mark.e2e
@@ -206,13 +206,21 @@ def test_killed_main_process_restarts_in_the_same_pod(local_node: LocalNode, g: 
 
 def test_rollout_restart_keeps_every_shard_covered(g: PodGroup) -> None:
     before = g.ready_pods()
-    began = time.monotonic()
-    g.kubectl("rollout", "restart", f"deployment/{DEPLOYMENT}")
-    g.kubectl("rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=400s", timeout=420)
-    view = g.wait("balanced on the new pods", lambda: g.balanced(4), 60)
-    took = time.monotonic() - began
+    with LeaseWatch(g) as watch:
+        watch.wait_started()
+        began = time.monotonic()
+        g.kubectl("rollout", "restart", f"deployment/{DEPLOYMENT}")
+        g.kubectl("rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=400s", timeout=420)
+        view = g.wait("balanced on the new pods", lambda: g.balanced(4), 60)
+        took = time.monotonic() - began
+        unowned = watch.unowned_seconds(began, began + took)
     assert not ({row["holder"] for row in view["shard_table"]} & before), "an old pod still holds a shard"
-    print(f"rollout restart of 4 pods: balanced on the new ones {took:.1f} s after kubectl rollout restart")
+    print(f"rollout restart of 4 pods: balanced on the new ones {took:.1f} s after kubectl rollout restart; "
+          f"{sum(unowned.values()):.2f} shard-seconds unowned over {len(unowned)} shards (longest "
+          f"{max(unowned.values(), default=0.0):.2f} s)")
+    # Each leaving pod releases its shards on SIGTERM and the others take them at once: no shard may
+    # wait anything like the lease a crash would cost.
+    assert max(unowned.values(), default=0.0) < HANDOFF_BOUND, unowned
 
 
 def test_kubelet_stopped_longer_than_a_lease_disturbs_nothing(local_node: LocalNode, g: PodGroup) -> None:
@@ -301,17 +309,25 @@ def test_rollout_changing_the_shard_count_reshards_live(g: PodGroup) -> None:
     switches once most members declare it; shard-seconds without a working holder are measured, and
     every ConfigMap ends reconciled by the holder of its shard under the new count."""
     new = 24
-    g.kubectl("set", "env", f"deployment/{DEPLOYMENT}", f"SHARDLEASE_SHARDS={new}")
-    g.shards = new
 
     def rolled_out() -> bool:
         status = g.kubectl("rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=1s", check=False)
         return "successfully rolled out" in status and g.balanced(4) is not None
 
-    took, unworked = g.unworked_seconds_until(rolled_out, 420)
+    with LeaseWatch(g) as watch:
+        watch.wait_started()
+        began = time.monotonic()
+        g.kubectl("set", "env", f"deployment/{DEPLOYMENT}", f"SHARDLEASE_SHARDS={new}")
+        g.shards = new
+        took, unworked = g.unworked_seconds_until(rolled_out, 420)
+        # Shards at or past the new count are retired (their Leases deleted): not a gap.
+        unowned = {s: t for s, t in watch.unowned_seconds(began, began + took).items() if s < new}
     view = g.wait("balanced over 24 shards", lambda: g.balanced(4), 30)
     print(f"rollout 32 -> {new} shards: balanced {took:.1f} s after kubectl set env, generation "
-          f"{view['generation']}, {unworked:.1f} shard-seconds without a working holder")
+          f"{view['generation']}; {sum(unowned.values()):.2f} shard-seconds unowned (Lease watch; longest "
+          f"{max(unowned.values(), default=0.0):.2f} s), {unworked:.1f} shard-seconds seen without a working "
+          "holder (unowned, expired or waiting for the switch) in two status samples in a row")
+    assert max(unowned.values(), default=0.0) < LEASE_DURATION, f"a shard waited a lease or more: {unowned}"
     holders = {row["shard"]: row["holder"] for row in view["shard_table"]}
 
     def not_reconciled_under_new_count() -> list[str]:
