@@ -205,6 +205,21 @@ class LeaseWatch:
         """Until the initial list has arrived (the first event), so nothing before the operation is missed."""
         PodGroup.wait("the Lease watch's first events", lambda: bool(self.changes), timeout, every=0.1)
 
+    def first_time(self, start: float, done: Callable[[dict[int, str | None]], bool]) -> float | None:
+        """The first moment at or after ``start`` (monotonic) when the shard holders, replayed from the
+        watch, satisfy ``done(shard -> holder)``; ``None`` if they have not yet."""
+        holders: dict[int, str | None] = {}
+        changes = list(self.changes)
+        for index, (at, shard, holder) in enumerate(changes):
+            holders[shard] = holder
+            last_at_this_instant = index + 1 == len(changes) or changes[index + 1][0] != at
+            if at >= start and last_at_this_instant and done(holders):
+                return at
+            if at < start and last_at_this_instant and (index + 1 == len(changes) or changes[index + 1][0] >= start) \
+                    and done(holders):
+                return start
+        return None
+
     def unowned_seconds(self, start: float, end: float) -> dict[int, float]:
         """Per shard, the seconds within [start, end] (monotonic) during which its Lease named no holder
         (released, or deleted); only shards with some such time are listed."""

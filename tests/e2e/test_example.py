@@ -140,25 +140,28 @@ def test_scale_up_and_down_rebalances(local_node: LocalNode, g: PodGroup, journa
     print(f"scale 4 -> 6: balanced {scaled_up:.1f} s after kubectl scale")
 
     before = set(g.ready_pods())
-    g.kubectl("scale", f"deployment/{DEPLOYMENT}", "--replicas", "4")
-    leaving = g.wait("2 pods terminating", lambda: g.terminating_pods() or None, 30)
-    began = time.monotonic()  # the pods are being deleted: the kubelet sends SIGTERM now
-    staying = before - leaving
+    with LeaseWatch(g) as watch:
+        watch.wait_started()
+        ordered = time.monotonic()
+        g.kubectl("scale", f"deployment/{DEPLOYMENT}", "--replicas", "4")
+        leaving = g.wait("2 pods terminating", lambda: t if len(t := g.terminating_pods()) == 2 else None, 30)
+        staying = before - leaving
 
-    def handed_off() -> bool:
-        table = g.holders()
-        return all(h in staying for h in table.values())
+        def handed_off(holders: dict[int, str | None]) -> bool:
+            return all(h in staying for h in holders.values())
 
-    g.wait("the leaving pods' shards held by the staying ones", handed_off, 45)
-    handoff = time.monotonic() - began
-    g.wait("leaving pods gone", lambda: not ({p["metadata"]["name"] for p in g.pods()} & leaving), 60)
-    gone = time.monotonic() - began
-    if handoff >= HANDOFF_BOUND:  # what the leaving pods did, from the kubelet's log files
+        g.wait("the leaving pods' shards held by the staying ones", lambda: handed_off(g.holders()), 45)
+        # When it happened, from the Lease watch (a status read takes a second or more here).
+        at = g.wait("the Lease watch to show the handoff", lambda: watch.first_time(ordered, handed_off), 10)
+    handoff = at - ordered
+    if handoff >= HANDOFF_BOUND:  # what the leaving pods did, from the kubelet's log files (gone with the pods)
         for name in leaving:
             for log in (local_node.work_dir / "pod-logs").glob(f"{NAMESPACE}_{name}_*/shardlease/*.log"):
                 print(f"--- {log}\n" + "\n".join(log.read_text().splitlines()[-60:]))
-    print(f"scale 6 -> 4: shards handed off {handoff:.1f} s after the pods were marked for deletion, "
-          f"the pods gone after {gone:.1f} s")
+    g.wait("leaving pods gone", lambda: not ({p["metadata"]["name"] for p in g.pods()} & leaving), 60)
+    gone = time.monotonic() - ordered
+    print(f"scale 6 -> 4: the leaving pods' shards held by the stayers {handoff:.2f} s after kubectl scale "
+          f"(Lease watch), the pods gone after {gone:.1f} s")
     assert handoff < HANDOFF_BOUND, (f"handoff took {handoff:.1f} s: the leaving pods did not release their "
                                      f"shards promptly (a lease-duration wait is {LEASE_DURATION:g} s)")
     assert gone < 45, "a leaving pod used up terminationGracePeriodSeconds"
@@ -265,34 +268,41 @@ def test_drain_of_the_only_node_evicts_one_pod_at_a_time(g: PodGroup) -> None:
     handoff bound. Uncordoned, the replacement starts and the group is balanced over 4 again."""
     before = g.ready_pods()
     assert len(before) == 4
-    drain = subprocess.Popen(["kubectl", "drain", "shardlease-node", "--ignore-daemonsets", "--delete-emptydir-data",
-                              "--timeout=30s"], env=g.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        evicted = g.wait("a pod evicted", lambda: g.terminating_pods() or None, 30)
-        began = time.monotonic()
-        assert len(evicted) == 1, f"the PDB let {sorted(evicted)} go at once"
-        staying = before - evicted
-        g.wait("the evicted pod's shards held by the others",
-               lambda: all(h in staying for h in g.holders().values()), 45)
-        handoff = time.monotonic() - began
-        g.wait("3 pods balanced while the node is cordoned", lambda: g.balanced(3), 60)
-        # Until the drain gives up: never fewer than 3 Ready pods, never a second pod evicted, and the
-        # replacement Pending (unschedulable: the node is cordoned).
-        seen_evicted = set(evicted)
-        while drain.poll() is None:
-            pods = g.pods()
-            seen_evicted |= {p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")}
-            assert len(seen_evicted) == 1, f"a second pod was evicted: {sorted(seen_evicted)}"
-            ready = g.ready_pods()
-            assert ready == staying, f"Ready pods {sorted(ready)} while draining (expected {sorted(staying)})"
-            time.sleep(1)
-        output = drain.communicate(timeout=30)[0]
-    finally:
-        if drain.poll() is None:
-            drain.kill()
-            drain.communicate()
+    with LeaseWatch(g) as watch:
+        watch.wait_started()
+        ordered = time.monotonic()
+        drain = subprocess.Popen(["kubectl", "drain", "shardlease-node", "--ignore-daemonsets", "--delete-emptydir-data",
+                                  "--timeout=30s"], env=g.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            evicted = g.wait("a pod evicted", lambda: g.terminating_pods() or None, 30)
+            assert len(evicted) == 1, f"the PDB let {sorted(evicted)} go at once"
+            staying = before - evicted
+
+            def handed_off(holders: dict[int, str | None]) -> bool:
+                return all(h in staying for h in holders.values())
+
+            g.wait("the evicted pod's shards held by the others", lambda: handed_off(g.holders()), 45)
+            at = g.wait("the Lease watch to show the handoff", lambda: watch.first_time(ordered, handed_off), 10)
+            handoff = at - ordered
+            g.wait("3 pods balanced while the node is cordoned", lambda: g.balanced(3), 60)
+            # Until the drain gives up: never fewer than 3 Ready pods, never a second pod evicted, and the
+            # replacement Pending (unschedulable: the node is cordoned).
+            seen_evicted = set(evicted)
+            while drain.poll() is None:
+                pods = g.pods()
+                seen_evicted |= {p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")}
+                assert len(seen_evicted) == 1, f"a second pod was evicted: {sorted(seen_evicted)}"
+                ready = g.ready_pods()
+                assert ready == staying, f"Ready pods {sorted(ready)} while draining (expected {sorted(staying)})"
+                time.sleep(1)
+            output = drain.communicate(timeout=30)[0]
+        finally:
+            if drain.poll() is None:
+                drain.kill()
+                drain.communicate()
     pending = [p for p in g.pods() if p["status"].get("phase") == "Pending"]
-    print(f"drain: 1 pod evicted, its shards handed off in {handoff:.1f} s; {len(pending)} replacement pending; "
+    print(f"drain: 1 pod evicted, its shards held by the others {handoff:.2f} s after kubectl drain started "
+          f"(Lease watch); {len(pending)} replacement pending; "
           f"kubectl drain exited {drain.returncode}")
     assert drain.returncode != 0, f"the drain finished, evicting every pod despite the PDB:\n{output}"
     assert "Cannot evict pod as it would violate the pod's disruption budget" in output, output

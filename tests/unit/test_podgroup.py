@@ -44,6 +44,17 @@ def test_unowned_before_the_window_counts_only_inside_it() -> None:
     assert watch.unowned_seconds(9.0, 20.0) == {}
 
 
+def test_first_time_the_holders_satisfy_a_condition() -> None:
+    watch = watch_with([
+        (0.0, 0, "old"), (0.0, 1, "a"),
+        (10.0, 0, None), (10.2, 0, "a"), (10.2, 1, "a"),  # two events read in one go share a stamp
+    ])
+    handed_off = lambda holders: all(h == "a" for h in holders.values())  # noqa: E731
+    assert watch.first_time(5.0, handed_off) == 10.2
+    assert watch.first_time(11.0, handed_off) == 11.0  # already true when the window opens
+    assert watch.first_time(5.0, lambda holders: "b" in holders.values()) is None
+
+
 class ScriptedStatus(PodGroup):
     """``status()`` answers from a script instead of running ``shardlease status``; each answer can
     take a while, as a process start does on a busy machine."""
