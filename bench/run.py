@@ -63,7 +63,7 @@ from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SE
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
 SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
-#: What ``--server real`` runs when no scenario is named (issue 13, item 6).
+#: What ``--server real`` runs when no scenario is named: the lifecycle scenarios and the API cost.
 REAL_DEFAULT = (*LIFECYCLE, "api-cost")
 #: Run only when named (minutes long; own scale.json/scale.md, see bench/scenarios/scale.py).
 ON_REQUEST = ("scale",)

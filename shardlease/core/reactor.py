@@ -27,8 +27,9 @@ routes events to them; it decides only the order in which they are asked:
   retired shards;
 * the assignment (``core/assignment.py``): which shards are desired here, and which would be inherited;
 * :class:`~shardlease.core.elections.ShardElections` (``core/elections.py``): every shard's state, the
-  per-shard decisions (:func:`~shardlease.core.elector.decide`), the answers to shard writes and the
-  handler runs;
+  per-shard decisions (:func:`~shardlease.core.elector.decide`) and the answers to shard writes, with
+  the books of the handler run on each shard in :class:`~shardlease.core.handlerruns.HandlerRuns`
+  (``core/handlerruns.py``);
 * :class:`~shardlease.core.watchplan.WatchPlan` (``core/watchplan.py``): which shard Leases to watch.
 
 A shell runs ``handle`` for each event, then ``step``, carries out the commands, and sleeps until

@@ -43,6 +43,7 @@ from shardlease.harness.chaos import (
     scan_log,
     work_coverage,
 )
+from shardlease.harness.chaos.workdir import judge_work_dir
 from shardlease.harness.journal import Entry
 
 from .conftest import SUMMARY, assert_work_was_measured, missing_runtime
@@ -378,7 +379,7 @@ def test_idle_holder_watch_counts_the_handlers_of_every_process_of_an_identity(t
 
 
 def test_idle_holder_watch_does_not_join_tenures_across_failed_reads(tmp_path: Path) -> None:
-    """Regression for the flake of seed 1099858877 (issue 12), replayed sample by sample.
+    """A new tenure starts a new chain: the flake of seed 1099858877, replayed sample by sample.
 
     replica ``a`` lost shard 3 in a 500 burst; one renewal it had sent still landed (renewTime moved
     once with no handler: legitimate). A 429 burst then failed the observer's reads while ``a``
@@ -479,10 +480,10 @@ def test_reaction_times_count_takeovers_until_the_next_fault_on_the_victim() -> 
 # ---------------------------------------------------------------- the run
 
 
-# The server-filtered run is the default run's short chaos run; the client-filtered one (and the
-# real-server run) are in the slower tier that .ci/run runs next (`pytest -m slow`).
-@pytest.mark.parametrize("sharded_watch", [pytest.param(False, marks=pytest.mark.slow), True],
-                         ids=["client-filtered", "server-filtered"])
+# Both chaos runs (and the real-server one) take half a minute each, so they are in the slower tier
+# that .ci/run runs right after the README's test command (`pytest -m slow`).
+@pytest.mark.slow
+@pytest.mark.parametrize("sharded_watch", [False, True], ids=["client-filtered", "server-filtered"])
 def test_chaos_run(chaos_seed: int, sharded_watch: bool, request: pytest.FixtureRequest) -> None:
     """Random faults for WINDOW seconds (every kind: process kills, stops and restarts, scale-ups,
     latency, errors, watch cuts and freezes, partitions, reshards, operator deletes and overwrites of
@@ -521,6 +522,12 @@ def test_chaos_run(chaos_seed: int, sharded_watch: bool, request: pytest.Fixture
     assert_work_was_measured(report.figures)
     # The same verdict from the run's files alone (journal, fault log, plan).
     assert recheck_objects(work_dir) == [], recheck_objects(work_dir)[:5]
+    # Every check the files decide, run again by the standalone command: the same verdict and figures.
+    verdict = judge_work_dir(work_dir)
+    assert verdict.ok, verdict.failures[:3]
+    for key in ("units", "writes", "handler_starts", "generations", "reshards", "write_outcomes",
+                "duplicate_refusals_logged"):
+        assert verdict.figures[key] == report.figures[key], (key, verdict.figures[key], report.figures[key])
     shutil.rmtree(work_dir, ignore_errors=True)
 
 
@@ -542,5 +549,9 @@ def test_chaos_catches_a_runtime_that_stops_handlers_late(request: pytest.Fixtur
     assert overlaps, "a runtime that stops handlers 1.5 s late went unnoticed:\n" + report.render_failures()
     # The evidence names the shard, both replicas and the faults around it.
     assert "faults from" in overlaps[0] and "token" in overlaps[0]
+    # The standalone recheck of the run's files finds the same overlaps.
+    verdict = judge_work_dir(work_dir)
+    assert [f.splitlines()[0] for f in verdict.failures if f.startswith("SAFETY (overlap)")] == \
+        [f.splitlines()[0] for f in overlaps]
     SUMMARY.append(f"negative control: {len(overlaps)} overlaps reported for the lagging runtime")
     shutil.rmtree(work_dir, ignore_errors=True)
