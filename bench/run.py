@@ -15,7 +15,10 @@ directory (default ``bench/results``). A full run also rewrites ``docs/benchmark
 Scenarios: balance, cold-start, handoff, failover, scale-up (these four run together on one group
 per implementation and profile, see ``bench/scenarios/lifecycle.py``), api-cost, replica-cost, and,
 only when named, scale (``bench/scenarios/scale.py``: 1 to 8 replicas, up to 8,192 shards; ~10 min;
-writes ``scale.json``/``scale.md`` as well).
+writes ``scale.json``/``scale.md`` as well; with ``--server real`` one replica up to 2,048 shards and the
+baseline up to 1,024, kube-apiserver and etcd CPU apart, into ``scale_real.*``) and write-budget (one
+replica under ``--max-write-rate``: writes served against W and the largest renewal gap against the
+bound; ``write_budget.*``, or ``write_budget_real.*`` with ``--server real``).
 Running a subset merges its results into an existing ``suite.json`` in the output directory, so a
 scenario that could not run in one go can be completed later.
 
@@ -37,6 +40,7 @@ docs/benchmarks.md, where the pod figures sit next to the process-based ``suite.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -58,15 +62,16 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.scenarios import cost, lifecycle, report, scale  # noqa: E402
+from bench.scenarios import cost, lifecycle, load, report, scale  # noqa: E402
 from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SERVER_KINDS, Server  # noqa: E402
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
 SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
 #: What ``--server real`` runs when no scenario is named: the lifecycle scenarios and the API cost.
 REAL_DEFAULT = (*LIFECYCLE, "api-cost")
-#: Run only when named (minutes long; own scale.json/scale.md, see bench/scenarios/scale.py).
-ON_REQUEST = ("scale",)
+#: Run only when named, with their own outputs: scale (minutes long; scale.json/scale.md, see
+#: bench/scenarios/scale.py), write-budget, and load (load-aware vs count-only assignment; load.json/load.md).
+ON_REQUEST = ("scale", "write-budget", "load")
 #: Result file stem per server: ``suite.json`` stays the dev-server's.
 SUITE_STEM = {"dev": "suite", "real": "suite_real"}
 RESULTS_DIR = BENCH_DIR / "results"
@@ -309,6 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = "python bench/run.py" + ("" if argv is None and len(sys.argv) <= 1 else
                                        " " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+    if "load" in wanted:
+        # Pure computation with its own outputs (load.json, load.md); it leaves the suite alone.
+        _log("load: load-aware vs count-only assignment (bench/scenarios/load.py)")
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        load.write(out, load.run(args.quick), {"generated": stamp, "command": command, "git": _git_revision()})
+        wanted.remove("load")
+        if not wanted:
+            return 0
     suite_path = out / f"{stem}.json"
     suite: dict[str, Any] = {}
     if suite_path.exists() and set(wanted) != set(everything):
@@ -384,21 +397,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sizes.replica_window[profile_name], work_root / f"replica-{impl}-{profile_name}", _log,
                     server=server))
 
-    if "scale" in wanted and not server.real:
-        plan = scale.QUICK if args.quick else scale.FULL
+    for name in ("scale", "write-budget"):
+        if name not in wanted:
+            continue
+        if name == "scale":
+            plan = scale.REAL if server.real else scale.QUICK if args.quick else scale.FULL
+        else:
+            plan = scale.WRITE_BUDGET_QUICK if args.quick else scale.WRITE_BUDGET
+            if server.real:
+                plan = dataclasses.replace(plan, stem=f"{plan.stem}_real", title=f"{plan.title}, real kube-apiserver")
         revision = _git_revision()
-        results = scale.run(plan, work_root, _log, impls)
+        load_before = round(os.getloadavg()[0], 2)
+        results = scale.run(plan, work_root, _log, impls if plan.baseline_cases else (OURS,), server=server)
         scale.write(out, results, plan, {"generated": stamp, "command": command, "git": revision,
                                          "elapsed_s": round(time.monotonic() - started, 1),
-                                         "machine": f"{_machine()['cpu']}, {_machine()['cpus']} CPUs"},
-                    full=not args.quick)
+                                         "machine": f"{_machine()['cpu']}, {_machine()['cpus']} CPUs",
+                                         "server": server.kind, "server_meta": server_meta,
+                                         "load_avg": {"start": load_before, "end": round(os.getloadavg()[0], 2)}},
+                    full=not args.quick and not server.real)
         for impl in impls:
             mine = [r for r in results if r["impl"] == impl]
+            if not mine:
+                continue
             failed = [f"{r['case']}: {r['error']}" for r in mine if "error" in r]
-            record("scale", plan.profile.name, impl,
-                   {"cases": mine, "details": "scale.json, scale.md", **({"error": "; ".join(failed)} if failed else {})})
-    elif "scale" in wanted:
-        _log("scale runs on the dev-server only (it reads the dev-server's per-client watch counters)")
+            record(name, plan.profile.name, impl,
+                   {"cases": mine, "details": f"{plan.stem}.json, {plan.stem}.md",
+                    **({"error": "; ".join(failed)} if failed else {})})
 
     elapsed = round(time.monotonic() - started, 1)
     suite["meta"] = meta(partial=False)

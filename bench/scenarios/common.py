@@ -490,7 +490,8 @@ class Group:
     """
 
     def __init__(self, impl: str, shards: int, profile: Profile, work_dir: Path, *,
-                 group: str = "bench", metrics: bool = False, server: Server = DEV_SERVER) -> None:
+                 group: str = "bench", metrics: bool = False, server: Server = DEV_SERVER,
+                 replica_args: Sequence[str] = ()) -> None:
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {impl!r}")
         self.impl = impl
@@ -500,6 +501,8 @@ class Group:
         self.metrics = metrics
         self.metrics_ports: dict[str, int] = {}
         self.server = server
+        #: Extra ``shardlease run`` flags for every replica (e.g. ``--max-write-rate``).
+        self.replica_args = tuple(replica_args)
         # The dev-server's admin endpoints (request counters) need faults=True; a real server has none.
         where: dict[str, Any] = ({"devserver": "real", "assets": server.assets, "faults": False} if server.real
                                  else {"devserver": "process", "faults": True})
@@ -548,7 +551,7 @@ class Group:
         identity = f"{'r' if self.impl == OURS else 'b'}{self._next}"
         self._next += 1
         if self.impl == OURS:
-            extra: list[str] = ["--log-level", "WARNING"]
+            extra: list[str] = ["--log-level", "WARNING", *self.replica_args]
             if self.metrics:
                 port = free_port()
                 self.metrics_ports[identity] = port

@@ -47,11 +47,13 @@ from shardlease.core.assignment import assign, inheritable
 from .common import (
     BASELINE,
     DEFAULT,
+    DEV_SERVER,
     OBSERVER_ID,
     OURS,
     SCALED,
     Group,
     Profile,
+    Server,
     percentile,
     proc_cpu_seconds,
     scrape_metrics,
@@ -67,14 +69,17 @@ WRITE_VERBS = ("create", "update", "patch", "delete")
 
 @dataclass(frozen=True)
 class Case:
-    """One measured configuration: ``replicas`` replicas sharing ``shards`` shards."""
+    """One measured configuration: ``replicas`` replicas sharing ``shards`` shards, each replica with
+    ``--max-write-rate`` when ``max_write_rate`` is set."""
 
     replicas: int
     shards: int
+    max_write_rate: float | None = None
 
     @property
     def name(self) -> str:
-        return f"N={self.replicas} S={self.shards}"
+        budget = f" W={self.max_write_rate:g}" if self.max_write_rate is not None else ""
+        return f"N={self.replicas} S={self.shards}{budget}"
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,26 @@ class Plan:
     baseline_cases: tuple[Case, ...]
     window: float
     max_load_wait: float
+    #: Title of the report and stem of its files (``scale`` -> scale.json, scale.md).
+    title: str = "Scale: cost as shards and replicas grow"
+    stem: str = "scale"
 
 
 FULL = Plan(DEFAULT, (Case(1, 1024), Case(1, 4096), Case(1, 8192), Case(2, 1024), Case(4, 1024), Case(8, 1024)),
             (Case(1, 1024), Case(1, 4096), Case(2, 1024)), 30.0, 180.0)
 QUICK = Plan(SCALED, (Case(1, 32), Case(1, 128), Case(5, 60)), (Case(1, 32),), 3.0, 0.0)
+#: ``--server real``: one replica, default timings, up to the 2,048 shards of the target, and the baseline
+#: up to where it stops keeping up; short windows so the run ends in minutes on 2 shared cores.
+REAL = Plan(DEFAULT, (Case(1, 512), Case(1, 1024), Case(1, 2048)), (Case(1, 256), Case(1, 512), Case(1, 1024)),
+            20.0, 60.0, title="Scale on a real kube-apiserver + etcd", stem="scale_real")
+#: ``write-budget``: one replica under ``--max-write-rate`` at the default timings (bound: renew deadline
+#: - retry period = 8 s): two budgets it can meet (renewals spaced to ~5 s) and one it cannot (1,024
+#: shards need 128.5 writes/s even every 8 s).
+WRITE_BUDGET = Plan(DEFAULT, (Case(1, 256, 50.0), Case(1, 1024, 200.0), Case(1, 1024, 100.0)), (), 40.0, 60.0,
+                    title="Write budget: served writes and renewal gaps under --max-write-rate", stem="write_budget")
+WRITE_BUDGET_QUICK = Plan(SCALED, (Case(1, 64, 60.0), Case(1, 64, 30.0)), (), 6.0, 0.0,
+                          title="Write budget: served writes and renewal gaps under --max-write-rate",
+                          stem="write_budget")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,29 +192,57 @@ def _settle(group: Group, replicas: int, impl: str, plan: Plan) -> dict[str, Any
     return out
 
 
-def measure(impl: str, case: Case, plan: Plan, work_dir: Path, log: Log) -> dict[str, Any]:
+def _server_counters(group: Group) -> tuple[dict[str, int], dict[str, int]]:
+    """Lease requests served ``{verb: n}`` (less, on a real server, the writes kube-apiserver makes to its
+    own identity Lease) and, on the dev-server, watch events delivered ``{client: n}``."""
+    if not group.server.real:
+        return counters(group.cluster.url)
+    requests = {key.partition(" ")[0]: n for key, n in group.request_counts().items() if key.endswith(" leases")}
+    requests["update"] = requests.get("update", 0) - group.server_own_writes()
+    return requests, {}
+
+
+def _server_cpu(group: Group) -> dict[str, float]:
+    """CPU seconds so far of the server processes: ``devserver``, or ``apiserver`` and ``etcd``."""
+    plane = group.cluster.control_plane
+    if plane is not None:
+        return {name: proc_cpu_seconds(pid) for name, pid in (("apiserver", plane.apiserver_pid),
+                                                             ("etcd", plane.etcd_pid)) if pid}
+    pid = group.cluster.server_pid
+    return {"devserver": proc_cpu_seconds(pid)} if pid else {}
+
+
+def measure(impl: str, case: Case, plan: Plan, work_dir: Path, log: Log,
+            server: Server = DEV_SERVER) -> dict[str, Any]:
     """One case for one implementation; an ``error`` key instead of figures when it failed."""
     p = plan.profile
     interval = p.retry_period
     out: dict[str, Any] = {"impl": impl, "case": case.name, "replicas": case.replicas, "shards": case.shards,
                            "profile": p.describe(), "renew_interval_s": interval, "window_s": plan.window,
-                           **wait_for_quiet_machine(plan.max_load_wait, log)}
-    log(f"scale: {impl} {case.name}, {p.name} timings, load {out['load1_at_start']}")
-    with Group(impl, case.shards, p, work_dir, metrics=(impl == OURS)).start() as group:
+                           "server": server.kind, **wait_for_quiet_machine(plan.max_load_wait, log)}
+    if case.max_write_rate is not None:
+        out["max_write_rate"] = case.max_write_rate
+        out["renew_bound_s"] = max(interval, p.renew_deadline - p.retry_period)
+    log(f"{plan.stem}: {impl} {case.name}, {p.name} timings, {server.kind} server, load {out['load1_at_start']}")
+    budget_args = ("--max-write-rate", f"{case.max_write_rate:g}") if case.max_write_rate is not None else ()
+    with Group(impl, case.shards, p, work_dir, metrics=(impl == OURS), server=server,
+               replica_args=budget_args).start() as group:
         try:
             out.update(_settle(group, case.replicas, impl, plan))
+            if case.max_write_rate is not None:
+                # Taking every shard at once is a burst no budget spaces (acquisitions do not wait);
+                # the renewals right after it may go at the bound. Measure the steady state after it.
+                time.sleep(out["renew_bound_s"] + p.retry_period)
             replicas = group.running()
             ids = [r.identity for r in replicas]
-            url = group.cluster.url
-            server_pid = group.cluster.server_pid
             ports = {i: group.metrics_ports[i] for i in ids if i in group.metrics_ports}
             metrics0 = {i: scrape_metrics(port) for i, port in ports.items()}
             obs = group.obs
             mark = obs.mark()
             obs.record_renewals(True)
-            req0, ev0 = counters(url)
+            req0, ev0 = _server_counters(group)
             cpu0 = {r.identity: proc_cpu_seconds(r.pid) for r in replicas}
-            server0 = proc_cpu_seconds(server_pid) if server_pid else 0.0
+            server0 = _server_cpu(group)
             bench0 = proc_cpu_seconds(os.getpid())
             t0 = time.monotonic()
             oldest = dict.fromkeys(ports, 0.0)
@@ -207,9 +255,9 @@ def measure(impl: str, case: Case, plan: Plan, work_dir: Path, log: Log) -> dict
                     except OSError:
                         pass
             cpu1 = {r.identity: proc_cpu_seconds(r.pid) for r in replicas}
-            server1 = proc_cpu_seconds(server_pid) if server_pid else 0.0
+            server1 = _server_cpu(group)
             bench1 = proc_cpu_seconds(os.getpid())
-            req1, ev1 = counters(url)
+            req1, ev1 = _server_counters(group)
             elapsed = time.monotonic() - t0
             obs.record_renewals(False)
             gaps = list(obs.gaps)
@@ -234,6 +282,24 @@ def measure(impl: str, case: Case, plan: Plan, work_dir: Path, log: Log) -> dict
             replica_events = sum(r["watch_events_per_s"] for r in per_replica)
             asked_writes = (case.shards + (case.replicas if impl == OURS else 0)) / interval
             cores = [r["cpu_cores"] for r in per_replica]
+            server_cores = {name: round((server1[name] - server0.get(name, 0.0)) / elapsed, 3) for name in server1}
+            if puts:
+                out["server_cpu_ms_per_renewal"] = {name: round(1000 * (server1[name] - server0.get(name, 0.0)) / puts, 3)
+                                                    for name in server1}
+            if case.max_write_rate is not None:
+                budget = case.max_write_rate * case.replicas
+                bound = out["renew_bound_s"]
+                out.update({
+                    "write_budget_total": budget,
+                    "served_vs_budget": round(writes / elapsed / budget, 3),
+                    "gaps_over_bound": sum(1 for g in gaps if g > bound + 0.5),
+                    "write_budget_exceeded": {i: metrics1[i].get("shardlease_write_budget_exceeded") for i in ports},
+                    "writes_planned": {i: metrics1[i].get("shardlease_writes_planned") for i in ports},
+                    "forced_renewals": {i: metrics1[i].get("shardlease_write_budget_forced_total", 0.0)
+                                        - metrics0[i].get("shardlease_write_budget_forced_total", 0.0) for i in ports},
+                    "budget_renew_interval_s": {i: metrics1[i].get("shardlease_write_budget_renew_interval_seconds")
+                                                for i in ports},
+                })
             out.update({
                 "elapsed_s": round(elapsed, 2),
                 "held": sum(load.values()),
@@ -256,16 +322,21 @@ def measure(impl: str, case: Case, plan: Plan, work_dir: Path, log: Log) -> dict
                 "watch_events_per_s_per_replica_mean": round(replica_events / len(ids), 2),
                 "watch_events_per_s_observer": round((ev1.get(OBSERVER_ID, 0) - ev0.get(OBSERVER_ID, 0)) / elapsed, 2),
                 "watch_fanout_per_s_replicas": round(replica_events, 2),
-                "server_cpu_cores": round((server1 - server0) / elapsed, 3) if server_pid else None,
+                "server_cpu_cores": round(sum(server_cores.values()), 3) if server_cores else None,
+                "server_cpu_cores_by_process": server_cores,
                 "bench_process_cpu_cores": round((bench1 - bench0) / elapsed, 3),
                 "per_replica": per_replica,
             })
             if predicted is not None:
                 out["model"] = {k: v for k, v in predicted.items() if k != "watched"}
+            if case.max_write_rate is not None:
+                log(f"  budget {out['write_budget_total']:g}/s: served {out['api_writes_per_s']}/s "
+                    f"({out['served_vs_budget']} x), gap max {out['gap_max_s']} s (bound {out['renew_bound_s']:g} s), "
+                    f"exceeded {out['write_budget_exceeded']}")
             log(f"  cpu/replica max {out['replica_cpu_cores_max']} cores, {out['cpu_ms_per_renewal']} ms/renewal, "
                 f"writes {out['api_writes_per_s']}/s of {out['api_writes_per_s_asked']}, gap max "
                 f"{out['gap_max_x_interval']} x interval, losses {out['losses']}, changes {out['holder_changes']}, "
-                f"events/replica {out['watch_events_per_s_per_replica_mean']}/s, server {out['server_cpu_cores']} cores")
+                f"events/replica {out['watch_events_per_s_per_replica_mean']}/s, server {server_cores} cores")
         except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
             log(f"  ERROR {out['error'][:500]}")
@@ -311,12 +382,14 @@ def targets(cases: Sequence[dict[str, Any]], full: bool) -> list[dict[str, Any]]
     return out
 
 
-def run(plan: Plan, work_root: Path, log: Log, impls: Sequence[str] = (OURS, BASELINE)) -> list[dict[str, Any]]:
+def run(plan: Plan, work_root: Path, log: Log, impls: Sequence[str] = (OURS, BASELINE),
+        server: Server = DEV_SERVER) -> list[dict[str, Any]]:
     """Every case of ``plan`` for shardlease, then the baseline cases; one result dict per run."""
     results = []
     for impl in impls:
-        for case in (plan.cases if impl == OURS else plan.baseline_cases):
-            results.append(measure(impl, case, plan, work_root / f"scale-{impl}-{case.replicas}x{case.shards}", log))
+        for n, case in enumerate(plan.cases if impl == OURS else plan.baseline_cases):
+            work = work_root / f"{plan.stem}-{impl}-{case.replicas}x{case.shards}-{n}"
+            results.append(measure(impl, case, plan, work, log, server=server))
     return results
 
 
@@ -352,10 +425,35 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("losses (replica metric)", "losses"),
     ("watch events / s per replica (mean)", "watch_events_per_s_per_replica_mean"),
     ("watch fan-out to replicas / s", "watch_fanout_per_s_replicas"),
-    ("dev-server CPU (cores)", "server_cpu_cores"),
+    ("server CPU, all processes (cores)", "server_cpu_cores"),
+    ("  dev-server (cores)", "server_cpu_cores_by_process.devserver"),
+    ("  kube-apiserver (cores)", "server_cpu_cores_by_process.apiserver"),
+    ("  etcd (cores)", "server_cpu_cores_by_process.etcd"),
+    ("  kube-apiserver CPU per renewal (ms)", "server_cpu_ms_per_renewal.apiserver"),
+    ("  etcd CPU per renewal (ms)", "server_cpu_ms_per_renewal.etcd"),
+    ("  dev-server CPU per renewal (ms)", "server_cpu_ms_per_renewal.devserver"),
     ("bench observer process CPU (cores)", "bench_process_cpu_cores"),
     ("1-min load at case start", "load1_at_start"),
 )
+
+#: Extra rows of a write-budget run.
+BUDGET_ROWS: tuple[tuple[str, str], ...] = (
+    ("--max-write-rate W (whole group)", "write_budget_total"),
+    ("API writes served / W", "served_vs_budget"),
+    ("renewal gap max (s)", "gap_max_s"),
+    ("bound: renew deadline - retry period (s)", "renew_bound_s"),
+    ("gaps over the bound (+0.5 s observer slack)", "gaps_over_bound"),
+)
+
+
+def _get(case: dict[str, Any], key: str) -> Any:
+    """``case[key]``, where ``a.b`` reads ``case[a][b]`` (absent: ``None``)."""
+    value: Any = case
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def render(data: dict[str, Any]) -> str:
@@ -363,19 +461,23 @@ def render(data: dict[str, Any]) -> str:
     meta = data["meta"]
     cases = data["cases"]
     columns = [c for c in cases if c["impl"] == OURS] + [c for c in cases if c["impl"] != OURS]
-    lines = ["# Scale: cost as shards and replicas grow", "",
+    lines = [f"# {meta.get('title', 'Scale: cost as shards and replicas grow')}", "",
              f"Generated {meta['generated']} by `{meta['command']}` (git {meta['git']}, {meta['elapsed_s']} s) "
              f"on {meta['machine']}. Timings: {meta['profile']['name']} (lease {meta['profile']['lease_duration']} s, "
              f"renew deadline {meta['profile']['renew_deadline']} s, retry {meta['profile']['retry_period']} s); "
              f"renew interval = retry period; {meta['window_s']:g} s window per case after settling. Every case has "
-             "its own dev-server process. Method: `bench/scenarios/scale.py`; model: `docs/scaling.md`.", ""]
+             f"its own {'kube-apiserver + etcd' if meta.get('server') == 'real' else 'dev-server process'}. "
+             "Method: `bench/scenarios/scale.py`; model: `docs/scaling.md`.", ""]
     if len(meta.get("runs", [])) > 1:
         lines += ["Cases merged from several runs: " + "; ".join(
             f"`{r['command']}` at {r['generated']} (git {r['git']}): {', '.join(r['cases'])}" for r in meta["runs"]), ""]
     header = "| | " + " | ".join(f"{'ours' if c['impl'] == OURS else 'baseline'} {c['case']}" for c in columns) + " |"
     lines += [header, "|---|" + "---:|" * len(columns)]
-    for label, key in ROWS:
-        lines.append(f"| {label} | " + " | ".join("error" if "error" in c else _fmt(c.get(key)) for c in columns) + " |")
+    budget = any("max_write_rate" in c for c in columns)
+    for label, key in (BUDGET_ROWS if budget else ()) + ROWS:
+        if all(_get(c, key) is None for c in columns if "error" not in c):
+            continue  # e.g. etcd rows on the dev-server
+        lines.append(f"| {label} | " + " | ".join("error" if "error" in c else _fmt(_get(c, key)) for c in columns) + " |")
     lines.append("")
     lines += ["## Watch events per replica: measured vs model (N + W) / interval", "",
               "| case | replica | held | W (watched shard Leases) | events / s measured | model |",
@@ -427,7 +529,7 @@ def write(out: Path, results: list[dict[str, Any]], plan: Plan, meta: dict[str, 
     Cases measured earlier into the same ``scale.json`` (same timings) and not measured again are
     kept, so the baseline can be run apart (``--impls baseline``) without losing shardlease's cases;
     ``meta.runs`` lists every run that contributed."""
-    path = out / "scale.json"
+    path = out / f"{plan.stem}.json"
     kept: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     if path.exists():
@@ -446,8 +548,11 @@ def write(out: Path, results: list[dict[str, Any]], plan: Plan, meta: dict[str, 
     runs.append({k: meta[k] for k in ("command", "generated", "git", "elapsed_s") if k in meta}
                 | {"cases": [r["case_id"] for r in results]})
     cases = sorted(kept + results, key=lambda c: (c["impl"] != OURS, c["replicas"], c["shards"]))
-    data = {"meta": {**meta, "runs": runs, "profile": plan.profile.describe(), "window_s": plan.window},
-            "cases": cases, "targets": targets(cases, full), "baseline_not_run": baseline_note(plan, cases, full)}
+    dev_scale = plan.stem == "scale"
+    data = {"meta": {**meta, "runs": runs, "profile": plan.profile.describe(), "window_s": plan.window,
+                     "title": plan.title},
+            "cases": cases, "targets": targets(cases, full) if dev_scale else [],
+            "baseline_not_run": baseline_note(plan, cases, full) if dev_scale else ""}
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    (out / "scale.md").write_text(render(data))
+    (out / f"{plan.stem}.md").write_text(render(data))
     return data

@@ -56,6 +56,7 @@ from shardlease.core.messages import (
     WriteKind,
 )
 from shardlease.core.records import ANNOTATION_EPOCH, LeaseRecord, shard_lease_name
+from shardlease.core.writebudget import WriteBudget
 from shardlease.errors import ConflictError
 
 __all__ = [
@@ -129,6 +130,8 @@ class ShardState:
     #: above it, and one that lost its epoch gets it back, so fencing tokens never go down for the shard.
     epoch_floor: int = 0
     epoch_text: str | None = None
+    #: With a write budget: the slot reserved for this shard's next renewal (``None``: none reserved).
+    paced_at: float | None = None
 
     @property
     def errors(self) -> int:
@@ -142,7 +145,7 @@ class ShardElections:
     def __init__(self, *, group: str, identity: str, incarnation: str, timing: Timing, cache: LeaseCache,
                  clock: Clock, writer: Writer, log: logging.LoggerAdapter[Any] | logging.Logger, metrics: Any,
                  jitter: Callable[[float, float], float], on_held_change: Callable[[], None],
-                 on_create: Callable[[], None]) -> None:
+                 on_create: Callable[[], None], load_of: Callable[[int], float | None] | None = None) -> None:
         self._group = group
         self.identity = identity
         self.incarnation = incarnation
@@ -155,6 +158,7 @@ class ShardElections:
         self._jitter = jitter
         self._on_held_change = on_held_change
         self._on_create = on_create
+        self._load_of = load_of
         self.ctx = Standing()
         self.states: list[ShardState] = []
         self.index_of: dict[str, int] = {}
@@ -167,6 +171,13 @@ class ShardElections:
         self._owned: frozenset[int] = frozenset()
         self.held: set[int] = set()
         self._owned_dirty = False
+        #: Renewal spacing under ``max_write_rate`` (``None``: no budget, renew every renew interval).
+        self.budget: WriteBudget | None = None
+        if timing.max_write_rate is not None:
+            self.budget = WriteBudget(timing.max_write_rate, renew_every=timing.renew_every,
+                                      renew_deadline=timing.renew_deadline, retry_period=timing.retry_period)
+            metrics.write_budget.set(timing.max_write_rate)
+            self._report_budget()
 
     # ------------------------------------------------------------------ passes and events
 
@@ -353,6 +364,14 @@ class ShardElections:
                 self._check_stuck(st, now)
                 self._schedule(st, decision.at)
                 return
+            if self.budget is not None:
+                if action is Action.RENEW:
+                    at = self._paced(st, now)
+                    if at > now:
+                        self._check_stuck(st, now)
+                        self._schedule(st, at)
+                        return
+                st.paced_at = None
             if action is Action.LOST:
                 self._lose(st, now, decision.reason)
                 continue
@@ -378,6 +397,30 @@ class ShardElections:
             if st.held and st.renew_started is not None:
                 self._schedule(st, st.renew_started + self._timing.renew_deadline)
             return
+
+    def _paced(self, st: ShardState, now: float) -> float:
+        """With a write budget, when a renewal ``decide`` finds due may go (``<= now``: at once): in the
+        slot it reserves, never past the bound (``core/writebudget.py``)."""
+        budget = self.budget
+        assert budget is not None and st.renew_started is not None
+        if st.paced_at is not None:
+            return st.paced_at
+        forced = budget.forced
+        at = budget.reserve(now, st.renew_started)
+        if budget.forced != forced:
+            self._metrics.write_budget_forced.inc()
+        if at > now:
+            st.paced_at = at
+        return at
+
+    def _report_budget(self) -> None:
+        """Publish the budget's plan as metrics."""
+        assert self.budget is not None
+        plan = self.budget.plan
+        self._metrics.writes_asked.set(plan.asked)
+        self._metrics.writes_planned.set(plan.planned)
+        self._metrics.budget_renew_interval.set(plan.interval)
+        self._metrics.write_budget_exceeded.set(1 if plan.exceeded else 0)
 
     def _check_stuck(self, st: ShardState, now: float) -> None:
         stuck, again_at = self.handlers.check_stuck(st.index, now)
@@ -417,8 +460,10 @@ class ShardElections:
     def _renew(self, st: ShardState, view: ShardView) -> None:
         record = view.record
         assert record is not None and st.renew_started is not None
+        st.paced_at = None
         lost_epoch = st.epoch_text is not None and record.annotations.get(ANNOTATION_EPOCH) != st.epoch_text
-        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None)
+        load = self._load_of(st.index) if self._load_of is not None else None
+        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None, load)
         st.in_flight = True
         self._submit(Write(WriteKind.RENEW, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
                            deadline=st.renew_started + self._timing.renew_deadline))
@@ -522,6 +567,7 @@ class ShardElections:
     def _set_held(self, st: ShardState, held: bool) -> None:
         if not held:
             st.unconfirmed_since = None
+            st.paced_at = None
         if st.held != held:
             st.held = held
             self._owned_dirty = True
@@ -541,6 +587,15 @@ class ShardElections:
         self._owned = owned
         self._metrics.shards_held.set(len(owned))
         self._out.append(PublishOwned(owned))
+        if self.budget is not None:
+            turned = self.budget.replan(len(owned))
+            self._report_budget()
+            if turned is not None and turned.exceeded:
+                self._log.warning("write budget cannot be met: %s", turned.describe())
+            elif turned is not None:
+                self._log.info("write budget met again: %d shard Leases + the member Lease need %.3g writes/s "
+                               "(max_write_rate %g), each shard renewed every %.3gs", turned.held, turned.planned,
+                               turned.rate, turned.interval)
 
     def on_write(self, done: WriteDone, now: float) -> None:
         """The answer to a write of shard ``done.write.shard``'s Lease."""

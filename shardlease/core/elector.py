@@ -124,6 +124,8 @@ class Timing:
     handoff_grace: float = 4.0
     drain_timeout: float = 30.0
     renew_interval: float | None = None
+    #: Writes per second this replica's Leases may cost (``None``: no budget), see ``core/writebudget.py``.
+    max_write_rate: float | None = None
 
     @property
     def renew_every(self) -> float:
@@ -148,6 +150,7 @@ class Timing:
             handoff_grace=float(grace),
             drain_timeout=float(config.drain_timeout),
             renew_interval=getattr(config, "renew_interval", None),
+            max_write_rate=getattr(config, "max_write_rate", None),
         )
 
 

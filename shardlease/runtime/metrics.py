@@ -56,6 +56,17 @@ class ManagerMetrics:
             "shardlease_reshard_pause_seconds", "From seeing a new generation until its handlers may start "
             "(every shard Lease stamped with it): the pause of a switch as this replica saw it",
             labels, buckets=_HANDOFF_BUCKETS, registry=r).labels(*self._lv)
+        # Load-aware assignment (docs/load.md).
+        self.load_imbalance = Gauge(
+            "shardlease_load_imbalance", "The busiest replica's load over its fair share, from the member "
+            "Leases as this replica last read them (0: no load reported)", labels, registry=r).labels(*self._lv)
+        self.load_rebalances = Counter("shardlease_load_rebalances", "Load snapshots this replica published "
+                                       "(as the oldest member)", labels, registry=r).labels(*self._lv)
+        self.load_moves = Counter("shardlease_load_moves", "Shards the load snapshots moved, as this replica "
+                                  "computed them", labels, registry=r).labels(*self._lv)
+        self.capacity = Gauge("shardlease_capacity", "This replica's capacity", labels, registry=r).labels(*self._lv)
+        self.load = Gauge("shardlease_load", "Sum of the smoothed loads of the shards this replica holds",
+                          labels, registry=r).labels(*self._lv)
         self.stuck_handlers = Gauge("shardlease_stuck_handlers", "Handlers that did not return within drain_timeout",
                                     labels, registry=r).labels(*self._lv)
         self.handoff_seconds = Histogram("shardlease_handoff_duration_seconds",
@@ -69,6 +80,23 @@ class ManagerMetrics:
             "user is not accepted", labels, registry=r).labels(*self._lv)
         self._api_errors = Counter("shardlease_api_errors", "Failed API requests by kind",
                                    labels + ("kind",), registry=r)
+        # The write budget (max_write_rate, core/writebudget.py); unset without one.
+        self.write_budget = Gauge("shardlease_write_budget", "max_write_rate: Lease writes per second this replica "
+                                  "may make", labels, registry=r).labels(*self._lv)
+        self.writes_asked = Gauge("shardlease_writes_asked", "Lease writes per second the held Leases (shards + "
+                                  "member) would make at the plain renew interval", labels, registry=r).labels(*self._lv)
+        self.writes_planned = Gauge("shardlease_writes_planned", "Lease writes per second the held Leases make with "
+                                    "renewals spaced for the write budget", labels, registry=r).labels(*self._lv)
+        self.budget_renew_interval = Gauge("shardlease_write_budget_renew_interval_seconds",
+                                           "Seconds between renewals of one held shard Lease under the write budget",
+                                           labels, registry=r).labels(*self._lv)
+        self.write_budget_exceeded = Gauge(
+            "shardlease_write_budget_exceeded", "1 while the held Leases need more writes per second than "
+            "max_write_rate even at the longest safe renew interval (renew_deadline - retry_period)",
+            labels, registry=r).labels(*self._lv)
+        self.write_budget_forced = Counter(
+            "shardlease_write_budget_forced", "Renewals sent at the bound (renew_deadline - retry_period after the "
+            "last one) without waiting for a slot of the write budget", labels, registry=r).labels(*self._lv)
         self.oldest_renewal = Gauge("shardlease_oldest_renewal_age_seconds",
                                     "Seconds since the start of the oldest last-successful renewal among held shards",
                                     labels, registry=r).labels(*self._lv)

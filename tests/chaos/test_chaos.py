@@ -555,3 +555,40 @@ def test_chaos_catches_a_runtime_that_stops_handlers_late(request: pytest.Fixtur
         [f.splitlines()[0] for f in overlaps]
     SUMMARY.append(f"negative control: {len(overlaps)} overlaps reported for the lagging runtime")
     shutil.rmtree(work_dir, ignore_errors=True)
+
+
+LOAD_WEIGHTS = {"load_shift": 2.0, "kill": 1.0, "terminate": 0.5, "pause": 1.0, "restart": 1.0, "scale_up": 1.0,
+                "latency": 1.0, "partition": 0.5}
+
+
+def test_load_shift_plans_name_hot_shards_and_leave_default_plans_alone() -> None:
+    config = ChaosConfig(seed=7, duration=30.0, weights=LOAD_WEIGHTS, workload="keys")
+    shifts = [f for f in plan_faults(config) if f.kind == "load_shift"]
+    assert shifts and config.load_aware and not default_run_config(7).load_aware
+    assert all(f.params["factor"] in (4, 8) and len(f.params["hot"]) == 2
+               and all(0 <= s < config.shards for s in f.params["hot"]) for f in shifts)
+    assert all(f.kind != "load_shift" for s in range(12) for f in plan_faults(default_run_config(s)))
+
+
+@pytest.mark.slow
+def test_chaos_run_with_load_shifts(chaos_seed: int, request: pytest.FixtureRequest) -> None:
+    """Load shifts (some shards become 4-8x as hot; the handlers report it and the group rebalances by
+    load every lease duration) among process kills, pauses, restarts, scale-ups, latency and
+    partitions: the same checks as every chaos run hold through the load moves (no overlapping work,
+    fences rising, every shard held once and where the load snapshot puts it within the bound, then
+    nothing moving)."""
+    reason = missing_runtime()
+    if reason:
+        pytest.skip(reason)
+    config = ChaosConfig(seed=chaos_seed, duration=20.0, mean_gap=1.0, weights=LOAD_WEIGHTS, workload="keys")
+    messages: list[str] = []
+    work_dir = Path(tempfile.mkdtemp(prefix=f"shardlease-chaos-load-{chaos_seed}-"))
+    report = ChaosRun(config, work_dir, progress=messages.append).run()
+    SUMMARY.append("load shifts: " + report.summary())
+    print(report.summary())
+    assert report.ok, (f"repeat with: SHARDLEASE_CHAOS_SEED={chaos_seed} pytest tests/chaos -m slow -k load_shifts\n"
+                       + report.render_failures() + "\n\nprogress:\n" + "\n".join(messages[-80:]))
+    assert report.counts().get("load_shift", 0) >= 1, report.counts()
+    logs = "".join(p.read_text(errors="replace") for p in (work_dir / "logs").glob("replica-*.log"))
+    assert "load snapshot" in logs, "no load move happened: the run checked nothing new"
+    shutil.rmtree(work_dir, ignore_errors=True)

@@ -136,6 +136,9 @@ def test_shards_message_matches_the_documented_form() -> None:
         ("retry_period", "soon"),
         ("renew_interval", 0),
         ("renew_interval", 9),
+        ("max_write_rate", 0),
+        ("max_write_rate", "fast"),
+        ("max_write_rate", 0.4),
         ("load_factor", 0.9),
         ("handoff_grace", -0.5),
         ("drain_timeout", 0),
@@ -143,6 +146,19 @@ def test_shards_message_matches_the_documented_form() -> None:
         ("metrics_port", -1),
         ("log_format", "xml"),
         ("log_level", "chatty"),
+        ("capacity", 0),
+        ("capacity", float("nan")),
+        ("capacity", "big"),
+        ("weights", "{not json"),
+        ("weights", '{"x": 1}'),
+        ("weights", {"1": -1}),
+        ("weights", [1, 2]),
+        ("load_half_life", 0),
+        ("rebalance_period", 0),
+        ("rebalance_threshold", -1),
+        ("rebalance_epsilon", -0.1),
+        ("rebalance_max_moves", 1),
+        ("rebalance_max_moves", True),
     ],
 )
 def test_every_invalid_field_is_named_with_its_fix(field: str, value: object) -> None:
@@ -159,6 +175,18 @@ def test_renew_interval_defaults_to_the_retry_period_and_must_leave_room_for_a_r
     message = errors_of(group="g", shards=4, renew_interval=8.5)
     assert message.startswith("renew_interval: must leave time for one retry before the renew deadline")
     assert "--renew-interval" in message and "SHARDLEASE_RENEW_INTERVAL" in message and "at most 8" in message
+
+
+def test_max_write_rate_must_leave_room_beyond_the_member_lease_and_is_read_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ShardConfig(group="g", shards=4).max_write_rate is None
+    message = errors_of(group="g", shards=4, max_write_rate=0.5)   # the member Lease alone writes 0.5/s
+    assert message.startswith("max_write_rate: must leave room for shard renewals beyond the member Lease's own "
+                              "0.5 writes/s")
+    assert "--max-write-rate" in message and "SHARDLEASE_MAX_WRITE_RATE" in message and "above 0.5" in message
+    assert ShardConfig(group="g", shards=4, renew_interval=8, max_write_rate=0.2).max_write_rate == 0.2
+    monkeypatch.setenv("SHARDLEASE_MAX_WRITE_RATE", "12.5")
+    assert ShardConfig(group="g", shards=4).max_write_rate == 12.5
 
 
 def test_missing_required_fields_are_named() -> None:
@@ -191,3 +219,29 @@ def test_every_field_has_a_source_a_hint_and_a_docstring() -> None:
         assert CONFIG_SOURCES[name] == (f"--{name.replace('_', '-')}", f"SHARDLEASE_{name.upper()}")
         assert name in config_module._FIX_HINTS
         assert field.description
+
+
+def test_load_settings_defaults_sources_and_the_hysteresis_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = ShardConfig(group="g", shards=4)
+    assert (cfg.capacity, cfg.weights, cfg.load_half_life) == (1.0, None, 30.0)
+    assert (cfg.rebalance_period, cfg.rebalance_threshold, cfg.rebalance_epsilon, cfg.rebalance_max_moves) == \
+        (60.0, 0.15, 0.1, 32)
+    monkeypatch.setenv("SHARDLEASE_CAPACITY", "2.5")
+    monkeypatch.setenv("SHARDLEASE_WEIGHTS", '{"0": 5, "3": 0.5}')
+    cfg = ShardConfig(group="g", shards=4)
+    assert cfg.capacity == 2.5 and cfg.weights == {0: 5.0, 3: 0.5}
+    assert (cfg.weight_of(0), cfg.weight_of(1)) == (5.0, None)
+    message = errors_of(group="g", shards=4, rebalance_threshold=0.05, rebalance_epsilon=0.1)
+    assert message.startswith("rebalance_threshold: must be at least rebalance_epsilon")
+    assert "--rebalance-threshold" in message and "0.1" in message
+
+
+def test_a_weights_callable_that_fails_is_a_configuration_error() -> None:
+    from shardlease.errors import ConfigError
+
+    cfg = ShardConfig(group="g", shards=4, weights=lambda shard: 10.0 / shard)
+    assert cfg.weight_of(2) == 5.0
+    with pytest.raises(ConfigError, match="weights: the callable raised ZeroDivisionError"):
+        cfg.weight_of(0)
+    with pytest.raises(ConfigError, match="weights: the callable returned -1"):
+        ShardConfig(group="g", shards=4, weights=lambda shard: -1).weight_of(0)

@@ -72,6 +72,12 @@ def test_config_error_exits_2_with_formatted_message(handler_module: str, capsys
     assert err.startswith("shardlease run: ") and "shards" in err and "--shards" in err
 
 
+def test_max_write_rate_flag_reaches_the_config_check(handler_module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", f"{handler_module}:handle", "--group", "g", "--shards", "4", "--max-write-rate", "0.3"])
+    assert code == 2
+    assert "max_write_rate: must leave room for shard renewals" in capsys.readouterr().err
+
+
 def test_environment_fills_what_flags_do_not_give(handler_module: str, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHARDLEASE_RETRY_PERIOD", "nonsense")

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shardlease.harness.chaos.handlers import LOADS_FILE, write_loads
 from shardlease.harness.chaos.plan import REAL_END_KINDS, Fault
 from shardlease.harness.chaos.state import RunState
 from shardlease.harness.localcluster import Replica
@@ -168,6 +169,12 @@ class FaultInjector(RunState):
             threading.Thread(target=self._reshard, args=(int(params["shards"]), fault.at),
                              name="chaos-reshard", daemon=True).start()
             note = "started"
+        elif kind == "load_shift":
+            hot = {int(i) for i in params["hot"]}
+            factor = float(params["factor"])
+            # Twice the configured count covers every count a reshard of the run can reach.
+            write_loads(self.work_dir / LOADS_FILE, [factor if i in hot else 1.0
+                                                     for i in range(2 * self.config.shards)])
         elif kind in ("resets", "timeouts", "outage", "apiserver_restart", "apiserver_kill") \
                 or kind in REAL_END_KINDS:
             note = self._apply_real(kind, params)

@@ -60,7 +60,13 @@ REAL_END_KINDS = ("resets_end", "timeouts_end", "outage_end", "apiserver_start")
 DEV_ONLY_KINDS = ("errors", "cut_watches", "freeze_watches", "partition")
 
 
-ALL_FAULT_KINDS = FAULT_KINDS + REAL_FAULT_KINDS
+#: Opt-in faults, in no default weights (so the plans of published seeds stay as they were):
+#: ``load_shift`` makes some shards hot (the handlers report loads, docs/load.md), so the group moves
+#: shards for load while the other faults run; the checks of exclusion and fences cover those moves.
+LOAD_KINDS = ("load_shift",)
+
+
+ALL_FAULT_KINDS = FAULT_KINDS + REAL_FAULT_KINDS + LOAD_KINDS
 
 
 REAL_WEIGHTS: Mapping[str, float] = {
@@ -185,6 +191,11 @@ class ChaosConfig:
         if self.work_unit >= margin / 2:
             raise ValueError(f"work unit {self.work_unit}s is not well below lease - renew deadline "
                              f"({margin:g}s)")
+
+    @property
+    def load_aware(self) -> bool:
+        """The run shifts loads: its handlers report them and its replicas rebalance by load."""
+        return self.weights.get("load_shift", 0.0) > 0
 
     @property
     def lease(self) -> float:
@@ -338,6 +349,7 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
                 "apiserver_restart": t >= model.apiserver_until,
                 "apiserver_kill": t >= model.apiserver_until,
                 "reshard": t >= model.reshard_until,
+                "load_shift": True,
                 "delete_lease": True,
                 "overwrite_lease": True,
                 "duplicate": bool(usable) and not model.duplicated,
@@ -423,6 +435,9 @@ def plan_faults(config: ChaosConfig) -> list[Fault]:
             model.network_until = t + length
             plan.append(Fault(at, "outage", None, {"for": length}))
             schedule_end(t + length, Fault(end_at(t + length), "outage_end"))
+        elif kind == "load_shift":
+            hot = sorted(rng.sample(range(config.shards), k=max(1, config.shards // 8)))
+            plan.append(Fault(at, "load_shift", None, {"hot": hot, "factor": rng.choice((4, 8))}))
         elif kind == "reshard":
             # Between half and twice the configured count: shards are added, removed, and come back.
             choices = sorted({max(1, config.shards // 2), config.shards, 2 * config.shards} - {model.shards})

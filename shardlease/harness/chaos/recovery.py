@@ -137,7 +137,8 @@ class RecoveryWait(RunState):
 
     def _whole(self, snap: Snapshot, exact: bool) -> bool:
         """Every shard held by a running replica, every running replica a live member, each holding at
-        most ceil(S/N) (``exact``: the shards are where the assignment puts them)."""
+        most ceil(S/N) (``exact``: the shards are where the assignment puts them; under a load snapshot,
+        where the snapshot puts them, and no count bound)."""
         cluster = self.cluster
         assert cluster is not None
         running = set(cluster.running_identities())
@@ -146,6 +147,10 @@ class RecoveryWait(RunState):
             return False
         if set(snap.live_members()) != running:
             return False
+        if snap.view.load_snapshot is not None:
+            # Assigned by load (docs/load.md): the owners the replicas compute from the group's snapshot
+            # (the view's desired column), and no count bound.
+            return not exact or holders == {row.shard: row.desired for row in snap.view.rows}
         if exact:
             return holders == cluster.desired(sorted(running))
         cap = math.ceil(snap.shards / len(running))

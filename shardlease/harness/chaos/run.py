@@ -19,7 +19,15 @@ from dataclasses import asdict
 
 from shardlease.harness.chaos.checkers import scan_log
 from shardlease.harness.chaos.faults import FaultInjector
-from shardlease.harness.chaos.handlers import DRAINING_HANDLER, OBJECT_HANDLER
+from shardlease.harness.chaos.handlers import (
+    DRAINING_HANDLER,
+    ENV_INNER,
+    ENV_LOADS,
+    LOADED_HANDLER,
+    LOADS_FILE,
+    OBJECT_HANDLER,
+    write_loads,
+)
 from shardlease.harness.chaos.idlewatch import IdleHolderWatch
 from shardlease.harness.chaos.plan import convergence_bound
 from shardlease.harness.chaos.proxy import ProxyFaults
@@ -69,6 +77,13 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
             assets=config.assets if config.devserver == "real" else None,
             feature_gates={"ShardedListAndWatch": True} if config.sharded_watch else None,
             env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}"})
+        if config.load_aware:
+            # Every shard costs 1 until a load_shift fault makes some hot; the replicas rebalance by
+            # load at a period of a lease duration (docs/load.md).
+            write_loads(self.work_dir / LOADS_FILE, [1.0] * (2 * config.shards))
+            cluster.handler = LOADED_HANDLER
+            cluster.env.update({ENV_LOADS: str(self.work_dir / LOADS_FILE), ENV_INNER: handler})
+            cluster.extra_args += ["--rebalance-period", f"{config.lease:g}", "--load-half-life", "0.5"]
         cluster.env[ENV_NAMESPACE] = cluster.namespace
         self.cluster = cluster
         collector = _ErrorCollector()
