@@ -32,6 +32,12 @@ lifecycle scenarios and the API cost (balance is pure computation, the same on a
 replica-cost to add it), and writes ``suite_real.json``, ``suite_real.md`` and ``suite_real_*.png``
 beside the dev-server's ``suite.*``, which it never touches. API cost there comes from the
 kube-apiserver's own ``apiserver_request_total`` counters on ``/metrics``.
+
+``--server node`` runs something else: the example Deployment as pods on the local one-node
+Kubernetes (``bench/node.py``: scale, force delete, SIGKILL, rollout restart; root and the node's
+binaries from ``scripts/build-node-assets``; about 6 min for 3 rounds, 1 with ``--quick``). It writes
+``node.json`` and ``node.md`` and, into bench/results, rewrites the node section of
+docs/benchmarks.md, where the pod figures sit next to the process-based ``suite.json`` ones.
 """
 
 from __future__ import annotations
@@ -201,6 +207,20 @@ def render_only(out: Path, plots: bool, docs: bool, stem: str = "suite") -> int:
     return 0
 
 
+def run_node(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--server node``: bench/node.py's Deployment operations on pods (it has no scenarios to pick)."""
+    if args.scenarios and args.scenarios != ["all"]:
+        parser.error("--server node runs bench/node.py's operations as one scenario; name no scenario")
+    if args.kube_assets is not None or args.render:
+        parser.error("--server node takes neither --kube-assets (it uses the build caches) nor --render")
+    from bench import node
+
+    out: Path = args.out or RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    docs = args.docs == "yes" or (args.docs == "auto" and out.resolve() == RESULTS_DIR.resolve())
+    return node.bench(out / "node", rounds=1 if args.quick else 3, docs=docs)
+
+
 def resolve_server(kind: str, assets: Path | None, parser: argparse.ArgumentParser) -> Server:
     """``--server``/``--kube-assets`` -> a :class:`Server`, or a usage error saying how to get the
     binaries."""
@@ -285,13 +305,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true",
                         help="run nothing: re-render suite.md, the figures and (with --docs yes) the docs "
                              "from the suite.json in the output directory")
-    parser.add_argument("--server", choices=SERVER_KINDS, default="dev",
+    parser.add_argument("--server", choices=(*SERVER_KINDS, "node"), default="dev",
                         help="dev: shardlease's dev-server (default); real: etcd + kube-apiserver from "
-                             "scripts/build-kube-assets, results in suite_real.*")
+                             "scripts/build-kube-assets, results in suite_real.*; node: the example "
+                             "Deployment as pods on a local node (bench/node.py), results in node.*")
     parser.add_argument("--kube-assets", type=Path, default=None, metavar="DIR",
                         help="with --server real: the kube-apiserver/etcd binaries (default: "
                              "$KUBEBUILDER_ASSETS, then the build cache)")
     args = parser.parse_args(argv)
+    if args.server == "node":
+        return run_node(args, parser)
     stem = SUITE_STEM[args.server]
     if args.render:
         return render_only(args.out or RESULTS_DIR, plots=not args.no_plots, docs=args.docs == "yes", stem=stem)
