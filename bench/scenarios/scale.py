@@ -288,6 +288,15 @@ def measure(impl: str, case: Case, plan: Plan, work_dir: Path, log: Log,
             if puts:
                 out["server_cpu_ms_per_renewal"] = {name: round(1000 * (server1[name] - server0.get(name, 0.0)) / puts, 3)
                                                     for name in server1}
+            renewed = sum(metrics1[i].get("shardlease_renew_latency_seconds_count", 0.0)
+                          - metrics0[i].get("shardlease_renew_latency_seconds_count", 0.0) for i in ports)
+            if renewed:
+                # Mean latency of a successful renewal as the replicas saw it: with writes/s, how many
+                # requests were in flight (Little's law), against the writer threads a replica may use.
+                latency = sum(metrics1[i].get("shardlease_renew_latency_seconds_sum", 0.0)
+                              - metrics0[i].get("shardlease_renew_latency_seconds_sum", 0.0) for i in ports) / renewed
+                out["renew_latency_mean_ms"] = round(1000 * latency, 2)
+                out["renewals_in_flight_mean"] = round(latency * renewed / elapsed, 2)
             if case.max_write_rate is not None:
                 budget = case.max_write_rate * case.replicas
                 bound = out["renew_bound_s"]
@@ -420,6 +429,8 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("API GETs / s", "api_gets_per_s"),
     ("shard renewals / s seen", "shard_renewals_per_s"),
     ("shard renewals / s asked (S / interval)", "shard_renewals_per_s_asked"),
+    ("renewal latency, mean (ms)", "renew_latency_mean_ms"),
+    ("renewals in flight, mean", "renewals_in_flight_mean"),
     ("renewal gap p50 (s)", "gap_p50_s"),
     ("renewal gap max (x interval)", "gap_max_x_interval"),
     ("late renewals (> 1.5 x interval)", "late_renewals"),
