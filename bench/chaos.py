@@ -8,6 +8,7 @@ Usage::
     python bench/chaos.py --server real --apiservers 2 --duration 120   # two apiservers, one etcd
     python bench/chaos.py --gate --duration 500 --mean-gap 0.4         # dev-server, ShardedListAndWatch on
     python bench/chaos.py --workload keys --duration 600              # the journaling handler's units instead
+    python bench/chaos.py --check WORK_DIR                            # judge a kept run again from its files
 
 The workload is the object controller (``--workload objects``, the default): replicas reconcile
 ConfigMaps through ``shard.objects()`` while a user keeps changing them, judged per object
@@ -54,6 +55,7 @@ from shardlease.harness.chaos import (  # noqa: E402
     recheck_objects,
     seed_from_env,
 )
+from shardlease.harness.chaos.workdir import main as check_main  # noqa: E402
 from shardlease.harness.localcluster import Timings  # noqa: E402
 
 
@@ -228,8 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="print the fault plan and exit")
     parser.add_argument("--recheck", metavar="WORK_DIR", default=None,
                         help="judge a kept object-workload run again from its files alone, and exit")
+    parser.add_argument("--check", metavar="WORK_DIR", default=None,
+                        help="run every check that a kept run's files decide (journals, fault log, logs, exits) "
+                             "again, print the verdict, and exit")
     parser.add_argument("--quiet", action="store_true", help="do not print every fault as it is applied")
     args = parser.parse_args(argv)
+
+    if args.check:
+        return check_main([args.check])
 
     if args.recheck:
         problems = recheck_objects(args.recheck)

@@ -1,4 +1,4 @@
-"""Several processes started with one identity: overlapping work and log volume (issue 14).
+"""Several processes started with one identity: overlapping work and log volume.
 
 Usage::
 

@@ -1,6 +1,6 @@
 """Benchmark: items each replica receives from the API server while syncing sharded ConfigMaps.
 
-Why: the point of ``shard.objects()`` (issue 10) is that a replica of N should receive about 1/N of
+Why: the point of ``shard.objects()`` is that a replica of N should receive about 1/N of
 the object stream, not all of it. This measures exactly that, per replica, for three designs:
 
 * ``server``: ``shard.objects`` with the ``ShardedListAndWatch`` gate on; the API server filters by

@@ -1,4 +1,4 @@
-"""Benchmark: the pause of a live reshard, and who holds shards during a rolling update (issue 11).
+"""Benchmark: the pause of a live reshard, and who holds shards during a rolling update.
 
 Two measurements, both on the dev-server with scaled timings (lease 2 s, renew deadline 1.2 s,
 retry 0.3 s):

@@ -56,15 +56,16 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.scenarios import cost, lifecycle, report, scale  # noqa: E402
+from bench.scenarios import cost, lifecycle, load, report, scale  # noqa: E402
 from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SERVER_KINDS, Server  # noqa: E402
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
 SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
-#: What ``--server real`` runs when no scenario is named (issue 13, item 6).
+#: What ``--server real`` runs when no scenario is named: the lifecycle scenarios and the API cost.
 REAL_DEFAULT = (*LIFECYCLE, "api-cost")
-#: Run only when named (minutes long; own scale.json/scale.md, see bench/scenarios/scale.py).
-ON_REQUEST = ("scale", "write-budget")
+#: Run only when named, with their own outputs: scale (minutes long; scale.json/scale.md, see
+#: bench/scenarios/scale.py), write-budget, and load (load-aware vs count-only assignment; load.json/load.md).
+ON_REQUEST = ("scale", "write-budget", "load")
 #: Result file stem per server: ``suite.json`` stays the dev-server's.
 SUITE_STEM = {"dev": "suite", "real": "suite_real"}
 RESULTS_DIR = BENCH_DIR / "results"
@@ -290,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = "python bench/run.py" + ("" if argv is None and len(sys.argv) <= 1 else
                                        " " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+    if "load" in wanted:
+        # Pure computation with its own outputs (load.json, load.md); it leaves the suite alone.
+        _log("load: load-aware vs count-only assignment (bench/scenarios/load.py)")
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        load.write(out, load.run(args.quick), {"generated": stamp, "command": command, "git": _git_revision()})
+        wanted.remove("load")
+        if not wanted:
+            return 0
     suite_path = out / f"{stem}.json"
     suite: dict[str, Any] = {}
     if suite_path.exists() and set(wanted) != set(everything):

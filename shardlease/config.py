@@ -16,6 +16,7 @@ import math
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -240,6 +241,60 @@ class ShardConfig(BaseSettings):
             "shards. 1.0 gives the tightest balance; larger values move fewer shards on changes."
         ),
     )
+    capacity: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "This replica's size relative to the others, > 0 (default 1): with loads reported, a replica "
+            "with capacity 2 is given about twice the load of one with capacity 1. Published on its member "
+            "Lease (shardlease.io/capacity); see docs/load.md."
+        ),
+    )
+    weights: dict[int, float] | Callable[[int], float] | None = Field(
+        default=None,
+        description=(
+            "Static load of each shard, known in advance: a mapping shard -> load (as JSON in "
+            "SHARDLEASE_WEIGHTS) or, in Python, a callable shard -> load. A shard's reported load "
+            "(shard.report_load) takes precedence; a shard with neither counts as the mean (docs/load.md)."
+        ),
+    )
+    load_half_life: float = _seconds(
+        30.0,
+        "Half-life in seconds of the smoothing of reported shard loads (an exponentially weighted moving "
+        "average over time): a report this old counts half as much as one made now.",
+    )
+    rebalance_period: float = _seconds(
+        60.0,
+        "Seconds between load snapshots at most: the oldest member publishes a new one (and so the group "
+        "moves shards for load) at most once per period (docs/load.md).",
+    )
+    rebalance_threshold: float = Field(
+        default=0.15,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "Publish a new load snapshot only when the busiest replica carries more than (1 + threshold) x "
+            "its fair share of the load. At least rebalance_epsilon, so that a balanced group stays put."
+        ),
+    )
+    rebalance_epsilon: float = Field(
+        default=0.1,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "The load bound a rebalance aims for: no replica above (1 + epsilon) x its fair share of the "
+            "load (its capacity's part of the total)."
+        ),
+    )
+    rebalance_max_moves: int = Field(
+        default=32,
+        ge=2,
+        description=(
+            "Most shards moved for load per snapshot, so at most this many handoffs per rebalance period "
+            "(shards of replicas that left move regardless). At least 2: a swap is two moves."
+        ),
+    )
     handoff_grace: float | None = Field(
         default=None,
         ge=0,
@@ -278,7 +333,31 @@ class ShardConfig(BaseSettings):
         default="INFO", description="Python logging level name: DEBUG, INFO, WARNING, ERROR or CRITICAL."
     )
 
-    @field_validator("shards", "metrics_port", mode="before")
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _check_weights(cls, value: Any) -> Any:
+        if value is None or callable(value):
+            return value
+        if isinstance(value, str):
+            import json
+
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"must be a JSON object of shard -> load, e.g. '{{\"0\": 5, \"3\": 20}}': {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping of shard -> load or a callable, got {type(value).__name__}")
+        checked: dict[int, float] = {}
+        for key, load in value.items():
+            shard = int(key) if isinstance(key, str) and key.isdigit() else key
+            if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
+                raise ValueError(f"keys must be shard numbers >= 0, got {key!r}")
+            if isinstance(load, bool) or not isinstance(load, (int, float)) or not (load >= 0 and math.isfinite(load)):
+                raise ValueError(f"the load of shard {shard} must be a finite number >= 0, got {load!r}")
+            checked[shard] = float(load)
+        return checked
+
+    @field_validator("shards", "metrics_port", "rebalance_max_moves", mode="before")
     @classmethod
     def _no_booleans(cls, value: Any) -> Any:
         # pydantic's lax mode reads True as 1; a boolean here is always a mistake.
@@ -373,7 +452,34 @@ class ShardConfig(BaseSettings):
                 f"max_write_rate={self.max_write_rate:g}; set --max-write-rate / SHARDLEASE_MAX_WRITE_RATE "
                 f"above {member_rate:g}, or leave it unset"
             )
+        if self.rebalance_threshold < self.rebalance_epsilon:
+            raise ValueError(
+                f"rebalance_threshold: must be at least rebalance_epsilon, got rebalance_threshold="
+                f"{self.rebalance_threshold:g} < rebalance_epsilon={self.rebalance_epsilon:g}: a group balanced "
+                f"to the bound would count as unbalanced and be moved again; set --rebalance-threshold / "
+                f"SHARDLEASE_REBALANCE_THRESHOLD to at least {self.rebalance_epsilon:g}"
+            )
         return self
+
+    def weight_of(self, shard: int) -> float | None:
+        """The static load of ``shard`` (``weights``), ``None`` when not given. A callable that raises or
+        returns something other than a number >= 0 is a configuration error, reported as such."""
+        weights = self.weights
+        if weights is None:
+            return None
+        if isinstance(weights, dict):
+            return weights.get(shard)
+        from shardlease.errors import ConfigError
+
+        try:
+            value = weights(shard)
+        except Exception as exc:
+            raise ConfigError(f"weights: the callable raised {type(exc).__name__}: {exc} for shard {shard}; "
+                              "it must return the static load of any shard (a number >= 0)") from exc
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
+            raise ConfigError(f"weights: the callable returned {value!r} for shard {shard}; it must return a "
+                              "finite number >= 0")
+        return float(value)
 
     @property
     def effective_renew_interval(self) -> float:
@@ -416,6 +522,13 @@ _FIX_HINTS: dict[str, str] = {
     "max_write_rate": "a positive number of writes per second, or leave it unset",
     "load_factor": "a number >= 1.0",
     "handoff_grace": "a number of seconds >= 0, or leave it unset",
+    "capacity": "a number > 0, e.g. 2 for a replica twice the size of the others",
+    "weights": "a JSON object of shard -> load, e.g. '{\"0\": 5}', or leave it unset",
+    "load_half_life": "a positive number of seconds",
+    "rebalance_period": "a positive number of seconds",
+    "rebalance_threshold": "a number >= rebalance_epsilon, e.g. 0.15",
+    "rebalance_epsilon": "a number >= 0, e.g. 0.1",
+    "rebalance_max_moves": "a whole number >= 2",
     "drain_timeout": "a positive number of seconds",
     "kubeconfig": "the path of a kubeconfig file",
     "context": "a context name from the kubeconfig",

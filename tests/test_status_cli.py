@@ -412,3 +412,61 @@ def test_a_member_over_its_write_budget_is_a_problem_naming_the_numbers_and_the_
                               "over its --max-write-rate 20")
     assert "raise --max-write-rate" in problem
     assert view.summary().startswith("ATTENTION")
+
+
+def test_load_columns_the_snapshot_and_a_shard_too_hot_to_help() -> None:
+    """With loads reported, status shows capacity, load and share per member, load per shard, the
+    snapshot the replicas assign from, and names a shard hotter than any replica's share."""
+    from shardlease.core.loadbalance import LoadSnapshot
+    from shardlease.core.records import (
+        ANNOTATION_CAPACITY,
+        ANNOTATION_LOAD,
+        ANNOTATION_LOAD_SNAPSHOT,
+        ANNOTATION_LOADS,
+        ANNOTATION_REBALANCED,
+        format_loads,
+    )
+    from shardlease.core.resharding import GroupState, group_lease_body
+
+    loads = [30.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    base = assign(GROUP, 8, ["a", "b"])
+    snap = LoadSnapshot(generation=1, count=8, seq=4, taken_at=NOW - _dt.timedelta(seconds=20),
+                        loads=tuple(int(v * 100) for v in loads), owners=tuple(base[i] for i in range(8)),
+                        reason="imbalance 1.60 > 1.15", epsilon=0.1, max_moves=8)
+    desired = dict(enumerate(snap.assign({"a": 1.0, "b": 2.0}).owners))
+    group = group_lease_body(GROUP, "default", GroupState(count=8, generation=1, span=8, basis=None), NOW)
+    group["metadata"]["annotations"].update({
+        ANNOTATION_LOAD_SNAPSHOT: snap.encode(),
+        ANNOTATION_REBALANCED: f"{format_microtime(NOW)} 3 imbalance 1.60 > 1.15"})
+    objects: list[dict[str, Any]] = [group]
+    for identity, capacity in (("a", 1.0), ("b", 2.0)):
+        obj = member(identity, shards=8)
+        obj["metadata"]["annotations"].update({
+            ANNOTATION_CAPACITY: f"{capacity:g}",
+            ANNOTATION_LOADS: format_loads({i: loads[i] for i in range(8) if desired[i] == identity})})
+        objects.append(obj)
+    for i in range(8):
+        obj = shard(i, desired[i])
+        obj["metadata"]["annotations"] = {ANNOTATION_LOAD: f"{loads[i]:g}"}
+        objects.append(obj)
+    view = view_of(objects)
+    assert view.load_aware and view.load_snapshot == snap
+    assert all(row.holder == row.desired and not row.flags for row in view.rows)  # desired from the snapshot
+    rows = {m.identity: m for m in view.members}
+    assert rows["b"].capacity == 2.0 and rows["b"].fair_share == pytest.approx(2 / 3)
+    assert sum(r.load or 0 for r in rows.values()) == sum(loads)
+    assert view.too_hot == (0,) and any("shard 0 carries" in note and "cannot help" in note for note in view.notes)
+    text = view.render_text()
+    assert "CAPACITY" in text and "SHARE" in text and "LOAD" in text
+    assert "assigned by snapshot 4 (imbalance 1.60 > 1.15), taken 20.0s ago" in text
+    assert "last rebalance" in text and "3 move(s)" in text
+    data = view.to_json()
+    assert data["load"]["mode"] == "load" and data["load"]["snapshot"]["seq"] == 4
+    assert data["shard_table"][0]["load"] == 30.0 and data["load"]["too_hot"] == [0]
+    json.dumps(data)
+
+
+def test_without_loads_status_shows_no_load_columns() -> None:
+    view = view_of(healthy_objects(["a", "b"]))
+    assert not view.load_aware
+    assert "CAPACITY" not in view.render_text() and view.to_json()["load"]["mode"] == "count"

@@ -1,4 +1,4 @@
-"""Targeted watching (issue 9): a replica reads the renewals of the shards that matter to it, not all of them.
+"""Targeted watching: a replica reads the renewals of the shards that matter to it, not all of them.
 
 Six in-process managers over 48 shards against the dev-server (no mocks). Each watches the member
 Leases plus the shard Leases it holds, is assigned, or would inherit if one peer failed. The tests

@@ -1,4 +1,4 @@
-"""Scenario ``scale`` (issue 9, item 5): what a settled group costs as shards and replicas grow.
+"""Scenario ``scale``: what a settled group costs as shards and replicas grow.
 
 Cases (full run, client-go's default timings, renew interval = retry period = 2 s): one replica
 holding S = 1,024, 4,096 and 8,192 shards; N = 2, 4 and 8 replicas sharing S = 1,024. ``--quick``
@@ -92,7 +92,7 @@ class Plan:
     window: float
     max_load_wait: float
     #: Title of the report and stem of its files (``scale`` -> scale.json, scale.md).
-    title: str = "Scale: cost as shards and replicas grow (issue 9)"
+    title: str = "Scale: cost as shards and replicas grow"
     stem: str = "scale"
 
 
@@ -475,7 +475,7 @@ def render(data: dict[str, Any]) -> str:
     meta = data["meta"]
     cases = data["cases"]
     columns = [c for c in cases if c["impl"] == OURS] + [c for c in cases if c["impl"] != OURS]
-    lines = [f"# {meta.get('title', 'Scale: cost as shards and replicas grow (issue 9)')}", "",
+    lines = [f"# {meta.get('title', 'Scale: cost as shards and replicas grow')}", "",
              f"Generated {meta['generated']} by `{meta['command']}` (git {meta['git']}, {meta['elapsed_s']} s) "
              f"on {meta['machine']}. Timings: {meta['profile']['name']} (lease {meta['profile']['lease_duration']} s, "
              f"renew deadline {meta['profile']['renew_deadline']} s, retry {meta['profile']['retry_period']} s); "
@@ -503,7 +503,7 @@ def render(data: dict[str, Any]) -> str:
                              f"{_fmt(r['watch_events_per_s'])} | {_fmt(r['watch_events_per_s_model'])} |")
     lines.append("")
     if data.get("targets"):
-        lines += ["## Targets (issue 9)", "", "| target | figure | met? |", "|---|---|---|"]
+        lines += ["## Targets", "", "| target | figure | met? |", "|---|---|---|"]
         for t in data["targets"]:
             verdict = "not judged (quick run)" if t["met"] is None else ("**met**" if t["met"] else "**missed**")
             lines.append(f"| {t['target']} | {t['figure']} | {verdict} |")

@@ -44,6 +44,13 @@ _FLAGS: tuple[tuple[str, str | None, str], ...] = (
     ("--max-write-rate", "W", "space renewals so this replica writes at most W Leases per second, never later "
                               "than renew deadline - retry period after the last renewal (default: no limit)"),
     ("--load-factor", "F", "bounded-load factor, >= 1.0 (default 1.0)"),
+    ("--capacity", "C", "this replica's size relative to the others, > 0 (default 1; docs/load.md)"),
+    ("--weights", "JSON", "static per-shard loads, a JSON object: '{\"0\": 5, \"3\": 20}' (docs/load.md)"),
+    ("--load-half-life", "SECONDS", "half-life of the smoothing of reported shard loads (default 30)"),
+    ("--rebalance-period", "SECONDS", "at most one load rebalance per this many seconds (default 60)"),
+    ("--rebalance-threshold", "T", "rebalance when a replica carries over (1+T) x its fair load (default 0.15)"),
+    ("--rebalance-epsilon", "E", "a rebalance aims for no replica over (1+E) x its fair load (default 0.1)"),
+    ("--rebalance-max-moves", "K", "most shards moved for load per rebalance (default 32)"),
     ("--handoff-grace", "SECONDS", "after this long free, any member may take a shard (default 2 x retry period)"),
     ("--drain-timeout", "SECONDS", "how long to wait for a handler to return after revoke (default 30)"),
     ("--metrics-port", "PORT", "serve /metrics, /healthz and /readyz on this port"),

@@ -15,15 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardlease.core.records import (
+    ANNOTATION_CAPACITY,
     ANNOTATION_EPOCH,
     ANNOTATION_GENERATION,
     ANNOTATION_INCARNATION,
+    ANNOTATION_LOAD,
+    ANNOTATION_LOADS,
     ANNOTATION_PROBLEMS,
     ANNOTATION_SHARDS,
     LEASE_API_VERSION,
     LeaseRecord,
     epoch_millis,
     fencing_token,
+    format_load,
     format_microtime,
     member_labels,
     member_lease_name,
@@ -73,6 +77,8 @@ class Writer:
     incarnation: str
     lease_duration_seconds: int
     shards: int
+    #: This replica's capacity, published on its member Lease (docs/load.md).
+    capacity: float = 1.0
 
     def _stamp(self, generation: int | None = None, epoch: int | None = None) -> dict[str, str]:
         stamp = {ANNOTATION_INCARNATION: self.incarnation}
@@ -125,12 +131,17 @@ class Writer:
         return put_body(record, spec, shard_labels(self.group, shard),
                         self._stamp(generation, epoch if epoch != record.epoch else None))
 
-    def renew(self, shard: int, record: LeaseRecord, wall: _dt.datetime, epoch: int | None = None) -> dict[str, Any]:
+    def renew(self, shard: int, record: LeaseRecord, wall: _dt.datetime, epoch: int | None = None,
+              load: float | None = None) -> dict[str, Any]:
         """Extend our tenure. ``epoch``: put the tenure's epoch back on a Lease that lost it (an operator
-        replaced the object), so the next holder's token still starts above ours."""
+        replaced the object), so the next holder's token still starts above ours. ``load``: the shard's
+        smoothed load, carried by the renewal that is sent anyway (no write of its own)."""
+        stamp = self._stamp(epoch=epoch)
+        if load is not None:
+            stamp[ANNOTATION_LOAD] = format_load(load)
         return put_body(record, {
             "holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
-            "renewTime": format_microtime(wall)}, shard_labels(self.group, shard), self._stamp(epoch=epoch))
+            "renewTime": format_microtime(wall)}, shard_labels(self.group, shard), stamp)
 
     def release(self, shard: int, record: LeaseRecord, wall: _dt.datetime, generation: int = 1,
                 epoch_floor: int = 0) -> dict[str, Any]:
@@ -140,12 +151,14 @@ class Writer:
         return self.retire(shard, record, wall, generation, epoch_floor)
 
     def member(self, record: LeaseRecord | None, wall: _dt.datetime, *, held: bool,
-               problems: str = "", generation: int = 0) -> dict[str, Any]:
+               problems: str = "", generation: int = 0, loads: str = "") -> dict[str, Any]:
         """Create or renew our member Lease: our configured count, the generation we run (``0``: none
-        yet) and our problems. ``held``: our last write of it succeeded, so this is a renewal that keeps
-        ``acquireTime`` and ``leaseTransitions``; otherwise it is a (re)acquisition."""
+        yet), our problems, our capacity and the loads of our shards (``records.format_loads``).
+        ``held``: our last write of it succeeded, so this is a renewal that keeps ``acquireTime`` and
+        ``leaseTransitions``; otherwise it is a (re)acquisition."""
         now = format_microtime(wall)
-        annotations = {ANNOTATION_SHARDS: str(self.shards), **self._stamp(generation), ANNOTATION_PROBLEMS: problems}
+        annotations = {ANNOTATION_SHARDS: str(self.shards), **self._stamp(generation), ANNOTATION_PROBLEMS: problems,
+                       ANNOTATION_CAPACITY: format_load(self.capacity), ANNOTATION_LOADS: loads}
         common = {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_duration_seconds,
                   "renewTime": now}
         if record is None:

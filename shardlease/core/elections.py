@@ -1,7 +1,8 @@
 """Shard elections: one replica's per-shard state, the decisions taken on it, and the answers to its writes.
 
-For each shard the replica tracks what it holds, what is in flight, its back-off, the handler run on it
-and the epoch its Lease has carried (:class:`ShardState`). A pass over a shard asks
+For each shard the replica tracks what it holds, what is in flight, its back-off and the epoch its Lease
+has carried (:class:`ShardState`); the books of the handler run on it are
+:class:`~shardlease.core.handlerruns.HandlerRuns`. A pass over a shard asks
 :func:`~shardlease.core.elector.decide` what to do given that state and the cached Lease, and turns the
 decision into commands: a conditional :class:`~shardlease.core.messages.Write` (acquire, renew, release,
 retire, re-read), a :class:`~shardlease.core.messages.StartHandler` or
@@ -15,10 +16,6 @@ The rules kept here rather than in ``decide``, since they span several decisions
   each time the same owner fails again, at most ``FALLBACK_HOLD_MAX_DOUBLINGS`` times;
 * losing a shard again and again backs off re-acquiring it (retry period doubled up to a lease), so a
   fight over a Lease does not turn into a tight loop of writes;
-* a handler past its drain deadline is judged stuck only ``STUCK_CATCH_UP`` after the loop first saw the
-  deadline passed (a frozen process sees every deadline pass at once);
-* a handler that raised ``CRASH_LOOP_ERRORS`` times in one run, the last within ``CRASH_LOOP_WINDOW``,
-  is crash-looping;
 * a write whose outcome is unknown is read back before it is decided again, unless the shard is held;
 * fencing epochs never go down for a shard: a created Lease starts above the highest epoch seen.
 
@@ -39,14 +36,21 @@ from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache, apply_answer
 from shardlease.core.clock import Clock
 from shardlease.core.elector import Action, HandlerPhase, ShardView, Timing, backoff, decide, held_retry_at, rv_of
+from shardlease.core.handlerruns import (
+    CRASH_LOOP_ERRORS,
+    CRASH_LOOP_WINDOW,
+    STUCK_CATCH_UP,
+    Exit,
+    HandlerRun,
+    HandlerRuns,
+    Stuck,
+)
 from shardlease.core.messages import (
     Command,
     ExtendHandler,
     HandlerExited,
     HandlerRaised,
     PublishOwned,
-    StartHandler,
-    StopHandler,
     Write,
     WriteDone,
     WriteKind,
@@ -71,17 +75,6 @@ __all__ = [
 #: chaos run's shard away from its recovered owner for 16 s at a 2 s lease.
 FALLBACK_HOLD_MAX_DOUBLINGS = 2
 
-#: How long after the control loop first sees a handler's drain deadline passed it is judged stuck. A
-#: process that was frozen (SIGSTOP, a VM or GC pause) sees every deadline pass at once, while its
-#: handler threads were frozen too: they get this long (of time, not of loop passes: several passes can
-#: run within a millisecond of waking up) to be scheduled and return before they count as stuck.
-STUCK_CATCH_UP = 1.0
-
-#: A handler counts as crash-looping after this many raises in one run, while the last was recent.
-CRASH_LOOP_ERRORS = 3
-CRASH_LOOP_WINDOW = 90.0  # seconds; the runner's restart back-off caps at 30 s
-
-
 @dataclass(slots=True)
 class Standing:
     """What the rest of the replica has decided, as the shard elections read it."""
@@ -105,20 +98,17 @@ class Standing:
 class ShardState:
     """Everything this replica knows about one shard beyond its cached Lease record.
 
-    Invariants (checked by :meth:`ShardElections.check_invariants`): a running or stopping handler has a run
-    number and the run number is cleared with the phase; ``stuck`` only while stopping; a shard is in
-    the held set exactly when ``held``; ``renew_started`` is set while held.
+    Invariants (checked by :meth:`ShardElections.check_invariants`): a shard is in the held set exactly
+    when ``held``; ``renew_started`` is set while held (and those of its ``handler``'s books).
     """
 
     index: int
     name: str
+    #: The books of the handler run on this shard (shared with :class:`HandlerRuns`).
+    handler: HandlerRun
     held: bool = False
     renew_started: float | None = None
     token: int | None = None
-    run: int | None = None
-    stop_requested_at: float | None = None
-    past_drain_seen_at: float | None = None
-    phase: HandlerPhase = HandlerPhase.IDLE
     in_flight: bool = False
     retry_at: float = 0.0
     failures: int = 0
@@ -128,15 +118,11 @@ class ShardState:
     fallback_streak: int = 0
     fallback_owner: str | None = None
     leaving_since: float | None = None
-    stuck: bool = False
     scheduled: float = float("inf")
     own_rv: str | None = None
-    handler_wanted: bool = False
     loss_streak: int = 0
     acquire_after: float = 0.0
     acquired_at: float = 0.0
-    errors: int = 0
-    last_error_at: float = float("-inf")
     #: Created (not taken over) at this time and not yet confirmed by a later read of the group Lease:
     #: its handler waits (see :meth:`ShardElections.confirm_created`).
     unconfirmed_since: float | None = None
@@ -147,6 +133,11 @@ class ShardState:
     #: With a write budget: the slot reserved for this shard's next renewal (``None``: none reserved).
     paced_at: float | None = None
 
+    @property
+    def errors(self) -> int:
+        """How many times the current handler run raised."""
+        return self.handler.errors
+
 
 class ShardElections:
     """Every shard's state on this replica and the per-shard rules (see the module docstring)."""
@@ -154,7 +145,7 @@ class ShardElections:
     def __init__(self, *, group: str, identity: str, incarnation: str, timing: Timing, cache: LeaseCache,
                  clock: Clock, writer: Writer, log: logging.LoggerAdapter[Any] | logging.Logger, metrics: Any,
                  jitter: Callable[[float, float], float], on_held_change: Callable[[], None],
-                 on_create: Callable[[], None]) -> None:
+                 on_create: Callable[[], None], load_of: Callable[[int], float | None] | None = None) -> None:
         self._group = group
         self.identity = identity
         self.incarnation = incarnation
@@ -167,6 +158,7 @@ class ShardElections:
         self._jitter = jitter
         self._on_held_change = on_held_change
         self._on_create = on_create
+        self._load_of = load_of
         self.ctx = Standing()
         self.states: list[ShardState] = []
         self.index_of: dict[str, int] = {}
@@ -174,7 +166,7 @@ class ShardElections:
         self._timer_seq = 0
         #: Shards to pass over at the next :meth:`run`.
         self.dirty: set[int] = set()
-        self._runs = 0
+        self.handlers = HandlerRuns(timing.drain_timeout)
         self._out: list[Command] = []
         self._owned: frozenset[int] = frozenset()
         self.held: set[int] = set()
@@ -216,10 +208,7 @@ class ShardElections:
         return out
 
     def on_raised(self, event: HandlerRaised, now: float) -> None:
-        st = self.states[event.shard]
-        if st.run == event.run:
-            st.errors += 1
-            st.last_error_at = now
+        self.handlers.raised(event, now)
 
     def confirm_created(self, started: float) -> None:
         """A read of the group Lease begun at ``started`` showed our generation: the handlers of shards
@@ -234,9 +223,9 @@ class ShardElections:
         for st in self.states:
             if st.in_flight:
                 return False
-            if st.held and not st.stuck:
+            if st.held and not st.handler.stuck:
                 return False
-            if not st.held and st.phase is not HandlerPhase.IDLE and not st.stuck:
+            if not st.held and st.handler.phase is not HandlerPhase.IDLE and not st.handler.stuck:
                 return False  # a lost shard's handler still draining
         return True
 
@@ -255,25 +244,22 @@ class ShardElections:
 
     def check_invariants(self) -> None:
         """Raise ``AssertionError`` if the state contradicts itself (tests call this after every step)."""
+        self.handlers.check_invariants()
         for st in self.states:
-            assert (st.run is None) == (st.phase is HandlerPhase.IDLE), (st.index, st.run, st.phase)
-            assert not st.stuck or st.phase is HandlerPhase.STOPPING, (st.index, "stuck while not stopping")
             assert (st.index in self.held) == st.held, (st.index, "held set out of step")
             assert not st.held or st.renew_started is not None, (st.index, "held without a renewal time")
-            assert st.stop_requested_at is None or st.run is not None, (st.index, "stop time without a run")
 
     def stuck_shards(self) -> frozenset[int]:
-        return frozenset(st.index for st in self.states if st.stuck)
+        return self.handlers.stuck()
 
     def crashing_shards(self, now: float) -> list[int]:
         """Shards whose handler raised ``CRASH_LOOP_ERRORS`` times in its current run, the last within
         ``CRASH_LOOP_WINDOW`` (the replica then reports itself not ready)."""
-        return sorted(st.index for st in self.states if st.run is not None and st.errors >= CRASH_LOOP_ERRORS
-                      and now - st.last_error_at < CRASH_LOOP_WINDOW)
+        return self.handlers.crashing(now)
 
     def running_handlers(self) -> frozenset[int]:
         """Shards with a handler run that has not returned (at exit: the abandoned ones)."""
-        return frozenset(st.index for st in self.states if st.run is not None)
+        return self.handlers.running()
 
     def oldest_renewal_age(self, now: float) -> float:
         starts = [st.renew_started for st in self.states if st.held and st.renew_started is not None]
@@ -286,14 +272,15 @@ class ShardElections:
 
     def ensure(self, n: int) -> None:
         """Track shards ``0..n-1`` (a generation's count or span; never shrinks)."""
+        self.handlers.ensure(n)
         for i in range(len(self.states), n):
-            st = ShardState(i, shard_lease_name(self._group, i))
+            st = ShardState(i, shard_lease_name(self._group, i), self.handlers[i])
             self.states.append(st)
             self.index_of[st.name] = i
 
     def _schedule(self, st: ShardState, at: float | None) -> None:
-        if st.phase is HandlerPhase.STOPPING and not st.stuck and st.stop_requested_at is not None:
-            drain_at = st.stop_requested_at + self._timing.drain_timeout
+        drain_at = self.handlers.drain_deadline(st.index)
+        if drain_at is not None:
             at = drain_at if at is None else min(at, drain_at)
         if at is None or at >= st.scheduled:
             return
@@ -305,47 +292,32 @@ class ShardElections:
         self._out.append(write)
 
     def on_exit(self, event: HandlerExited, now: float) -> None:
-        st = self.states[event.shard]
-        if st.run != event.run:
+        outcome = self.handlers.exited(event)
+        if outcome is Exit.STALE:
             return
-        stop_requested = st.stop_requested_at is not None
-        st.run = None
-        st.stop_requested_at = None
-        st.past_drain_seen_at = None
-        st.phase = HandlerPhase.IDLE
-        if st.stuck:
-            self._log.warning("stuck handler finally returned", extra={"shard": st.index})
-            st.stuck = False
-            self._metrics.stuck_handlers.set(sum(1 for s in self.states if s.stuck))
-        elif not stop_requested:
-            st.handler_wanted = False  # it finished by itself: do not start it again in this tenure
-            self._log.info("handler returned on its own; the shard stays held", extra={"shard": st.index})
-        self.dirty.add(st.index)
+        if outcome is Exit.STUCK_RETURNED:
+            self._log.warning("stuck handler finally returned", extra={"shard": event.shard})
+            self._metrics.stuck_handlers.set(len(self.handlers.stuck()))
+        elif outcome is Exit.ON_ITS_OWN:
+            self._log.info("handler returned on its own; the shard stays held", extra={"shard": event.shard})
+        self.dirty.add(event.shard)
 
     def _start_handler(self, st: ShardState) -> None:
-        assert st.renew_started is not None and st.run is None
-        self._runs += 1
-        st.run = self._runs
-        st.stop_requested_at = None
-        st.past_drain_seen_at = None
-        st.phase = HandlerPhase.RUNNING
-        st.handler_wanted = True
-        st.errors = 0
-        st.last_error_at = float("-inf")
-        self._out.append(StartHandler(st.index, st.run, st.token or 0, self.ctx.count,
-                                      st.renew_started + self._timing.renew_deadline, self.ctx.generation))
+        assert st.renew_started is not None
+        self._out.append(self.handlers.start(st.index, token=st.token or 0, count=self.ctx.count,
+                                             valid_until=st.renew_started + self._timing.renew_deadline,
+                                             generation=self.ctx.generation))
 
     def _stop_handler(self, st: ShardState, now: float, reason: str) -> None:
-        if st.run is None:
-            st.phase = HandlerPhase.IDLE
+        if st.handler.run is None:
+            self.handlers.stop(st.index, now)  # nothing runs: the shard's handler is idle
             return
         self._log.info("stopping handler (%s)", reason, extra={"shard": st.index})
-        st.phase = HandlerPhase.STOPPING
         if st.leaving_since is None:
             st.leaving_since = now
-        if st.stop_requested_at is None:
-            st.stop_requested_at = now
-            self._out.append(StopHandler(st.index, st.run))
+        command = self.handlers.stop(st.index, now)
+        if command is not None:
+            self._out.append(command)
         self.dirty.add(st.index)
 
     def _view(self, st: ShardState, now: float) -> ShardView:
@@ -363,9 +335,9 @@ class ShardElections:
         return ShardView(
             identity=self.identity, record=record, observed=observed, desired=self.ctx.assignment.get(st.index),
             eligible=self.ctx.eligible, shutting_down=self.ctx.stopping, held=st.held,
-            renew_started=st.renew_started, handler=st.phase, in_flight=st.in_flight, retry_at=st.retry_at,
+            renew_started=st.renew_started, handler=st.handler.phase, in_flight=st.in_flight, retry_at=st.retry_at,
             conflict_rv=st.conflict_rv, conflict_at=st.conflict_at, hold_until=st.hold_until,
-            own_rv=st.own_rv if st.held else None, handler_wanted=st.handler_wanted,
+            own_rv=st.own_rv if st.held else None, handler_wanted=st.handler.wanted,
             incarnation=self.incarnation, identity_conflict=self.ctx.identity_conflict,
             acquire_after=st.acquire_after, generation=self.ctx.generation, retired=st.index >= self.ctx.count,
             may_start=self.ctx.may_start and st.unconfirmed_since is None, sweeper=self.ctx.sweeper)
@@ -381,7 +353,8 @@ class ShardElections:
                 st.epoch_floor, st.epoch_text = epoch, text
 
     def _shard_step(self, st: ShardState, now: float) -> None:
-        if not st.held and not st.in_flight and st.phase is HandlerPhase.IDLE and not self._cache.covers(st.index):
+        if not st.held and not st.in_flight and st.handler.phase is HandlerPhase.IDLE and \
+                not self._cache.covers(st.index):
             return  # not listed yet: an empty cache entry would wrongly read as "no Lease"
         for _ in range(4):
             view = self._view(st, now)
@@ -450,20 +423,13 @@ class ShardElections:
         self._metrics.write_budget_exceeded.set(1 if plan.exceeded else 0)
 
     def _check_stuck(self, st: ShardState, now: float) -> None:
-        if st.phase is not HandlerPhase.STOPPING or st.stuck or st.run is None or st.stop_requested_at is None:
+        stuck, again_at = self.handlers.check_stuck(st.index, now)
+        if stuck is Stuck.NOT_YET:
+            self._schedule(st, again_at)
             return
-        due = st.stop_requested_at + self._timing.drain_timeout
-        if now < due:
+        if stuck is not Stuck.NOW:
             return
-        if st.past_drain_seen_at is None:
-            st.past_drain_seen_at = now
-        if now < st.past_drain_seen_at + STUCK_CATCH_UP:
-            # Had the process been frozen, the handler's exit may be just behind: judge once its thread
-            # has had a moment to run and its exit to be drained.
-            self._schedule(st, st.past_drain_seen_at + STUCK_CATCH_UP)
-            return
-        st.stuck = True
-        self._metrics.stuck_handlers.set(sum(1 for s in self.states if s.stuck))
+        self._metrics.stuck_handlers.set(len(self.handlers.stuck()))
         self._log.error("handler did not return within drain_timeout (%.1fs); keeping the shard held and "
                         "reporting not ready", self._timing.drain_timeout, extra={"shard": st.index})
 
@@ -480,7 +446,7 @@ class ShardElections:
         self._metrics.losses.inc()
         self._set_held(st, False)
         st.hold_until = 0.0
-        if st.run is not None and st.phase is HandlerPhase.RUNNING:
+        if st.handler.run is not None and st.handler.phase is HandlerPhase.RUNNING:
             self._stop_handler(st, now, "lost")
 
     def _acquire(self, st: ShardState, view: ShardView, reason: str) -> None:
@@ -496,7 +462,8 @@ class ShardElections:
         assert record is not None and st.renew_started is not None
         st.paced_at = None
         lost_epoch = st.epoch_text is not None and record.annotations.get(ANNOTATION_EPOCH) != st.epoch_text
-        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None)
+        load = self._load_of(st.index) if self._load_of is not None else None
+        body = self._writer.renew(st.index, record, self._clock.now(), st.epoch_floor if lost_epoch else None, load)
         st.in_flight = True
         self._submit(Write(WriteKind.RENEW, st.name, shard=st.index, sent_rv=record.resource_version, body=body,
                            deadline=st.renew_started + self._timing.renew_deadline))
@@ -547,10 +514,10 @@ class ShardElections:
         valid_until = done.started + self._timing.renew_deadline
         if now >= valid_until:
             return  # acquired too late to be safe; decide() reports it lost and we start over
-        if st.run is not None:
+        if st.handler.run is not None:
             return
         if self.ctx.stopping:
-            st.handler_wanted = False  # acquired as we began to stop: hand it straight back
+            st.handler.wanted = False  # acquired as we began to stop: hand it straight back
             return
         # An update was conditional on what we saw; a create succeeds whatever the group did meanwhile,
         # so its handler waits for a read of the group Lease that confirms our generation.
@@ -564,7 +531,7 @@ class ShardElections:
         if created:
             self._on_create()
         if waits:
-            st.handler_wanted = True  # started by decide() once nothing holds it back
+            st.handler.wanted = True  # started by decide() once nothing holds it back
             return
         self._start_handler(st)
 
@@ -661,8 +628,8 @@ class ShardElections:
                     st.loss_streak = 0  # a tenure that lasted a lease duration: the trouble is over
                 st.renew_started = done.started
                 self._metrics.renew_seconds.observe(max(0.0, answered - done.started))
-                if st.run is not None:
-                    self._out.append(ExtendHandler(st.index, st.run, done.started + self._timing.renew_deadline))
+                if st.handler.run is not None:
+                    self._out.append(ExtendHandler(st.index, st.handler.run, done.started + self._timing.renew_deadline))
         elif write.kind is WriteKind.RELEASE:
             was_held = st.held
             self._set_held(st, False)

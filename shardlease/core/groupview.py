@@ -21,15 +21,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shardlease.core.elector import Timing
+from shardlease.core.loadbalance import LoadSnapshot, bounds, quantise
 from shardlease.core.membership import Membership, compute_membership
 from shardlease.core.records import (
+    ANNOTATION_LOAD,
+    ANNOTATION_LOAD_SNAPSHOT,
     ANNOTATION_PROBLEMS,
+    ANNOTATION_REBALANCED,
     ANNOTATION_REFUSED,
     ROLE_MEMBER,
     ROLE_SHARD,
     LeaseRecord,
     group_lease_name,
     member_lease_name,
+    parse_load,
     parse_problems,
     parse_refused,
 )
@@ -79,6 +84,13 @@ class MemberRow:
     generation: int | None = None
     """The generation this member runs (``0``: not joined one yet); ``None`` when its Lease does not say
     (a version of shardlease from before resharding). Older than the group's during a switch is normal."""
+    capacity: float = 1.0
+    """Its size relative to the others (docs/load.md)."""
+    load: float | None = None
+    """The sum of the smoothed loads of the shards it holds, as it last published them (``None``: none)."""
+    share: float | None = None
+    """That load as a part of the group's reported total (0..1); its fair part is ``fair_share``."""
+    fair_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,8 @@ class ShardRow:
     flags: tuple[str, ...]
     token: int | None = None
     """The fencing token its holder works under (the Lease's epoch above its transitions)."""
+    load: float | None = None
+    """Its smoothed load as its holder last renewed it (``None``: not reported)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,13 @@ class GroupView:
     them; the oldest member deletes them once every member runs the current one."""
     changed_age: float | None = None
     """Seconds since the current generation was written (this machine's clock)."""
+    load_snapshot: LoadSnapshot | None = None
+    """The load snapshot the replicas assign from (``None``: they assign by count; docs/load.md)."""
+    snapshot_age: float | None = None
+    rebalanced: str | None = None
+    """The last load rebalance as the group Lease records it: ``<time> <moves> <reason>``."""
+    too_hot: tuple[int, ...] = ()
+    """Shards hotter than any replica's bound on their own: moving them cannot help."""
 
     @property
     def generation(self) -> int | None:
@@ -200,7 +221,19 @@ class GroupView:
 
         problems = _member_problems(member_records, live_records, now)
         ring = [m.identity for m in members if m.eligible]
-        desired = assign(group, shards, ring, load_factor) if shards and ring else {}
+        capacities = {m: member_records[m].capacity for m in ring}
+        snapshot = LoadSnapshot.decode(group_record.annotations.get(ANNOTATION_LOAD_SNAPSHOT)) \
+            if group_record is not None else None
+        if snapshot is not None and (state is None or snapshot.generation != state.generation
+                                     or snapshot.count != shards):
+            snapshot = None  # another generation's: the replicas assign by count until the next one
+        if shards and ring:
+            desired = dict(enumerate(snapshot.assign(capacities).owners)) if snapshot is not None \
+                else assign(group, shards, ring, load_factor)
+        else:
+            desired = {}
+        members, too_hot = _with_loads(members, member_records, shards, desired, capacities, notes,
+                                       snapshot.epsilon if snapshot is not None else 0.1)
         rows = []
         for shard in range(shards):
             rec = shard_records.get(shard)
@@ -219,10 +252,21 @@ class GroupView:
                 age=_age(rec, now) if rec is not None else None,
                 transitions=rec.transitions if rec is not None else None, flags=tuple(flags),
                 token=rec.token if rec is not None else None,
+                load=parse_load(rec.annotations.get(ANNOTATION_LOAD)) if rec is not None else None,
             ))
         changed_age = (now - state.changed_at).total_seconds() if state is not None and state.changed_at else None
         return cls(group, namespace, shards, members, tuple(rows), tuple(notes), tuple(problems),
-                   group_state=state, switch_pending=pending, retired=retired, changed_age=changed_age)
+                   group_state=state, switch_pending=pending, retired=retired, changed_age=changed_age,
+                   load_snapshot=snapshot,
+                   snapshot_age=(now - snapshot.taken_at).total_seconds() if snapshot is not None else None,
+                   rebalanced=group_record.annotations.get(ANNOTATION_REBALANCED) if group_record is not None else None,
+                   too_hot=too_hot)
+
+    @property
+    def load_aware(self) -> bool:
+        """Loads or capacities are in play: ``status`` then shows them."""
+        return (self.load_snapshot is not None or any(m.load is not None or m.capacity != 1.0 for m in self.members)
+                or any(r.load is not None for r in self.rows))
 
     # ---------------------------------------------------------------- questions
 
@@ -260,8 +304,17 @@ class GroupView:
             "members": [{**asdict(m), "configured": m.declared_shards} for m in self.members],
             "shard_table": [
                 {"shard": r.shard, "holder": r.holder, "desired": r.desired, "age": r.age,
-                 "transitions": r.transitions, "token": r.token, "flags": list(r.flags)} for r in self.rows
+                 "transitions": r.transitions, "token": r.token, "load": r.load, "flags": list(r.flags)}
+                for r in self.rows
             ],
+            "load": {
+                "mode": "load" if self.load_snapshot is not None else "count",
+                "snapshot": None if self.load_snapshot is None else {
+                    "seq": self.load_snapshot.seq, "age": self.snapshot_age, "reason": self.load_snapshot.reason,
+                    "epsilon": self.load_snapshot.epsilon, "max_moves": self.load_snapshot.max_moves},
+                "last_rebalance": self.rebalanced,
+                "too_hot": list(self.too_hot),
+            },
             "summary": {
                 "owned": sum(1 for row in self.rows if row.holder),
                 "unowned": self.flagged(FLAG_UNOWNED),
@@ -281,23 +334,42 @@ class GroupView:
                          f"stamped with generation {self.generation} once their old handlers have stopped)")
         lines.append("")
         lines.append(f"MEMBERS ({len(self.members)})")
+        loads = self.load_aware
         lines.extend(_table(
-            ("IDENTITY", "CONFIGURED", "GENERATION", "LIVE", "RENEWED"),
+            ("IDENTITY", "CONFIGURED", "GENERATION", "LIVE", "RENEWED")
+            + (("CAPACITY", "LOAD", "SHARE", "FAIR") if loads else ()),
             [(m.identity, _text(m.declared_shards), _text(m.generation), "yes" if m.live else "NO", _ago(m.age))
+             + ((f"{m.capacity:g}", _number(m.load), _percent(m.share), _percent(m.fair_share)) if loads else ())
              for m in self.members],
         ) if self.members else ["  (none)"])
+        if loads:
+            lines.append(self._load_text())
         lines.append("")
         lines.append("SHARDS")
         lines.extend(_table(
-            ("SHARD", "HOLDER", "DESIRED", "RENEWED", "TRANSITIONS", "FLAGS"),
-            [(str(r.shard), r.holder or "-", r.desired or "-", _ago(r.age), _text(r.transitions),
-              ",".join(r.flags)) for r in self.rows],
+            ("SHARD", "HOLDER", "DESIRED", "RENEWED", "TRANSITIONS") + (("LOAD",) if loads else ()) + ("FLAGS",),
+            [(str(r.shard), r.holder or "-", r.desired or "-", _ago(r.age), _text(r.transitions))
+             + ((_number(r.load),) if loads else ()) + (",".join(r.flags),) for r in self.rows],
         ) if self.rows else ["  (no shard count known: no member declares one and no shard Lease exists)"])
         lines.append("")
         lines.extend(f"note: {note}" for note in self.notes)
         lines.extend(f"PROBLEM: {problem}" for problem in self.problems)
         lines.append(self.summary())
         return "\n".join(lines)
+
+    def _load_text(self) -> str:
+        """``load: by snapshot 3 (imbalance 1.31 > 1.15), taken 12s ago; last rebalance ...``."""
+        snap = self.load_snapshot
+        if snap is None:
+            text = "load: assigned by count (no load snapshot for this generation yet)"
+        else:
+            text = (f"load: assigned by snapshot {snap.seq} ({snap.reason}), taken {_ago(self.snapshot_age)}; "
+                    f"bound {1 + snap.epsilon:g} x fair share, at most {snap.max_moves} moves per snapshot")
+        if self.rebalanced:
+            when, _, rest = self.rebalanced.partition(" ")
+            moves, _, reason = rest.partition(" ")
+            text += f"; last rebalance {when}: {moves} move(s), {reason}"
+        return text
 
     def _generation_text(self) -> str:
         """``, generation 3 (was 8; changed by reshard 12.0s ago)``; empty without a group Lease."""
@@ -315,7 +387,7 @@ class GroupView:
         return (self.shards, self.group_state, self.switch_pending,
                 tuple((m.identity, m.declared_shards, m.generation, m.live) for m in self.members),
                 tuple((r.holder, r.desired, r.transitions, r.flags) for r in self.rows), self.notes,
-                self.problems)
+                self.problems, self.load_snapshot)
 
 
 def _member_problems(members: Mapping[str, LeaseRecord], live: Iterable[LeaseRecord],
@@ -370,6 +442,46 @@ def _shard_count(group_count: int | None, members: Iterable[LeaseRecord],
         # Most common; a tie goes to the larger count so that no shard is left off the table.
         return max(declared.items(), key=lambda item: (item[1], item[0]))[0]
     return max(shard_records) + 1 if shard_records else 0
+
+
+def _with_loads(members: tuple[MemberRow, ...], records: Mapping[str, LeaseRecord], shards: int,
+                desired: Mapping[int, str], capacities: Mapping[str, float], notes: list[str],
+                epsilon: float) -> tuple[tuple[MemberRow, ...], tuple[int, ...]]:
+    """The member rows with their capacity, load and share, and the shards too hot to be helped (each
+    with a note), from the loads the live members publish."""
+    from dataclasses import replace
+
+    from shardlease.core.loadplan import live_loads
+
+    live = {m.identity: records[m.identity] for m in members if m.eligible}
+    reported = {m: {s: v for s, v in records[m].loads.items() if s < shards} for m in live}
+    total = sum(sum(v.values()) for v in reported.values())
+    capacity_total = sum(capacities.values()) or 1.0
+    rows = tuple(replace(
+        m, capacity=records[m.identity].capacity,
+        load=sum(reported[m.identity].values()) if reported.get(m.identity) else None,
+        share=(sum(reported[m.identity].values()) / total) if m.identity in reported and total > 0 else None,
+        fair_share=capacities[m.identity] / capacity_total if m.identity in capacities else None,
+    ) for m in members)
+    if not shards or not live or total <= 0:
+        return rows, ()
+    loads = live_loads(shards, live, desired)
+    quantised = quantise(loads)
+    owners = [desired.get(i) for i in range(shards)]
+    hot = tuple(sorted(bounds(capacities, owners, quantised, epsilon).hot))
+    for shard in hot:
+        notes.append(f"shard {shard} carries {quantised[shard] / sum(quantised):.0%} of the load, more than any "
+                     f"replica's share: moving it cannot help; give its replica nothing else, raise that "
+                     f"replica's capacity, or split the work into more shards")
+    return rows, hot
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _text(value: object) -> str:

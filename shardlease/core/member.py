@@ -89,7 +89,7 @@ class MemberLease:
     # ---- steps ----
 
     def step(self, now: float, *, stopping: bool, synced_at: float,
-             problems: Callable[[], str]) -> tuple[list[Write], bool]:
+             problems: Callable[[], str], loads: Callable[[], str] = lambda: "") -> tuple[list[Write], bool]:
         """The writes due now, and whether the identity conflict began or ended (every shard must then
         be looked at again). ``problems`` is asked only when the Lease is written: it scans every shard."""
         st = self._state
@@ -125,7 +125,7 @@ class MemberLease:
         self.due = float("inf")
         held = record is not None and is_ours(record, self.identity, self.incarnation) and st.renew_started is not None
         body = self._writer.member(record, self._clock.now(), held=held, problems=problems(),
-                                   generation=self.generation)
+                                   generation=self.generation, loads=loads())
         kind = WriteKind.MEMBER_CREATE if record is None else WriteKind.MEMBER_RENEW
         st.in_flight = True
         # Bound the request by the member's own renew deadline while it is still ahead of us.

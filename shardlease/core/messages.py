@@ -49,6 +49,7 @@ class WriteKind(enum.Enum):
     GROUP_CREATE = "group_create"      # store.create of the group Lease (count and generation)
     GROUP_UPDATE = "group_update"      # store.replace of the group Lease: a switch, or its span lowered
     GROUP_CHECK = "group_check"        # store.get of the group Lease: confirm our generation after a create
+    GROUP_SNAPSHOT = "group_snapshot"  # store.replace of the group Lease: a new load snapshot (docs/load.md)
 
     @property
     def store_call(self) -> str:
@@ -59,7 +60,7 @@ class WriteKind(enum.Enum):
 _STORE_CALL = {
     WriteKind.CREATE: "create", WriteKind.MEMBER_CREATE: "create",
     WriteKind.RETIRE_CREATE: "create", WriteKind.GROUP_CREATE: "create",
-    WriteKind.RETIRE: "replace", WriteKind.GROUP_UPDATE: "replace",
+    WriteKind.RETIRE: "replace", WriteKind.GROUP_UPDATE: "replace", WriteKind.GROUP_SNAPSHOT: "replace",
     WriteKind.ACQUIRE: "replace", WriteKind.RENEW: "replace", WriteKind.RELEASE: "replace",
     WriteKind.MEMBER_RENEW: "replace", WriteKind.MEMBER_MARK: "replace",
     WriteKind.REFRESH: "get", WriteKind.MEMBER_REFRESH: "get", WriteKind.GROUP_CHECK: "get",

@@ -27,8 +27,9 @@ routes events to them; it decides only the order in which they are asked:
   retired shards;
 * the assignment (``core/assignment.py``): which shards are desired here, and which would be inherited;
 * :class:`~shardlease.core.elections.ShardElections` (``core/elections.py``): every shard's state, the
-  per-shard decisions (:func:`~shardlease.core.elector.decide`), the answers to shard writes and the
-  handler runs;
+  per-shard decisions (:func:`~shardlease.core.elector.decide`) and the answers to shard writes, with
+  the books of the handler run on each shard in :class:`~shardlease.core.handlerruns.HandlerRuns`
+  (``core/handlerruns.py``);
 * :class:`~shardlease.core.watchplan.WatchPlan` (``core/watchplan.py``): which shard Leases to watch.
 
 A shell runs ``handle`` for each event, then ``step``, carries out the commands, and sleeps until
@@ -43,7 +44,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from shardlease.core.assignment import assign, inheritable
+from shardlease.core.assignment import inheritable
 from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
@@ -58,6 +59,7 @@ from shardlease.core.elections import (
 )
 from shardlease.core.elector import Timing
 from shardlease.core.groupfollow import GroupFollower
+from shardlease.core.loadplan import LoadPlanner, Rebalance
 from shardlease.core.member import MemberLease
 from shardlease.core.messages import (
     Command,
@@ -73,7 +75,7 @@ from shardlease.core.messages import (
     WriteDone,
     WriteKind,
 )
-from shardlease.core.records import format_problems
+from shardlease.core.records import format_loads, format_problems
 from shardlease.core.roster import Roster
 from shardlease.core.watchplan import WatchPlan, wanted_shards
 
@@ -118,7 +120,9 @@ class Reactor:
     def __init__(self, *, group: str, namespace: str, identity: str, incarnation: str, shards: int,
                  timing: Timing, cache: LeaseCache, clock: Clock, load_factor: float = 1.0,
                  log: logging.LoggerAdapter[Any] | logging.Logger | None = None, metrics: Any = None,
-                 jitter: Callable[[float, float], float] = random.uniform, targeted: bool = False) -> None:
+                 jitter: Callable[[float, float], float] = random.uniform, targeted: bool = False,
+                 capacity: float = 1.0, load_of: Callable[[int], float | None] | None = None,
+                 rebalance: Rebalance | None = None, weight_of: Callable[[int], float | None] | None = None) -> None:
         self.group = group
         self._targeted = targeted
         self.namespace = namespace
@@ -132,7 +136,9 @@ class Reactor:
         self._log = log if log is not None else logging.getLogger("shardlease")
         self.metrics = metrics if metrics is not None else _NoMetrics()
 
-        writer = Writer(group, namespace, identity, incarnation, timing.lease_duration_seconds, shards)
+        #: The smoothed load of a held shard (``None``: no report), read when renewals are built.
+        self._load_of = load_of
+        writer = Writer(group, namespace, identity, incarnation, timing.lease_duration_seconds, shards, capacity)
         self._member = MemberLease(group=group, identity=identity, incarnation=incarnation, timing=timing,
                                    cache=cache, clock=clock, writer=writer, log=self._log,
                                    metrics=self.metrics, jitter=jitter)
@@ -144,7 +150,11 @@ class Reactor:
         self._elections = ShardElections(group=group, identity=identity, incarnation=incarnation, timing=timing,
                                          cache=cache, clock=clock, writer=writer, log=self._log,
                                          metrics=self.metrics, jitter=jitter, on_held_change=self._watch.mark,
-                                         on_create=self._follower.want_check)
+                                         on_create=self._follower.want_check, load_of=load_of)
+        self._planner = LoadPlanner(group=group, namespace=namespace, settings=rebalance or Rebalance(), cache=cache,
+                                    clock=clock, log=self._log, metrics=self.metrics, weight_of=weight_of)
+        self._capacities: dict[str, float] = {}
+        self.metrics.capacity.set(capacity)
 
         self._out: list[Command] = []
         #: Monotonic time of the first completed list: a record observed no later has not been seen to change.
@@ -273,7 +283,7 @@ class Reactor:
     def next_wakeup(self, now: float) -> float:
         """When :meth:`step` must run again if no event arrives first."""
         next_at = min(self._elections.next_timer(), now + 1.0, self._roster.recheck_at, self._member.due,
-                      self._watch.shrink_at, self._follower.wakeup())
+                      self._watch.shrink_at, self._follower.wakeup(), self._planner.next_check())
         if self.stopping:
             next_at = min(next_at, now + 0.1)
         return next_at
@@ -298,6 +308,8 @@ class Reactor:
                     elections.confirm_created(event.started)
             elif kind in (WriteKind.GROUP_CREATE, WriteKind.GROUP_UPDATE):
                 self._follower.on_written(event, now)
+            elif kind is WriteKind.GROUP_SNAPSHOT:
+                self._planner.on_written(event, now)
             elif event.write.shard is None:
                 self._out.extend(self._member.on_result(event, now))
             else:
@@ -333,7 +345,7 @@ class Reactor:
         elections = self._elections
         # 1. Our member Lease (and whether another process holds our identity).
         writes, conflict_changed = self._member.step(now, stopping=self.stopping, synced_at=self._synced_at,
-                                                     problems=lambda: self._problems(now))
+                                                     problems=lambda: self._problems(now), loads=self._loads_text)
         self._out.extend(writes)
         if conflict_changed:
             elections.touch_all()
@@ -341,6 +353,7 @@ class Reactor:
         changed = self._cache.take_changed()
         self._update_membership(now, changed)
         self._follow_group(now)
+        self._balance_load(now)
         # 3. Which shards to pass over: changed Leases, newly listed ones, everything while stopping.
         for name in changed:
             index = elections.index_of.get(name)
@@ -391,7 +404,7 @@ class Reactor:
                                                        stopping=self.stopping,
                                                        identity_conflict=self._member.conflict is not None)
         self._out.extend(writes)
-        if eligible_changed:
+        if eligible_changed or self._roster.capacities != self._capacities:
             self._reassign()
             self._log.info("members now %s; %d of %d shards desired here", sorted(self._roster.eligible),
                            len(self._desired_set), self.shards)
@@ -414,10 +427,43 @@ class Reactor:
             self._watch.mark()
         self._out.extend(writes)
 
+    def _balance_load(self, now: float) -> None:
+        """Follow the load snapshot on the group Lease (a new one: reassign) and, as the oldest member,
+        publish the next when one is due (core/loadplan.py)."""
+        if self._planner.read(self.generation, self.shards):
+            snap = self._planner.snapshot
+            self._reassign()
+            self._elections.touch_all()
+            if snap is not None:
+                self.metrics.load_moves.inc(self._planner.last_moves)
+                self._log.info("load snapshot %d (%s): %d shard(s) move; %d of %d shards desired here", snap.seq,
+                               snap.reason, self._planner.last_moves, len(self._desired_set), self.shards)
+        self._out.extend(self._planner.step(
+            now, steward=self._roster.oldest, may_rebalance=self._follower.may_start and not self.stopping,
+            generation=self.generation, count=self.shards, assignment=self._assignment,
+            members=self._roster.records, capacities=self._roster.capacities))
+
+    def _loads_text(self) -> str:
+        """The loads of the shards we hold, for our member Lease (``records.ANNOTATION_LOADS``)."""
+        load_of = self._load_of
+        if load_of is None:
+            return ""
+        loads = {i: v for i in self._elections.held if (v := load_of(i)) is not None}
+        self.metrics.load.set(sum(loads.values()))
+        return format_loads(loads)
+
+    def load_status(self, now_wall: Any) -> dict[str, Any]:
+        """The load balance as this replica sees it (``/health``'s ``load``)."""
+        return self._planner.status(now_wall, self.shards, self._assignment, self._roster.records,
+                                    self._roster.capacities)
+
     def _reassign(self) -> None:
         """The assignment of the running count over the eligible members, and what follows from it."""
         eligible = self._roster.eligible
-        self._assignment = assign(self.group, self.shards, eligible, self.load_factor) if eligible and self.shards else {}
+        capacities = {m: self._roster.capacities.get(m, 1.0) for m in eligible}
+        self._capacities = dict(self._roster.capacities)
+        self._assignment = self._planner.owners(self.group, self.shards, capacities, self.load_factor) \
+            if eligible and self.shards else {}
         self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
         if self._targeted:
             self._watch.inheritable = inheritable(self.group, self.shards, eligible, self.identity,

@@ -55,6 +55,19 @@ ANNOTATION_BASIS = "shardlease.io/basis"
 ANNOTATION_PREVIOUS = "shardlease.io/previous-shards"
 ANNOTATION_CHANGED_BY = "shardlease.io/changed-by"
 
+#: On a member Lease: that replica's capacity, a number > 0 (absent or unreadable: 1). docs/load.md.
+ANNOTATION_CAPACITY = "shardlease.io/capacity"
+#: On a member Lease: the smoothed loads of the shards it holds that reported one, ``3=12.5,7=0.25``
+#: (:func:`format_loads`). The oldest member reads every shard's load here, from the member Leases every
+#: replica watches anyway, rather than watching every shard Lease.
+ANNOTATION_LOADS = "shardlease.io/loads"
+#: On a shard Lease: its smoothed load as its holder last renewed it (absent: no report).
+ANNOTATION_LOAD = "shardlease.io/load"
+#: On the group Lease: the load snapshot every replica assigns from (core.loadbalance.LoadSnapshot).
+ANNOTATION_LOAD_SNAPSHOT = "shardlease.io/load-snapshot"
+#: On the group Lease: the last load rebalance, ``<RFC 3339 time> <moves> <reason>``.
+ANNOTATION_REBALANCED = "shardlease.io/rebalanced"
+
 ROLE_SHARD = "shard"
 ROLE_MEMBER = "member"
 ROLE_GROUP = "group"
@@ -173,6 +186,38 @@ def parse_problems(value: str) -> list[tuple[str, str]]:
     return [(key, rest) for key, _, rest in (item.partition("=") for item in value.split(";") if item)]
 
 
+def format_load(value: float) -> str:
+    """A load as annotations carry it: 4 significant digits (``12.5``, ``0.003``, ``1.235e+04``)."""
+    return f"{value:.4g}"
+
+
+def parse_load(value: str | None) -> float | None:
+    """A load annotation; ``None`` when absent or not a finite number >= 0."""
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number >= 0 and number != float("inf") else None
+
+
+def format_loads(loads: Mapping[int, float]) -> str:
+    """The ``shardlease.io/loads`` value: ``3=12.5,7=0.25`` in shard order, ``""`` for none."""
+    return ",".join(f"{shard}={format_load(loads[shard])}" for shard in sorted(loads))
+
+
+def parse_loads(value: str | None) -> dict[int, float]:
+    """Shard -> load of a ``shardlease.io/loads`` value; unreadable items are skipped."""
+    result: dict[int, float] = {}
+    for item in (value or "").split(","):
+        key, _, text = item.partition("=")
+        load = parse_load(text)
+        if key.isdigit() and load is not None:
+            result[int(key)] = load
+    return result
+
+
 def format_refused(incarnation: str, when: _dt.datetime) -> str:
     """The ``shardlease.io/refused-duplicate`` value: the refused process's incarnation and when."""
     return f"{incarnation} {format_microtime(when)}"
@@ -257,6 +302,17 @@ class LeaseRecord:
     def token(self) -> int:
         """The fencing token of the current tenure: epoch and ``leaseTransitions`` (see :func:`fencing_token`)."""
         return fencing_token(self.epoch, self.transitions or 0)
+
+    @property
+    def capacity(self) -> float:
+        """On a member Lease: its capacity; 1.0 when absent or not a finite number > 0."""
+        value = parse_load(self.annotations.get(ANNOTATION_CAPACITY))
+        return value if value is not None and value > 0 else 1.0
+
+    @property
+    def loads(self) -> dict[int, float]:
+        """On a member Lease: the smoothed loads of the shards it holds (:data:`ANNOTATION_LOADS`)."""
+        return parse_loads(self.annotations.get(ANNOTATION_LOADS))
 
     @property
     def incarnation(self) -> str | None:

@@ -62,6 +62,9 @@ class Roster:
         self.generations: dict[str, int | None] = {}
         #: This replica is the oldest live member that runs a generation (and not an identity clash).
         self.oldest = False
+        #: Live members' capacities and member Lease records, by identity (the load balance reads them).
+        self.capacities: dict[str, float] = {}
+        self.records: dict[str, LeaseRecord] = {}
         #: Names of Leases with a delete in flight (member Leases and retired shard Leases alike).
         self.deleting: set[str] = set()
 
@@ -93,6 +96,8 @@ class Roster:
         self.configured_counts = [m.declared for m in live]
         self.fleet = fleet_count(self.configured_counts)
         self.generations = {m.identity: m.record.member_generation for m in live}
+        self.records = {m.identity: m.record for m in live if m.identity in membership.eligible}
+        self.capacities = {identity: record.capacity for identity, record in self.records.items()}
         steward = next((m for m in live if m.record.member_generation is not None), None)
         self.oldest = steward is not None and steward.identity == self._identity and not identity_conflict
         if membership.eligible == self.eligible:

@@ -828,7 +828,8 @@ class LocalCluster:
 
     def desired(self, members: Iterable[str] | None = None) -> dict[int, str]:
         """Who should own each shard if ``members`` (default: the running replicas) are live, under
-        the group's running count."""
+        the group's running count, by the count assignment (under a load snapshot the replicas' owners
+        are the ``desired`` column of :meth:`snapshot`'s view, which :meth:`wait_settled` follows)."""
         from shardlease.core.assignment import assign
 
         chosen = self.running_identities() if members is None else list(members)
@@ -883,13 +884,15 @@ class LocalCluster:
         from shardlease.harness.journal import running_handlers
 
         expected = sorted(self.running_identities() if members is None else members)
-        desired = self.desired(expected)
         pids = {r.identity: r.pid for r in self.running()}
-        want_running = {shard: {(holder, pids.get(holder, -1))} for shard, holder in desired.items()}
 
         def placed(snap: Snapshot) -> bool:
+            # The desired owners as the replicas compute them over the live members (who are then the
+            # expected ones): by count, or from the group's load snapshot (docs/load.md).
+            desired = {row.shard: row.desired for row in snap.view.rows}
             if sorted(snap.live_members()) != expected or snap.holders() != desired:
                 return False
+            want_running = {shard: {(holder, pids.get(holder or "", -1))} for shard, holder in desired.items()}
             if not handlers:
                 return True
             # Handlers of processes that are gone (SIGKILL writes no stop) do not count.

@@ -97,7 +97,7 @@ ENV_NAMESPACE = "SHARDLEASE_CHAOS_NAMESPACE"
 #: The kubeconfig of the controller's own writes: the replica's (through the fault relay on the real
 #: server), not the observer's.
 ENV_KUBECONFIG = "SHARDLEASE_CHAOS_KUBECONFIG"
-#: Seconds of clean-up after the runtime stops the handler (see ``chaos.draining_handle``).
+#: Seconds of clean-up after the runtime stops the handler (see ``chaos.handlers.draining_handle``).
 ENV_DRAIN = "SHARDLEASE_CHAOS_DRAIN"
 ANNOTATION_VERSION = "chaos.shardlease.io/version"
 ANNOTATION_BY = "chaos.shardlease.io/reconciled-by"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shardlease.core.clock import Clock, SystemClock
+from shardlease.core.loadmeter import LoadMeter, check_load
 from shardlease.errors import HandlerSignatureError, ShardleaseError
 from shardlease.runtime.logs import set_log_context
 
@@ -47,11 +48,11 @@ class Shard:
     """
 
     __slots__ = ("id", "count", "token", "generation", "identity", "group", "stopped", "_clock", "_valid_until",
-                 "_feeds", "_streams", "_lock")
+                 "_feeds", "_streams", "_lock", "_load")
 
     def __init__(self, id: int, count: int, token: int, *, identity: str = "", group: str = "",
                  clock: Clock | None = None, valid_until: float = float("inf"),
-                 objects: ObjectFeeds | None = None, generation: int = 1) -> None:
+                 objects: ObjectFeeds | None = None, generation: int = 1, load: LoadMeter | None = None) -> None:
         self.id = id
         self.count = count
         self.token = token
@@ -64,6 +65,21 @@ class Shard:
         self._feeds = objects
         self._streams: list[ObjectStream] = []
         self._lock = threading.Lock()
+        self._load = load
+
+    def report_load(self, value: float) -> None:
+        """Report what this shard costs now: a finite number >= 0 in a unit of your choice, the same
+        for every shard of the group (items per second, bytes per second, busy seconds per second).
+
+        Call it as often as you like. The replica smooths the reports (a moving average with a
+        half-life of ``load_half_life`` seconds, default 30), publishes the result with the renewals
+        it sends anyway, and the group moves shards so that no replica carries much more than its
+        capacity's share of the total (docs/load.md). Raises :class:`InvalidArgument` for anything
+        else than such a number.
+        """
+        load = check_load(value)
+        if self._load is not None:
+            self._load.report(load, self._clock.monotonic())
 
     def objects(self, api_version: str, resource: str, *, namespace: str | None = None,
                 label_selector: str | None = None, by: ShardBy = "uid") -> ObjectStream:

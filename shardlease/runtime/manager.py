@@ -65,6 +65,8 @@ from shardlease.client.watch import LeaseWatcher
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock, SystemClock
 from shardlease.core.elector import Timing
+from shardlease.core.loadmeter import LoadMeter
+from shardlease.core.loadplan import Rebalance
 from shardlease.core.reactor import (
     CRASH_LOOP_ERRORS,
     CRASH_LOOP_WINDOW,
@@ -162,10 +164,17 @@ class ShardManager:
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         # Nothing covered until the shard watch has listed what the reactor asks for (WatchShards).
         self._cache = LeaseCache(self._clock, on_change=self._wake.set, covered=frozenset())
+        #: Each held shard's load meter and the generation it measures, fed by shard.report_load(); kept
+        #: across handler restarts within a tenure, dropped when the shard is no longer held.
+        self._meters: dict[int, tuple[int, LoadMeter]] = {}
         self._reactor = Reactor(
             group=self.group, namespace=config.namespace, identity=self.identity, incarnation=self.incarnation,
             shards=self._shards, timing=self._timing, cache=self._cache, clock=self._clock,
-            load_factor=config.load_factor, log=self._log, metrics=self.metrics, targeted=True)
+            load_factor=config.load_factor, log=self._log, metrics=self.metrics, targeted=True,
+            capacity=config.capacity, load_of=self._load_of,
+            rebalance=Rebalance(period=config.rebalance_period, threshold=config.rebalance_threshold,
+                                epsilon=config.rebalance_epsilon, max_moves=config.rebalance_max_moves),
+            weight_of=config.weight_of if config.weights is not None else None)
         self.metrics.set_oldest_renewal_source(lambda: self._reactor.oldest_renewal_age(self._clock.monotonic()))
         #: Handler runs by the reactor's run number, and the run number of each Shard object handed to a
         #: handler (registered before the run starts, so an instant exit is never lost). Only the control
@@ -341,9 +350,19 @@ class ShardManager:
         """Counted as capacity: see :meth:`health` for the checks and why each one matters."""
         return bool(self.health()["ready"])
 
+    def _load_of(self, shard: int) -> float | None:
+        """The smoothed load of a held shard, ``None`` before its handler reported one."""
+        metered = self._meters.get(shard)
+        return metered[1].value if metered is not None else None
+
     def health(self) -> dict[str, Any]:
-        """Readiness and its reasons, as ``/readyz`` and ``/health`` report them (see ``Reactor.health``)."""
+        """Readiness and its reasons, as ``/readyz`` and ``/health`` report them (see ``Reactor.health``),
+        and the load balance as this replica sees it (``load``: docs/load.md)."""
         health = self._reactor.health(self._clock.monotonic())
+        try:
+            health["load"] = self._reactor.load_status(self._clock.now())
+        except RuntimeError:  # a dict replaced under us by the control loop: next time
+            health["load"] = None
         credentials = self._credentials
         since = credentials.rejected_since if credentials is not None else None
         if since is not None:
@@ -452,9 +471,13 @@ class ShardManager:
                 self._submit(command)
             elif isinstance(command, StartHandler):
                 assert self._runner is not None
+                metered = self._meters.get(command.shard)
+                if metered is None or metered[0] != command.generation:
+                    metered = (command.generation, LoadMeter(self.config.load_half_life))
+                    self._meters[command.shard] = metered
                 shard = Shard(command.shard, command.count, command.token, identity=self.identity, group=self.group,
                               clock=self._clock, valid_until=command.valid_until, objects=self._objects,
-                              generation=command.generation)
+                              generation=command.generation, load=metered[1])
                 self._run_numbers[shard] = command.run
                 self._runs[command.run] = self._runner.start(shard)
             elif isinstance(command, StopHandler):
@@ -466,6 +489,8 @@ class ShardManager:
                 if run is not None:
                     run.shard._extend(command.valid_until)
             elif isinstance(command, PublishOwned):
+                for index in [i for i in self._meters if i not in command.owned]:
+                    del self._meters[index]  # a new tenure starts measuring afresh
                 self._publish(command.owned)
             elif isinstance(command, WatchShards):
                 self._watch_shards(command.shards, command.total)

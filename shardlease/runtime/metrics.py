@@ -56,6 +56,17 @@ class ManagerMetrics:
             "shardlease_reshard_pause_seconds", "From seeing a new generation until its handlers may start "
             "(every shard Lease stamped with it): the pause of a switch as this replica saw it",
             labels, buckets=_HANDOFF_BUCKETS, registry=r).labels(*self._lv)
+        # Load-aware assignment (docs/load.md).
+        self.load_imbalance = Gauge(
+            "shardlease_load_imbalance", "The busiest replica's load over its fair share, from the member "
+            "Leases as this replica last read them (0: no load reported)", labels, registry=r).labels(*self._lv)
+        self.load_rebalances = Counter("shardlease_load_rebalances", "Load snapshots this replica published "
+                                       "(as the oldest member)", labels, registry=r).labels(*self._lv)
+        self.load_moves = Counter("shardlease_load_moves", "Shards the load snapshots moved, as this replica "
+                                  "computed them", labels, registry=r).labels(*self._lv)
+        self.capacity = Gauge("shardlease_capacity", "This replica's capacity", labels, registry=r).labels(*self._lv)
+        self.load = Gauge("shardlease_load", "Sum of the smoothed loads of the shards this replica holds",
+                          labels, registry=r).labels(*self._lv)
         self.stuck_handlers = Gauge("shardlease_stuck_handlers", "Handlers that did not return within drain_timeout",
                                     labels, registry=r).labels(*self._lv)
         self.handoff_seconds = Histogram("shardlease_handoff_duration_seconds",

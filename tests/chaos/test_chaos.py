@@ -43,6 +43,7 @@ from shardlease.harness.chaos import (
     scan_log,
     work_coverage,
 )
+from shardlease.harness.chaos.workdir import judge_work_dir
 from shardlease.harness.journal import Entry
 
 from .conftest import SUMMARY, assert_work_was_measured, missing_runtime
@@ -378,7 +379,7 @@ def test_idle_holder_watch_counts_the_handlers_of_every_process_of_an_identity(t
 
 
 def test_idle_holder_watch_does_not_join_tenures_across_failed_reads(tmp_path: Path) -> None:
-    """Regression for the flake of seed 1099858877 (issue 12), replayed sample by sample.
+    """A new tenure starts a new chain: the flake of seed 1099858877, replayed sample by sample.
 
     replica ``a`` lost shard 3 in a 500 burst; one renewal it had sent still landed (renewTime moved
     once with no handler: legitimate). A 429 burst then failed the observer's reads while ``a``
@@ -479,10 +480,10 @@ def test_reaction_times_count_takeovers_until_the_next_fault_on_the_victim() -> 
 # ---------------------------------------------------------------- the run
 
 
-# The server-filtered run is the default run's short chaos run; the client-filtered one (and the
-# real-server run) are in the slower tier that .ci/run runs next (`pytest -m slow`).
-@pytest.mark.parametrize("sharded_watch", [pytest.param(False, marks=pytest.mark.slow), True],
-                         ids=["client-filtered", "server-filtered"])
+# Both chaos runs (and the real-server one) take half a minute each, so they are in the slower tier
+# that .ci/run runs right after the README's test command (`pytest -m slow`).
+@pytest.mark.slow
+@pytest.mark.parametrize("sharded_watch", [False, True], ids=["client-filtered", "server-filtered"])
 def test_chaos_run(chaos_seed: int, sharded_watch: bool, request: pytest.FixtureRequest) -> None:
     """Random faults for WINDOW seconds (every kind: process kills, stops and restarts, scale-ups,
     latency, errors, watch cuts and freezes, partitions, reshards, operator deletes and overwrites of
@@ -521,6 +522,12 @@ def test_chaos_run(chaos_seed: int, sharded_watch: bool, request: pytest.Fixture
     assert_work_was_measured(report.figures)
     # The same verdict from the run's files alone (journal, fault log, plan).
     assert recheck_objects(work_dir) == [], recheck_objects(work_dir)[:5]
+    # Every check the files decide, run again by the standalone command: the same verdict and figures.
+    verdict = judge_work_dir(work_dir)
+    assert verdict.ok, verdict.failures[:3]
+    for key in ("units", "writes", "handler_starts", "generations", "reshards", "write_outcomes",
+                "duplicate_refusals_logged"):
+        assert verdict.figures[key] == report.figures[key], (key, verdict.figures[key], report.figures[key])
     shutil.rmtree(work_dir, ignore_errors=True)
 
 
@@ -542,5 +549,46 @@ def test_chaos_catches_a_runtime_that_stops_handlers_late(request: pytest.Fixtur
     assert overlaps, "a runtime that stops handlers 1.5 s late went unnoticed:\n" + report.render_failures()
     # The evidence names the shard, both replicas and the faults around it.
     assert "faults from" in overlaps[0] and "token" in overlaps[0]
+    # The standalone recheck of the run's files finds the same overlaps.
+    verdict = judge_work_dir(work_dir)
+    assert [f.splitlines()[0] for f in verdict.failures if f.startswith("SAFETY (overlap)")] == \
+        [f.splitlines()[0] for f in overlaps]
     SUMMARY.append(f"negative control: {len(overlaps)} overlaps reported for the lagging runtime")
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+LOAD_WEIGHTS = {"load_shift": 2.0, "kill": 1.0, "terminate": 0.5, "pause": 1.0, "restart": 1.0, "scale_up": 1.0,
+                "latency": 1.0, "partition": 0.5}
+
+
+def test_load_shift_plans_name_hot_shards_and_leave_default_plans_alone() -> None:
+    config = ChaosConfig(seed=7, duration=30.0, weights=LOAD_WEIGHTS, workload="keys")
+    shifts = [f for f in plan_faults(config) if f.kind == "load_shift"]
+    assert shifts and config.load_aware and not default_run_config(7).load_aware
+    assert all(f.params["factor"] in (4, 8) and len(f.params["hot"]) == 2
+               and all(0 <= s < config.shards for s in f.params["hot"]) for f in shifts)
+    assert all(f.kind != "load_shift" for s in range(12) for f in plan_faults(default_run_config(s)))
+
+
+@pytest.mark.slow
+def test_chaos_run_with_load_shifts(chaos_seed: int, request: pytest.FixtureRequest) -> None:
+    """Load shifts (some shards become 4-8x as hot; the handlers report it and the group rebalances by
+    load every lease duration) among process kills, pauses, restarts, scale-ups, latency and
+    partitions: the same checks as every chaos run hold through the load moves (no overlapping work,
+    fences rising, every shard held once and where the load snapshot puts it within the bound, then
+    nothing moving)."""
+    reason = missing_runtime()
+    if reason:
+        pytest.skip(reason)
+    config = ChaosConfig(seed=chaos_seed, duration=20.0, mean_gap=1.0, weights=LOAD_WEIGHTS, workload="keys")
+    messages: list[str] = []
+    work_dir = Path(tempfile.mkdtemp(prefix=f"shardlease-chaos-load-{chaos_seed}-"))
+    report = ChaosRun(config, work_dir, progress=messages.append).run()
+    SUMMARY.append("load shifts: " + report.summary())
+    print(report.summary())
+    assert report.ok, (f"repeat with: SHARDLEASE_CHAOS_SEED={chaos_seed} pytest tests/chaos -m slow -k load_shifts\n"
+                       + report.render_failures() + "\n\nprogress:\n" + "\n".join(messages[-80:]))
+    assert report.counts().get("load_shift", 0) >= 1, report.counts()
+    logs = "".join(p.read_text(errors="replace") for p in (work_dir / "logs").glob("replica-*.log"))
+    assert "load snapshot" in logs, "no load move happened: the run checked nothing new"
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -31,6 +31,7 @@ from shardlease.harness.chaos import (
     plan_faults,
     recheck_objects,
 )
+from shardlease.harness.chaos.workdir import judge_work_dir
 from shardlease.testing import require_kube_assets
 
 from .conftest import SUMMARY, assert_work_was_measured, missing_runtime
@@ -191,4 +192,7 @@ def test_chaos_run_real(chaos_seed: int, request: pytest.FixtureRequest) -> None
     assert_work_was_measured(report.figures)
     # The same verdict from the run's files alone (journal, fault log, plan).
     assert recheck_objects(work_dir) == [], recheck_objects(work_dir)[:5]
+    verdict = judge_work_dir(work_dir)  # every check the files decide, by the standalone command
+    assert verdict.ok, verdict.failures[:3]
+    assert verdict.figures["writes"] == report.figures["writes"], (verdict.figures, report.figures)
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -25,6 +25,7 @@ def _holder(api: CoordinationV1Api, name: str) -> str | None:
     return spec.holder_identity if spec is not None else None
 
 
+@pytest.mark.slow
 def test_two_apiservers_share_etcd_and_one_can_crash_and_return(tmp_path: Path) -> None:
     plane = RealControlPlane(require_kube_assets(), work_dir=tmp_path / "cp")
     with pytest.raises(ControlPlaneError, match="start"):

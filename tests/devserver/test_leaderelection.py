@@ -116,6 +116,7 @@ def elect_first_leader(journal: Journal, procs: dict[str, subprocess.Popen[bytes
     return wait_for_single_leader(journal, procs, lock, read_holder, tmp_path, FIRST_LEADER_TIMEOUT, settle=0.0)
 
 
+@pytest.mark.slow
 def test_official_elector_elects_one_leader_and_fails_over_after_sigkill(
     candidates: Spawn,
     read_holder: Callable[[str], str | None],
@@ -144,6 +145,7 @@ def test_official_elector_elects_one_leader_and_fails_over_after_sigkill(
     assert second.at - killed_at >= LEASE_DURATION - RETRY_PERIOD - 0.5, journal.dump()
 
 
+@pytest.mark.slow
 def test_official_elector_paused_leader_steps_down_after_takeover(
     candidates: Spawn,
     read_holder: Callable[[str], str | None],

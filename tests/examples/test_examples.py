@@ -191,7 +191,8 @@ def overlay_configmap_verbs() -> set[str]:
     return {v for rule in role["rules"] if "configmaps" in rule["resources"] for v in rule["verbs"]}
 
 
-@pytest.mark.parametrize("gate", [True, False], ids=["server-filtered", "client-filtered"])
+@pytest.mark.parametrize("gate", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["server-filtered", "client-filtered"])
 def test_configmap_controller_survives_rebalance_sigkill_and_churn(tmp_path: Path, gate: bool) -> None:
     """Three replicas, a fourth joins (rebalance), one is SIGKILLed (failover), then users strip the
     annotations of some ConfigMaps (churn): every object ends stamped by its shard's holder, and the

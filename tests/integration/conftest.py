@@ -41,6 +41,10 @@ SETTLE_TIMEOUT = 45.0
 
 #: Parametrise a test over both servers; the test must take ``make_cluster`` (or ``server``).
 BOTH_SERVERS = pytest.mark.parametrize("server", ["dev", "real"], indirect=True)
+#: The same, for a long scenario whose dev-server run adds little to the real one in the default run:
+#: the dev-server run goes to the slower tier (`pytest -m slow`, which .ci/run runs too).
+BOTH_SERVERS_DEV_SLOW = pytest.mark.parametrize(
+    "server", [pytest.param("dev", marks=pytest.mark.slow), "real"], indirect=True)
 _GROUP_SERIAL = itertools.count()
 
 #: (test, figure, value) rows for the terminal summary.

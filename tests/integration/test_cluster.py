@@ -185,6 +185,7 @@ def test_newcomer_after_a_crash_balances_without_waiting_a_lease(make_cluster, r
     finish(cluster)
 
 
+@pytest.mark.slow
 def test_dead_members_lease_is_collected_but_not_early(make_cluster, request) -> None:
     """A crashed replica cannot delete its member Lease; in a Deployment every crashed pod has a new
     name, so the oldest live member deletes member Leases expired for 5 lease durations. Not earlier:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from shardlease.harness.localcluster import LocalCluster, Snapshot
 
-from .conftest import BOTH_SERVERS, SETTLE_TIMEOUT, SHARDS, finish
+from .conftest import BOTH_SERVERS_DEV_SLOW, SETTLE_TIMEOUT, SHARDS, finish
 
 OTHER_COUNT = 8
 
@@ -32,7 +32,7 @@ def _status(cluster: LocalCluster) -> dict[str, object]:
     return out
 
 
-@BOTH_SERVERS
+@BOTH_SERVERS_DEV_SLOW
 def test_a_replica_with_another_count_runs_the_groups_and_a_majority_switches_the_group_once(
         make_cluster: Callable[..., LocalCluster]) -> None:
     cluster = make_cluster(2)

@@ -1,4 +1,4 @@
-"""Two or three processes started with one identity never work on a shard at once (issue 14).
+"""Two or three processes started with one identity never work on a shard at once.
 
 Before incarnations, two ``shardlease run`` processes with one identity both took every Lease naming
 that identity as their own: 50 overlapping work intervals in 12 s and ~940 log lines a second each.
@@ -23,7 +23,7 @@ from support import free_port as _free_port
 from shardlease.harness.journal import running_handlers
 from shardlease.harness.localcluster import LocalCluster, Replica
 
-from .conftest import BOTH_SERVERS, SETTLE_TIMEOUT, SHARDS, finish
+from .conftest import BOTH_SERVERS_DEV_SLOW, SETTLE_TIMEOUT, SHARDS, finish
 
 IDENTITY = "same"
 #: Log lines a refused process may write in the ~8 s it is refused (before: ~940 per second).
@@ -65,7 +65,7 @@ def _status(cluster: LocalCluster) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-@BOTH_SERVERS
+@BOTH_SERVERS_DEV_SLOW
 def test_duplicates_of_one_identity_refuse_and_one_takes_over(make_cluster: Callable[..., LocalCluster]) -> None:
     cluster = make_cluster(0)
     first, first_port = _start(cluster)

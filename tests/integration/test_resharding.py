@@ -1,4 +1,4 @@
-"""Live resharding with real replica processes (issue 11): no key is ever worked on by two replicas at
+"""Live resharding with real replica processes: no key is ever worked on by two replicas at
 once, across switches of the group's shard count.
 
 Every replica runs the journaling handler, which records for each unit of work the shard id, the
@@ -47,8 +47,9 @@ MakeCluster = Callable[..., LocalCluster]
 ENV = {"SHARDLEASE_JOURNAL_WORK": "0.1"}
 #: Bound on a switch with healthy replicas, from the last old unit's end until every new shard works.
 HEALTHY_SWITCH = 5.0
-#: Bound on how long a replica that joins takes to work on a shard (process start included).
-JOIN_BOUND = 8.0
+#: Bound on how long a replica that joins takes to work on a shard, process start included: usually
+#: 2-3 s, but a Python process start (imports) alone took over 5 s on this 2-core machine under load.
+JOIN_BOUND = 15.0
 
 
 # ---------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""A replica terminated at any moment of its start-up exits cleanly and leaves no Lease held (issue 12).
+"""A replica terminated at any moment of its start-up exits cleanly and leaves no Lease held.
 
 In Kubernetes a pod can get SIGTERM while it is still importing (a rollout superseded, a node drained).
 Each case starts a real ``shardlease run`` process against the dev-server, waits for one observable point

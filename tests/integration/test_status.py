@@ -14,7 +14,7 @@ from shardlease.commands.status import FLAG_MISPLACED, FLAG_UNOWNED
 from shardlease.core.records import format_microtime, member_labels, member_lease_name
 from shardlease.harness.localcluster import LocalCluster, Snapshot
 
-from .conftest import BOTH_SERVERS, SETTLE_TIMEOUT, SHARDS, finish
+from .conftest import BOTH_SERVERS_DEV_SLOW, SETTLE_TIMEOUT, SHARDS, finish
 
 
 def status(cluster: LocalCluster, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -24,7 +24,7 @@ def status(cluster: LocalCluster, *extra: str) -> subprocess.CompletedProcess[st
         capture_output=True, text=True, timeout=60, env=cluster.base_env(), cwd=cluster.cwd)
 
 
-@BOTH_SERVERS
+@BOTH_SERVERS_DEV_SLOW
 def test_status_shows_a_healthy_group_then_flags_misplaced_shards(make_cluster) -> None:
     cluster = make_cluster(3)
     cluster.wait_settled(timeout=SETTLE_TIMEOUT)

@@ -56,7 +56,7 @@ def gated_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield plane
 
 
-@pytest.fixture(params=["dev", "dev-gate", "real-gate"])
+@pytest.fixture(params=[pytest.param("dev", marks=pytest.mark.slow), "dev-gate", "real-gate"])
 def placement(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Where the cluster's server comes from: a dev-server per cluster, or the shared real one."""
     if request.param == "real-gate":

@@ -6,9 +6,12 @@ import datetime as dt
 
 from shardlease.core.bodies import Writer
 from shardlease.core.records import (
+    ANNOTATION_CAPACITY,
     ANNOTATION_EPOCH,
     ANNOTATION_GENERATION,
     ANNOTATION_INCARNATION,
+    ANNOTATION_LOAD,
+    ANNOTATION_LOADS,
     ANNOTATION_PROBLEMS,
     ANNOTATION_SHARDS,
     LeaseRecord,
@@ -82,6 +85,32 @@ def test_renew_keeps_tenure_fields_and_foreign_metadata() -> None:
     assert body["metadata"]["annotations"][ANNOTATION_INCARNATION] == "inc1"
 
 
+def test_renew_carries_the_smoothed_load_and_nothing_else_changes() -> None:
+    seen = record({"holderIdentity": "me", "leaseTransitions": 4}, annotations={ANNOTATION_LOAD: "3"})
+    with_load = W.renew(3, seen, WALL, load=12.345678)
+    assert with_load["metadata"]["annotations"][ANNOTATION_LOAD] == "12.35"
+    without = W.renew(3, seen, WALL)
+    assert without["metadata"]["annotations"][ANNOTATION_LOAD] == "3"  # the last value stays until the next
+    assert {k: v for k, v in with_load.items() if k != "metadata"} == {k: v for k, v in without.items() if k != "metadata"}
+
+
+def test_member_lease_publishes_capacity_and_loads() -> None:
+    from shardlease.core.records import format_loads
+
+    writer = Writer("g", "ns", "me", "inc1", 15, 8, capacity=2.5)
+    body = writer.member(None, WALL, held=False, loads=format_loads({7: 0.25, 3: 1234.5678}))
+    parsed = LeaseRecord.from_object(body)
+    assert parsed is not None
+    assert body["metadata"]["annotations"][ANNOTATION_LOADS] == "3=1235,7=0.25"
+    assert parsed.capacity == 2.5 and parsed.loads == {3: 1235.0, 7: 0.25}
+
+
+def test_unreadable_capacity_and_loads_read_as_defaults() -> None:
+    bad = record({}, name="g-member-x", annotations={ANNOTATION_CAPACITY: "-2", ANNOTATION_LOADS: "a=1,2=x,3=-1,4=5"})
+    assert bad.capacity == 1.0 and bad.loads == {4: 5.0}
+    assert record({}, name="g-member-y").capacity == 1.0
+
+
 def test_release_empties_the_holder_keeps_the_token_and_expires_in_one_second() -> None:
     body = W.release(3, record({"holderIdentity": "me", "leaseTransitions": 4, "leaseDurationSeconds": 15}), WALL)
     assert body["spec"]["holderIdentity"] == "" and body["spec"]["leaseDurationSeconds"] == 1
@@ -92,7 +121,8 @@ def test_member_lease_declares_count_generation_incarnation_and_problems() -> No
     created = W.member(None, WALL, held=False, problems="crashing=1", generation=3)
     assert created["metadata"]["name"] == "g-member-me"
     assert created["metadata"]["annotations"] == {ANNOTATION_SHARDS: "8", ANNOTATION_INCARNATION: "inc1",
-                                                  ANNOTATION_GENERATION: "3", ANNOTATION_PROBLEMS: "crashing=1"}
+                                                  ANNOTATION_GENERATION: "3", ANNOTATION_PROBLEMS: "crashing=1",
+                                                  ANNOTATION_CAPACITY: "1", ANNOTATION_LOADS: ""}
     seen = record({"holderIdentity": "me", "leaseTransitions": 2, "acquireTime": "2026-11-28T09:00:00.000000Z"},
                   name="g-member-me")
     renewed = W.member(seen, WALL, held=True)

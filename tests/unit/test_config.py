@@ -146,6 +146,19 @@ def test_shards_message_matches_the_documented_form() -> None:
         ("metrics_port", -1),
         ("log_format", "xml"),
         ("log_level", "chatty"),
+        ("capacity", 0),
+        ("capacity", float("nan")),
+        ("capacity", "big"),
+        ("weights", "{not json"),
+        ("weights", '{"x": 1}'),
+        ("weights", {"1": -1}),
+        ("weights", [1, 2]),
+        ("load_half_life", 0),
+        ("rebalance_period", 0),
+        ("rebalance_threshold", -1),
+        ("rebalance_epsilon", -0.1),
+        ("rebalance_max_moves", 1),
+        ("rebalance_max_moves", True),
     ],
 )
 def test_every_invalid_field_is_named_with_its_fix(field: str, value: object) -> None:
@@ -206,3 +219,29 @@ def test_every_field_has_a_source_a_hint_and_a_docstring() -> None:
         assert CONFIG_SOURCES[name] == (f"--{name.replace('_', '-')}", f"SHARDLEASE_{name.upper()}")
         assert name in config_module._FIX_HINTS
         assert field.description
+
+
+def test_load_settings_defaults_sources_and_the_hysteresis_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = ShardConfig(group="g", shards=4)
+    assert (cfg.capacity, cfg.weights, cfg.load_half_life) == (1.0, None, 30.0)
+    assert (cfg.rebalance_period, cfg.rebalance_threshold, cfg.rebalance_epsilon, cfg.rebalance_max_moves) == \
+        (60.0, 0.15, 0.1, 32)
+    monkeypatch.setenv("SHARDLEASE_CAPACITY", "2.5")
+    monkeypatch.setenv("SHARDLEASE_WEIGHTS", '{"0": 5, "3": 0.5}')
+    cfg = ShardConfig(group="g", shards=4)
+    assert cfg.capacity == 2.5 and cfg.weights == {0: 5.0, 3: 0.5}
+    assert (cfg.weight_of(0), cfg.weight_of(1)) == (5.0, None)
+    message = errors_of(group="g", shards=4, rebalance_threshold=0.05, rebalance_epsilon=0.1)
+    assert message.startswith("rebalance_threshold: must be at least rebalance_epsilon")
+    assert "--rebalance-threshold" in message and "0.1" in message
+
+
+def test_a_weights_callable_that_fails_is_a_configuration_error() -> None:
+    from shardlease.errors import ConfigError
+
+    cfg = ShardConfig(group="g", shards=4, weights=lambda shard: 10.0 / shard)
+    assert cfg.weight_of(2) == 5.0
+    with pytest.raises(ConfigError, match="weights: the callable raised ZeroDivisionError"):
+        cfg.weight_of(0)
+    with pytest.raises(ConfigError, match="weights: the callable returned -1"):
+        ShardConfig(group="g", shards=4, weights=lambda shard: -1).weight_of(0)

@@ -27,7 +27,7 @@ def member(identity: str, shards: int | None, created: str, *, holder: str | Non
 def test_members_are_ordered_oldest_first_and_every_live_one_is_in_the_ring_whatever_its_count() -> None:
     """Every member runs the group's count (from the group Lease), so a member configured with another
     count still takes shards: that is what keeps a rolling update that changes the count from idling
-    the new pods (issue 11)."""
+    the new pods."""
     obs = [(member("b", 16, "2026-11-28T09:00:02Z"), 100.0), (member("a", 8, "2026-11-28T09:00:01Z"), 100.0),
            (member("c", 8, "2026-11-28T09:00:03Z"), 100.0)]
     m = compute_membership("g", obs, 105.0, T)

@@ -1,0 +1,248 @@
+"""The load snapshot protocol: which assignment a replica runs, and when the oldest member rebalances.
+
+Replicas must agree on the owners or they fight over shards, and live loads differ from process to
+process (each sees the member Leases at its own moment, and they change at every renewal). So no
+replica ever assigns from live loads. Instead:
+
+* every replica publishes the smoothed loads of the shards it holds on its member Lease, and its
+  capacity (:mod:`shardlease.core.records`), with the renewals it sends anyway;
+* the oldest member (the steward) looks at those loads at most every quarter period. When the busiest
+  replica carries more than ``(1 + threshold)`` x its fair share, the last snapshot is at least a
+  ``period`` old, no reshard switch is under way, and a rebalance would move something, it writes a
+  new :class:`~shardlease.core.loadbalance.LoadSnapshot` on the group Lease: the quantised loads and the
+  owners in force (one conditional write; none at all while the group is balanced);
+* every replica, the steward included, assigns from the snapshot of the generation it runs:
+  :func:`~shardlease.core.loadbalance.balance` of the live members and their capacities, from the
+  snapshot's owners and loads, at most ``max_moves`` moves. Without a snapshot for the running
+  generation (no load reported yet, or just after a reshard) it is today's count assignment
+  (:func:`~shardlease.core.assignment.assign`), unchanged.
+
+Why it cannot flip-flop: between two snapshots the inputs are fixed (same snapshot, same members: same
+owners), ``balance`` never cycles, and the next snapshot is taken only after a period and only when
+the imbalance is above a threshold that is at least the bound a rebalance aims for: a group brought
+within ``1 + epsilon`` stays put until the loads themselves move by more than the gap.
+
+Pure: it reads the cache, gets the time passed in, and returns :class:`~shardlease.core.messages.Write`
+commands for the reactor to send.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shardlease.core.assignment import assign
+from shardlease.core.bodies import put_body
+from shardlease.core.cache import LeaseCache, apply_answer
+from shardlease.core.clock import Clock
+from shardlease.core.loadbalance import LoadSnapshot, balance, bounds, imbalance, member_loads, quantise
+from shardlease.core.messages import Write, WriteDone, WriteKind
+from shardlease.core.records import (
+    ANNOTATION_LOAD_SNAPSHOT,
+    ANNOTATION_REBALANCED,
+    LeaseRecord,
+    format_microtime,
+    group_labels,
+    group_lease_name,
+)
+from shardlease.errors import ConflictError, InvalidArgument
+
+__all__ = ["LoadPlanner", "Rebalance", "live_loads"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """How the group rebalances by load (``ShardConfig.rebalance_*``, docs/load.md)."""
+
+    period: float = 60.0
+    threshold: float = 0.15
+    epsilon: float = 0.1
+    max_moves: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.period > 0:
+            raise InvalidArgument(f"rebalance period must be > 0 seconds, got {self.period!r}")
+        if not self.threshold >= self.epsilon >= 0:
+            raise InvalidArgument(f"rebalance threshold ({self.threshold!r}) must be >= epsilon ({self.epsilon!r}) >= 0")
+        if self.max_moves < 2:
+            raise InvalidArgument(f"rebalance max_moves must be >= 2, got {self.max_moves!r}")
+
+
+def live_loads(count: int, members: Mapping[str, LeaseRecord], assignment: Mapping[int, str],
+               weight_of: Callable[[int], float | None] | None = None) -> list[float | None]:
+    """Every shard's load as the member Leases report it now: from the member the assignment names if it
+    reports one (during a handoff the old holder may still list it), else from the first member by name
+    that does, else the static weight, else ``None`` (counted as the mean by ``quantise``)."""
+    reported: dict[int, float] = {}
+    for identity in sorted(members, reverse=True):  # the first by name wins
+        for shard, load in members[identity].loads.items():
+            if shard < count:
+                reported[shard] = load
+    for shard, owner in assignment.items():
+        record = members.get(owner)
+        if record is not None:
+            own = record.loads.get(shard)
+            if own is not None and shard < count:
+                reported[shard] = own
+    result: list[float | None] = []
+    for shard in range(count):
+        value = reported.get(shard)
+        if value is None and weight_of is not None:
+            value = weight_of(shard)
+        result.append(value)
+    return result
+
+
+class LoadPlanner:
+    """The snapshot this replica assigns from, and (as the oldest member) when to publish the next."""
+
+    def __init__(self, *, group: str, namespace: str, settings: Rebalance, cache: LeaseCache, clock: Clock,
+                 log: logging.LoggerAdapter[Any] | logging.Logger, metrics: Any,
+                 weight_of: Callable[[int], float | None] | None = None) -> None:
+        self._group = group
+        self._namespace = namespace
+        self.settings = settings
+        self._cache = cache
+        self._clock = clock
+        self._log = log
+        self._metrics = metrics
+        self._weight_of = weight_of
+        self._name = group_lease_name(group)
+        self._seen_rv: str | None = None
+        #: The snapshot on the group Lease, as last read (any generation); ``None``: none or unreadable.
+        self.published: LoadSnapshot | None = None
+        #: The snapshot the assignment uses: ``published`` when it is for the running generation and count.
+        self.snapshot: LoadSnapshot | None = None
+        self._in_flight = False
+        self._check_at = 0.0
+        #: What the last assignment from a snapshot did (``status`` and ``/health`` show it).
+        self.last_moves = 0
+        self.last_too_hot: tuple[int, ...] = ()
+        self.last_imbalance: float | None = None
+        self.last_reason = ""
+
+    # ------------------------------------------------------------------ following
+
+    def read(self, generation: int, count: int) -> bool:
+        """Read the group Lease's snapshot; True when the snapshot the assignment uses changed."""
+        cached = self._cache.get(self._name)
+        rv = cached.record.resource_version if cached is not None else None
+        if rv != self._seen_rv:
+            self._seen_rv = rv
+            text = cached.record.annotations.get(ANNOTATION_LOAD_SNAPSHOT) if cached is not None else None
+            self.published = LoadSnapshot.decode(text)
+        usable = self.published
+        if usable is not None and (usable.generation != generation or usable.count != count):
+            usable = None
+        if usable == self.snapshot:
+            return False
+        self.snapshot = usable
+        return True
+
+    def owners(self, group: str, count: int, capacities: Mapping[str, float], load_factor: float) -> dict[int, str]:
+        """The assignment of the running count over the live members (``capacities``: identity -> capacity):
+        from the snapshot when there is one for this count, else today's count assignment."""
+        if not capacities or not count:
+            return {}
+        snap = self.snapshot
+        if snap is None or snap.count != count:
+            return assign(group, count, capacities, load_factor)
+        result = snap.assign(capacities)
+        self.last_moves = len(result.moved)
+        self.last_too_hot = result.too_hot
+        return dict(enumerate(result.owners))
+
+    # ------------------------------------------------------------------ stewarding
+
+    def next_check(self) -> float:
+        return self._check_at
+
+    def step(self, now: float, *, steward: bool, may_rebalance: bool, generation: int, count: int,
+             assignment: Mapping[int, str], members: Mapping[str, LeaseRecord],
+             capacities: Mapping[str, float]) -> list[Write]:
+        """As the oldest member, the snapshot to publish now, if one is due (see the module docstring).
+        ``may_rebalance``: no reshard switch under way and not stopping."""
+        if now < self._check_at or not count or not capacities or len(assignment) != count:
+            return []
+        self._check_at = now + self.settings.period / 4
+        loads = live_loads(count, members, assignment, self._weight_of)
+        if all(v is None for v in loads):
+            self.last_imbalance = None
+            self._metrics.load_imbalance.set(0)
+            return []
+        quantised = quantise(loads)
+        current = [assignment.get(i, "") for i in range(count)]
+        ratio = imbalance(current, quantised, capacities)
+        self.last_imbalance = ratio
+        self._metrics.load_imbalance.set(ratio)
+        if not steward or not may_rebalance or self._in_flight:
+            return []
+        cached = self._cache.get(self._name)
+        if cached is None:
+            return []
+        wall = self._clock.now()
+        last = self.published
+        if last is not None and last.generation == generation and \
+                (wall - last.taken_at).total_seconds() < self.settings.period:
+            return []
+        limit = 1 + self.settings.threshold
+        if ratio <= limit:
+            return []
+        trial = balance(members=capacities, loads=quantised, base=current, epsilon=self.settings.epsilon,
+                        max_moves=self.settings.max_moves)
+        if not trial.moved:
+            return []  # nothing helps (a shard hotter than a replica's share): status says so
+        reason = f"imbalance {ratio:.2f} > {limit:.2f}"
+        seq = last.seq + 1 if last is not None else 1
+        snap = LoadSnapshot(generation=generation, count=count, seq=seq, taken_at=wall, loads=quantised,
+                            owners=tuple(current), reason=reason, epsilon=self.settings.epsilon,
+                            max_moves=self.settings.max_moves)
+        body = put_body(cached.record, {}, group_labels(self._group), {
+            ANNOTATION_LOAD_SNAPSHOT: snap.encode(),
+            ANNOTATION_REBALANCED: f"{format_microtime(wall)} {len(trial.moved)} {reason}"})
+        self._in_flight = True
+        self._log.info("load rebalance %d: %s; moving %d shard(s)%s", seq, reason, len(trial.moved),
+                       " (more next period)" if trial.limited else "")
+        return [Write(WriteKind.GROUP_SNAPSHOT, self._name, sent_rv=cached.record.resource_version, body=body)]
+
+    def on_written(self, done: WriteDone, now: float) -> None:
+        """The answer to a snapshot write: on success it is applied to the cache (read at the next step);
+        a conflict (another write of the group Lease) or failure is retried at the next check."""
+        self._in_flight = False
+        if done.error is None:
+            apply_answer(self._cache, done)
+            self._metrics.load_rebalances.inc()
+            return
+        self._check_at = min(self._check_at, now + 1.0)
+        if not isinstance(done.error, ConflictError):
+            self._metrics.api_error(done.error.label)
+            self._log.warning("could not publish the load snapshot: %s", done.error)
+
+    # ------------------------------------------------------------------ reporting
+
+    def status(self, now_wall: Any, count: int, assignment: Mapping[int, str], members: Mapping[str, LeaseRecord],
+               capacities: Mapping[str, float]) -> dict[str, Any]:
+        """What ``/health`` shows of the load balance: per member capacity, load and share; the snapshot."""
+        snap = self.snapshot
+        loads = live_loads(count, members, assignment, self._weight_of) if count else []
+        known = any(v is not None for v in loads)
+        quantised = list(quantise(loads)) if known else []
+        current = [assignment.get(i, "") for i in range(count)]
+        carried = member_loads(current, quantised, capacities) if known else {}
+        total = sum(quantised) or 1
+        limits = bounds(capacities, current, quantised, self.settings.epsilon) if known and capacities else None
+        return {
+            "mode": "load" if snap is not None else "count",
+            "imbalance": None if self.last_imbalance is None else round(self.last_imbalance, 3),
+            "members": {m: {"capacity": capacities[m],
+                            "share": round(carried.get(m, 0.0) / total, 4) if known else None,
+                            "fair_share": round(limits.share[m] / total, 4) if limits is not None else None}
+                        for m in sorted(capacities)},
+            "snapshot": None if snap is None else {
+                "seq": snap.seq, "age_seconds": round((now_wall - snap.taken_at).total_seconds(), 1),
+                "reason": snap.reason},
+            "last_moves": self.last_moves,
+            "too_hot": list(self.last_too_hot),
+        }
