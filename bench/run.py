@@ -18,7 +18,10 @@ only when named, scale (``bench/scenarios/scale.py``: 1 to 8 replicas, up to 8,1
 writes ``scale.json``/``scale.md`` as well; with ``--server real`` one replica up to 2,048 shards and the
 baseline up to 1,024, kube-apiserver and etcd CPU apart, into ``scale_real.*``) and write-budget (one
 replica under ``--max-write-rate``: writes served against W and the largest renewal gap against the
-bound; ``write_budget.*``, or ``write_budget_real.*`` with ``--server real``).
+bound; ``write_budget.*``, or ``write_budget_real.*`` with ``--server real``),
+and fencing (``bench/scenarios/fencing.py``: the cost of the admission policies of ``shardlease fencing``
+at 64, 256 and 1,024 shards and the window after a takeover, always on a real kube-apiserver,
+``--kube-assets`` or ``$KUBEBUILDER_ASSETS``; ~5 min; writes ``fencing.json``/``fencing.md``).
 Running a subset merges its results into an existing ``suite.json`` in the output directory, so a
 scenario that could not run in one go can be completed later.
 
@@ -29,6 +32,12 @@ lifecycle scenarios and the API cost (balance is pure computation, the same on a
 replica-cost to add it), and writes ``suite_real.json``, ``suite_real.md`` and ``suite_real_*.png``
 beside the dev-server's ``suite.*``, which it never touches. API cost there comes from the
 kube-apiserver's own ``apiserver_request_total`` counters on ``/metrics``.
+
+``--server node`` runs something else: the example Deployment as pods on the local one-node
+Kubernetes (``bench/node.py``: scale, force delete, SIGKILL, rollout restart; root and the node's
+binaries from ``scripts/build-node-assets``; about 6 min for 3 rounds, 1 with ``--quick``). It writes
+``node.json`` and ``node.md`` and, into bench/results, rewrites the node section of
+docs/benchmarks.md, where the pod figures sit next to the process-based ``suite.json`` ones.
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.scenarios import cost, lifecycle, load, report, scale  # noqa: E402
+from bench.scenarios import cost, fencing, lifecycle, load, report, scale  # noqa: E402
 from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SERVER_KINDS, Server  # noqa: E402
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
@@ -64,8 +73,9 @@ SCENARIOS = ("balance", *LIFECYCLE, "api-cost", "replica-cost")
 #: What ``--server real`` runs when no scenario is named: the lifecycle scenarios and the API cost.
 REAL_DEFAULT = (*LIFECYCLE, "api-cost")
 #: Run only when named, with their own outputs: scale (minutes long; scale.json/scale.md, see
-#: bench/scenarios/scale.py), write-budget, and load (load-aware vs count-only assignment; load.json/load.md).
-ON_REQUEST = ("scale", "write-budget", "load")
+#: bench/scenarios/scale.py), write-budget, and load (load-aware vs count-only assignment; load.json/load.md),
+#: and fencing (bench/scenarios/fencing.py; fencing.json/fencing.md).
+ON_REQUEST = ("scale", "write-budget", "load", "fencing")
 #: Result file stem per server: ``suite.json`` stays the dev-server's.
 SUITE_STEM = {"dev": "suite", "real": "suite_real"}
 RESULTS_DIR = BENCH_DIR / "results"
@@ -197,6 +207,20 @@ def render_only(out: Path, plots: bool, docs: bool, stem: str = "suite") -> int:
     return 0
 
 
+def run_node(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--server node``: bench/node.py's Deployment operations on pods (it has no scenarios to pick)."""
+    if args.scenarios and args.scenarios != ["all"]:
+        parser.error("--server node runs bench/node.py's operations as one scenario; name no scenario")
+    if args.kube_assets is not None or args.render:
+        parser.error("--server node takes neither --kube-assets (it uses the build caches) nor --render")
+    from bench import node
+
+    out: Path = args.out or RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    docs = args.docs == "yes" or (args.docs == "auto" and out.resolve() == RESULTS_DIR.resolve())
+    return node.bench(out / "node", rounds=1 if args.quick else 3, docs=docs)
+
+
 def resolve_server(kind: str, assets: Path | None, parser: argparse.ArgumentParser) -> Server:
     """``--server``/``--kube-assets`` -> a :class:`Server`, or a usage error saying how to get the
     binaries."""
@@ -240,6 +264,28 @@ def _interrupt_on_sigterm() -> None:
         pass
 
 
+def run_fencing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The fencing scenario: always on its own real control plane; writes fencing.json and fencing.md."""
+    server = resolve_server("real", args.kube_assets, parser)
+    assert server.assets is not None
+    out: Path = args.out or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    load_start = round(os.getloadavg()[0], 2)
+    work = Path(tempfile.mkdtemp(prefix="shardlease-bench-fencing-"))
+    started = time.monotonic()
+    results = fencing.run(args.quick, server.assets, work, _log)
+    meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
+            "git": _git_revision(), "quick": args.quick, "elapsed_s": round(time.monotonic() - started, 1),
+            "cpus": os.cpu_count(), "machine": _machine(),
+            "load_avg": {"start": load_start, "end": round(os.getloadavg()[0], 2)}}
+    (out / "fencing.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    (out / "fencing.md").write_text(fencing.markdown(results, meta))
+    shutil.rmtree(work, ignore_errors=True)
+    _log(f"fencing: wrote {out / 'fencing.json'} and {out / 'fencing.md'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -259,13 +305,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true",
                         help="run nothing: re-render suite.md, the figures and (with --docs yes) the docs "
                              "from the suite.json in the output directory")
-    parser.add_argument("--server", choices=SERVER_KINDS, default="dev",
+    parser.add_argument("--server", choices=(*SERVER_KINDS, "node"), default="dev",
                         help="dev: shardlease's dev-server (default); real: etcd + kube-apiserver from "
-                             "scripts/build-kube-assets, results in suite_real.*")
+                             "scripts/build-kube-assets, results in suite_real.*; node: the example "
+                             "Deployment as pods on a local node (bench/node.py), results in node.*")
     parser.add_argument("--kube-assets", type=Path, default=None, metavar="DIR",
                         help="with --server real: the kube-apiserver/etcd binaries (default: "
                              "$KUBEBUILDER_ASSETS, then the build cache)")
     args = parser.parse_args(argv)
+    if args.server == "node":
+        return run_node(args, parser)
     stem = SUITE_STEM[args.server]
     if args.render:
         return render_only(args.out or RESULTS_DIR, plots=not args.no_plots, docs=args.docs == "yes", stem=stem)
@@ -277,6 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(wanted) - set(SCENARIOS) - set(ON_REQUEST))
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {SCENARIOS + ON_REQUEST}")
+    if "fencing" in wanted:
+        wanted.remove("fencing")
+        code = run_fencing(args, parser)
+        if code or not wanted:
+            return code
     sizes = QUICK if args.quick else FULL
     profiles = tuple(p.strip() for p in args.profiles.split(",")) if args.profiles else sizes.profiles
     impls = tuple(i.strip() for i in args.impls.split(","))

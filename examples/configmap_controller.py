@@ -18,6 +18,11 @@ After a handoff, the new holder starts from a fresh list of the shard's objects.
     shardlease.io/reconciled-by: <identity of the replica>
     shardlease.io/fence:         <group>/<shard>/<generation>/<token>   (the shard's fence when written)
 
+and, with the fence, the labels ``shardlease.io/fenced-group`` and ``shardlease.io/fenced-shard``: all
+three are set by ``shard.stamp(body)``. With ``shardlease fencing install --group <group> --resource
+v1/configmaps`` the API server itself refuses the write of a replica that lost its shard while paused
+between its checks and the write (docs/fencing.md).
+
 Safety. A write goes out only if (1) ``shard.valid()`` is true right before it, (2) the fence already on
 the object is not newer than ours (a newer holder has been there: we are a stale replica that has not yet
 noticed it lost the shard), and (3) the object is unchanged since we read it: the PUT carries the
@@ -76,9 +81,9 @@ def object_key(obj: dict[str, Any]) -> str:
 
 
 def format_fence(shard: Shard) -> str:
-    """The fence annotation's value: ``<group>/<shard>/<generation>/<token>`` (who wrote it, and when)."""
-    generation, token = shard.fence
-    return f"{shard.group}/{shard.id}/{generation}/{token}"
+    """The fence annotation's value: ``<group>/<shard>/<generation>/<token>`` (who wrote it, and when);
+    what ``shard.stamp`` writes."""
+    return shard.fence_annotation
 
 
 def parse_fence(value: str) -> tuple[int, int] | None:
@@ -134,9 +139,10 @@ class Controller:
             return False
 
         annotations[ANNOTATION_BY] = self.identity
-        annotations[ANNOTATION_FENCE] = fence
-        # The whole object as read, resourceVersion included, so the PUT is conditional.
-        body = {**obj, "metadata": {**meta, "annotations": annotations}}
+        # The whole object as read, resourceVersion included, so the PUT is conditional; stamped with
+        # our fence (annotation and labels), which the API server checks when `shardlease fencing
+        # install` ran for configmaps (docs/fencing.md).
+        body = shard.stamp({**obj, "metadata": {**meta, "annotations": annotations}})
         record = {"key": key, "uid": meta["uid"], "shard": shard.id, "token": shard.token,
                   "generation": shard.generation, "count": shard.count, "identity": self.identity}
         # The span a test checks for overlaps starts *before* the valid() check: from then on this
@@ -155,6 +161,11 @@ class Controller:
                 outcome = "conflict"
             elif exc.status == 404:  # deleted meanwhile; nothing to reconcile
                 outcome = "gone"
+            elif exc.status == 403 and "stale shard fence" in str(exc.body):
+                # The API server's fencing refused it: another replica holds the shard now (we were
+                # paused past our lease). Nothing landed; our handler is about to be stopped.
+                log.warning("write of %s refused by the API server's fencing: %s", key, exc.body)
+                outcome = "fenced"
             else:
                 outcome = f"error {exc.status}"
                 raise

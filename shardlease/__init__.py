@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ConfigError": "shardlease.errors",
+    "FencingUnsupported": "shardlease.runtime.fencing",
     "ObjectEvent": "shardlease.runtime.objects",
     "ObjectStream": "shardlease.runtime.objects",
     "ReshardResult": "shardlease.runtime.reshard",
@@ -31,14 +32,18 @@ _EXPORTS = {
     "ShardConfig": "shardlease.config",
     "ShardManager": "shardlease.runtime.manager",
     "ShardleaseError": "shardlease.errors",
+    "fencing_manifests": "shardlease.runtime.fencing",
+    "install_fencing": "shardlease.runtime.fencing",
     "reshard": "shardlease.runtime.reshard",
     "shard_for_key": "shardlease.core.keys",
     "shard_for_object": "shardlease.core.objects",
     "shard_range": "shardlease.core.objects",
+    "uninstall_fencing": "shardlease.runtime.fencing",
 }
 
 __all__ = [
     "ConfigError",
+    "FencingUnsupported",
     "ObjectEvent",
     "ObjectStream",
     "ReshardResult",
@@ -47,10 +52,13 @@ __all__ = [
     "ShardManager",
     "ShardleaseError",
     "__version__",
+    "fencing_manifests",
+    "install_fencing",
     "reshard",
     "shard_for_key",
     "shard_for_object",
     "shard_range",
+    "uninstall_fencing",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-exports
@@ -60,6 +68,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-
     from shardlease.core.objects import shard_range as shard_range
     from shardlease.errors import ConfigError as ConfigError
     from shardlease.errors import ShardleaseError as ShardleaseError
+    from shardlease.runtime.fencing import FencingUnsupported as FencingUnsupported
+    from shardlease.runtime.fencing import fencing_manifests as fencing_manifests
+    from shardlease.runtime.fencing import install_fencing as install_fencing
+    from shardlease.runtime.fencing import uninstall_fencing as uninstall_fencing
     from shardlease.runtime.handlers import Shard as Shard
     from shardlease.runtime.manager import ShardManager as ShardManager
     from shardlease.runtime.objects import ObjectEvent as ObjectEvent

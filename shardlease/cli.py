@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shardlease.commands.run",
     "shardlease.commands.status",
     "shardlease.commands.reshard",
+    "shardlease.commands.fencing",
     "shardlease.commands.demo",
     "shardlease.commands.dev_server",
 )

@@ -63,6 +63,8 @@ from typing import Any
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
+from shardlease.core.fencing import ANNOTATION_FENCE as FENCE_ANNOTATION
+from shardlease.core.fencing import ANNOTATION_FENCE_WRITE, LABEL_FENCED_GROUP, LABEL_FENCED_SHARD
 from shardlease.core.objects import fnv1a_64, shard_for_hash
 from shardlease.harness.journal import ENV_DIR, Entry
 
@@ -99,6 +101,12 @@ ENV_NAMESPACE = "SHARDLEASE_CHAOS_NAMESPACE"
 ENV_KUBECONFIG = "SHARDLEASE_CHAOS_KUBECONFIG"
 #: Seconds of clean-up after the runtime stops the handler (see ``chaos.handlers.draining_handle``).
 ENV_DRAIN = "SHARDLEASE_CHAOS_DRAIN"
+#: Seconds of work between a write's ``valid()`` check and the request (default 0): the window in
+#: which a SIGSTOP leaves a replica with a write to send after its shard has moved.
+ENV_WRITE_DELAY = "SHARDLEASE_CHAOS_WRITE_DELAY"
+#: ``1``: write with an unconditional patch of the annotations instead of the conditional PUT, so no
+#: resourceVersion refuses a stale write (a 409 would stop most of them first): only fencing can.
+ENV_PATCH = "SHARDLEASE_CHAOS_PATCH"
 ANNOTATION_VERSION = "chaos.shardlease.io/version"
 ANNOTATION_BY = "chaos.shardlease.io/reconciled-by"
 ANNOTATION_FENCE = "chaos.shardlease.io/fence"
@@ -108,6 +116,11 @@ DATA_VERSION = "version"
 REQUEST_TIMEOUT = (1.0, 2.0)
 #: A write whose end line never came (SIGKILL) lasted at most this long: the cautious choice.
 MAX_WRITE_SECONDS = sum(REQUEST_TIMEOUT)
+
+
+#: What ``Shard.stamp`` sets, copied into a patch.
+STAMP_ANNOTATIONS = (FENCE_ANNOTATION, ANNOTATION_FENCE_WRITE)
+STAMP_LABELS = (LABEL_FENCED_GROUP, LABEL_FENCED_SHARD)
 
 
 def object_shard(uid: str, count: int) -> int:
@@ -147,6 +160,8 @@ class _Controller:
         # Plain dicts in and out (``_preload_content=False``): the client's models cost more than the request.
         self.core: Any = CoreV1Api(load_api_client(kubeconfig=kubeconfig, client_id=self.identity, pool_size=32))
         self.ops = itertools.count()
+        self.write_delay = float(os.environ.get(ENV_WRITE_DELAY, "0") or 0)
+        self.patch = os.environ.get(ENV_PATCH) == "1"
 
     def read(self, name: str) -> dict[str, Any] | None:
         """The object as the server has it now (``None``: deleted)."""
@@ -170,7 +185,7 @@ class _Controller:
             # A 409 is left to the stream: it brings the version that beat us. Not valid (a renewal
             # late): the runtime stops the shard soon, or the next renewal makes it valid again.
             outcome = self.write(shard, current)
-            if outcome in ("written", "done", "behind", "conflict", "gone"):
+            if outcome in ("written", "done", "behind", "conflict", "gone", "fenced"):
                 return
             if shard.stopped.wait(delay + random.uniform(0.0, delay)):
                 return
@@ -198,21 +213,35 @@ class _Controller:
             return "behind"
         annotations.update({ANNOTATION_BY: self.identity, ANNOTATION_VERSION: version,
                             ANNOTATION_FENCE: _fence_text(fence)})
-        body = {**obj, "metadata": {**meta, "annotations": annotations}}
+        # Stamped as `shard.stamp` does: with `shardlease fencing` installed the API server checks it.
+        body = shard.stamp({**obj, "metadata": {**meta, "annotations": annotations}})
         op = next(self.ops)
         started = time.monotonic()  # before valid(): from here on we act as the holder
         if not shard.valid():
             return "invalid"
         self.writer.write({"event": "write_begin", "op": op, "t": started, **record})
         outcome, rv = "error", None
+        if self.write_delay > 0:
+            time.sleep(self.write_delay)
         try:
-            response = self.core.replace_namespaced_config_map(
-                meta["name"], meta["namespace"], body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            if self.patch:
+                stamp = {key: body["metadata"]["annotations"][key] for key in
+                         (ANNOTATION_BY, ANNOTATION_VERSION, ANNOTATION_FENCE, *STAMP_ANNOTATIONS)}
+                response = self.core.patch_namespaced_config_map(
+                    meta["name"], meta["namespace"],
+                    {"metadata": {"annotations": stamp, "labels": {k: body["metadata"]["labels"][k]
+                                                                   for k in STAMP_LABELS}}},
+                    _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            else:
+                response = self.core.replace_namespaced_config_map(
+                    meta["name"], meta["namespace"], body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
             written = json.loads(response.data)
             rv = int(written["metadata"]["resourceVersion"])
             outcome = "written"
         except ApiException as exc:
             outcome = {409: "conflict", 404: "gone"}.get(exc.status or 0, f"error {exc.status}")
+            if exc.status == 403 and "stale shard fence" in str(exc.body):
+                outcome = "fenced"  # refused by the API server's fencing: a newer holder has the shard
         except Exception as exc:  # resets, timeouts: the write may or may not have happened
             outcome = f"unknown {type(exc).__name__}"
         finally:

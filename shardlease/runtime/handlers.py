@@ -17,19 +17,29 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shardlease.core.clock import Clock, SystemClock
+from shardlease.core.fencing import (
+    ANNOTATION_FENCE,
+    ANNOTATION_FENCE_WRITE,
+    LABEL_FENCED_GROUP,
+    LABEL_FENCED_SHARD,
+    format_fence,
+)
 from shardlease.core.loadmeter import LoadMeter, check_load
-from shardlease.errors import HandlerSignatureError, ShardleaseError
+from shardlease.errors import HandlerSignatureError, InvalidArgument, ShardleaseError
 from shardlease.runtime.logs import set_log_context
 
 if TYPE_CHECKING:
     from shardlease.core.objects import ShardBy
     from shardlease.runtime.objects import ObjectFeeds, ObjectStream
+
+_Body = TypeVar("_Body")
 
 __all__ = ["HandlerRun", "HandlerRunner", "Shard", "check_handler_signature", "is_async_handler"]
 
@@ -129,6 +139,43 @@ class Shard:
     def fence(self) -> tuple[int, int]:
         """``(generation, token)``: compare these, not ``token`` alone, when the count may change."""
         return (self.generation, self.token)
+
+    @property
+    def fence_annotation(self) -> str:
+        """This tenure's fence as the object annotation carries it: ``<group>/<shard>/<generation>/<token>``."""
+        return format_fence(self.group, self.id, self.generation, self.token)
+
+    def stamp(self, body: _Body) -> _Body:
+        """Put this tenure's fence on ``body`` before writing it, and return ``body``.
+
+        Sets the annotations ``shardlease.io/fence`` (:attr:`fence_annotation`) and
+        ``shardlease.io/fence-write`` (a new random id, which tells a holder's write from another
+        client's edit that keeps the stamp it read: only the former is checked), and the labels
+        ``shardlease.io/fenced-group`` and ``shardlease.io/fenced-shard`` on a create, update or patch
+        body: a plain dict (``metadata`` is created if missing) or a ``kubernetes`` client model with a
+        ``metadata`` attribute. With ``shardlease fencing install`` for the resource, the API server then
+        refuses the write once another replica has taken the shard (docs/fencing.md); without it the
+        stamp is what a handler compares to skip objects a newer holder has written. To delete a fenced
+        object, stamp and update it first, then delete with that write's ``resourceVersion`` as a
+        precondition: the API server checks a delete against the fence the object carries."""
+        labels = {LABEL_FENCED_GROUP: self.group, LABEL_FENCED_SHARD: str(self.id)}
+        stamp = {ANNOTATION_FENCE: self.fence_annotation, ANNOTATION_FENCE_WRITE: secrets.token_hex(8)}
+        if isinstance(body, dict):
+            meta = body.get("metadata")
+            if meta is None:
+                meta = body["metadata"] = {}
+            if not isinstance(meta, dict):
+                raise InvalidArgument(f"shard.stamp(): body['metadata'] must be a dict, got {type(meta).__name__}")
+            meta["labels"] = {**(meta.get("labels") or {}), **labels}
+            meta["annotations"] = {**(meta.get("annotations") or {}), **stamp}
+            return body
+        meta = getattr(body, "metadata", None)
+        if meta is None or not hasattr(meta, "labels") or not hasattr(meta, "annotations"):
+            raise InvalidArgument("shard.stamp() takes a dict or a kubernetes model with metadata (e.g. "
+                                  f"V1ConfigMap(metadata=V1ObjectMeta(...))); got {type(body).__name__}")
+        meta.labels = {**(meta.labels or {}), **labels}
+        meta.annotations = {**(meta.annotations or {}), **stamp}
+        return body
 
     def __repr__(self) -> str:
         return (f"Shard(id={self.id}, count={self.count}, generation={self.generation}, token={self.token}, "

@@ -137,6 +137,8 @@ class Attempt:
     start: float
     end: float | None
     outcome: str | None
+    #: The shard's generation when written (a count change starts a new one, and shard ids with it).
+    generation: int = 0
 
 
 def load_attempts(journal_dir: Path) -> list[Attempt]:
@@ -157,7 +159,7 @@ def load_attempts(journal_dir: Path) -> list[Attempt]:
             if rec["event"] == "begin":
                 assert ident not in open_, f"{path}: two open attempts for {ident}"
                 attempt = Attempt(rec["identity"], rec["key"], rec["uid"], rec["shard"], rec["token"], rec["at"],
-                                  None, None)
+                                  None, None, rec.get("generation", 0))
                 open_[ident] = attempt
                 attempts.append(attempt)
             else:

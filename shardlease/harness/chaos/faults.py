@@ -194,6 +194,16 @@ class FaultInjector(RunState):
         assert cluster is not None
         store = LeaseClient(cluster.api_client(), cluster.namespace)
         note = "failed"
+        if self.config.fencing:  # as docs/fencing.md says: bindings for the new count before the change
+            from shardlease.runtime.fencing import install_fencing
+
+            for _attempt in range(8):
+                try:
+                    install_fencing(cluster.group, "v1/configmaps", shards=shards, namespace=cluster.namespace,
+                                    api_client=cluster.api_client())
+                    break
+                except ApiError:
+                    time.sleep(0.25)
         for attempt in range(8):
             try:
                 result = reshard_on(store, cluster.group, shards, namespace=cluster.namespace)

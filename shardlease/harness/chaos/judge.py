@@ -254,6 +254,7 @@ def judge_object_journal(entries: Sequence[Entry], journal: ObjectJournal, pause
     found.figures.update({
         "handler_starts": len(starts), "writes": len(writes), "units": outcomes.get("written", 0),
         "write_outcomes": dict(outcomes), "behind_skips": len(journal.behind),
+        "refused_by_api_server": outcomes.get("fenced", 0),
         "user_changes": len(journal.changes), "objects": len({c.uid for c in journal.changes}),
         "reshards": reshards, "generations": len({e.generation for e in starts}),
         "reconcile_delay": summarize(reconcile_delays(journal)),

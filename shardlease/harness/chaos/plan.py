@@ -149,6 +149,15 @@ class ChaosConfig:
     change_rate: float = 4.0
     #: The ``ShardedListAndWatch`` feature gate of the server: the API server filters object streams.
     sharded_watch: bool = False
+    #: Install ``shardlease fencing`` for the ConfigMaps (``"real"`` and the object workload only): the
+    #: replicas stamp their writes and kube-apiserver refuses a stale holder's; the refusals are counted
+    #: (``write_outcomes["fenced"]``, ``refused_by_api_server``).
+    fencing: bool = False
+    #: Seconds a replica of the object workload spends between its ``valid()`` check and a write.
+    write_delay: float = 0.0
+    #: The object workload writes with an unconditional patch of its annotations instead of a conditional
+    #: PUT: no 409 refuses a stale write, only fencing (``fencing``) can.
+    patch_writes: bool = False
     #: Seconds on top of the recovery bound for the final holders to list their objects and write
     #: each one (the object workload's reconcile bound).
     object_allowance: float = 3.0
@@ -161,6 +170,9 @@ class ChaosConfig:
         if self.apiservers not in (1, 2) or (self.apiservers == 2 and self.devserver != "real"):
             raise ValueError(f"apiservers: {self.apiservers!r}; 1, or 2 with devserver='real' (the "
                              f"high-availability variant)")
+        if self.fencing and (self.devserver != "real" or self.workload != "objects"):
+            raise ValueError("fencing: needs devserver='real' (the dev-server evaluates no admission policy) and "
+                             "the object workload")
         if self.workload not in ("objects", "keys"):
             raise ValueError(f"workload: {self.workload!r} is not 'objects' or 'keys'")
         if self.workload == "objects" and (self.objects < 1 or not self.change_rate > 0):

@@ -35,7 +35,7 @@ from shardlease.harness.chaos.recovery import RecoveryWait, Unrecovered
 from shardlease.harness.chaos.report import ChaosReport
 from shardlease.harness.chaos.verdict import RunChecks
 from shardlease.harness.localcluster import DEFAULT_HANDLER, LocalCluster, child_processes
-from shardlease.harness.objectjournal import ENV_DRAIN, ENV_NAMESPACE, UserWriter
+from shardlease.harness.objectjournal import ENV_DRAIN, ENV_NAMESPACE, ENV_PATCH, ENV_WRITE_DELAY, UserWriter
 
 
 class _ErrorCollector(logging.Handler):
@@ -76,7 +76,8 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
             work_dir=self.work_dir, devserver=config.devserver, faults=config.devserver != "real",
             assets=config.assets if config.devserver == "real" else None,
             feature_gates={"ShardedListAndWatch": True} if config.sharded_watch else None,
-            env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}"})
+            env={"SHARDLEASE_JOURNAL_WORK": f"{config.work_unit:g}", ENV_DRAIN: f"{config.drain_delay:g}",
+                 ENV_WRITE_DELAY: f"{config.write_delay:g}", ENV_PATCH: "1" if config.patch_writes else "0"})
         if config.load_aware:
             # Every shard costs 1 until a load_shift fault makes some hot; the replicas rebalance by
             # load at a period of a lease duration (docs/load.md).
@@ -100,6 +101,12 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
             cluster.start()
             if config.devserver == "real":
                 self._start_relay(report)
+            if config.fencing:
+                from shardlease.runtime.fencing import install_fencing
+
+                # Each reshard fault installs for its new count first (docs/fencing.md, "Resharding").
+                install_fencing(config.group, "v1/configmaps", shards=config.shards, namespace=cluster.namespace,
+                                api_client=cluster.api_client())
             if config.workload == "objects":
                 from kubernetes.client import CoreV1Api
 
