@@ -457,7 +457,7 @@ def render_docs(suite: dict[str, Any], figures: list[str], out: Path,
 
 #: Sections of docs/benchmarks.md that other scripts own (each rewrites its own, between markers):
 #: a suite run keeps them, from the first marker to the end of the page.
-KEPT_MARKERS = ("<!-- object_events:begin", "<!-- node:begin")
+KEPT_MARKERS = ("<!-- object_events:begin", "<!-- node:begin", "<!-- control_plane:begin")
 
 
 def kept_sections(previous: str) -> str:

@@ -99,6 +99,10 @@ __all__ = [
 ]
 
 
+#: Writes that take no slot of the write budget: paced renewals (they reserved theirs) and acquisitions.
+_UNPACED = frozenset({WriteKind.RENEW, WriteKind.CREATE, WriteKind.ACQUIRE})
+
+
 class _NoMetrics:
     """Stands in for ``ManagerMetrics`` when a caller (a simulation) does not want any."""
 
@@ -323,9 +327,11 @@ class Reactor:
         out, self._out = self._out, []
         budget = self._elections.budget
         if budget is not None:
-            # Renewals took their slots when they were paced; every other write takes one as it goes.
+            # Renewals took their slots when they were paced; the member Lease, releases and chores take
+            # one as they go. Acquisitions take none: a burst of them (a peer just failed) must not push
+            # the renewals of what is already held towards the bound, where a slow answer costs them.
             for command in out:
-                if isinstance(command, Write) and command.kind is not WriteKind.RENEW \
+                if isinstance(command, Write) and command.kind not in _UNPACED \
                         and command.kind.store_call != "get":
                     budget.spend(now)
         return out

@@ -8,9 +8,11 @@ rules, all pure (time comes in as ``now``):
   renew interval ``RI``, as without a budget, then reserves the next free slot and waits for it; slots
   go first come, first served, so the held shards take turns and each is renewed about every
   ``H / (W - 1/RI)`` seconds (:attr:`BudgetPlan.interval`), and a burst (every shard acquired at once)
-  spreads out over one such interval instead of landing on the server together. Writes that cannot wait
-  (acquiring, releasing, the member Lease, whose renewals say the replica is alive) take a slot as they
-  are sent, so renewals make room for them.
+  spreads out over one such interval instead of landing on the server together. The member Lease's
+  renewals (they say the replica is alive), releases and chores do not wait: they take a slot as they
+  are sent, so renewals make room for them. Acquisitions neither wait nor take a slot: taking over a
+  failed peer's shards is a burst the budget does not delay, and it must not push the renewals of the
+  shards already held towards the bound, where a slow answer would cost them too.
 * **Bound.** A renewal is never sent later than ``B = max(RI, renew_deadline - retry_period)`` after the
   start of the last successful renewal of that Lease: a renewal whose slot would be later goes at the
   bound (over the budget for a moment, but safe). That leaves at least one retry period before the renew
