@@ -554,14 +554,20 @@ def test_reported_loads_reach_health_metrics_and_the_leases(server: tuple[DevSer
         api = load_api_client(kubeconfig)
         from kubernetes import client as k8s
 
-        lease = k8s.CoordinationV1Api(api).read_namespaced_lease(shard_lease_name("loads", 0), "default")
-        assert lease.metadata.annotations.get("shardlease.io/load") == "2.5"
-        member = k8s.CoordinationV1Api(api).read_namespaced_lease("loads-member-solo", "default")
-        assert member.metadata.annotations["shardlease.io/capacity"] == "2"
-        assert member.metadata.annotations["shardlease.io/loads"] == "0=2.5,1=1,2=1,3=1"
+        coord = k8s.CoordinationV1Api(api)
+
+        def annotations(name: str) -> dict[str, str]:
+            return dict(coord.read_namespaced_lease(name, "default").metadata.annotations or {})
+
+        # Each Lease carries the loads from its own next renewal on, which may come after the health
+        # view saw the member Lease's: wait for one renewal interval or so, not a fixed instant.
+        wait_until(lambda: annotations(shard_lease_name("loads", 0)).get("shardlease.io/load") == "2.5", 10,
+                   "shard 0's Lease to carry its load")
+        wait_until(lambda: annotations("loads-member-solo").get("shardlease.io/loads") == "0=2.5,1=1,2=1,3=1", 10,
+                   "the member Lease to carry every held shard's load")
+        assert annotations("loads-member-solo")["shardlease.io/capacity"] == "2"
         # One replica: balanced by definition, so no snapshot and no write of the group Lease.
-        assert "shardlease.io/load-snapshot" not in (k8s.CoordinationV1Api(api).read_namespaced_lease(
-            "loads-group", "default").metadata.annotations or {})
+        assert "shardlease.io/load-snapshot" not in annotations("loads-group")
     finally:
         manager.stop()
         manager.wait(10)
