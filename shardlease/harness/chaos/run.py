@@ -207,7 +207,8 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
         """The Lease writes the dev-server served for ``seconds`` once the group is stable, against what
         the replicas' write budgets allow for the shards each holds (``figures["write_budget"]``).
 
-        Each replica may write ``max_write_rate`` a second, or, for a replica holding more shards than
+        Each replica may write ``max_write_rate`` a second (or what its Leases cost without a budget, if
+        that is less), or, for a replica holding more shards than
         the budget can renew in time, its plan's pace (:class:`~shardlease.core.writebudget.WriteBudget`:
         every held shard renewed about every ``renew_deadline - retry_period``). More than that (5 %
         plus one write of rounding) is a failure: the budget did not hold. ``unbudgeted_per_s`` is what
@@ -241,8 +242,9 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
                              renew_deadline=t.renew_deadline, retry_period=t.retry_period)
         allowed = 0.0
         for identity in replicas:
+            # Never more than the same Leases cost without a budget (a replica holding few shards).
             plan = budget.plan_for(held[identity])
-            allowed += plan.planned * 1.03 if plan.exceeded else plan.rate
+            allowed += plan.planned * 1.03 if plan.exceeded else min(plan.rate, plan.asked)
         measured = (after - before) / (end - start)
         figure = {"max_write_rate": self.config.max_write_rate, "measured_s": round(end - start, 3),
                   "lease_writes_per_s": round(measured, 3), "allowed_per_s": round(allowed, 3),
