@@ -8,7 +8,9 @@ replica ever assigns from live loads. Instead:
   capacity (:mod:`shardlease.core.records`), with the renewals it sends anyway;
 * the oldest member (the steward) looks at those loads at most every quarter period. When the busiest
   replica carries more than ``(1 + threshold)`` x its fair share, the last snapshot is at least a
-  ``period`` old, no reshard switch is under way, and a rebalance would move something, it writes a
+  ``period`` old, no reshard switch is under way, no member left within a lease duration (the
+  reactor's ``may_rebalance``: the dead member's shards are failing over to heirs that watched them in
+  advance), and a rebalance would move something, it writes a
   new :class:`~shardlease.core.loadbalance.LoadSnapshot` on the group Lease: the quantised loads and the
   owners in force (one conditional write; none at all while the group is balanced);
 * every replica, the steward included, assigns from the snapshot of the generation it runs:
@@ -33,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shardlease.core.assignment import assign
+from shardlease.core.assignment import EXACT_INHERITABLE_LIMIT, assign, inheritable
 from shardlease.core.bodies import put_body
 from shardlease.core.cache import LeaseCache, apply_answer
 from shardlease.core.clock import Clock
@@ -49,7 +51,7 @@ from shardlease.core.records import (
 )
 from shardlease.errors import ConflictError, InvalidArgument
 
-__all__ = ["LoadPlanner", "Rebalance", "live_loads"]
+__all__ = ["LoadPlanner", "Rebalance", "inheritable_under", "live_loads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,34 @@ def live_loads(count: int, members: Mapping[str, LeaseRecord], assignment: Mappi
             value = weight_of(shard)
         result.append(value)
     return result
+
+
+def inheritable_under(snapshot: LoadSnapshot, capacities: Mapping[str, float], member: str) -> frozenset[int]:
+    """Shards that would move to ``member`` under ``snapshot`` if any one other live member failed.
+
+    When a snapshot is in force every replica assigns with :meth:`LoadSnapshot.assign` over the live
+    members, so the heir of a dead member's shard is whoever that rule names once the member is gone,
+    not the count assignment's heir: a replica must watch these shards in advance, or it would time the
+    dead holder's expiry from its first look and take the shard over after up to two lease durations.
+
+    Exact (the rule rerun without each other member) up to ``EXACT_INHERITABLE_LIMIT`` members x
+    shards (about 40 ms at 16 x 1,024); beyond it every shard this member does not own: there is no
+    cheap estimate of where a rebalance sends the orphans, and watching the whole group still keeps
+    failover within one lease.
+    """
+    names = sorted(capacities)
+    if member not in capacities or len(names) < 2:
+        return frozenset()
+    mine = {shard for shard, owner in enumerate(snapshot.assign(capacities).owners) if owner == member}
+    if len(names) * snapshot.count > EXACT_INHERITABLE_LIMIT:
+        return frozenset(range(snapshot.count)) - mine
+    found: set[int] = set()
+    for leaving in names:
+        if leaving == member:
+            continue
+        rest = {m: capacities[m] for m in names if m != leaving}
+        found.update(shard for shard, owner in enumerate(snapshot.assign(rest).owners) if owner == member)
+    return frozenset(found - mine)
 
 
 class LoadPlanner:
@@ -153,6 +183,18 @@ class LoadPlanner:
         self.last_moves = len(result.moved)
         self.last_too_hot = result.too_hot
         return dict(enumerate(result.owners))
+
+    def inheritable(self, group: str, count: int, capacities: Mapping[str, float], member: str,
+                    load_factor: float) -> frozenset[int]:
+        """The shards worth watching in advance: those ``member`` would take over if any one other live
+        member failed, under the same rule as :meth:`owners` (the snapshot's when one is in force for
+        this count, else the count assignment's)."""
+        if not capacities or not count:
+            return frozenset()
+        snap = self.snapshot
+        if snap is None or snap.count != count:
+            return inheritable(group, count, capacities, member, load_factor)
+        return inheritable_under(snap, capacities, member)
 
     # ------------------------------------------------------------------ stewarding
 

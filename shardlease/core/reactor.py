@@ -44,7 +44,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from shardlease.core.assignment import inheritable
 from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import Clock
@@ -150,6 +149,8 @@ class Reactor:
         self._planner = LoadPlanner(group=group, namespace=namespace, settings=rebalance or Rebalance(), cache=cache,
                                     clock=clock, log=self._log, metrics=self.metrics, weight_of=weight_of)
         self._capacities: dict[str, float] = {}
+        #: When a member last left the eligible set (a snapshot waits a lease after it).
+        self._member_left_at = float("-inf")
         self.metrics.capacity.set(capacity)
 
         self._out: list[Command] = []
@@ -394,10 +395,13 @@ class Reactor:
     # ------------------------------------------------------------------ membership, generation, assignment
 
     def _update_membership(self, now: float, changed: set[str]) -> None:
+        before = self._roster.eligible
         writes, eligible_changed = self._roster.update(now, changed, synced_at=self._synced_at,
                                                        stopping=self.stopping,
                                                        identity_conflict=self._member.conflict is not None)
         self._out.extend(writes)
+        if eligible_changed and before - self._roster.eligible:
+            self._member_left_at = now
         if eligible_changed or self._roster.capacities != self._capacities:
             self._reassign()
             self._log.info("members now %s; %d of %d shards desired here", sorted(self._roster.eligible),
@@ -432,8 +436,13 @@ class Reactor:
                 self.metrics.load_moves.inc(self._planner.last_moves)
                 self._log.info("load snapshot %d (%s): %d shard(s) move; %d of %d shards desired here", snap.seq,
                                snap.reason, self._planner.last_moves, len(self._desired_set), self.shards)
+        # No new snapshot for a lease after a member left: its shards are failing over to the heirs that
+        # watched them in advance, and a snapshot now could hand one to a replica that never looked at
+        # its Lease, which would then wait a whole lease from its first look (or a bystander's grace).
+        settled = now >= self._member_left_at + self.timing.lease_duration
         self._out.extend(self._planner.step(
-            now, steward=self._roster.oldest, may_rebalance=self._follower.may_start and not self.stopping,
+            now, steward=self._roster.oldest,
+            may_rebalance=self._follower.may_start and not self.stopping and settled,
             generation=self.generation, count=self.shards, assignment=self._assignment,
             members=self._roster.records, capacities=self._roster.capacities))
 
@@ -460,8 +469,8 @@ class Reactor:
             if eligible and self.shards else {}
         self._desired_set = frozenset(i for i, owner in self._assignment.items() if owner == self.identity)
         if self._targeted:
-            self._watch.inheritable = inheritable(self.group, self.shards, eligible, self.identity,
-                                                  self.load_factor) if eligible and self.shards else frozenset()
+            self._watch.inheritable = self._planner.inheritable(self.group, self.shards, capacities, self.identity,
+                                                                self.load_factor) if eligible and self.shards else frozenset()
             self._watch.mark()
         self.metrics.shards_desired.set(len(self._desired_set))
 

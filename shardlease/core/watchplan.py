@@ -1,9 +1,10 @@
 """Which shard Leases a replica watches, and when it asks for a new watch (targeted watching).
 
 A replica need not read every renewal of every shard. It watches the member Leases (always) plus the
-shard Leases it holds, is assigned, or would inherit if any one peer failed
-(:func:`~shardlease.core.assignment.inheritable`), so that failover still finds the dead holder's Leases
-observed for a whole lease. During a switch between generations it watches every shard below the span
+shard Leases it holds, is assigned, or would inherit if any one peer failed, by the rule the owners come
+from (:func:`~shardlease.core.assignment.inheritable` for the count assignment,
+:func:`~shardlease.core.loadplan.inheritable_under` under a load snapshot), so that failover still finds
+the dead holder's Leases observed for a whole lease. During a switch between generations it watches every shard below the span
 (the barrier reads them all), and the oldest member also watches the retired ones until it has deleted
 them.
 

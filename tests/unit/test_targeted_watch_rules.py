@@ -4,6 +4,7 @@ reactor asks for a new watch and leaves uncovered shards alone. No server, no th
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +15,19 @@ from shardlease.core import assignment
 from shardlease.core.assignment import assign, inheritable
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import FakeClock
+from shardlease.core.loadbalance import LoadSnapshot
+from shardlease.core.loadplan import LoadPlanner, Rebalance, inheritable_under
 from shardlease.core.reactor import HandlerExited, Reactor, StopHandler, WatchShards, WriteKind
-from shardlease.core.records import LeaseRecord, member_lease_name, shard_lease_name
+from shardlease.core.records import (
+    ANNOTATION_CAPACITY,
+    ANNOTATION_LOAD_SNAPSHOT,
+    LeaseRecord,
+    format_microtime,
+    member_labels,
+    member_lease_name,
+    shard_lease_name,
+)
+from shardlease.core.resharding import group_lease_body, initial_state
 
 
 @settings(max_examples=25, deadline=None)
@@ -180,3 +192,80 @@ def test_the_watch_grows_at_once_and_shrinks_one_lease_later() -> None:
     assert not tick(TIMING.lease_duration - 0.2)
     asked = tick(0.4)
     assert asked and asked[-1].shards == reactor.desired() | smaller | reactor.owned()
+
+
+# Under a load snapshot the owners come from the snapshot rule (``LoadSnapshot.assign`` over the live
+# members), and so do the heirs when a member fails. Each row: capacities of a, b, c (and d), and the
+# shards that are five times as hot as the others, chosen so that the snapshot moves a shard away from
+# its count owner to a peer whose failure hands it to "a" (checked below, not assumed).
+SNAPSHOT_ROWS = [
+    pytest.param({"a": 1.0, "b": 1.0, "c": 1.0}, (0, 1), id="back-to-its-count-owner"),
+    pytest.param({"a": 1.0, "b": 1.0, "c": 1.0}, (0, 2), id="back-to-its-count-owner-2"),
+    pytest.param({"a": 1.0, "b": 2.0, "c": 1.0, "d": 1.0}, (0, 1), id="to-a-third-member"),
+    pytest.param({"a": 1.0, "b": 2.0, "c": 1.0, "d": 1.0}, (1, 6), id="to-a-third-member-2"),
+]
+
+
+@pytest.mark.parametrize(("capacities", "hot"), SNAPSHOT_ROWS)
+def test_under_a_load_snapshot_the_heir_of_a_moved_shard_watches_it_in_advance(
+        capacities: dict[str, float], hot: tuple[int, ...]) -> None:
+    """"a" watches every shard the snapshot rule would give it if any one peer failed, so a failover
+    times the dead holder's expiry from observations a whole lease old: taken over within one lease."""
+    shards = 8
+    members = sorted(capacities)
+    base = assign("g", shards, members)
+    snap = LoadSnapshot(generation=1, count=shards, seq=1, taken_at=FakeClock().now(),
+                        loads=tuple(5000 if i in hot else 1000 for i in range(shards)),
+                        owners=tuple(base[i] for i in range(shards)), reason="test", epsilon=0.1, max_moves=8)
+    owners = snap.assign(capacities).owners
+    heirs: set[int] = set()      # what "a" takes over when one peer fails, by rerunning the rule
+    moved_here: set[int] = set()  # of those, shards the snapshot moved off their count owner
+    for peer in members:
+        if peer == "a":
+            continue
+        after = snap.assign({m: c for m, c in capacities.items() if m != peer}).owners
+        gained = {s for s in range(shards) if after[s] == "a" and owners[s] != "a"}
+        heirs |= gained
+        moved_here |= {s for s in gained if owners[s] != base[s]}
+    assert moved_here, "row does not exercise a shard moved by the snapshot"
+
+    t = TargetedTable(shards=shards)
+    wall = t.clock.now()
+    for peer in members:
+        if peer == "a":
+            continue
+        t.put_foreign({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": member_lease_name("g", peer), "namespace": "default", "labels": member_labels("g"),
+                         "creationTimestamp": "2025-12-31T00:00:00Z",
+                         "annotations": {"shardlease.io/shards": str(shards), "shardlease.io/generation": "1",
+                                         ANNOTATION_CAPACITY: f"{capacities[peer]:g}"}},
+            "spec": {"holderIdentity": peer, "leaseDurationSeconds": 2, "renewTime": format_microtime(wall)}})
+    group = group_lease_body("g", "default", initial_state([shards], oldest=shards), wall)
+    group["metadata"].setdefault("annotations", {})[ANNOTATION_LOAD_SNAPSHOT] = snap.encode()
+    t.put_foreign(group)
+    (member,) = t.writes(t.step(), WriteKind.MEMBER_CREATE)
+    t.succeed(member)
+    for _ in range(5):
+        for command in t.step():
+            if isinstance(command, WatchShards):
+                t.cover(command.shards)
+            elif hasattr(command, "kind"):
+                t.succeed(command)  # type: ignore[arg-type]
+    mine = frozenset(s for s in range(shards) if owners[s] == "a")
+    assert t.reactor.desired() == mine, "the replica does not run the snapshot's owners"
+    watching = t.reactor._watching
+    assert watching is not None
+    assert heirs <= watching, f"shards {sorted(heirs - watching)} would be inherited unwatched"
+    # The pure rule the reactor uses names the same shards.
+    planner_heirs = inheritable_under(snap, capacities, "a")
+    assert planner_heirs == frozenset(heirs)
+
+
+def test_without_a_snapshot_the_inheritable_set_is_the_count_rule() -> None:
+    planner = LoadPlanner(group="g", namespace="default", settings=Rebalance(), cache=LeaseCache(FakeClock()),
+                          clock=FakeClock(), log=logging.getLogger("test"), metrics=None)
+    for members in (["a", "b"], ["a", "b", "c", "d", "e"]):
+        caps = dict.fromkeys(members, 1.0)
+        assert planner.inheritable("g", 24, caps, "a", 1.0) == inheritable("g", 24, members, "a")
+    assert planner.inheritable("g", 24, {}, "a", 1.0) == frozenset()
