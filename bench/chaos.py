@@ -8,6 +8,7 @@ Usage::
     python bench/chaos.py --server real --apiservers 2 --duration 120   # two apiservers, one etcd
     python bench/chaos.py --gate --duration 500 --mean-gap 0.4         # dev-server, ShardedListAndWatch on
     python bench/chaos.py --workload keys --duration 600              # the journaling handler's units instead
+    python bench/chaos.py --weights load_shift=2,kill=1,pause=1,reshard=0.5 --capacities 1,2 --max-write-rate 10
     python bench/chaos.py --check WORK_DIR                            # judge a kept run again from its files
 
 The workload is the object controller (``--workload objects``, the default): replicas reconcile
@@ -85,7 +86,31 @@ def _config(args: argparse.Namespace, seed: int) -> ChaosConfig:
                         retry_period=args.retry, drain_timeout=5.0),
         devserver=args.server or args.devserver, apiservers=args.apiservers, assets=args.assets,
         drain_delay=args.drain, workload=args.workload, objects=args.objects, change_rate=args.change_rate,
-        sharded_watch=args.gate)
+        sharded_watch=args.gate, max_write_rate=args.max_write_rate, capacities=args.capacities,
+        **({"weights": args.weights} if args.weights is not None else {}))
+
+
+def _weights(text: str) -> dict[str, float]:
+    """``--weights kill=1,load_shift=2,...``: the whole fault mix (kinds left out are not injected)."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, value = part.partition("=")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--weights: {part!r} is not KIND=WEIGHT (e.g. load_shift=2,kill=1)")
+    return weights
+
+
+def _capacities(text: str) -> tuple[float, ...]:
+    """``--capacities 1,2,1``: replica-N gets the (N mod count)-th."""
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--capacities: {text!r} is not a comma-separated list of numbers "
+                                         f"(e.g. 1,2,1)") from None
 
 
 def _markdown(report: ChaosReport, result: dict[str, Any]) -> str:
@@ -223,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="user changes per second (4)")
     parser.add_argument("--gate", action="store_true",
                         help="ShardedListAndWatch on: the server filters each replica's stream")
+    parser.add_argument("--weights", type=_weights, default=None,
+                        help="the fault mix as KIND=WEIGHT,... (default: the server's and workload's mix; "
+                             "load_shift is only injected when named here)")
+    parser.add_argument("--max-write-rate", type=float, default=None,
+                        help="every replica's --max-write-rate (the write budget; default none)")
+    parser.add_argument("--capacities", type=_capacities, default=(),
+                        help="replicas' --capacity, replica-N getting the (N mod count)-th, e.g. 1,2,1")
     parser.add_argument("--name", default=None, help="results file name (default from the settings)")
     parser.add_argument("--work-dir", default=None, help="keep the run's files here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory even on success")

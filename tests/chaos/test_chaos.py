@@ -12,8 +12,10 @@ JSON report stay in the test's ``tmp_path`` (named in the failure message).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,9 +26,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardlease.harness.chaos import (
+    DEFAULT_WEIGHTS,
     FAULT_KINDS,
     RESTART_DELAY,
     ChaosConfig,
+    ChaosReport,
     ChaosRun,
     Fault,
     HandlerTracker,
@@ -591,4 +595,92 @@ def test_chaos_run_with_load_shifts(chaos_seed: int, request: pytest.FixtureRequ
     assert report.counts().get("load_shift", 0) >= 1, report.counts()
     logs = "".join(p.read_text(errors="replace") for p in (work_dir / "logs").glob("replica-*.log"))
     assert "load snapshot" in logs, "no load move happened: the run checked nothing new"
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+#: Every default fault plus load shifts, for the run that combines the features.
+COMBINED_WEIGHTS = {**DEFAULT_WEIGHTS, "load_shift": 1.5}
+
+
+def combined_run_config(seed: int) -> ChaosConfig:
+    """The combined run's configuration: from ``seed`` on, the first seed whose plan shifts loads and
+    reshards, ending at 16 or 32 shards (so both are exercised on every run and the budget binds at the
+    end, where it is measured; the printed seed replays it)."""
+    while True:
+        config = ChaosConfig(seed=seed, duration=WINDOW, mean_gap=MEAN_GAP, sharded_watch=True,
+                             weights=COMBINED_WEIGHTS, max_write_rate=12.0, capacities=(1.0, 1.5))
+        plan = plan_faults(config)
+        kinds = fault_counts(plan)
+        reshards = [f for f in plan if f.kind == "reshard"]
+        # Ending at 8 shards, 3-5 replicas hold 1-3 each, which 12 writes/s renew unspaced.
+        if kinds.get("load_shift") and reshards and reshards[-1].params["shards"] >= config.shards:
+            return config
+        seed += 1
+
+
+def test_combined_run_config_plans_every_feature() -> None:
+    """The combined run's plans shift loads and reshard, and its replicas get the budget and capacities."""
+    for seed in range(1, 30):
+        config = combined_run_config(seed)
+        counts = fault_counts(plan_faults(config))
+        assert counts["load_shift"] and counts["reshard"]
+        assert config.seed - seed < 20, "load shifts or reshards became rare in the combined mix"
+    assert (config.capacity_of("replica-0"), config.capacity_of("replica-3")) == (1.0, 1.5)
+    with pytest.raises(ValueError, match="max_write_rate"):
+        ChaosConfig(seed=1, max_write_rate=3.0)
+    with pytest.raises(ValueError, match="capacities"):
+        ChaosConfig(seed=1, capacities=(1.0, 0.0))
+
+
+@pytest.mark.parametrize("config", [
+    combined_run_config(101),
+    ChaosConfig(seed=5, duration=20.0, mean_gap=1.0, weights=LOAD_WEIGHTS, workload="keys"),
+], ids=["combined", "load-shifts"])
+def test_reproduce_line_replays_the_plan(config: ChaosConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    """The "reproduce:" line a run prints gives the bench the same fault plan, the load shifts of an
+    opt-in mix and the write budget and capacities included."""
+    command = ChaosReport(config, Path("."), plan_faults(config)).reproduce()
+    assert command.startswith("python bench/chaos.py ")
+    path = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
+    spec = importlib.util.spec_from_file_location("bench_chaos", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    capsys.readouterr()
+    assert bench.main([*shlex.split(command)[2:], "--plan"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("+")] == \
+        [f.describe() for f in plan_faults(config)]
+    if config.max_write_rate is not None:
+        assert "--max-write-rate 12" in command and "--capacities 1,1.5" in command
+
+
+@pytest.mark.slow
+def test_chaos_run_combined_budget_load_gate(chaos_seed: int) -> None:
+    """The features at once: the object workload through ``shard.objects()`` with the server filtering
+    each stream (ShardedListAndWatch), load shifts onto replicas of capacities 1 and 1.5, every replica
+    under a write budget that spaces its renewals (12 writes/s: about 5 shards held at a 0.3 s retry
+    period would ask 20), among kills, pauses, reshards, operator deletes and overwrites and duplicates.
+    Every check holds (no overlapping write per object, fences rising, every shard held once where the
+    load snapshot puts it), and once the group is stable the server serves no more Lease writes than
+    the budgets allow."""
+    reason = missing_runtime()
+    if reason:
+        pytest.skip(reason)
+    config = combined_run_config(chaos_seed)
+    seed = config.seed
+    print(f"combined run: seed {seed} (the first from the session's {chaos_seed} whose plan fits)")
+    messages: list[str] = []
+    work_dir = Path(tempfile.mkdtemp(prefix=f"shardlease-chaos-combined-{seed}-"))
+    report = ChaosRun(config, work_dir, progress=messages.append).run()
+    SUMMARY.append("combined (budget, load, gate): " + report.summary())
+    print(report.summary())
+    assert report.ok, (f"repeat with: SHARDLEASE_CHAOS_SEED={seed} pytest tests/chaos -m slow -k combined\n"
+                       + report.render_failures() + "\n\nprogress:\n" + "\n".join(messages[-80:]))
+    counts = report.counts()
+    assert counts.get("load_shift", 0) >= 1 and counts.get("reshard", 0) >= 1, counts
+    # Served from the server's side once stable (the runner fails the run over the budgets' allowance):
+    # the budget binds at the final holdings, and the server saw fewer writes than they cost unbudgeted.
+    budget = report.figures["write_budget"]
+    assert budget["allowed_per_s"] < budget["unbudgeted_per_s"], f"the budget did not bind: {budget}"
+    assert budget["lease_writes_per_s"] < budget["unbudgeted_per_s"], f"renewals not spaced: {budget}"
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -161,6 +161,14 @@ class ChaosConfig:
     #: Seconds on top of the recovery bound for the final holders to list their objects and write
     #: each one (the object workload's reconcile bound).
     object_allowance: float = 3.0
+    #: ``--max-write-rate`` of every replica (``None``: no write budget, renewals every retry period):
+    #: the renewals are spaced under the faults, and the runner measures the Lease writes the server
+    #: served once the group is stable (``figures["write_budget"]``).
+    max_write_rate: float | None = None
+    #: ``--capacity`` per replica: ``replica-N`` (a restart or a duplicate of it too) gets
+    #: ``capacities[N % len(capacities)]``; empty: every replica the runtime's default. Meaningful with
+    #: load shifts (docs/load.md), which is when the group places shards by capacity.
+    capacities: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
@@ -199,6 +207,14 @@ class ChaosConfig:
             refused = sorted(active & set(REAL_FAULT_KINDS))
             if refused:
                 raise ValueError(f"weights: {refused} are real-server faults; pass devserver='real'")
+        if self.max_write_rate is not None:
+            member_rate = 1.0 / self.timings.retry_period
+            if not (math.isfinite(self.max_write_rate) and self.max_write_rate > member_rate):
+                raise ValueError(f"max_write_rate: {self.max_write_rate!r} must be above the member Lease's own "
+                                 f"{member_rate:.3g} writes/s (1 / retry_period); raise it or leave it None")
+        if any(not (math.isfinite(c) and c > 0) for c in self.capacities):
+            raise ValueError(f"capacities: {list(self.capacities)} must all be finite numbers > 0 (e.g. (1, 2, 1)), "
+                             f"or empty for the default")
         margin = self.timings.lease_duration - self.timings.renew_deadline
         if self.work_unit >= margin / 2:
             raise ValueError(f"work unit {self.work_unit}s is not well below lease - renew deadline "
@@ -217,6 +233,13 @@ class ChaosConfig:
     def handoff_grace(self) -> float:
         grace = self.timings.handoff_grace
         return float(grace) if grace is not None else 2 * self.timings.retry_period
+
+    def capacity_of(self, identity: str) -> float | None:
+        """The ``--capacity`` of ``identity`` (``replica-N``), ``None`` for the runtime's default."""
+        suffix = identity.rsplit("-", 1)[-1]
+        if not self.capacities or not suffix.isdigit():
+            return None
+        return self.capacities[int(suffix) % len(self.capacities)]
 
     def describe(self) -> dict[str, Any]:
         data = asdict(self)

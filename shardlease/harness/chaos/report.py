@@ -48,11 +48,19 @@ class ChaosReport:
             server = " --server real" + (f" --apiservers {c.apiservers}" if c.apiservers != 1 else "")
         workload = (f" --workload objects --objects {c.objects} --change-rate {c.change_rate:g}"
                     if c.workload == "objects" else " --workload keys")
+        # Weights other than the ones the bench derives from the server and workload (load shifts are
+        # opt-in): spelled out, or the rerun would plan other faults.
+        derived = ChaosConfig(seed=c.seed, devserver=c.devserver, apiservers=c.apiservers, workload=c.workload,
+                              assets=c.assets).weights
+        weights = "" if dict(c.weights) == dict(derived) else " --weights " + ",".join(
+            f"{kind}={weight:g}" for kind, weight in sorted(c.weights.items()))
+        budget = f" --max-write-rate {c.max_write_rate:g}" if c.max_write_rate is not None else ""
+        capacities = " --capacities " + ",".join(f"{x:g}" for x in c.capacities) if c.capacities else ""
         return (f"python bench/chaos.py{server} --seed {c.seed} --duration {c.duration:g} --shards {c.shards} "
                 f"--initial {c.initial_replicas} --min {c.min_replicas} --max {c.max_replicas} "
                 f"--mean-gap {c.mean_gap:g} --lease {t.lease_duration:g} --renew-deadline "
                 f"{t.renew_deadline:g} --retry {t.retry_period:g} --drain {c.drain_delay:g}{workload}"
-                f"{' --gate' if c.sharded_watch else ''}")
+                f"{' --gate' if c.sharded_watch else ''}{weights}{budget}{capacities}")
 
     def summary(self) -> str:
         lines = [f"chaos seed {self.config.seed}: {'PASS' if self.ok else 'FAIL'} "
@@ -66,7 +74,7 @@ class ChaosReport:
                          f"first: {self.infrastructure[0].splitlines()[0][:200]}")
         for key in ("settle_s", "balanced_after_s", "assigned_after_s", "bound_s", "units",
                     "coverage", "max_resume_residual_s", "objects_reconciled_after_s", "write_outcomes",
-                    "write_overlaps_excused", "reconcile_delay"):
+                    "write_overlaps_excused", "reconcile_delay", "write_budget"):
             if key in self.figures:
                 lines.append(f"  {key} = {self.figures[key]}")
         return "\n".join(lines)

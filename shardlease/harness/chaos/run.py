@@ -85,6 +85,8 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
             cluster.handler = LOADED_HANDLER
             cluster.env.update({ENV_LOADS: str(self.work_dir / LOADS_FILE), ENV_INNER: handler})
             cluster.extra_args += ["--rebalance-period", f"{config.lease:g}", "--load-half-life", "0.5"]
+        if config.max_write_rate is not None:
+            cluster.extra_args += ["--max-write-rate", f"{config.max_write_rate:g}"]
         cluster.env[ENV_NAMESPACE] = cluster.namespace
         self.cluster = cluster
         collector = _ErrorCollector()
@@ -162,6 +164,8 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
                 if self.user is not None:
                     self._wait_reconciled(report, since, bound["asserted"] + config.object_allowance)
             report.figures.update({k: round(v, 3) for k, v in times.items()})
+            if config.max_write_rate is not None and config.devserver != "real":
+                self._measure_write_budget(report, seconds=2 * config.lease)
             self.progress(f"recovered: balanced after {times['balanced_after_s']:.2f} s, as assigned "
                           f"and stable after {times['assigned_after_s']:.2f} s (bound "
                           f"{bound['asserted']:.1f} s)")
@@ -198,6 +202,60 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
         (self.work_dir / "chaos-report.json").write_text(json.dumps(report.to_json(), indent=1,
                                                                     default=str))
         return report
+
+    def _measure_write_budget(self, report: ChaosReport, seconds: float) -> None:
+        """The Lease writes the dev-server served for ``seconds`` once the group is stable, against what
+        the replicas' write budgets allow for the shards each holds (``figures["write_budget"]``).
+
+        Each replica may write ``max_write_rate`` a second (or what its Leases cost without a budget, if
+        that is less), or, for a replica holding more shards than
+        the budget can renew in time, its plan's pace (:class:`~shardlease.core.writebudget.WriteBudget`:
+        every held shard renewed about every ``renew_deadline - retry_period``). More than that (5 %
+        plus one write of rounding) is a failure: the budget did not hold. ``unbudgeted_per_s`` is what
+        the same holdings cost without a budget (a renewal every retry period), so a reader sees that the
+        budget bound.
+        """
+        from collections import Counter
+
+        from shardlease.core.writebudget import WriteBudget
+
+        cluster = self.cluster
+        assert cluster is not None and self.config.max_write_rate is not None
+        t = self.config.timings
+
+        def lease_writes() -> tuple[float, int]:
+            counts = cluster.request_counts()
+            return time.monotonic(), sum(n for (verb, resource), n in counts.items()
+                                         if resource == "leases" and verb in ("create", "update", "patch", "delete"))
+
+        start, before = lease_writes()
+        time.sleep(seconds)
+        end, after = lease_writes()
+        held: Counter[str] = Counter()
+        for lease in cluster.leases():
+            labels = (lease.get("metadata") or {}).get("labels") or {}
+            holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+            if labels.get("shardlease.io/role") == "shard" and holder:
+                held[holder] += 1
+        replicas = sorted({r.identity for r in cluster.replicas if r.running})
+        budget = WriteBudget(self.config.max_write_rate, renew_every=t.retry_period,
+                             renew_deadline=t.renew_deadline, retry_period=t.retry_period)
+        allowed = 0.0
+        for identity in replicas:
+            # Never more than the same Leases cost without a budget (a replica holding few shards).
+            plan = budget.plan_for(held[identity])
+            allowed += plan.planned * 1.03 if plan.exceeded else min(plan.rate, plan.asked)
+        measured = (after - before) / (end - start)
+        figure = {"max_write_rate": self.config.max_write_rate, "measured_s": round(end - start, 3),
+                  "lease_writes_per_s": round(measured, 3), "allowed_per_s": round(allowed, 3),
+                  "unbudgeted_per_s": round(sum((held[i] + 1) / t.retry_period for i in replicas), 3),
+                  "held": {i: held[i] for i in replicas}}
+        report.figures["write_budget"] = figure
+        self.progress(f"write budget: {figure}")
+        if measured > allowed * 1.05 + 1.0 / (end - start):
+            self.failures.append(f"BUDGET: the server served {measured:.2f} Lease writes/s over {end - start:.1f} s "
+                                 f"of a stable group, over the {allowed:.2f}/s the replicas' write budgets "
+                                 f"(max_write_rate {self.config.max_write_rate:g}) allow: {figure}")
 
     def _start_relay(self, report: ChaosReport) -> None:
         """Real server: toxiproxy in front of kube-apiserver and (``apiservers=2``) a second

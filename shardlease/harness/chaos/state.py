@@ -138,7 +138,9 @@ class RunState:
         cluster = self.cluster
         assert cluster is not None
         env = {ENV_KUBECONFIG: str(cluster.kubeconfig_of(identity))} if self.config.workload == "objects" else {}
-        return cluster.add_replica(identity, env=env)
+        capacity = self.config.capacity_of(identity)
+        extra = ["--capacity", f"{capacity:g}"] if capacity is not None else []
+        return cluster.add_replica(identity, env=env, extra_args=extra)
 
     def evidence(self) -> Evidence:
         """The evidence builder over this run's processes and fault log so far."""
