@@ -210,8 +210,11 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
         Each replica may write ``max_write_rate`` a second (or what its Leases cost without a budget, if
         that is less), or, for a replica holding more shards than
         the budget can renew in time, its plan's pace (:class:`~shardlease.core.writebudget.WriteBudget`:
-        every held shard renewed about every ``renew_deadline - retry_period``). More than that (5 %
-        plus one write of rounding) is a failure: the budget did not hold. ``unbudgeted_per_s`` is what
+        every held shard renewed about every ``renew_deadline - retry_period``). More than that, by 10 %
+        plus two writes, is a failure: the budget did not hold. The slack is for writes no budget
+        spaces (acquisitions, the group Lease's load snapshot) that may fall into the window; a budget
+        that does not work costs the unbudgeted rate, about twice the allowance here. The precise
+        check (within 5 % of W) is the real-server test of the budget alone. ``unbudgeted_per_s`` is what
         the same holdings cost without a budget (a renewal every retry period), so a reader sees that the
         budget bound.
         """
@@ -252,7 +255,7 @@ class ChaosRun(FaultInjector, RecoveryWait, RunChecks):
                   "held": {i: held[i] for i in replicas}}
         report.figures["write_budget"] = figure
         self.progress(f"write budget: {figure}")
-        if measured > allowed * 1.05 + 1.0 / (end - start):
+        if measured > allowed * 1.10 + 2.0 / (end - start):
             self.failures.append(f"BUDGET: the server served {measured:.2f} Lease writes/s over {end - start:.1f} s "
                                  f"of a stable group, over the {allowed:.2f}/s the replicas' write budgets "
                                  f"(max_write_rate {self.config.max_write_rate:g}) allow: {figure}")
