@@ -10,6 +10,7 @@ directory (default ``bench/results``). A full run also rewrites ``docs/benchmark
     python bench/run.py handoff failover     # only these (the lifecycle scenarios share one run)
     python bench/run.py --quick              # smoke-sized, scaled timings only, < 1 min
     python bench/run.py api-cost --profiles default
+    python bench/run.py load --live          # load-aware vs count-only on 8 live replicas (~6 min)
     python bench/run.py --server real        # lifecycle + API cost on a real etcd + kube-apiserver
 
 Scenarios: balance, cold-start, handoff, failover, scale-up (these four run together on one group
@@ -65,7 +66,7 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.scenarios import cost, fencing, lifecycle, load, report, scale  # noqa: E402
+from bench.scenarios import cost, fencing, lifecycle, load, load_live, report, scale  # noqa: E402
 from bench.scenarios.common import BASELINE, IMPLEMENTATIONS, OURS, PROFILES, SERVER_KINDS, Server  # noqa: E402
 
 LIFECYCLE = ("cold-start", "handoff", "failover", "scale-up")
@@ -309,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="dev: shardlease's dev-server (default); real: etcd + kube-apiserver from "
                              "scripts/build-kube-assets, results in suite_real.*; node: the example "
                              "Deployment as pods on a local node (bench/node.py), results in node.*")
+    parser.add_argument("--live", action="store_true",
+                        help="with load: run live replica processes (bench/scenarios/load_live.py) instead of "
+                             "computing the rule; writes load_live.json/load_live.md")
     parser.add_argument("--kube-assets", type=Path, default=None, metavar="DIR",
                         help="with --server real: the kube-apiserver/etcd binaries (default: "
                              "$KUBEBUILDER_ASSETS, then the build cache)")
@@ -345,6 +349,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = "python bench/run.py" + ("" if argv is None and len(sys.argv) <= 1 else
                                        " " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+    if args.live and "load" not in wanted:
+        parser.error("--live is for the load scenario: python bench/run.py load --live [--server dev|real]")
+    if args.live:
+        # Live replicas on the chosen server, load-aware then count-only; its own outputs.
+        _log("load --live: 8 replicas x 256 shards, load-aware then count-only (bench/scenarios/load_live.py)")
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        config = load_live.LiveConfig.tiny() if args.quick else load_live.LiveConfig()
+        load_live.write(out, load_live.run(config, server.kind, str(server.assets) if server.assets else None),
+                        {"generated": stamp, "command": command, "git": _git_revision()})
+        wanted.remove("load")
+        if not wanted:
+            return 0
     if "load" in wanted:
         # Pure computation with its own outputs (load.json, load.md); it leaves the suite alone.
         _log("load: load-aware vs count-only assignment (bench/scenarios/load.py)")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -29,3 +31,25 @@ def test_load_scenario_meets_its_targets(tmp_path: Path) -> None:
     # assignment is far from it.
     assert zipf["periods"][-1]["max_over_bound_share"] <= 1.15
     assert data["count_only"][0]["max_over_bound_share"] > 1.15
+
+
+@pytest.mark.slow
+def test_live_load_scenario_runs_replicas_and_reports_from_the_leases(tmp_path: Path) -> None:
+    """``python bench/run.py load --live --quick``: 3 replica processes, 12 shards, about a minute. The
+    load-aware group rebalances (seen on the group Lease), the count-only one never does, and every
+    figure the report needs was read from the cluster."""
+    subprocess.run([sys.executable, "bench/run.py", "load", "--live", "--quick", "--out", str(tmp_path)], cwd=REPO,
+                   check=True, capture_output=True, timeout=300)
+    data = json.loads((tmp_path / "load_live.json").read_text())
+    assert (tmp_path / "load_live.md").read_text().startswith("# Load-aware vs count-only with live replicas")
+    assert not (tmp_path / "load.json").exists()  # the computed scenario's outputs are left alone
+    aware, count = data["load_aware"]["phases"], data["count_only"]["phases"]
+    assert any(phase["rebalances"] for phase in aware), aware
+    assert not any(phase["rebalances"] for phase in count), count
+    for phase in aware + count:
+        last = phase["samples"][-1]
+        assert last["held"] == data["shards"] and "max_over_fair" in last, phase
+    # Steady state: the writes were counted, and load awareness costs at most one snapshot per period.
+    extra = aware[0]["steady_writes_per_s"] - count[0]["steady_writes_per_s"]
+    assert aware[0]["steady_writes_per_s"] > 0
+    assert extra <= 1 / data["rebalance_period_s"] + 1.0, (aware[0], count[0])
