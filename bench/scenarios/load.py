@@ -10,7 +10,8 @@ change, and the same figures for the count-only assignment.
 The decisions are computed with the functions the replicas run (``core.loadbalance``: quantise,
 imbalance, the snapshot and its ``assign``; the steward's rule of ``core.loadplan``), one snapshot
 per rebalance period at most, no server involved: this measures the rule, the wire is measured by
-``tests/integration/test_load.py`` (real processes, dev-server and kube-apiserver) and
+``tests/integration/test_load.py`` (real processes, dev-server and kube-apiserver), ``bench/run.py load
+--live`` (``bench/scenarios/load_live.py``: 8 live replicas x 256 shards) and
 ``bench/renew_body.py``. Loads are taken as reported exactly (the smoothing only delays them).
 
 Usage: ``python bench/run.py load`` (writes ``bench/results/load.json`` and ``load.md``).
