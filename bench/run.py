@@ -353,9 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--live is for the load scenario: python bench/run.py load --live [--server dev|real]")
     if args.live:
         # Live replicas on the chosen server, load-aware then count-only; its own outputs.
-        _log("load --live: 8 replicas x 256 shards, load-aware then count-only (bench/scenarios/load_live.py)")
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         config = load_live.LiveConfig.tiny() if args.quick else load_live.LiveConfig()
+        _log(f"load --live: {config.replicas} replicas x {config.shards} shards on the {server.kind} server, "
+             "load-aware then count-only (bench/scenarios/load_live.py)")
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         load_live.write(out, load_live.run(config, server.kind, str(server.assets) if server.assets else None),
                         {"generated": stamp, "command": command, "git": _git_revision()})
         wanted.remove("load")
