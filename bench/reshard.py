@@ -101,10 +101,17 @@ def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str)
                 # What `shardlease reshard` does: one conditional write of the group Lease.
                 new = reshard_on(lc, cluster.group, count, namespace=cluster.namespace).state
                 cluster.wait_for(lambda s, n=count: s.shards == n and s.all_held(), 30, what=f"switch {i + 1}")
-                time.sleep(1.0)
-                units = [e for e in load_journal(cluster.journal_dir) if e.kind == "work"]
+                # Every shard held is not every handler started: on a loaded machine the last first units
+                # come later. Read the journal until each new shard has begun one (10 s at most), so a late
+                # start lengthens the pause instead of being left out of it.
+                deadline = time.monotonic() + 10.0
+                while True:
+                    time.sleep(0.5)
+                    units = [e for e in load_journal(cluster.journal_dir) if e.kind == "work"]
+                    fresh = [e for e in units if e.generation == new.generation]
+                    if {e.shard for e in fresh} >= set(range(count)) or time.monotonic() > deadline:
+                        break
                 old = [e for e in units if e.generation < new.generation]
-                fresh = [e for e in units if e.generation == new.generation]
                 drain = max(e.end for e in old) - t0
                 firsts = {}
                 for e in fresh:
@@ -113,7 +120,8 @@ def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str)
                 pause = max(firsts.values()) - t0
                 clean = set(firsts) == set(range(count)) and drain <= first
                 rows.append({"switch": i + 1, "to": count, "generation": new.generation, "drain_s": round(drain, 4),
-                             "first_s": round(first, 4), "pause_s": round(pause, 4), "old_stopped_first": clean})
+                             "first_s": round(first, 4), "pause_s": round(pause, 4), "old_stopped_first": clean,
+                             "old_before_new": drain <= first, "new_started": len(set(firsts) & set(range(count)))})
                 print(f"switch {i + 1:2d} -> {count:4d}: old stopped {drain * 1000:6.1f} ms, first new "
                       f"{first * 1000:6.1f} ms, all running {pause * 1000:6.1f} ms, order ok {clean}", flush=True)
                 time.sleep(1.5)
@@ -219,8 +227,11 @@ def main() -> None:
     result: dict[str, Any] = {"server": args.server, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                               "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                                        capture_output=True, text=True).stdout.strip()}
+    # The machine is shared: its load average says how far the figures are from a quiet one's.
+    result["machine"]["load_before"] = [round(x, 2) for x in os.getloadavg()]
     if "pause" in parts:
         result["pause"] = bench_pause(args.replicas, args.shards, args.to, args.switches, args.server)
+    result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     if "rollout" in parts:
         print("rollout, this version ...", flush=True)
         result["rollout_after"] = bench_rollout(args.replicas, args.shards, args.to, None, args.server)
@@ -239,16 +250,20 @@ def render(result: dict[str, Any]) -> str:
     lines = ["# Live resharding (bench/reshard.py)", "",
              f"Commit {result['commit']}, {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
              f"{'kube-apiserver' if result['server'] == 'real' else 'dev-server (own process)'}, "
-             "lease 2 s / renew deadline 1.2 s / retry 0.3 s.", ""]
+             "lease 2 s / renew deadline 1.2 s / retry 0.3 s."
+             + (f" Load average (1/5/15 min) before: {result['machine']['load_before']}, after the pause part: "
+                f"{result['machine'].get('load_after')}." if "load_before" in result["machine"] else ""), ""]
     pause = result.get("pause")
     if pause:
         lines += [f"## Pause per switch: N = {pause['replicas']}, S = {pause['from']} <-> {pause['to']}", "",
                   "From the group Lease write to every shard of the new generation running its handler "
                   "(one process per replica, from the journal).", "",
-                  "| switch | to | old stopped (ms) | first new (ms) | all running (ms) | old before new |",
-                  "|---|---|---|---|---|---|"]
+                  "| switch | to | old stopped (ms) | first new (ms) | all running (ms) | old before new | "
+                  "new shards started |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['switch']} | {r['to']} | {r['drain_s'] * 1000:.1f} | {r['first_s'] * 1000:.1f} | "
-                  f"{r['pause_s'] * 1000:.1f} | {'yes' if r['old_stopped_first'] else 'NO'} |" for r in pause["switches"]]
+                  f"{r['pause_s'] * 1000:.1f} | {'yes' if r.get('old_before_new', r['old_stopped_first']) else 'NO'} | "
+                  f"{r.get('new_started', '?')} of {r['to']} |" for r in pause["switches"]]
         lines += ["", f"Pause p50 {pause['pause_p50_s'] * 1000:.1f} ms, p99 {pause['pause_p99_s'] * 1000:.1f} ms, "
                   f"max {pause['pause_max_s'] * 1000:.1f} ms (target p99 <= 200 ms).", ""]
     for key, title in (("rollout_today", f"before ({result.get('baseline_ref', '')})"), ("rollout_after", "after")):

@@ -35,7 +35,9 @@ yes   held under an older generation (the group resharded) and
                                                                    in place if desired here under the
                                                                    new count, else RELEASE
 yes   not desired here, but taken as a grace fallback and its
-      minimum hold (lease_duration, doubling per repeat) not over   RENEW when due, else WAIT
+      minimum hold (lease_duration, doubling per repeat) not over   START_HANDLER if it waits to start
+                                                                   (a create's confirmation came), else
+                                                                   RENEW when due, else WAIT
 yes   leaving (not desired here, shutting down, or another live
       process owns our identity) and the handler is running       STOP_HANDLER
 yes   leaving and the handler has returned                         RELEASE
@@ -305,6 +307,10 @@ def decide(view: ShardView, now: float, timing: Timing) -> Decision:
             return Decision(Action.ACQUIRE, reason=f"take it again under generation {view.generation}")
         if leaving and not must_leave and now < view.hold_until:
             # Taken as a grace fallback: keep it a little while so a slow owner does not cause churn.
+            if view.handler is HandlerPhase.IDLE and view.handler_wanted and view.may_start:
+                # Its handler could not start on the acquisition (a create waits for a read of the group
+                # Lease): it starts now, or the shard would be held without work for the whole hold.
+                return Decision(Action.START_HANDLER, reason="fallback hold: its handler may start now")
             decision = _renew_or_wait(view, now, timing, deadline, "fallback hold")
             if decision.action is Action.WAIT:
                 return Decision(Action.WAIT, at=min(decision.at or deadline, view.hold_until), reason=decision.reason)

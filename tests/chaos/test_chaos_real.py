@@ -200,23 +200,24 @@ def test_chaos_run_real(chaos_seed: int, request: pytest.FixtureRequest) -> None
 
 @pytest.mark.slow  # about 60 s
 def test_chaos_run_real_with_fencing(chaos_seed: int, request: pytest.FixtureRequest) -> None:
-    """The object workload on kube-apiserver with ``shardlease fencing`` installed for its ConfigMaps,
-    under mostly SIGSTOP faults and a busy user, with 0.1 s of work between each write's ``valid()``
-    check and its request, written as unconditional patches (a conditional PUT would mostly get a 409
-    first, since the new holder rewrites every object of its shard at once): replicas frozen inside a
-    write resume after their shard moved, and the API server refuses those writes (counted as outcome
-    ``fenced``, more than none), while every check of the plain run holds: no accepted write carries a
-    fence below the one the object already had (the object fence check), no unexcused overlap. The
-    recovery bounds get 20 s of noise allowance instead of 6: the delayed writes and the admission
-    checks slow the final reconciliation on a shared 2-core machine, and timing is not this test's point."""
+    """The object workload on kube-apiserver with ``shardlease fencing`` installed for its ConfigMaps, under
+    mostly SIGSTOP faults and a busy user, with 0.5 s of work between each write's ``valid()`` check and its
+    request (so a frozen replica is nearly always inside one: with 0.1 s and half as many pauses, one seed in
+    a few saw no stale write reach the API server at all), written as unconditional patches (a conditional PUT
+    would mostly get a 409 first, since the new holder rewrites every object of its shard at once): replicas
+    frozen inside a write resume after their shard moved, and the API server refuses those writes (counted as
+    outcome ``fenced``, more than none), while every check of the plain run holds: no accepted write carries a
+    fence below the one the object already had (the object fence check), no unexcused overlap. The recovery
+    bounds get 20 s of noise allowance instead of 6: the delayed writes and the admission checks slow the
+    final reconciliation on a shared 2-core machine, and timing is not this test's point."""
     reason = missing_runtime()
     if reason:
         pytest.skip(reason)
     assets = require_kube_assets()
     config = ChaosConfig(seed=chaos_seed, duration=REAL_WINDOW, mean_gap=REAL_MEAN_GAP, devserver="real",
-                         assets=str(assets), fencing=True, objects=32, change_rate=20.0, write_delay=0.1,
+                         assets=str(assets), fencing=True, objects=32, change_rate=20.0, write_delay=0.5,
                          patch_writes=True, noise_allowance=20.0,
-                         weights={"pause": 4.0, "kill": 0.5, "restart": 0.5, "reshard": 0.5})
+                         weights={"pause": 8.0, "kill": 0.5, "restart": 0.5, "reshard": 0.5})
     messages: list[str] = []
     work_dir = Path(tempfile.mkdtemp(prefix=f"shardlease-chaos-fenced-{chaos_seed}-"))
     report = ChaosRun(config, work_dir, progress=messages.append).run()

@@ -155,6 +155,21 @@ def test_fallback_holder_keeps_shard_during_minimum_hold_then_hands_off() -> Non
     assert decide(later, 1015.0, T).action is Action.STOP_HANDLER
 
 
+@pytest.mark.parametrize(("wanted", "may_start", "expected"), [
+    (True, True, Action.START_HANDLER),  # a created Lease, its group read just confirmed: work now
+    (True, False, Action.WAIT),          # still waiting for the confirmation (or a switch): hold only
+    (False, True, Action.WAIT),          # nothing to start
+])
+def test_fallback_holder_whose_handler_waited_for_a_confirmation_starts_it_during_the_hold(
+        wanted: bool, may_start: bool, expected: Action) -> None:
+    """A grace fallback that had to create the Lease (an operator deleted it) cannot start its handler
+    on the acquisition; once nothing holds it back it must start within the hold, not keep the shard
+    without work until the hold ends."""
+    v = held_view(desired=PEER, hold_until=1015.0, handler=HandlerPhase.IDLE, handler_wanted=wanted,
+                  may_start=may_start)
+    assert decide(v, 1001.0, T).action is expected
+
+
 # ---- renewal -----------------------------------------------------------------------------------
 
 def test_renew_is_due_one_retry_period_after_the_last_renewal_start() -> None:
