@@ -1,4 +1,5 @@
-"""Helpers shared by the test packages: polling for a condition and finding a free TCP port.
+"""Helpers shared by the test packages: polling for a condition, finding a free TCP port, and a metrics
+stand-in for the pure core components.
 
 ``tests/`` is on ``sys.path`` for every test (pytest inserts the directory of the root ``conftest.py``,
 which has no ``__init__.py`` above it), so any test module imports these as ``from support import ...``.
@@ -9,8 +10,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["free_port", "poll", "wait_until"]
+__all__ = ["RecordingMetrics", "free_port", "poll", "wait_until"]
 
 
 def poll(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -40,3 +42,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+class RecordingMetrics:
+    """What a core component is given as ``metrics`` in table tests: records the labels of
+    ``api_error`` calls in :attr:`errors` and accepts every other metric call (``.inc()``,
+    ``.labels(...).set(...)``, ...) without effect."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def api_error(self, label: str) -> None:
+        self.errors.append(label)
+
+    def __getattr__(self, _name: str) -> Any:
+        return self
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self

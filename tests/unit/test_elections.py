@@ -7,6 +7,8 @@ import copy
 import logging
 from typing import Any
 
+from support import RecordingMetrics
+
 from shardlease.core.bodies import Writer
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import FakeClock
@@ -29,14 +31,6 @@ from shardlease.errors import Conflict
 T = Timing(lease_duration=2.0, renew_deadline=1.2, retry_period=0.3, handoff_grace=0.6, drain_timeout=1.0)
 
 
-class _NoMetrics:
-    def __getattr__(self, _name: str) -> Any:
-        return self
-
-    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
-        return self
-
-
 class World:
     def __init__(self, shards: int = 1) -> None:
         self.clock = FakeClock()
@@ -48,7 +42,7 @@ class World:
         writer = Writer("g", "default", "a", "inc-a", T.lease_duration_seconds, shards)
         self.e = ShardElections(group="g", identity="a", incarnation="inc-a", timing=T, cache=self.cache,
                                 clock=self.clock, writer=writer, log=logging.getLogger("test"),
-                                metrics=_NoMetrics(), jitter=lambda low, high: high,
+                                metrics=RecordingMetrics(), jitter=lambda low, high: high,
                                 on_held_change=self._held_changed, on_create=self._created)
         self.e.ensure(shards)
         self.e.ctx = Standing(generation=1, count=shards, assignment=dict.fromkeys(range(shards), "a"),

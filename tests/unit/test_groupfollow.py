@@ -4,9 +4,9 @@ barrier, confirming created shard Leases, and the clean-up of retired shards."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
+from support import RecordingMetrics
 
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import FakeClock
@@ -20,26 +20,10 @@ from shardlease.errors import ConflictError, ServerError
 T = Timing(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
 
 
-class _Metrics:
-    """Counts API errors; every other metric call is accepted and ignored."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def api_error(self, label: str) -> None:
-        self.errors.append(label)
-
-    def __getattr__(self, _name: str) -> Any:
-        return self
-
-    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
-        return self
-
-
-def setup(configured: int = 4) -> tuple[FakeClock, LeaseCache, GroupFollower, _Metrics]:
+def setup(configured: int = 4) -> tuple[FakeClock, LeaseCache, GroupFollower, RecordingMetrics]:
     clock = FakeClock()
     cache = LeaseCache(clock)
-    metrics = _Metrics()
+    metrics = RecordingMetrics()
     follower = GroupFollower(group="g", namespace="ns", configured=configured, timing=T, cache=cache, clock=clock,
                              log=logging.getLogger("test"), metrics=metrics)
     return clock, cache, follower, metrics

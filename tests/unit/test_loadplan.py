@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from support import RecordingMetrics
+
 from shardlease.core.assignment import assign
 from shardlease.core.cache import LeaseCache
 from shardlease.core.clock import FakeClock
@@ -27,26 +29,12 @@ SETTINGS = Rebalance(period=10.0, threshold=0.15, epsilon=0.1, max_moves=8)
 MEMBERS = ("a", "b", "c", "d")
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def api_error(self, label: str) -> None:
-        self.errors.append(label)
-
-    def __getattr__(self, _name: str) -> Any:
-        return self
-
-    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
-        return self
-
-
 def setup(*, generation: int = 1, count: int = 16) -> tuple[FakeClock, LeaseCache, LoadPlanner]:
     clock = FakeClock()
     cache = LeaseCache(clock)
     put_group(cache, clock, generation, count, "1")
     planner = LoadPlanner(group="g", namespace="ns", settings=SETTINGS, cache=cache, clock=clock,
-                          log=logging.getLogger("test"), metrics=_Metrics())
+                          log=logging.getLogger("test"), metrics=RecordingMetrics())
     return clock, cache, planner
 
 
@@ -116,7 +104,7 @@ def test_the_steward_publishes_one_snapshot_when_imbalanced_and_everyone_assigns
     # A non-steward replica with the same snapshot computes the same owners; not those of the live loads.
     publish(cache, clock, write, "2")
     other = LoadPlanner(group="g", namespace="ns", settings=SETTINGS, cache=cache, clock=clock,
-                        log=logging.getLogger("test"), metrics=_Metrics())
+                        log=logging.getLogger("test"), metrics=RecordingMetrics())
     assert planner.read(1, 16) and other.read(1, 16)
     mine, theirs = planner.owners("g", 16, caps, 1.0), other.owners("g", 16, caps, 1.0)
     assert mine == theirs == dict(enumerate(balance(members=caps, loads=snap.loads, base=snap.owners,
