@@ -80,27 +80,57 @@ def _placement(server: str, tmp: str) -> Iterator[dict[str, Any]]:
         plane.stop()
 
 
-def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str) -> dict[str, Any]:
-    """Switch a LocalCluster (one process per replica) back and forth; read the pause from the journal."""
+class _TimedWrites(LeaseClient):
+    """A LeaseClient that notes when its last ``replace`` was sent and answered: the pause is timed from
+    the group Lease write itself, not from the reads ``reshard`` makes before it (a GET and a LIST, and
+    another round when the write meets a conflict)."""
+
+    sent = 0.0
+    answered = 0.0
+
+    def replace(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent = time.monotonic()
+        try:
+            return super().replace(*args, **kwargs)
+        finally:
+            self.answered = time.monotonic()
+
+
+def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str,
+                timings: Timings | None = None) -> dict[str, Any]:
+    """Switch a LocalCluster (one process per replica) back and forth; read the pause from the journal.
+
+    Each switch starts once the previous one is over: every shard held and, after a shrink, the retired
+    shard Leases deleted and the span lowered (the oldest member does that one lease duration after the
+    barrier). Without that wait the next switch's writes meet the clean-up's deletes, and a grow
+    re-creates Leases the clean-up is still deleting: the figure would then measure the bench's pace."""
     from shardlease.harness.journal import load_journal
 
+    timings = timings or Timings()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, _placement(server, tmp) as placement:
         # Half-second units: a handler's first unit begins when it starts, and the journal stays small.
-        cluster = LocalCluster(group="pause", shards=shards, timings=Timings(), work_dir=Path(tmp) / "c",
+        cluster = LocalCluster(group="pause", shards=shards, timings=timings, work_dir=Path(tmp) / "c",
                                env={"SHARDLEASE_JOURNAL_WORK": "0.5"}, **placement)
         cluster.start(replicas)
-        lc = LeaseClient(cluster.api_client(), cluster.namespace)
+        lc = _TimedWrites(cluster.api_client(), cluster.namespace)
+        settle = 2 * timings.lease_duration + 30
         try:
             cluster.wait_working(timeout=60)
-            time.sleep(2.5)  # past the watch shrink and any settling handoffs
+            time.sleep(timings.lease_duration + 0.5)  # past the watch shrink and any settling handoffs
             count = shards
             for i in range(switches):
+                cluster.wait_for(lambda s, n=count: s.shards == n and s.all_held(), settle, what=f"before switch {i + 1}")
+                deadline = time.monotonic() + settle
+                while (state := cluster.group_state()) is None or state.span != count:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"switch {i + 1}: the span was not lowered to {count} within {settle:g}s")
+                    time.sleep(0.2)
                 count = to if count == shards else shards
-                t0 = time.monotonic()
                 # What `shardlease reshard` does: one conditional write of the group Lease.
                 new = reshard_on(lc, cluster.group, count, namespace=cluster.namespace).state
-                cluster.wait_for(lambda s, n=count: s.shards == n and s.all_held(), 30, what=f"switch {i + 1}")
+                t0, write_s = lc.sent, lc.answered - lc.sent
+                cluster.wait_for(lambda s, n=count: s.shards == n and s.all_held(), settle, what=f"switch {i + 1}")
                 # Every shard held is not every handler started: on a loaded machine the last first units
                 # come later. Read the journal until each new shard has begun one (10 s at most), so a late
                 # start lengthens the pause instead of being left out of it.
@@ -119,16 +149,19 @@ def bench_pause(replicas: int, shards: int, to: int, switches: int, server: str)
                 first = min(firsts.values()) - t0
                 pause = max(firsts.values()) - t0
                 clean = set(firsts) == set(range(count)) and drain <= first
-                rows.append({"switch": i + 1, "to": count, "generation": new.generation, "drain_s": round(drain, 4),
+                rows.append({"switch": i + 1, "to": count, "generation": new.generation, "write_s": round(write_s, 4),
+                             "drain_s": round(drain, 4),
                              "first_s": round(first, 4), "pause_s": round(pause, 4), "old_stopped_first": clean,
                              "old_before_new": drain <= first, "new_started": len(set(firsts) & set(range(count)))})
-                print(f"switch {i + 1:2d} -> {count:4d}: old stopped {drain * 1000:6.1f} ms, first new "
+                print(f"switch {i + 1:2d} -> {count:4d}: write {write_s * 1000:5.1f} ms, "
+                      f"old stopped {drain * 1000:6.1f} ms, first new "
                       f"{first * 1000:6.1f} ms, all running {pause * 1000:6.1f} ms, order ok {clean}", flush=True)
-                time.sleep(1.5)
         finally:
             cluster.stop()
     pauses = [r["pause_s"] for r in rows]
     return {"replicas": replicas, "from": shards, "to": to, "switches": rows,
+            "timings": {"lease_duration": timings.lease_duration, "renew_deadline": timings.renew_deadline,
+                        "retry_period": timings.retry_period},
             "pause_p50_s": statistics.median(pauses), "pause_p99_s": _percentile(pauses, 0.99),
             "pause_max_s": max(pauses), "all_ordered": all(r["old_stopped_first"] for r in rows)}
 
@@ -221,6 +254,9 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default="d426344", help="commit with the rule before resharding ('' to skip)")
     parser.add_argument("--parts", default="pause,rollout")
     parser.add_argument("--server", choices=("dev", "real"), default="dev")
+    parser.add_argument("--timings", choices=("fast", "default"), default="fast",
+                        help="the replicas' timings in the pause part: fast (lease 2 s / renew deadline 1.2 s / "
+                             "retry 0.3 s, the tests' scale) or default (15 s / 10 s / 2 s, as deployed)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/reshard"))
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -230,7 +266,8 @@ def main() -> None:
     # The machine is shared: its load average says how far the figures are from a quiet one's.
     result["machine"]["load_before"] = [round(x, 2) for x in os.getloadavg()]
     if "pause" in parts:
-        result["pause"] = bench_pause(args.replicas, args.shards, args.to, args.switches, args.server)
+        timings = Timings(15.0, 10.0, 2.0) if args.timings == "default" else Timings()
+        result["pause"] = bench_pause(args.replicas, args.shards, args.to, args.switches, args.server, timings)
     result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     if "rollout" in parts:
         print("rollout, this version ...", flush=True)
@@ -250,18 +287,22 @@ def render(result: dict[str, Any]) -> str:
     lines = ["# Live resharding (bench/reshard.py)", "",
              f"Commit {result['commit']}, {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
              f"{'kube-apiserver' if result['server'] == 'real' else 'dev-server (own process)'}, "
-             "lease 2 s / renew deadline 1.2 s / retry 0.3 s."
+             + ("lease {lease_duration:g} s / renew deadline {renew_deadline:g} s / retry {retry_period:g} s."
+                .format(**result.get("pause", {}).get("timings", {"lease_duration": 2, "renew_deadline": 1.2,
+                                                                   "retry_period": 0.3})))
              + (f" Load average (1/5/15 min) before: {result['machine']['load_before']}, after the pause part: "
                 f"{result['machine'].get('load_after')}." if "load_before" in result["machine"] else ""), ""]
     pause = result.get("pause")
     if pause:
         lines += [f"## Pause per switch: N = {pause['replicas']}, S = {pause['from']} <-> {pause['to']}", "",
-                  "From the group Lease write to every shard of the new generation running its handler "
-                  "(one process per replica, from the journal).", "",
-                  "| switch | to | old stopped (ms) | first new (ms) | all running (ms) | old before new | "
+                  "From the group Lease write being sent to every shard of the new generation running its handler "
+                  "(one process per replica, from the journal); each switch once the previous one is over (every "
+                  "shard held, retired Leases deleted). `write`: the group Lease PUT's own round trip.", "",
+                  "| switch | to | write (ms) | old stopped (ms) | first new (ms) | all running (ms) | old before new | "
                   "new shards started |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['switch']} | {r['to']} | {r['drain_s'] * 1000:.1f} | {r['first_s'] * 1000:.1f} | "
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['switch']} | {r['to']} | {r.get('write_s', float('nan')) * 1000:.1f} | "
+                  f"{r['drain_s'] * 1000:.1f} | {r['first_s'] * 1000:.1f} | "
                   f"{r['pause_s'] * 1000:.1f} | {'yes' if r.get('old_before_new', r['old_stopped_first']) else 'NO'} | "
                   f"{r.get('new_started', '?')} of {r['to']} |" for r in pause["switches"]]
         lines += ["", f"Pause p50 {pause['pause_p50_s'] * 1000:.1f} ms, p99 {pause['pause_p99_s'] * 1000:.1f} ms, "

@@ -19,7 +19,9 @@ only when named, scale (``bench/scenarios/scale.py``: 1 to 8 replicas, up to 8,1
 writes ``scale.json``/``scale.md`` as well; with ``--server real`` one replica up to 2,048 shards and the
 baseline up to 1,024, kube-apiserver and etcd CPU apart, into ``scale_real.*``) and write-budget (one
 replica under ``--max-write-rate``: writes served against W and the largest renewal gap against the
-bound; ``write_budget.*``, or ``write_budget_real.*`` with ``--server real``),
+bound; ``write_budget.*``, or ``write_budget_real.*`` with ``--server real``), same-cpu (the baseline at S
+shards next to one replica of ours at 2S shards whose ``--max-write-rate`` is the baseline's asked write
+rate (S / retry period, plus one for its member Lease): the control plane's CPU for twice the shards; ``same_cpu[_real].*``),
 and fencing (``bench/scenarios/fencing.py``: the cost of the admission policies of ``shardlease fencing``
 at 64, 256 and 1,024 shards and the window after a takeover, always on a real kube-apiserver,
 ``--kube-assets`` or ``$KUBEBUILDER_ASSETS``; ~5 min; writes ``fencing.json``/``fencing.md``).
@@ -76,7 +78,7 @@ REAL_DEFAULT = (*LIFECYCLE, "api-cost")
 #: Run only when named, with their own outputs: scale (minutes long; scale.json/scale.md, see
 #: bench/scenarios/scale.py), write-budget, and load (load-aware vs count-only assignment; load.json/load.md),
 #: and fencing (bench/scenarios/fencing.py; fencing.json/fencing.md).
-ON_REQUEST = ("scale", "write-budget", "load", "fencing")
+ON_REQUEST = ("scale", "write-budget", "same-cpu", "load", "fencing")
 #: Result file stem per server: ``suite.json`` stays the dev-server's.
 SUITE_STEM = {"dev": "suite", "real": "suite_real"}
 RESULTS_DIR = BENCH_DIR / "results"
@@ -445,11 +447,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sizes.replica_window[profile_name], work_root / f"replica-{impl}-{profile_name}", _log,
                     server=server))
 
-    for name in ("scale", "write-budget"):
+    for name in ("scale", "write-budget", "same-cpu"):
         if name not in wanted:
             continue
         if name == "scale":
             plan = scale.REAL if server.real else scale.QUICK if args.quick else scale.FULL
+        elif name == "same-cpu":
+            plan = scale.SAME_CPU
+            if server.real:
+                plan = dataclasses.replace(plan, stem=f"{plan.stem}_real", title=f"{plan.title}, real kube-apiserver")
         else:
             plan = scale.WRITE_BUDGET_QUICK if args.quick else scale.WRITE_BUDGET
             if server.real:

@@ -108,6 +108,12 @@ REAL = Plan(DEFAULT, (Case(1, 512), Case(1, 1024), Case(1, 2048)), (Case(1, 256)
 #: shards need 128.5 writes/s even every 8 s).
 WRITE_BUDGET = Plan(DEFAULT, (Case(1, 256, 50.0), Case(1, 1024, 200.0), Case(1, 1024, 100.0)), (), 40.0, 60.0,
                     title="Write budget: served writes and renewal gaps under --max-write-rate", stem="write_budget")
+#: ``same-cpu``: twice the baseline's shards for the baseline's write rate. The baseline asks S / RP writes/s
+#: (one elector per shard, no membership Lease) plus as many GETs; one replica of ours holds 2S
+#: shards under ``--max-write-rate`` (S + 1) / RP, renewing each Lease every ~2 x RP (4 s, within the 8 s
+#: bound). Read the control plane's CPU of the two columns side by side.
+SAME_CPU = Plan(DEFAULT, (Case(1, 512, 128.5), Case(1, 1024, 256.5)), (Case(1, 256), Case(1, 512)), 20.0, 30.0,
+                title="Twice the shards at the baseline's write rate: control-plane CPU", stem="same_cpu")
 WRITE_BUDGET_QUICK = Plan(SCALED, (Case(1, 64, 60.0), Case(1, 64, 30.0)), (), 6.0, 0.0,
                           title="Write budget: served writes and renewal gaps under --max-write-rate",
                           stem="write_budget")
