@@ -48,6 +48,7 @@ from shardlease.core.bodies import put_body
 from shardlease.core.cache import LeaseCache, apply_answer
 from shardlease.core.clock import Clock
 from shardlease.core.loadbalance import (
+    Balance,
     LoadSnapshot,
     balance,
     bounds,
@@ -67,7 +68,16 @@ from shardlease.core.records import (
 )
 from shardlease.errors import ConflictError, InvalidArgument
 
-__all__ = ["MIN_GAIN", "LoadPlanner", "Rebalance", "inheritable_under", "live_loads", "off_bounds", "reported_loads"]
+__all__ = [
+    "MIN_GAIN",
+    "LoadPlanner",
+    "Rebalance",
+    "inheritable_under",
+    "live_loads",
+    "off_bounds",
+    "reported_loads",
+    "worth_rebalancing",
+]
 
 
 #: A snapshot whose moves leave the busiest member still over ``1 + epsilon`` (with the shards too hot
@@ -110,6 +120,34 @@ class Rebalance:
             raise InvalidArgument(f"rebalance threshold ({self.threshold!r}) must be >= epsilon ({self.epsilon!r}) >= 0")
         if self.max_moves < 2:
             raise InvalidArgument(f"rebalance max_moves must be >= 2, got {self.max_moves!r}")
+
+
+def worth_rebalancing(owners: Sequence[str], loads: Sequence[float], capacities: Mapping[str, float],
+                      settings: Rebalance, *, unfinished: bool = False) -> Balance | None:
+    """The rebalance the steward publishes from ``owners`` with ``loads`` (quantised), or ``None``: the
+    group is within ``1 + threshold`` by :func:`~shardlease.core.loadbalance.fixable_imbalance`, or a
+    rebalance moves nothing, or it gains too little (:data:`MIN_GAIN`; see the module docstring).
+
+    ``unfinished``: ``owners`` is where the rule stopped at its move budget with useful moves left (a
+    member joined or changed capacity, and the snapshot in force could not take the group all the way
+    in ``max_moves``). Then the bound ``1 + epsilon`` is the trigger, not the threshold: the group is
+    not where a rebalance would have left it, and stopping between the two would leave it there for good.
+    """
+    epsilon = settings.epsilon
+    before = fixable_imbalance(owners, loads, capacities, epsilon)
+    if before <= 1 + (epsilon if unfinished else settings.threshold):
+        return None  # within the threshold, shards too hot for any bound aside (status names those)
+    trial = balance(members=capacities, loads=loads, base=owners, epsilon=epsilon, max_moves=settings.max_moves)
+    if not trial.moved:
+        return None
+    if trial.limited:
+        return trial  # more to do than one snapshot may move: progress, whatever the figures say yet
+    after = fixable_imbalance(trial.owners, loads, capacities, epsilon)
+    gain = max(before - after, off_bounds(owners, loads, capacities, epsilon)
+               - off_bounds(trial.owners, loads, capacities, epsilon))
+    # Moves that barely change the busiest member are not worth their handoffs, and with loads that
+    # only wobble they would be taken again and again.
+    return trial if after <= 1 + epsilon or gain >= MIN_GAIN else None
 
 
 def reported_loads(count: int, members: Mapping[str, LeaseRecord], assignment: Mapping[int, str]) -> dict[int, float]:
@@ -206,6 +244,9 @@ class LoadPlanner:
         #: What the last assignment from a snapshot did (``status`` and ``/health`` show it).
         self.last_moves = 0
         self.last_too_hot: tuple[int, ...] = ()
+        #: It stopped at the snapshot's ``max_moves`` with useful moves left: the next snapshot is due at
+        #: ``1 + epsilon`` already (see ``worth_rebalancing``).
+        self.last_limited = False
         self.last_imbalance: float | None = None
         #: The same with the shards too hot for any bound aside (:func:`fixable_imbalance`): what the
         #: steward compares with the threshold.
@@ -241,9 +282,11 @@ class LoadPlanner:
             return {}
         snap = self.snapshot
         if snap is None or snap.count != count:
+            self.last_limited = False
             return assign(group, count, capacities, load_factor)
         result = snap.assign(capacities)
         self.last_moves = len(result.moved)
+        self.last_limited = result.limited
         self.last_too_hot = result.too_hot
         return dict(enumerate(result.owners))
 
@@ -318,23 +361,14 @@ class LoadPlanner:
             return []
         if any(v is None for v in loads) and now < self._first_load_at + self.settings.period:
             return []  # wait for the first reports of every shard, a period at most (see _remember)
-        limit = 1 + self.settings.threshold
-        if fixable <= limit:
-            return []  # within the threshold, shards too hot for any bound aside (status names those)
-        trial = balance(members=capacities, loads=quantised, base=current, epsilon=epsilon,
-                        max_moves=self.settings.max_moves)
-        if not trial.moved:
+        limit = 1 + (epsilon if self.last_limited else self.settings.threshold)
+        trial = worth_rebalancing(current, quantised, capacities, self.settings, unfinished=self.last_limited)
+        if trial is None:
+            if fixable > limit:
+                self._log.debug("no load rebalance at imbalance %.2f > %.2f: no move gains %.2f of a share",
+                                fixable, limit, MIN_GAIN)
             return []
-        after = fixable_imbalance(trial.owners, quantised, capacities, epsilon)
-        gain = max(fixable - after, off_bounds(current, quantised, capacities, epsilon)
-                   - off_bounds(trial.owners, quantised, capacities, epsilon))
-        if not (trial.limited or after <= 1 + epsilon or gain >= MIN_GAIN):
-            # Moves that barely change the busiest member are not worth their handoffs, and with loads
-            # that only wobble they would be taken again and again.
-            self._log.debug("no load rebalance: imbalance %.2f > %.2f, but %d move(s) would only reach %.2f "
-                            "(gain %.3f < %.2f)", fixable, limit, len(trial.moved), after, gain, MIN_GAIN)
-            return []
-        reason = f"imbalance {fixable:.2f} > {limit:.2f}"
+        reason = f"imbalance {fixable:.2f} > {limit:.2f}" + (" (moves left over)" if self.last_limited else "")
         seq = last.seq + 1 if last is not None else 1
         snap = LoadSnapshot(generation=generation, count=count, seq=seq, taken_at=wall, loads=quantised,
                             owners=tuple(current), reason=reason, epsilon=self.settings.epsilon,

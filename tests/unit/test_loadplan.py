@@ -293,3 +293,34 @@ def test_off_bounds_counts_load_above_bounds_and_below_floors_in_fair_shares() -
     # a carries 3 beside it (over its bound, 15, by 3), b 3 of the rest's 6 (under its floor 6 / 1.1).
     assert off_bounds(["a", "a", "b"], [15.0, 3.0, 3.0], caps, 0.1) == pytest.approx((3 + 6 / 1.1 - 3) / 10.5)
     assert off_bounds(["a", "b"], [0.0, 0.0], caps, 0.1) == 0.0
+
+
+def test_a_rebalance_cut_short_by_its_move_budget_is_finished_by_the_next_snapshot() -> None:
+    """A snapshot's rule reruns from its base whenever the members change, within the same move budget:
+    here it stops after 2 moves with a at 24 of a 21.5 share (1.12). That is below the threshold, but
+    not where a rebalance would have stopped (within 1.1): the next snapshot finishes the job, and the
+    one after that has nothing left to do."""
+    clock, cache, planner = setup(count=86)
+    caps = dict.fromkeys(MEMBERS, 1.0)
+    base = tuple(["a"] * 26 + ["b"] * 20 + ["c"] * 20 + ["d"] * 20)
+    snap = LoadSnapshot(generation=1, count=86, seq=1, taken_at=clock.now(), loads=(1000,) * 86, owners=base,
+                        reason="test", epsilon=0.1, max_moves=2)
+    put_group(cache, clock, 1, 86, "2", {ANNOTATION_LOAD_SNAPSHOT: snap.encode()})
+    assert planner.read(1, 86)
+    assignment = planner.owners("g", 86, caps, 1.0)
+    assert planner.last_moves == 2 and planner.last_limited
+    clock.advance(SETTINGS.period)
+    members = {m: member(m, {s: 1.0 for s, o in assignment.items() if o == m}) for m in MEMBERS}
+    (write,) = step(planner, clock, assignment, members)
+    assert planner.last_fixable == pytest.approx(24 / 21.5)
+    published = LoadSnapshot.decode(write.body["metadata"]["annotations"][ANNOTATION_LOAD_SNAPSHOT])
+    assert published is not None and published.reason == "imbalance 1.12 > 1.10 (moves left over)"
+    planner.on_written(WriteDone(write, clock.monotonic(), None, None), clock.monotonic())
+    publish(cache, clock, write, "3")
+    assert planner.read(1, 86)
+    settled = planner.owners("g", 86, caps, 1.0)
+    assert not planner.last_limited and sum(1 for o in settled.values() if o == "a") == 23
+    for _ in range(10):
+        clock.advance(SETTINGS.period)
+        members = {m: member(m, {s: 1.0 for s, o in settled.items() if o == m}) for m in MEMBERS}
+        assert step(planner, clock, settled, members) == []
