@@ -7,10 +7,12 @@ replica ever assigns from live loads. Instead:
 * every replica publishes the smoothed loads of the shards it holds on its member Lease, and its
   capacity (:mod:`shardlease.core.records`), with the renewals it sends anyway;
 * the oldest member (the steward) looks at those loads at most every quarter period (a shard between
-  holders, which no member Lease lists for a moment, counts with the load last reported for it). When
+  holders, which no member Lease lists for a moment, counts with the load last reported for it; none
+  is taken while a shard has never reported, for a period at most after the first report). When
   the busiest replica carries more than ``(1 + threshold)`` x its share with the shards too hot for any
   bound set aside (:func:`~shardlease.core.loadbalance.fixable_imbalance`: such a shard alone is over
-  any share, and no move can help it), the last snapshot is at least a ``period`` old, no reshard
+  any share, and no move can help it; ``1 + epsilon`` when the assignment in force stopped at its move
+  budget with moves left), the last snapshot is at least a ``period`` old, no reshard
   switch is under way, no member left within a lease duration (the reactor's ``may_rebalance``: the
   dead member's shards are failing over to heirs that watched them in advance), and a rebalance would
   move something *and gain from it* (it brings the busiest replica within ``1 + epsilon``, or lowers it
