@@ -275,7 +275,8 @@ class ShardConfig(BaseSettings):
         allow_inf_nan=False,
         description=(
             "Publish a new load snapshot only when the busiest replica carries more than (1 + threshold) x "
-            "its fair share of the load. At least rebalance_epsilon, so that a balanced group stays put."
+            "its fair share of the load (a shard too hot for any bound set aside with its replica). At least "
+            "rebalance_epsilon, so that a balanced group stays put."
         ),
     )
     rebalance_epsilon: float = Field(

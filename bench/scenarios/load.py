@@ -8,7 +8,7 @@ busiest replica's load over its fair share, the moves of every rebalance against
 change, and the same figures for the count-only assignment.
 
 The decisions are computed with the functions the replicas run (``core.loadbalance``: quantise,
-imbalance, the snapshot and its ``assign``; the steward's rule of ``core.loadplan``), one snapshot
+imbalance, the snapshot and its ``assign``; the steward's rule, ``core.loadplan.worth_rebalancing``), one snapshot
 per rebalance period at most, no server involved: this measures the rule, the wire is measured by
 ``tests/integration/test_load.py`` (real processes, dev-server and kube-apiserver), ``bench/run.py load
 --live`` (``bench/scenarios/load_live.py``: 8 live replicas x 256 shards) and
@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from shardlease.core.assignment import assign
-from shardlease.core.loadbalance import LoadSnapshot, balance, bounds, imbalance, member_loads, min_moves, quantise
+from shardlease.core.loadbalance import (
+    LoadSnapshot,
+    bounds,
+    fixable_imbalance,
+    imbalance,
+    member_loads,
+    min_moves,
+    quantise,
+)
+from shardlease.core.loadplan import Rebalance, worth_rebalancing
 
 SHARDS = 256
 REPLICAS = 8
@@ -36,6 +45,7 @@ SEED = 2026
 EPSILON = 0.1
 THRESHOLD = 0.15
 MAX_MOVES = 32
+SETTINGS = Rebalance(period=60.0, threshold=THRESHOLD, epsilon=EPSILON, max_moves=MAX_MOVES)  # the steward's
 PERIODS = 12  # per phase; the last 10 of the first phase check that nothing moves under constant loads
 
 
@@ -68,18 +78,15 @@ def _phase(name: str, owners: list[str], loads: list[float], caps: dict[str, flo
     q = list(quantise(loads))
     seq = 0
     for period in range(1, periods + 1):
-        ratio = imbalance(owners, q, caps)
         moved = 0
         bound = min_moves(owners, q, caps, EPSILON)
-        if ratio > 1 + THRESHOLD:
-            trial = balance(members=caps, loads=q, base=owners, epsilon=EPSILON, max_moves=MAX_MOVES)
-            if trial.moved:
-                seq += 1
-                snap = LoadSnapshot(1, len(q), seq, _dt.datetime.now(_dt.timezone.utc), tuple(q), tuple(owners),
-                                    f"imbalance {ratio:.2f}", EPSILON, MAX_MOVES)
-                after = list(snap.assign(caps).owners)
-                moved = sum(1 for a, b in zip(owners, after, strict=True) if a != b)
-                owners = after
+        if worth_rebalancing(owners, q, caps, SETTINGS) is not None:
+            seq += 1
+            snap = LoadSnapshot(1, len(q), seq, _dt.datetime.now(_dt.timezone.utc), tuple(q), tuple(owners),
+                                f"imbalance {fixable_imbalance(owners, q, caps, EPSILON):.2f}", EPSILON, MAX_MOVES)
+            after = list(snap.assign(caps).owners)
+            moved = sum(1 for a, b in zip(owners, after, strict=True) if a != b)
+            owners = after
         figures = _figures(owners, q, caps)
         rows.append({"period": period, "moves": moved, "min_moves_at_start": bound, **figures})
         if settled_at is None and figures["within_bound"]:

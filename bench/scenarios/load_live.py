@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shardlease.core.loadbalance import LoadSnapshot, bounds, imbalance, member_loads
+from shardlease.core.loadbalance import LoadSnapshot, bounds, imbalance, member_loads, min_moves
 from shardlease.core.records import ANNOTATION_LOAD_SNAPSHOT, ANNOTATION_REBALANCED, group_lease_name
 from shardlease.harness.localcluster import LocalCluster, Timings
 
@@ -32,6 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 EXPONENT = 1.1
 SEED = 2026
 THRESHOLD = 0.15
+EPSILON = 0.1  # the replicas' rebalance_epsilon (the default): the bound min_moves counts towards
 WRITE_VERBS = ("create", "update", "patch", "delete")
 
 
@@ -46,13 +47,16 @@ class LiveConfig:
     max_moves: int = 32
     phase_seconds: float = 45.0
     steady_seconds: float = 20.0  # the tail of the first phase over which writes/s are taken
+    #: The first phase runs this many rebalance periods longer, so that its loads stay constant for at
+    #: least that long after the group first reaches the bound (the "constant window").
+    constant_periods: int = 10
     timings: Timings = Timings(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
     start_timeout: float = 180.0
 
     @staticmethod
     def tiny() -> LiveConfig:
         return LiveConfig(shards=12, replicas=3, period=1.0, half_life=0.5, max_moves=4, phase_seconds=8.0,
-                          steady_seconds=4.0, start_timeout=60.0)
+                          steady_seconds=4.0, constant_periods=2, start_timeout=60.0)
 
 
 def zipf_loads(shards: int, exponent: float = EXPONENT, seed: int = SEED) -> list[float]:
@@ -86,6 +90,8 @@ class _Recorder:
         self.started = time.monotonic()
         self.rebalances: list[dict[str, Any]] = []
         self._last_mark: str | None = None
+        #: The holders at the last sample that had every shard held.
+        self.last_owners: list[str] | None = None
 
     def sample(self) -> dict[str, Any]:
         snap = self.cluster.snapshot()
@@ -104,6 +110,7 @@ class _Recorder:
                                "writes": _writes(self.cluster)}
         if all(h in self.caps for h in held):
             owners = [str(h) for h in held]
+            self.last_owners = owners
             row["max_over_fair"] = round(imbalance(owners, self.loads, self.caps), 3)
             limits = bounds(self.caps, owners, self.loads, THRESHOLD)
             carried = member_loads(owners, self.loads, self.caps)
@@ -120,12 +127,15 @@ def _phase(rec: _Recorder, name: str, seconds: float, *, steady: float = 0.0) ->
     """Sample for ``seconds``; the moves are holder changes between samples."""
     began = time.monotonic()
     first_rebalance = len(rec.rebalances)
+    base = rec.last_owners
     rows: list[dict[str, Any]] = []
     previous: list[str | None] | None = None
     settled: float | None = None
     while time.monotonic() - began < seconds:
         row = rec.sample()
         owners = row.pop("owners")
+        if base is None:
+            base = rec.last_owners
         row["moved"] = 0 if previous is None else sum(1 for a, b in zip(previous, owners, strict=True)
                                                          if a != b and b is not None)
         previous = owners
@@ -139,6 +149,25 @@ def _phase(rec: _Recorder, name: str, seconds: float, *, steady: float = 0.0) ->
                               "holder_changes": sum(r["moved"] for r in rows),
                               "max_over_fair_end": rows[-1].get("max_over_fair") if rows else None,
                               "max_over_fair_hot_aside_end": rows[-1].get("max_over_fair_hot_aside") if rows else None}
+    if base is not None:
+        # The fewest moves that bring every replica within its bound from where the phase began (the
+        # holders at the end of the previous phase; the first complete sample for the first phase),
+        # with the phase's loads and capacities.
+        result["min_moves"] = min_moves(base, rec.loads, rec.caps, EPSILON)
+        if rec.last_owners is not None:
+            # Shards on another replica at the end than at the start: what the phase moved, net of the
+            # shards that went away and came back (a restarted replica's).
+            result["net_moves"] = sum(1 for a, b in zip(base, rec.last_owners, strict=True) if a != b)
+    result["snapshot_moves"] = sum(r["moves"] or 0 for r in result["rebalances"])
+    if settled is not None:
+        # The constant window: from the first sample within the bound to the phase's end (the loads do
+        # not change within a phase): what the group still did once it had got there.
+        at = next(r["t"] for r in rows if r["since_phase"] == settled)
+        later = [r for r in rows if r["t"] > at]
+        result["constant_window_s"] = round(rows[-1]["t"] - at, 1)
+        result["constant_snapshots"] = sum(1 for r in result["rebalances"] if r["t"] > at)
+        result["constant_snapshot_moves"] = sum(r["moves"] or 0 for r in result["rebalances"] if r["t"] > at)
+        result["constant_holder_changes"] = sum(r["moved"] for r in later)
     tail = [r for r in rows if r["since_phase"] >= seconds - steady] if steady else []
     if len(tail) >= 2 and tail[0]["writes"] is not None:
         span = tail[-1]["t"] - tail[0]["t"]
@@ -176,7 +205,8 @@ def run_one(config: LiveConfig, *, report_loads: bool, server: str = "dev", work
         all_held_after = round(time.monotonic() - started, 1)
         rec = _Recorder(cluster, loads, caps)
         phases.append(_phase(rec, f"Zipf {EXPONENT}, {config.replicas} equal replicas (from the start)",
-                             config.phase_seconds, steady=config.steady_seconds))
+                             config.phase_seconds + config.constant_periods * config.period,
+                             steady=config.steady_seconds))
         big = names[min(3, len(names) - 1)]
         cluster.replica(big).terminate()
         cluster.replica(big).wait(15)
@@ -225,6 +255,13 @@ def _summary(run_: dict[str, Any], period: float) -> list[str]:
         moves = [r["moves"] for r in rebal]
         end = _end(phase)
         notes = []
+        if "net_moves" in phase and (rebal or phase["holder_changes"]):
+            notes.append(f"{phase['net_moves']} shard(s) on another replica at the end than at the start "
+                         f"({phase['snapshot_moves']} snapshot moves), at least {phase['min_moves']} needed")
+        if "constant_window_s" in phase:
+            notes.append(f"once within: {phase['constant_snapshots']} snapshot(s), {phase['constant_snapshot_moves']} "
+                         f"move(s), {phase['constant_holder_changes']} holder change(s) in the remaining "
+                         f"{phase['constant_window_s']} s ({phase['constant_window_s'] / period:.1f} periods)")
         if "big_share" in phase:
             notes.append(f"{phase['big_replica']} carries {phase['big_share']:.1%} of the load "
                          f"(target {phase['big_target_share']:.1%})")

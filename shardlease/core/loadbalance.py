@@ -52,6 +52,7 @@ __all__ = [
     "balance",
     "bounds",
     "fair_shares",
+    "fixable_imbalance",
     "imbalance",
     "member_loads",
     "min_moves",
@@ -139,6 +140,24 @@ def bounds(members: Mapping[str, float], owners: Sequence[str | None], loads: Se
     limit = {m: dedicated[m] if m in dedicated else (1 + epsilon) * share[m] for m in names}
     floor = {m: 0.0 if m in dedicated else share[m] / (1 + epsilon) for m in names}
     return Bounds(share, limit, floor, hot)
+
+
+def fixable_imbalance(owners: Sequence[str | None], loads: Sequence[float], members: Mapping[str, float],
+                      epsilon: float) -> float:
+    """The highest member load over its share under :func:`bounds` (1.0: perfect; 0.0 without load or
+    members): what a rebalance can fix.
+
+    :func:`imbalance` counts a shard hotter than any bound against its member's fair share, so a group
+    with such a shard never reads balanced, however well the rest is placed. Here a member dedicated to
+    its hot shards is measured against their load (1.0 when it carries nothing else), and the others
+    against their share of the rest: a group the rebalance has brought within its bounds reads at most
+    ``1 + epsilon``.
+    """
+    if sum(loads) <= 0 or not members:
+        return 0.0
+    limits = bounds(members, owners, loads, epsilon)
+    carried = member_loads(owners, loads, members)
+    return max((carried[m] / limits.share[m] for m in sorted(members) if limits.share[m] > 0), default=0.0)
 
 
 def min_moves(owners: Sequence[str | None], loads: Sequence[float], members: Mapping[str, float],

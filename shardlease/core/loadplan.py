@@ -6,11 +6,18 @@ replica ever assigns from live loads. Instead:
 
 * every replica publishes the smoothed loads of the shards it holds on its member Lease, and its
   capacity (:mod:`shardlease.core.records`), with the renewals it sends anyway;
-* the oldest member (the steward) looks at those loads at most every quarter period. When the busiest
-  replica carries more than ``(1 + threshold)`` x its fair share, the last snapshot is at least a
-  ``period`` old, no reshard switch is under way, no member left within a lease duration (the
-  reactor's ``may_rebalance``: the dead member's shards are failing over to heirs that watched them in
-  advance), and a rebalance would move something, it writes a
+* the oldest member (the steward) looks at those loads at most every quarter period (a shard between
+  holders, which no member Lease lists for a moment, counts with the load last reported for it; none
+  is taken while a shard has never reported, for a period at most after the first report). When
+  the busiest replica carries more than ``(1 + threshold)`` x its share with the shards too hot for any
+  bound set aside (:func:`~shardlease.core.loadbalance.fixable_imbalance`: such a shard alone is over
+  any share, and no move can help it; ``1 + epsilon`` when the assignment in force stopped at its move
+  budget with moves left), the last snapshot is at least a ``period`` old, no reshard
+  switch is under way, no member left within a lease duration (the reactor's ``may_rebalance``: the
+  dead member's shards are failing over to heirs that watched them in advance), and a rebalance would
+  move something *and gain from it* (it brings the busiest replica within ``1 + epsilon``, or lowers it
+  by at least :data:`MIN_GAIN` of its share, or the load outside the members' bounds by as much, or
+  runs out of ``max_moves`` with more to do), it writes a
   new :class:`~shardlease.core.loadbalance.LoadSnapshot` on the group Lease: the quantised loads and the
   owners in force (one conditional write; none at all while the group is balanced);
 * every replica, the steward included, assigns from the snapshot of the generation it runs:
@@ -21,8 +28,10 @@ replica ever assigns from live loads. Instead:
 
 Why it cannot flip-flop: between two snapshots the inputs are fixed (same snapshot, same members: same
 owners), ``balance`` never cycles, and the next snapshot is taken only after a period and only when
-the imbalance is above a threshold that is at least the bound a rebalance aims for: a group brought
-within ``1 + epsilon`` stays put until the loads themselves move by more than the gap.
+the imbalance a rebalance can fix is above a threshold that is at least the bound a rebalance aims for:
+a group brought within ``1 + epsilon`` stays put until the loads themselves move by more than the gap.
+And a rebalance that would gain next to nothing is not published, so a placement the greedy cannot
+improve does not turn into a snapshot every period.
 
 Pure: it reads the cache, gets the time passed in, and returns :class:`~shardlease.core.messages.Write`
 commands for the reactor to send.
@@ -31,7 +40,8 @@ commands for the reactor to send.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +49,16 @@ from shardlease.core.assignment import EXACT_INHERITABLE_LIMIT, assign, inherita
 from shardlease.core.bodies import put_body
 from shardlease.core.cache import LeaseCache, apply_answer
 from shardlease.core.clock import Clock
-from shardlease.core.loadbalance import LoadSnapshot, balance, bounds, imbalance, member_loads, quantise
+from shardlease.core.loadbalance import (
+    Balance,
+    LoadSnapshot,
+    balance,
+    bounds,
+    fixable_imbalance,
+    imbalance,
+    member_loads,
+    quantise,
+)
 from shardlease.core.messages import Write, WriteDone, WriteKind
 from shardlease.core.records import (
     ANNOTATION_LOAD_SNAPSHOT,
@@ -51,7 +70,40 @@ from shardlease.core.records import (
 )
 from shardlease.errors import ConflictError, InvalidArgument
 
-__all__ = ["LoadPlanner", "Rebalance", "inheritable_under", "live_loads"]
+__all__ = [
+    "MIN_GAIN",
+    "LoadPlanner",
+    "Rebalance",
+    "inheritable_under",
+    "live_loads",
+    "off_bounds",
+    "reported_loads",
+    "worth_rebalancing",
+]
+
+
+#: A snapshot whose moves leave the busiest member still over ``1 + epsilon`` (with the shards too hot
+#: for any bound aside) must gain at least this much: lower that member's load by this part of its
+#: share, or the load outside the members' bounds (:func:`off_bounds`) by this part of a fair share per
+#: unit of capacity. Less is noise in the loads, or a placement the greedy cannot improve (a member
+#: over its bound whose shards fit nowhere) with small moves elsewhere; not worth their handoffs.
+MIN_GAIN = 0.05
+
+
+def off_bounds(owners: Sequence[str | None], loads: Sequence[float], members: Mapping[str, float],
+               epsilon: float) -> float:
+    """How far the members are from their bounds (:func:`~shardlease.core.loadbalance.bounds`), in fair
+    shares per unit of capacity: the load above each member's bound plus the load missing below each
+    member's floor, summed. 0.0 when every member is within."""
+    total = float(sum(loads))
+    capacity = sum(members[m] for m in sorted(members))
+    if total <= 0 or capacity <= 0:
+        return 0.0
+    limits = bounds(members, owners, loads, epsilon)
+    carried = member_loads(owners, loads, members)
+    outside = sum(max(0.0, carried[m] - limits.limit[m]) + max(0.0, limits.floor[m] - carried[m])
+                  for m in sorted(members))
+    return outside / (total / capacity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +124,38 @@ class Rebalance:
             raise InvalidArgument(f"rebalance max_moves must be >= 2, got {self.max_moves!r}")
 
 
-def live_loads(count: int, members: Mapping[str, LeaseRecord], assignment: Mapping[int, str],
-               weight_of: Callable[[int], float | None] | None = None) -> list[float | None]:
-    """Every shard's load as the member Leases report it now: from the member the assignment names if it
-    reports one (during a handoff the old holder may still list it), else from the first member by name
-    that does, else the static weight, else ``None`` (counted as the mean by ``quantise``)."""
+def worth_rebalancing(owners: Sequence[str], loads: Sequence[float], capacities: Mapping[str, float],
+                      settings: Rebalance, *, unfinished: bool = False) -> Balance | None:
+    """The rebalance the steward publishes from ``owners`` with ``loads`` (quantised), or ``None``: the
+    group is within ``1 + threshold`` by :func:`~shardlease.core.loadbalance.fixable_imbalance`, or a
+    rebalance moves nothing, or it gains too little (:data:`MIN_GAIN`; see the module docstring).
+
+    ``unfinished``: ``owners`` is where the rule stopped at its move budget with useful moves left (a
+    member joined or changed capacity, and the snapshot in force could not take the group all the way
+    in ``max_moves``). Then the bound ``1 + epsilon`` is the trigger, not the threshold: the group is
+    not where a rebalance would have left it, and stopping between the two would leave it there for good.
+    """
+    epsilon = settings.epsilon
+    before = fixable_imbalance(owners, loads, capacities, epsilon)
+    if before <= 1 + (epsilon if unfinished else settings.threshold):
+        return None  # within the threshold, shards too hot for any bound aside (status names those)
+    trial = balance(members=capacities, loads=loads, base=owners, epsilon=epsilon, max_moves=settings.max_moves)
+    if not trial.moved:
+        return None
+    if trial.limited:
+        return trial  # more to do than one snapshot may move: progress, whatever the figures say yet
+    after = fixable_imbalance(trial.owners, loads, capacities, epsilon)
+    gain = max(before - after, off_bounds(owners, loads, capacities, epsilon)
+               - off_bounds(trial.owners, loads, capacities, epsilon))
+    # Moves that barely change the busiest member are not worth their handoffs, and with loads that
+    # only wobble they would be taken again and again.
+    return trial if after <= 1 + epsilon or gain >= MIN_GAIN else None
+
+
+def reported_loads(count: int, members: Mapping[str, LeaseRecord], assignment: Mapping[int, str]) -> dict[int, float]:
+    """The shards some member Lease reports a load for now, with that load: the report of the member
+    the assignment names if it has one (during a handoff the old holder may still list it), else that of
+    the first member by name that does."""
     reported: dict[int, float] = {}
     for identity in sorted(members, reverse=True):  # the first by name wins
         for shard, load in members[identity].loads.items():
@@ -88,9 +167,26 @@ def live_loads(count: int, members: Mapping[str, LeaseRecord], assignment: Mappi
             own = record.loads.get(shard)
             if own is not None and shard < count:
                 reported[shard] = own
+    return reported
+
+
+def live_loads(count: int, members: Mapping[str, LeaseRecord], assignment: Mapping[int, str],
+               weight_of: Callable[[int], float | None] | None = None,
+               remembered: Mapping[int, float] | None = None) -> list[float | None]:
+    """Every shard's load as the member Leases report it now (:func:`reported_loads`), else as one was
+    last reported (``remembered``), else the static weight, else ``None`` (counted as the mean by
+    ``quantise``).
+
+    ``remembered`` covers a shard between holders: its old holder drops it from its member Lease when
+    it lets go, and the new one lists it only after its handler's first report reached a renewal. Counted
+    as the mean meanwhile, a hot shard in transit would look cold (and the mean shard hot) to a snapshot
+    taken then, which would move shards for loads that never changed."""
+    reported = reported_loads(count, members, assignment)
     result: list[float | None] = []
     for shard in range(count):
         value = reported.get(shard)
+        if value is None and remembered is not None:
+            value = remembered.get(shard)
         if value is None and weight_of is not None:
             value = weight_of(shard)
         result.append(value)
@@ -150,8 +246,18 @@ class LoadPlanner:
         #: What the last assignment from a snapshot did (``status`` and ``/health`` show it).
         self.last_moves = 0
         self.last_too_hot: tuple[int, ...] = ()
+        #: It stopped at the snapshot's ``max_moves`` with useful moves left: the next snapshot is due at
+        #: ``1 + epsilon`` already (see ``worth_rebalancing``).
+        self.last_limited = False
         self.last_imbalance: float | None = None
+        #: The same with the shards too hot for any bound aside (:func:`fixable_imbalance`): what the
+        #: steward compares with the threshold.
+        self.last_fixable: float | None = None
         self.last_reason = ""
+        # The last load reported for each shard of the running generation (see ``live_loads``).
+        self._remembered: dict[int, float] = {}
+        self._remembered_for: tuple[int, int] = (-1, -1)
+        self._first_load_at = math.inf
 
     # ------------------------------------------------------------------ following
 
@@ -178,9 +284,11 @@ class LoadPlanner:
             return {}
         snap = self.snapshot
         if snap is None or snap.count != count:
+            self.last_limited = False
             return assign(group, count, capacities, load_factor)
         result = snap.assign(capacities)
         self.last_moves = len(result.moved)
+        self.last_limited = result.limited
         self.last_too_hot = result.too_hot
         return dict(enumerate(result.owners))
 
@@ -198,6 +306,26 @@ class LoadPlanner:
 
     # ------------------------------------------------------------------ stewarding
 
+    def _remember(self, now: float, generation: int, count: int, members: Mapping[str, LeaseRecord],
+                  assignment: Mapping[int, str]) -> dict[int, float]:
+        """The last load seen reported for each shard, this step's reports included; forgotten when the
+        generation or the count changes (the same index then names another shard).
+
+        Also notes when the first report was seen: handlers start reporting as their shards are taken,
+        and a snapshot taken while most shards are still unknown (counted as the mean) would move shards
+        on guesses, and leave the group on an assignment computed from them. So no snapshot while a
+        shard's load is unknown, for at most a period after the first report (a shard whose handler
+        never reports then counts as the mean)."""
+        if self._remembered_for != (generation, count):
+            self._remembered = {}
+            self._remembered_for = (generation, count)
+            self._first_load_at = math.inf
+        reported = reported_loads(count, members, assignment)
+        if reported and not self._remembered:
+            self._first_load_at = now
+        self._remembered.update(reported)
+        return self._remembered
+
     def next_check(self) -> float:
         return self._check_at
 
@@ -209,15 +337,19 @@ class LoadPlanner:
         if now < self._check_at or not count or not capacities or len(assignment) != count:
             return []
         self._check_at = now + self.settings.period / 4
-        loads = live_loads(count, members, assignment, self._weight_of)
+        remembered = self._remember(now, generation, count, members, assignment)
+        loads = live_loads(count, members, assignment, self._weight_of, remembered)
         if all(v is None for v in loads):
-            self.last_imbalance = None
+            self.last_imbalance = self.last_fixable = None
             self._metrics.load_imbalance.set(0)
             return []
         quantised = quantise(loads)
         current = [assignment.get(i, "") for i in range(count)]
         ratio = imbalance(current, quantised, capacities)
+        epsilon = self.settings.epsilon
+        fixable = fixable_imbalance(current, quantised, capacities, epsilon)
         self.last_imbalance = ratio
+        self.last_fixable = fixable
         self._metrics.load_imbalance.set(ratio)
         if not steward or not may_rebalance or self._in_flight:
             return []
@@ -229,14 +361,16 @@ class LoadPlanner:
         if last is not None and last.generation == generation and \
                 (wall - last.taken_at).total_seconds() < self.settings.period:
             return []
-        limit = 1 + self.settings.threshold
-        if ratio <= limit:
+        if any(v is None for v in loads) and now < self._first_load_at + self.settings.period:
+            return []  # wait for the first reports of every shard, a period at most (see _remember)
+        limit = 1 + (epsilon if self.last_limited else self.settings.threshold)
+        trial = worth_rebalancing(current, quantised, capacities, self.settings, unfinished=self.last_limited)
+        if trial is None:
+            if fixable > limit:
+                self._log.debug("no load rebalance at imbalance %.2f > %.2f: no move gains %.2f of a share",
+                                fixable, limit, MIN_GAIN)
             return []
-        trial = balance(members=capacities, loads=quantised, base=current, epsilon=self.settings.epsilon,
-                        max_moves=self.settings.max_moves)
-        if not trial.moved:
-            return []  # nothing helps (a shard hotter than a replica's share): status says so
-        reason = f"imbalance {ratio:.2f} > {limit:.2f}"
+        reason = f"imbalance {fixable:.2f} > {limit:.2f}" + (" (moves left over)" if self.last_limited else "")
         seq = last.seq + 1 if last is not None else 1
         snap = LoadSnapshot(generation=generation, count=count, seq=seq, taken_at=wall, loads=quantised,
                             owners=tuple(current), reason=reason, epsilon=self.settings.epsilon,
@@ -268,7 +402,8 @@ class LoadPlanner:
                capacities: Mapping[str, float]) -> dict[str, Any]:
         """What ``/health`` shows of the load balance: per member capacity, load and share; the snapshot."""
         snap = self.snapshot
-        loads = live_loads(count, members, assignment, self._weight_of) if count else []
+        remembered = self._remembered if self._remembered_for[1] == count else None
+        loads = live_loads(count, members, assignment, self._weight_of, remembered) if count else []
         known = any(v is not None for v in loads)
         quantised = list(quantise(loads)) if known else []
         current = [assignment.get(i, "") for i in range(count)]
@@ -278,6 +413,7 @@ class LoadPlanner:
         return {
             "mode": "load" if snap is not None else "count",
             "imbalance": None if self.last_imbalance is None else round(self.last_imbalance, 3),
+            "fixable_imbalance": None if self.last_fixable is None else round(self.last_fixable, 3),
             "members": {m: {"capacity": capacities[m],
                             "share": round(carried.get(m, 0.0) / total, 4) if known else None,
                             "fair_share": round(limits.share[m] / total, 4) if limits is not None else None}

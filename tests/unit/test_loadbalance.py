@@ -22,6 +22,8 @@ from shardlease.core.loadbalance import (
     LoadSnapshot,
     balance,
     bounds,
+    fixable_imbalance,
+    imbalance,
     member_loads,
     min_moves,
     quantise,
@@ -267,6 +269,32 @@ def test_same_owners_in_another_process_with_another_hash_seed() -> None:
                          "l": loads, "b": base}), capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": PACKAGE_ROOT})
     assert tuple(json.loads(out.stdout)) == here
+
+
+@pytest.mark.parametrize(("owners", "loads", "members", "expected"), [
+    (["a", "b"], [10, 10], {"a": 1.0, "b": 1.0}, 1.0),
+    (["a", "a", "b"], [8, 7, 5], {"a": 1.0, "b": 1.0}, 1.5),        # no shard too hot: the plain ratio
+    (["a", "b", "b"], [30, 5, 5], {"a": 1.0, "b": 1.0}, 1.0),       # 30 > 1.1 x 20: a carries it alone
+    (["a", "a", "b"], [30, 5, 5], {"a": 1.0, "b": 1.0}, 35 / 30),   # ... and 5 beside it that could move
+    (["a", "b", "c"], [30, 4, 6], {"a": 1.0, "b": 1.0, "c": 1.0}, 6 / 5),  # the rest's share is 5
+    (["a", "b"], [0, 0], {"a": 1.0, "b": 1.0}, 0.0),
+    (["a"], [5], {}, 0.0),
+])
+def test_fixable_imbalance_sets_the_shards_too_hot_for_any_bound_aside(owners: list[str], loads: list[int],
+                                                                       members: dict[str, float],
+                                                                       expected: float) -> None:
+    assert fixable_imbalance(owners, loads, members, 0.1) == pytest.approx(expected)
+
+
+def test_a_settled_zipf_group_reads_within_the_bound_though_its_hottest_shard_is_over_any_share() -> None:
+    members = {f"m{i}": 1.0 for i in range(8)}
+    loads = zipf_loads(256, 1.1, 2026)
+    owners: tuple[str, ...] = tuple(base_of(256, members))  # type: ignore[arg-type]
+    for _ in range(4):
+        owners = balance(members=members, loads=loads, base=owners, epsilon=0.1, max_moves=32).owners
+    assert within_bounds(owners, loads, members, 0.1)
+    assert imbalance(owners, loads, members) > 1.6       # the hottest shard alone
+    assert fixable_imbalance(owners, loads, members, 0.1) <= 1.1 + 1e-9
 
 
 # ---------------------------------------------------------------- snapshot and quantising
