@@ -266,52 +266,60 @@ def test_drain_of_the_only_node_evicts_one_pod_at_a_time(g: PodGroup) -> None:
     through, its replacement cannot be scheduled on the cordoned node, so every further eviction is
     refused until the drain gives up; the evicted pod hands its shards to the three others within the
     handoff bound. Uncordoned, the replacement starts and the group is balanced over 4 again."""
-    before = g.ready_pods()
-    assert len(before) == 4
-    with LeaseWatch(g) as watch:
-        watch.wait_started()
-        ordered = time.monotonic()
-        drain = subprocess.Popen(["kubectl", "drain", "shardlease-node", "--ignore-daemonsets", "--delete-emptydir-data",
-                                  "--timeout=30s"], env=g.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            evicted = g.wait("a pod evicted", lambda: g.terminating_pods() or None, 30)
-            assert len(evicted) == 1, f"the PDB let {sorted(evicted)} go at once"
-            staying = before - evicted
+    # A pod of an earlier test's rollout may still be terminating (45 s of grace, longer while its kubelet
+    # was stopped): it would read as a second eviction, and it holds a place the PDB counts.
+    g.wait("no pod left terminating by an earlier test", lambda: not g.terminating_pods(), 180)
+    try:
+        before = g.ready_pods()
+        assert len(before) == 4
+        with LeaseWatch(g) as watch:
+            watch.wait_started()
+            ordered = time.monotonic()
+            drain = subprocess.Popen(["kubectl", "drain", "shardlease-node", "--ignore-daemonsets", "--delete-emptydir-data",
+                                      "--timeout=30s"], env=g.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                evicted = g.wait("a pod evicted", lambda: g.terminating_pods() or None, 30)
+                assert len(evicted) == 1, f"the PDB let {sorted(evicted)} go at once"
+                staying = before - evicted
 
-            def handed_off(holders: dict[int, str | None]) -> bool:
-                return all(h in staying for h in holders.values())
+                def handed_off(holders: dict[int, str | None]) -> bool:
+                    return all(h in staying for h in holders.values())
 
-            g.wait("the evicted pod's shards held by the others", lambda: handed_off(g.holders()), 45)
-            at = g.wait("the Lease watch to show the handoff", lambda: watch.first_time(ordered, handed_off), 10)
-            handoff = at - ordered
-            g.wait("3 pods balanced while the node is cordoned", lambda: g.balanced(3), 60)
-            # Until the drain gives up: never fewer than 3 Ready pods, never a second pod evicted, and the
-            # replacement Pending (unschedulable: the node is cordoned).
-            seen_evicted = set(evicted)
-            while drain.poll() is None:
-                pods = g.pods()
-                seen_evicted |= {p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")}
-                assert len(seen_evicted) == 1, f"a second pod was evicted: {sorted(seen_evicted)}"
-                ready = g.ready_pods()
-                assert ready == staying, f"Ready pods {sorted(ready)} while draining (expected {sorted(staying)})"
-                time.sleep(1)
-            output = drain.communicate(timeout=30)[0]
-        finally:
-            if drain.poll() is None:
-                drain.kill()
-                drain.communicate()
-    pending = [p for p in g.pods() if p["status"].get("phase") == "Pending"]
-    print(f"drain: 1 pod evicted, its shards held by the others {handoff:.2f} s after kubectl drain started "
-          f"(Lease watch); {len(pending)} replacement pending; "
-          f"kubectl drain exited {drain.returncode}")
-    assert drain.returncode != 0, f"the drain finished, evicting every pod despite the PDB:\n{output}"
-    assert "Cannot evict pod as it would violate the pod's disruption budget" in output, output
-    assert len(pending) == 1 and pod_condition(pending[0], "PodScheduled") == "False", pending
-    assert handoff < HANDOFF_BOUND, f"the evicted pod's handoff took {handoff:.1f} s"
-    g.kubectl("uncordon", "shardlease-node", namespaced=False)
-    began = time.monotonic()
-    g.wait("4 pods balanced after uncordon", lambda: g.balanced(4), 90)
-    print(f"uncordon: balanced over 4 pods {time.monotonic() - began:.1f} s later")
+                g.wait("the evicted pod's shards held by the others", lambda: handed_off(g.holders()), 45)
+                at = g.wait("the Lease watch to show the handoff", lambda: watch.first_time(ordered, handed_off), 10)
+                handoff = at - ordered
+                g.wait("3 pods balanced while the node is cordoned", lambda: g.balanced(3), 60)
+                # Until the drain gives up: never fewer than 3 Ready pods, never a second pod evicted, and the
+                # replacement Pending (unschedulable: the node is cordoned).
+                seen_evicted = set(evicted)
+                while drain.poll() is None:
+                    pods = g.pods()
+                    seen_evicted |= {p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")}
+                    assert len(seen_evicted) == 1, f"a second pod was evicted: {sorted(seen_evicted)}"
+                    ready = g.ready_pods()
+                    assert ready == staying, f"Ready pods {sorted(ready)} while draining (expected {sorted(staying)})"
+                    time.sleep(1)
+                output = drain.communicate(timeout=30)[0]
+            finally:
+                if drain.poll() is None:
+                    drain.kill()
+                    drain.communicate()
+        pending = [p for p in g.pods() if p["status"].get("phase") == "Pending"]
+        print(f"drain: 1 pod evicted, its shards held by the others {handoff:.2f} s after kubectl drain started "
+              f"(Lease watch); {len(pending)} replacement pending; "
+              f"kubectl drain exited {drain.returncode}")
+        assert drain.returncode != 0, f"the drain finished, evicting every pod despite the PDB:\n{output}"
+        assert "Cannot evict pod as it would violate the pod's disruption budget" in output, output
+        assert len(pending) == 1 and pod_condition(pending[0], "PodScheduled") == "False", pending
+        assert handoff < HANDOFF_BOUND, f"the evicted pod's handoff took {handoff:.1f} s"
+        g.kubectl("uncordon", "shardlease-node", namespaced=False)
+        began = time.monotonic()
+        g.wait("4 pods balanced after uncordon", lambda: g.balanced(4), 90)
+        print(f"uncordon: balanced over 4 pods {time.monotonic() - began:.1f} s later")
+    finally:
+        # A failure above must not leave the only node cordoned: every later test would wait for pods
+        # that cannot be scheduled.
+        g.kubectl("uncordon", "shardlease-node", namespaced=False, check=False)
 
 
 def test_rollout_changing_the_shard_count_reshards_live(g: PodGroup) -> None:
