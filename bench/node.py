@@ -130,13 +130,7 @@ def one_round(node: LocalNode, g: PodGroup, note: Any, gaps: list[dict[str, Any]
         began = time.monotonic()
         g.kubectl("scale", f"deployment/{DEPLOYMENT}", "--replicas", "4")
         leaving = g.wait("terminating", lambda: t if len(t := g.terminating_pods()) == 2 else None, 30)
-        staying = before - leaving
-
-        def handed_off(holders: dict[int, str | None]) -> bool:
-            return all(h in staying for h in holders.values())
-
-        g.wait("handoff", lambda: handed_off(g.holders()), 60)
-        note("scale_down_handoff_s", g.wait("watch", lambda: watch.first_time(began, handed_off), 10) - began)
+        note("scale_down_handoff_s", watch.handoff_time(g, began, before - leaving, 60) - began)
     g.wait("gone", lambda: not ({p["metadata"]["name"] for p in g.pods()} & leaving), 90)
     note("scale_down_pods_gone_s", time.monotonic() - began)
     g.wait("balanced", lambda: g.balanced(4), 60)

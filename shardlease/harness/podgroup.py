@@ -205,6 +205,17 @@ class LeaseWatch:
         """Until the initial list has arrived (the first event), so nothing before the operation is missed."""
         PodGroup.wait("the Lease watch's first events", lambda: bool(self.changes), timeout, every=0.1)
 
+    def handoff_time(self, group: PodGroup, since: float, staying: set[str], timeout: float) -> float:
+        """Wait until ``shardlease status`` shows every shard held by one of ``staying``, then return the
+        moment (monotonic, at or after ``since``) the watch first showed it: the status read says that the
+        handoff happened, the watch says when, to its latency rather than a poll's second."""
+
+        def handed_off(holders: dict[int, str | None]) -> bool:
+            return all(holder in staying for holder in holders.values())
+
+        group.wait("every shard held by the staying pods", lambda: handed_off(group.holders()), timeout)
+        return group.wait("the Lease watch to show the handoff", lambda: self.first_time(since, handed_off), 10)
+
     def first_time(self, start: float, done: Callable[[dict[int, str | None]], bool]) -> float | None:
         """The first moment at or after ``start`` (monotonic) when the shard holders, replayed from the
         watch, satisfy ``done(shard -> holder)``; ``None`` if they have not yet."""

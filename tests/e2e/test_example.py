@@ -145,14 +145,8 @@ def test_scale_up_and_down_rebalances(local_node: LocalNode, g: PodGroup, journa
         ordered = time.monotonic()
         g.kubectl("scale", f"deployment/{DEPLOYMENT}", "--replicas", "4")
         leaving = g.wait("2 pods terminating", lambda: t if len(t := g.terminating_pods()) == 2 else None, 30)
-        staying = before - leaving
-
-        def handed_off(holders: dict[int, str | None]) -> bool:
-            return all(h in staying for h in holders.values())
-
-        g.wait("the leaving pods' shards held by the staying ones", lambda: handed_off(g.holders()), 45)
         # When it happened, from the Lease watch (a status read takes a second or more here).
-        at = g.wait("the Lease watch to show the handoff", lambda: watch.first_time(ordered, handed_off), 10)
+        at = watch.handoff_time(g, ordered, before - leaving, 45)
     handoff = at - ordered
     if handoff >= HANDOFF_BOUND:  # what the leaving pods did, from the kubelet's log files (gone with the pods)
         for name in leaving:
@@ -281,13 +275,7 @@ def test_drain_of_the_only_node_evicts_one_pod_at_a_time(g: PodGroup) -> None:
                 evicted = g.wait("a pod evicted", lambda: g.terminating_pods() or None, 30)
                 assert len(evicted) == 1, f"the PDB let {sorted(evicted)} go at once"
                 staying = before - evicted
-
-                def handed_off(holders: dict[int, str | None]) -> bool:
-                    return all(h in staying for h in holders.values())
-
-                g.wait("the evicted pod's shards held by the others", lambda: handed_off(g.holders()), 45)
-                at = g.wait("the Lease watch to show the handoff", lambda: watch.first_time(ordered, handed_off), 10)
-                handoff = at - ordered
+                handoff = watch.handoff_time(g, ordered, staying, 45) - ordered
                 g.wait("3 pods balanced while the node is cordoned", lambda: g.balanced(3), 60)
                 # Until the drain gives up: never fewer than 3 Ready pods, never a second pod evicted, and the
                 # replacement Pending (unschedulable: the node is cordoned).
