@@ -452,12 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if name == "scale":
             plan = scale.REAL if server.real else scale.QUICK if args.quick else scale.FULL
-        elif name == "same-cpu":
-            plan = scale.SAME_CPU
-            if server.real:
-                plan = dataclasses.replace(plan, stem=f"{plan.stem}_real", title=f"{plan.title}, real kube-apiserver")
         else:
-            plan = scale.WRITE_BUDGET_QUICK if args.quick else scale.WRITE_BUDGET
+            if name == "same-cpu":
+                plan = scale.SAME_CPU
+            else:
+                plan = scale.WRITE_BUDGET_QUICK if args.quick else scale.WRITE_BUDGET
+            # scale.REAL has its own stem; these plans run on either server, so name the real one's files apart.
             if server.real:
                 plan = dataclasses.replace(plan, stem=f"{plan.stem}_real", title=f"{plan.title}, real kube-apiserver")
         revision = _git_revision()
